@@ -1,0 +1,1 @@
+"""sessionware: sessions for ASGI apps, with actix-session's design and wire format."""

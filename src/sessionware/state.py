@@ -1,0 +1,131 @@
+"""The stored state format: actix-session's versioned envelope, legacy 0.11 read and write.
+
+Write: ``{"v":1,"state":{...}}`` plus optional metadata fields actix ignores (``created``,
+``expires``: Unix seconds). Read (SPEC §4.4): the v1 envelope; an object whose values are all
+strings is the legacy 0.11 format (each value is JSON text); any other object is the state itself.
+JSON only: no pickle, no NaN, no lone surrogates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "DeserializationError",
+    "StoredState",
+    "check_value",
+    "decode_state",
+    "encode_state",
+]
+
+_encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+_dumps = _encoder.encode
+
+
+class DeserializationError(ValueError):
+    """Stored or sealed bytes are not a session state."""
+
+
+class StoredState(dict[str, Any]):
+    """A session's state as a store returns it, with the envelope's metadata alongside.
+
+    It is a plain ``dict`` for every other purpose; ``created`` and ``expires`` are Unix seconds
+    or ``None`` when the record did not carry them (an actix-written record, say).
+    """
+
+    __slots__ = ("created", "expires")
+
+    def __init__(
+        self,
+        state: Mapping[str, Any] = (),  # type: ignore[assignment]
+        *,
+        created: float | None = None,
+        expires: float | None = None,
+    ) -> None:
+        super().__init__(state)
+        self.created = created
+        self.expires = expires
+
+
+def check_value(value: Any) -> str:
+    """Return ``value`` as compact JSON text, or raise ``ValueError``/``TypeError`` saying why not."""
+    try:
+        text = _dumps(value)
+        text.encode("utf-8")
+    except RecursionError:
+        raise ValueError("value is nested too deeply to be stored as JSON") from None
+    except UnicodeEncodeError:
+        raise ValueError("value holds a lone surrogate, which is not valid UTF-8") from None
+    return text
+
+
+def encode_state(
+    state: Mapping[str, Any],
+    *,
+    created: float | None = None,
+    expires: float | None = None,
+    legacy: bool = False,
+) -> str:
+    """Serialise ``state`` as the v1 envelope (or, with ``legacy``, the actix 0.11 map of JSON texts).
+
+    ``created`` and ``expires`` default to the ones a ``StoredState`` carries.
+    """
+    if legacy:
+        return _dumps({key: _dumps(value) for key, value in state.items()})
+    if isinstance(state, StoredState):
+        created = state.created if created is None else created
+        expires = state.expires if expires is None else expires
+    envelope: dict[str, Any] = {"v": 1, "state": state}
+    if created is not None:
+        envelope["created"] = int(created)
+    if expires is not None:
+        envelope["expires"] = int(expires)
+    return _dumps(envelope)
+
+
+def decode_state(raw: str | bytes) -> StoredState:
+    """Parse any format actix-session reads into a ``StoredState``; raise ``DeserializationError``."""
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError, TypeError) as exc:
+        raise DeserializationError(
+            f"session state is not valid JSON: {type(exc).__name__}"
+        ) from None
+    if not isinstance(data, dict):
+        raise DeserializationError("session state is not a JSON object")
+    version = data.get("v")
+    state = data.get("state")
+    if (
+        isinstance(state, dict)
+        and isinstance(version, (int, float))
+        and not isinstance(version, bool)
+    ):
+        if type(version) is not int or version != 1:
+            raise DeserializationError(f"unknown session state version {version!r}")
+        return StoredState(
+            state, created=_timestamp(data, "created"), expires=_timestamp(data, "expires")
+        )
+    if all(isinstance(value, str) for value in data.values()):
+        try:
+            return StoredState({key: json.loads(value) for key, value in data.items()})
+        except (ValueError, RecursionError):
+            raise DeserializationError("legacy session value is not valid JSON") from None
+    return StoredState(data)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _timestamp(data: Mapping[str, Any], field: str) -> float | None:
+    value = data.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DeserializationError(f"session metadata field {field!r} is not a timestamp")
+    if not 0 <= value < 2**40:
+        raise DeserializationError(f"session metadata field {field!r} is out of range")
+    return float(value)

@@ -1,0 +1,171 @@
+"""The store contract: what every session store implements, and the types it speaks.
+
+Errors::
+
+    LoadError     loading failed; ``deserialization`` tells bad data (new empty session)
+                  from anything else (opaque 503)
+    SaveError     saving a new session failed; ``serialization`` as above
+    UpdateError   updating a session failed; ``serialization`` as above
+
+A store never sees cookies or requests: it maps a ``SessionKey`` to a state, with a TTL.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from sessionware.state import StoredState
+
+__all__ = [
+    "TOMBSTONE_TTL",
+    "Changes",
+    "LoadError",
+    "SaveError",
+    "SessionKey",
+    "SessionStore",
+    "UpdateError",
+    "generate_session_key",
+    "is_generated_key",
+    "ttl_seconds",
+]
+
+MAX_KEY_BYTES = 4064
+"""actix's limit on a session key: the cookie's value must fit in 4096 bytes with its name."""
+
+TOMBSTONE_TTL = timedelta(minutes=5)
+"""How long a purged or renewed key is remembered, so a slower request cannot bring it back."""
+
+_ALPHABET = string.ascii_letters + string.digits
+_GENERATED = re.compile(r"[A-Za-z0-9]{64}")
+
+
+class SessionKey(str):
+    """The key a store files a session under: at most 4064 bytes, never empty (SPEC §4.2)."""
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> SessionKey:
+        if not isinstance(value, str):
+            raise TypeError("a session key is a str")
+        if not value or len(value.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+            raise ValueError("The provided string is not a valid session key")
+        return super().__new__(cls, value)
+
+
+def generate_session_key() -> SessionKey:
+    """A fresh key: 64 characters drawn uniformly from [A-Za-z0-9] by the OS CSPRNG (~381 bits)."""
+    chars: list[str] = []
+    while len(chars) < 64:
+        # 248 = 4 * 62: bytes at or above it are dropped so every character is equally likely.
+        chars.extend(_ALPHABET[b % 62] for b in secrets.token_bytes(80) if b < 248)
+    return SessionKey("".join(chars[:64]))
+
+
+def is_generated_key(value: str) -> bool:
+    """Whether ``value`` has exactly the shape ``generate_session_key`` produces."""
+    return _GENERATED.fullmatch(value) is not None
+
+
+def ttl_seconds(ttl: timedelta) -> int:
+    """A TTL in whole seconds for a server that takes seconds, never below 1 (0 would mean 'now')."""
+    return max(1, int(ttl.total_seconds()))
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What one request did to a session's state, so a store can merge it into the current record.
+
+    ``cleared``: the request emptied the state first; ``set``: keys written (with their new values);
+    ``removed``: keys deleted. Applying it to what another request stored meanwhile keeps both
+    requests' changes to different keys.
+    """
+
+    cleared: bool = False
+    set: Mapping[str, Any] = field(default_factory=dict)
+    removed: frozenset[str] = frozenset()
+
+    @classmethod
+    def replace(cls, state: Mapping[str, Any]) -> Changes:
+        """Changes that make the record exactly ``state``."""
+        return cls(cleared=True, set=dict(state))
+
+    def apply(self, current: Mapping[str, Any]) -> dict[str, Any]:
+        """The state after these changes, on top of ``current``."""
+        merged: dict[str, Any] = {} if self.cleared else dict(current)
+        for key in self.removed:
+            merged.pop(key, None)
+        merged.update(self.set)
+        return merged
+
+
+class LoadError(Exception):
+    """Loading a session failed. ``deserialization`` is true when the stored data is unreadable."""
+
+    def __init__(self, message: str, *, deserialization: bool = False) -> None:
+        super().__init__(message)
+        self.deserialization = deserialization
+
+
+class SaveError(Exception):
+    """Saving a new session failed. ``serialization`` is true when the state could not be encoded."""
+
+    def __init__(self, message: str, *, serialization: bool = False) -> None:
+        super().__init__(message)
+        self.serialization = serialization
+
+
+class UpdateError(Exception):
+    """Updating a session failed. ``serialization`` is true when the state could not be encoded."""
+
+    def __init__(self, message: str, *, serialization: bool = False) -> None:
+        super().__init__(message)
+        self.serialization = serialization
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """An async session store (SPEC §4.1), with tombstones and change merging added.
+
+    * ``load(key)``: the state, or ``None`` when the key is unknown, expired, purged or renewed.
+      Raises ``LoadError`` (``deserialization=True`` for unreadable data).
+    * ``save(state, ttl)``: store under a fresh key from ``generate_session_key`` (never an
+      existing one) and return it.
+    * ``update(key, state, ttl, changes)``: write the session back and return the key it now lives
+      under. With ``changes``, merge them into the current record atomically instead of
+      overwriting it. If ``key`` was renewed meanwhile, apply the changes to its successor and
+      return that key; if it was purged, write nothing and return ``None``; if it merely
+      expired, ``save`` the whole ``state`` under a new key.
+    * ``update_ttl(key, ttl)``: extend the record's life; a missing key is not an error.
+    * ``delete(key, successor=None)``: remove the record and leave a tombstone for
+      ``TOMBSTONE_TTL`` naming ``successor`` (the key it was renewed to) or nothing (purged).
+
+    TTLs are ``timedelta``; stores that count in seconds use ``ttl_seconds``. The state a store
+    returns is a ``StoredState`` so the envelope's ``created`` time survives round trips; a store
+    keeps ``created`` across updates. Stores set ``holds_state_in_key = True`` when the key is the
+    state itself (the cookie store): the middleware then accepts any key shape and re-saves to
+    extend a TTL.
+    """
+
+    holds_state_in_key: ClassVar[bool]
+
+    async def load(self, key: SessionKey) -> StoredState | None: ...
+
+    async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey: ...
+
+    async def update(
+        self,
+        key: SessionKey,
+        state: Mapping[str, Any],
+        ttl: timedelta,
+        changes: Changes | None = None,
+    ) -> SessionKey | None: ...
+
+    async def update_ttl(self, key: SessionKey, ttl: timedelta) -> None: ...
+
+    async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None: ...

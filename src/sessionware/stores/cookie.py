@@ -1,0 +1,77 @@
+"""CookieSessionStore: the whole state travels in the cookie, sealed by the middleware (SPEC §5)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from sessionware.state import DeserializationError, StoredState, decode_state, encode_state
+from sessionware.stores.base import MAX_KEY_BYTES, Changes, LoadError, SaveError, SessionKey
+
+__all__ = ["CookieSessionStore"]
+
+CLOCK_SKEW = 60.0
+"""Seconds a cookie's creation time may lie in the future (another server's clock running ahead)."""
+
+
+class CookieSessionStore:
+    """Keeps the state in the cookie: the session key *is* the serialised state.
+
+    Unlike actix's, the envelope carries ``expires`` (idle timeout) and ``created`` (for the
+    absolute timeout); both are authenticated with the rest of the cookie, so a replayed old cookie
+    opens to an empty session. Purging cannot revoke a copy of the cookie kept elsewhere: use a
+    server-side store where that matters. ``legacy_format`` writes actix 0.11's map of JSON texts,
+    which carries no expiry.
+    """
+
+    holds_state_in_key: ClassVar[bool] = True
+
+    def __init__(
+        self, *, legacy_format: bool = False, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._legacy = legacy_format
+        self._clock = clock
+
+    async def load(self, key: SessionKey) -> StoredState | None:
+        try:
+            state = decode_state(key)
+        except DeserializationError as exc:
+            raise LoadError(str(exc), deserialization=True) from None
+        now = self._clock()
+        if state.expires is not None and state.expires <= now:
+            return None
+        if state.created is not None and state.created > now + CLOCK_SKEW:
+            raise LoadError("session cookie was created in the future", deserialization=True)
+        return state
+
+    async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey:
+        expires = None if self._legacy else self._clock() + ttl.total_seconds()
+        try:
+            text = encode_state(state, expires=expires, legacy=self._legacy)
+        except (TypeError, ValueError) as exc:
+            raise SaveError(f"session state cannot be encoded: {exc}", serialization=True) from None
+        size = len(text.encode("utf-8"))
+        if size > MAX_KEY_BYTES:
+            raise SaveError(
+                f"session state is {size} bytes of JSON; a cookie session holds at most"
+                f" {MAX_KEY_BYTES} (4096 with the cookie's name and attributes). Keep less in"
+                " the session or use a server-side store"
+            )
+        return SessionKey(text)
+
+    async def update(
+        self,
+        key: SessionKey,
+        state: Mapping[str, Any],
+        ttl: timedelta,
+        changes: Changes | None = None,
+    ) -> SessionKey | None:
+        return await self.save(state, ttl)
+
+    async def update_ttl(self, key: SessionKey, ttl: timedelta) -> None:
+        """Nothing to do: the middleware re-saves a cookie session to extend it."""
+
+    async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None:
+        """Nothing to do: the removal cookie is all there is (a copy of the cookie still opens)."""

@@ -1,0 +1,102 @@
+"""MemorySessionStore: a bounded, TTL-aware store in this process, for tests and development."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from sessionware.state import StoredState, decode_state, encode_state
+from sessionware.stores.base import (
+    TOMBSTONE_TTL,
+    Changes,
+    SessionKey,
+    generate_session_key,
+)
+
+__all__ = ["MemorySessionStore"]
+
+_Tombstone = tuple[SessionKey | None]
+"""A purged (``(None,)``) or renewed (``(successor,)``) key."""
+
+
+class MemorySessionStore:
+    """Sessions in a dict, each expiring after its TTL; the oldest are evicted past ``max_entries``.
+
+    State is kept as encoded JSON so a stored session can never be changed through a reference a
+    handler still holds, exactly as with a real server.
+    """
+
+    holds_state_in_key: ClassVar[bool] = False
+
+    def __init__(
+        self, *, max_entries: int = 100_000, clock: Callable[[], float] = time.time
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._max_entries = max_entries
+        self._clock = clock
+        self._records: OrderedDict[str, tuple[float, str | _Tombstone]] = OrderedDict()
+
+    def __len__(self) -> int:
+        """How many live sessions the store holds (tombstones and expired records excluded)."""
+        now = self._clock()
+        return sum(1 for exp, rec in self._records.values() if exp > now and isinstance(rec, str))
+
+    def _get(self, key: str) -> str | _Tombstone | None:
+        entry = self._records.get(key)
+        if entry is None:
+            return None
+        expires, record = entry
+        if expires <= self._clock():
+            del self._records[key]
+            return None
+        return record
+
+    def _put(self, key: str, record: str | _Tombstone, ttl: timedelta) -> None:
+        self._records[key] = (self._clock() + ttl.total_seconds(), record)
+        self._records.move_to_end(key)
+        while len(self._records) > self._max_entries:
+            self._records.popitem(last=False)
+
+    async def load(self, key: SessionKey) -> StoredState | None:
+        record = self._get(key)
+        return decode_state(record) if isinstance(record, str) else None
+
+    async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey:
+        text = encode_state(state)
+        key = generate_session_key()
+        while key in self._records:  # pragma: no cover - 381 bits make this a formality
+            key = generate_session_key()
+        self._put(key, text, ttl)
+        return key
+
+    async def update(
+        self,
+        key: SessionKey,
+        state: Mapping[str, Any],
+        ttl: timedelta,
+        changes: Changes | None = None,
+    ) -> SessionKey | None:
+        record = self._get(key)
+        if isinstance(record, tuple):
+            successor = record[0]
+            if successor is None:
+                return None
+            return await self.update(successor, state, ttl, changes)
+        if record is None:
+            return await self.save(state, ttl)
+        current = decode_state(record)
+        merged = (changes or Changes.replace(state)).apply(current)
+        self._put(key, encode_state(merged, created=current.created), ttl)
+        return key
+
+    async def update_ttl(self, key: SessionKey, ttl: timedelta) -> None:
+        record = self._get(key)
+        if isinstance(record, str):
+            self._put(key, record, ttl)
+
+    async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None:
+        self._put(key, (successor,), TOMBSTONE_TTL)

@@ -1,0 +1,26 @@
+"""Reaching the real servers tests need: skip with a reason on a laptop, fail under CI."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+
+def require(name: str, host: str, port: int) -> None:
+    """Skip (or, under CI=true, fail) unless something listens on host:port."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError as exc:
+        message = f"{name} is not reachable at {host}:{port} ({exc})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI must have it running", pytrace=False)
+        pytest.skip(message)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
