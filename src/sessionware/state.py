@@ -19,6 +19,8 @@ __all__ = [
     "check_value",
     "decode_state",
     "encode_state",
+    "encode_tombstone",
+    "read_tombstone",
 ]
 
 _encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
@@ -114,6 +116,27 @@ def decode_state(raw: str | bytes) -> StoredState:
         except (ValueError, RecursionError):
             raise DeserializationError("legacy session value is not valid JSON") from None
     return StoredState(data)
+
+
+def encode_tombstone(successor: str | None) -> str:
+    """The record a purged (``successor=None``) or renewed key leaves behind for a while.
+
+    Version 0 makes actix-session read it as undecodable (an empty session), never as state.
+    """
+    return _dumps({"v": 0, "state": {}, "successor": successor})
+
+
+def read_tombstone(raw: str | bytes) -> tuple[bool, str | None]:
+    """``(True, successor)`` if ``raw`` is a tombstone from ``encode_tombstone``, else ``(False, None)``."""
+    head = raw[:16] if isinstance(raw, str) else raw[:16].decode("latin-1")
+    if not head.startswith('{"v":0,'):
+        return False, None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return False, None
+    successor = data.get("successor")
+    return True, successor if isinstance(successor, str) else None
 
 
 def _reject_constant(name: str) -> Any:
