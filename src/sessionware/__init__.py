@@ -1,1 +1,33 @@
 """sessionware: sessions for ASGI apps, with actix-session's design and wire format."""
+
+from __future__ import annotations
+
+from sessionware.config import BrowserSession, PersistentSession, TtlExtensionPolicy
+from sessionware.crypto import ContentSecurity, Key
+from sessionware.middleware import SessionMiddleware, get_session
+from sessionware.session import (
+    Session,
+    SessionError,
+    SessionGetError,
+    SessionInsertError,
+    SessionStatus,
+    SessionUpdateError,
+)
+
+__all__ = [
+    "BrowserSession",
+    "ContentSecurity",
+    "Key",
+    "PersistentSession",
+    "Session",
+    "SessionError",
+    "SessionGetError",
+    "SessionInsertError",
+    "SessionMiddleware",
+    "SessionStatus",
+    "SessionUpdateError",
+    "TtlExtensionPolicy",
+    "get_session",
+]
+
+__version__ = "0.1.0"

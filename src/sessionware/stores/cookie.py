@@ -57,7 +57,8 @@ class CookieSessionStore:
             raise SaveError(
                 f"session state is {size} bytes of JSON; a cookie session holds at most"
                 f" {MAX_KEY_BYTES} (4096 with the cookie's name and attributes). Keep less in"
-                " the session or use a server-side store"
+                " the session or use a server-side store",
+                serialization=True,
             )
         return SessionKey(text)
 

@@ -1,0 +1,95 @@
+"""Reading the Cookie header and writing Set-Cookie lines, as actix-web and the cookie crate do.
+
+The parser is lenient on purpose (never ``http.cookies.SimpleCookie``, which drops every cookie
+after a malformed one): split on ``;``, exact case-sensitive names, surrounding quotes trimmed,
+percent-decoded. Set-Cookie attributes come in the cookie crate 0.16 order (SPEC §2.4).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from email.utils import formatdate
+from urllib.parse import quote, unquote
+
+from sessionware.config import CookieSettings
+
+__all__ = ["MAX_SET_COOKIE_BYTES", "find_cookies", "removal_cookie", "session_cookie"]
+
+MAX_SET_COOKIE_BYTES = 4096
+"""Browsers keep cookies up to 4096 bytes of name, value and attributes; past that they drop them."""
+
+MAX_CANDIDATES = 4
+"""How many same-name cookies are tried, in header order, before giving up."""
+
+MAX_VALUE_BYTES = 4096
+
+# The cookie crate's percent-encoding set: controls, non-ASCII, space and "#%(),/:;<=>?@[\]^`{|}
+_ENCODED = set(' "#%(),/:;<=>?@[\\]^`{|}')
+_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in _ENCODED)
+_SAME_SITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
+
+
+def find_cookies(headers: Iterable[bytes], name: str) -> list[str]:
+    """The values of the cookies called ``name``, in header order, at most ``MAX_CANDIDATES``.
+
+    ``headers`` are the raw values of every Cookie header (HTTP/2 may split one into several).
+    Values over 4096 bytes or that do not percent-decode to UTF-8 are skipped.
+    """
+    found: list[str] = []
+    prefix = name + "="
+    for header in headers:
+        text = header.decode("latin-1")
+        if prefix not in text:
+            continue
+        for piece in text.split(";"):
+            piece = piece.strip(" \t")
+            if not piece.startswith(prefix):
+                continue
+            value = piece[len(prefix) :]
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            if not value or len(value) > MAX_VALUE_BYTES:
+                continue
+            if "%" in value:
+                try:
+                    value = unquote(value, errors="strict")
+                except UnicodeDecodeError:
+                    continue
+            found.append(value)
+            if len(found) == MAX_CANDIDATES:
+                return found
+    return found
+
+
+def _attributes(settings: CookieSettings) -> str:
+    parts = []
+    if settings.http_only:
+        parts.append("; HttpOnly")
+    if settings.same_site is not None:
+        parts.append(f"; SameSite={_SAME_SITE[settings.same_site]}")
+    if settings.secure:
+        parts.append("; Secure")
+    parts.append(f"; Path={settings.path}")
+    if settings.domain is not None:
+        parts.append(f"; Domain={settings.domain}")
+    return "".join(parts)
+
+
+def session_cookie(settings: CookieSettings, value: str, max_age: int | None) -> str:
+    """The Set-Cookie value carrying ``value`` (already sealed), percent-encoded as actix does."""
+    line = f"{settings.name}={quote(value, safe=_SAFE)}{_attributes(settings)}"
+    if max_age is not None:
+        line += f"; Max-Age={max_age}"
+    if settings.partitioned:
+        line += "; Partitioned"
+    return line
+
+
+def removal_cookie(settings: CookieSettings, now: float | None = None) -> str:
+    """A Set-Cookie that makes browsers drop the session cookie: same attributes, empty, expired."""
+    expires = formatdate((time.time() if now is None else now) - 365 * 86400, usegmt=True)
+    line = f"{settings.name}={_attributes(settings)}; Max-Age=0; Expires={expires}"
+    if settings.partitioned:
+        line += "; Partitioned"
+    return line

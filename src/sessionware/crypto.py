@@ -1,0 +1,227 @@
+"""Cookie cryptography: the cookie crate 0.16 private (AES-256-GCM) and signed (HMAC-SHA256)
+formats, byte-compatible with actix, plus a signed mode that also binds the cookie name."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hmac
+import secrets
+import string
+from collections.abc import Sequence
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+__all__ = ["ContentSecurity", "Key", "seal", "unseal"]
+
+_KEY_LEN: Final = 64
+_MIN_DERIVE_LEN: Final = 32
+_DERIVE_INFO: Final = b"COOKIE;SIGNED:HMAC-SHA256;PRIVATE:AEAD-AES-256-GCM"
+_NONCE_LEN: Final = 12
+_TAG_LEN: Final = 16
+_MAC_B64_LEN: Final = 44  # padded standard base64 of a 32-byte HMAC-SHA256
+_MAC_LEN: Final = 32
+_MAX_SEALED_LEN: Final = 4096
+_SIGNED_TAG: Final = b"sessionware-signed-v1\x00"
+_HEX_DIGITS: Final = frozenset(string.hexdigits)
+_HOW_TO: Final = (
+    "use Key.generate() or Key.derive_from(secret); `sessionware keygen` prints one as hex"
+)
+
+
+class Key:
+    """A 64-byte master key: bytes 0..32 sign (HMAC-SHA256), bytes 32..64 encrypt (AES-256-GCM).
+
+    As in cookie 0.16, only the first 64 bytes of a longer input are used.
+    """
+
+    __slots__ = ("_aead", "_encryption", "_signing")
+
+    def __init__(self, master: bytes) -> None:
+        if not isinstance(master, (bytes, bytearray)):
+            raise TypeError(
+                f"Key needs bytes, not {type(master).__name__} "
+                f"(for a hex string use Key.from_hex(text)); {_HOW_TO}"
+            )
+        if len(master) < _KEY_LEN:
+            raise ValueError(
+                f"Key needs at least {_KEY_LEN} bytes of key material, got {len(master)}; {_HOW_TO}"
+            )
+        self._signing = bytes(master[:32])
+        self._encryption = bytes(master[32:_KEY_LEN])
+        self._aead = AESGCM(self._encryption)
+
+    @classmethod
+    def generate(cls) -> Key:
+        """A new random key from the OS CSPRNG."""
+        return cls(secrets.token_bytes(_KEY_LEN))
+
+    @classmethod
+    def derive_from(cls, master: bytes) -> Key:
+        """cookie 0.16 ``Key::derive_from``: HKDF-SHA256 expand only, ``master`` used as the PRK.
+
+        ``master`` must be at least 32 bytes of high-entropy secret (it is not a password).
+        """
+        if not isinstance(master, (bytes, bytearray)):
+            raise TypeError(f"Key.derive_from needs bytes, not {type(master).__name__}")
+        if len(master) < _MIN_DERIVE_LEN:
+            raise ValueError(
+                f"Key.derive_from needs at least {_MIN_DERIVE_LEN} bytes, got {len(master)}; "
+                f"{_HOW_TO}"
+            )
+        hkdf = HKDFExpand(algorithm=hashes.SHA256(), length=_KEY_LEN, info=_DERIVE_INFO)
+        return cls(hkdf.derive(bytes(master)))
+
+    @classmethod
+    def from_hex(cls, text: str) -> Key:
+        """A key from 128 hex characters (surrounding whitespace is ignored)."""
+        if not isinstance(text, str):
+            raise TypeError(f"Key.from_hex needs a str, not {type(text).__name__}")
+        text = text.strip()
+        if len(text) != 2 * _KEY_LEN or not _HEX_DIGITS.issuperset(text):
+            raise ValueError(
+                f"Key.from_hex needs exactly {2 * _KEY_LEN} hex characters "
+                f"(got {len(text)} characters); {_HOW_TO}"
+            )
+        return cls(bytes.fromhex(text))
+
+    @property
+    def signing_key(self) -> bytes:
+        """Bytes 0..32: the HMAC-SHA256 key."""
+        return self._signing
+
+    @property
+    def encryption_key(self) -> bytes:
+        """Bytes 32..64: the AES-256-GCM key."""
+        return self._encryption
+
+    def __repr__(self) -> str:
+        return "Key(<64 bytes, hidden>)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Key):
+            return NotImplemented
+        return hmac.compare_digest(
+            self._signing + self._encryption, other._signing + other._encryption
+        )
+
+    def __hash__(self) -> int:
+        return hash((Key, self._signing, self._encryption))
+
+
+class ContentSecurity(enum.Enum):
+    """How a cookie value is protected."""
+
+    PRIVATE = "private"
+    """AES-256-GCM, AAD = cookie name (cookie 0.16 private jar). Confidential and name-bound."""
+    SIGNED = "signed"
+    """HMAC-SHA256 over a versioned, length-prefixed (name, value). Name-bound."""
+    SIGNED_ACTIX = "signed-actix"
+    """cookie 0.16 signed jar: HMAC-SHA256 over the value only (interop with actix)."""
+
+
+def _signed_message(name: bytes, value: bytes) -> bytes:
+    """``b"sessionware-signed-v1\\x00" || u32be(len(name)) || name || value`` (UTF-8 bytes).
+
+    Fixed version tag, length-prefixed name, then the value to the end: injective in
+    (name, value). SIGNED and SIGNED_ACTIX never open each other's cookies, but use a key with
+    one signed mode only: an actix MAC over a value that starts with this tag is a SIGNED MAC.
+    """
+    return _SIGNED_TAG + len(name).to_bytes(4, "big") + name + value
+
+
+def seal(security: ContentSecurity, key: Key, name: str, value: str) -> str:
+    """Protect ``value`` for the cookie ``name``; returns the cookie value (not yet %-encoded).
+
+    - PRIVATE: ``b64std(nonce12 || AES-256-GCM(value) || tag16)``, AAD = ``name``, fresh nonce.
+    - SIGNED_ACTIX: ``b64std(HMAC-SHA256(signing_key, value))`` (44 chars) then ``value``.
+    - SIGNED: the same layout, with the MAC over :func:`_signed_message` ``(name, value)``.
+    """
+    if security is ContentSecurity.PRIVATE:
+        nonce = secrets.token_bytes(_NONCE_LEN)
+        sealed = key._aead.encrypt(nonce, value.encode(), name.encode())
+        return base64.b64encode(nonce + sealed).decode("ascii")
+    if security is ContentSecurity.SIGNED:
+        msg = _signed_message(name.encode(), value.encode())
+    elif security is ContentSecurity.SIGNED_ACTIX:
+        msg = value.encode()
+    else:
+        raise TypeError(f"unknown content security: {security!r}")
+    return base64.b64encode(hmac.digest(key._signing, msg, "sha256")).decode("ascii") + value
+
+
+def _b64decode_strict(text: str) -> bytes | None:
+    """Canonical padded standard base64 only; ``None`` for anything else."""
+    if not text.isascii():
+        return None
+    raw = text.encode("ascii")
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if base64.b64encode(data) != raw:  # non-zero trailing bits, e.g. "YWJ=" for "YWI="
+        return None
+    return data
+
+
+def unseal(
+    security: ContentSecurity, keys: Sequence[Key], name: str, sealed: str
+) -> tuple[str, int] | None:
+    """Open ``sealed`` with the first key of ``keys`` that authenticates it.
+
+    Returns ``(value, index of that key)``, or ``None`` if no key opens it or the input is
+    malformed in any way. Never raises on any ``sealed`` string; more than 4096 characters are
+    rejected before any decoding.
+    """
+    if len(sealed) > _MAX_SEALED_LEN:
+        return None
+    try:
+        name_b = name.encode()
+    except UnicodeEncodeError:
+        return None
+    if security is ContentSecurity.PRIVATE:
+        return _open_private(keys, name_b, sealed)
+    if len(sealed) < _MAC_B64_LEN:
+        return None
+    mac = _b64decode_strict(sealed[:_MAC_B64_LEN])
+    if mac is None or len(mac) != _MAC_LEN:
+        return None
+    value = sealed[_MAC_B64_LEN:]
+    try:
+        value_b = value.encode()
+    except UnicodeEncodeError:  # lone surrogates
+        return None
+    if security is ContentSecurity.SIGNED:
+        msg = _signed_message(name_b, value_b)
+    elif security is ContentSecurity.SIGNED_ACTIX:
+        msg = value_b
+    else:
+        return None
+    for index, key in enumerate(keys):
+        if hmac.compare_digest(hmac.digest(key._signing, msg, "sha256"), mac):
+            return value, index
+    return None
+
+
+def _open_private(keys: Sequence[Key], name: bytes, sealed: str) -> tuple[str, int] | None:
+    blob = _b64decode_strict(sealed)
+    if blob is None or len(blob) < _NONCE_LEN + _TAG_LEN:
+        return None
+    nonce, ciphertext = blob[:_NONCE_LEN], blob[_NONCE_LEN:]
+    for index, key in enumerate(keys):
+        try:
+            plain = key._aead.decrypt(nonce, ciphertext, name)
+        except (InvalidTag, ValueError):
+            continue
+        try:
+            return plain.decode(), index
+        except UnicodeDecodeError:
+            return None
+    return None

@@ -1,0 +1,261 @@
+"""The core: which cookie opens, which store call to make, which headers to send (SPEC §2).
+
+It knows nothing of ASGI: an adapter hands it the request's Cookie header values, awaits
+``load``, runs the handler, then hands ``finish`` the response status and headers and sends what
+comes back. All I/O happens in the store it is given.
+
+Request phase: the first of at most four same-name cookies that opens under the key ring, whose
+content is a valid key for the store, is loaded; anything else starts an empty session (with a
+WARNING naming only a salted hash of the value). Response phase, by the session's status:
+
+=========  ===================  ==================================================  ============
+key        status               store calls                                         Set-Cookie
+=========  ===================  ==================================================  ============
+none       changed/renewed      ``save`` (only if the state is not empty)           new key
+some       changed              ``update`` with the request's changes merged        returned key
+some       purged               ``delete`` (leaves a tombstone)                     removal
+some       renewed              ``save``, then ``delete(old, successor=new)``       new key
+some       unchanged            ``update_ttl`` under ON_EVERY_REQUEST, else none    if Max-Age
+=========  ===================  ==================================================  ============
+
+Responses with status 500 or above persist nothing. A cookie opened with an older key of the
+ring is sent back sealed with the current one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sessionware.config import BrowserSession, CookieSettings, PersistentSession
+from sessionware.config import TtlExtensionPolicy as Policy
+from sessionware.cookies import MAX_SET_COOKIE_BYTES, find_cookies, removal_cookie, session_cookie
+from sessionware.crypto import ContentSecurity, Key, seal, unseal
+from sessionware.session import Session, SessionStatus
+from sessionware.state import StoredState
+from sessionware.stores.base import (
+    LoadError,
+    SaveError,
+    SessionKey,
+    SessionStore,
+    UpdateError,
+    is_generated_key,
+)
+
+__all__ = ["PersistError", "SessionContext", "SessionEngine", "fingerprint"]
+
+logger = logging.getLogger("sessionware")
+
+Headers = list[tuple[bytes, bytes]]
+_SALT = secrets.token_bytes(16)
+
+
+def fingerprint(secret: str) -> str:
+    """A salted hash of a cookie value or key, safe to log (the salt is new in every process)."""
+    return hashlib.blake2b(secret.encode("utf-8", "replace"), key=_SALT, digest_size=8).hexdigest()
+
+
+class PersistError(Exception):
+    """The session could not be loaded or saved; the adapter answers ``status_code``, opaquely.
+
+    503 when the store failed (try again later), 500 when the state itself cannot be stored.
+    """
+
+    def __init__(self, message: str, *, status_code: int = 503) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass
+class SessionContext:
+    """One request's session, with what the engine needs to remember between its two phases."""
+
+    session: Session = field(default_factory=Session)
+    key: SessionKey | None = None
+    created: float | None = None
+    reissue: bool = False
+
+
+class SessionEngine:
+    """Loads and persists sessions for one configuration. Shared by all requests; holds no state."""
+
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        keys: Sequence[Key],
+        security: ContentSecurity,
+        cookie: CookieSettings,
+        lifecycle: BrowserSession | PersistentSession,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not keys:
+            raise ValueError("at least one Key is needed to seal session cookies")
+        if not isinstance(lifecycle, (BrowserSession, PersistentSession)):
+            raise TypeError("lifecycle must be a BrowserSession or a PersistentSession")
+        if not isinstance(security, ContentSecurity):
+            raise TypeError("content_security must be a ContentSecurity member")
+        self.store = store
+        self.keys = tuple(keys)
+        self.security = security
+        self.cookie = cookie
+        self.lifecycle = lifecycle
+        self.clock = clock
+        self._any_key = bool(getattr(store, "holds_state_in_key", False))
+        max_age = lifecycle.cookie_max_age
+        self._cookie_max_age = None if max_age is None else int(max_age.total_seconds())
+
+    # -- request phase -----------------------------------------------------------------------
+
+    def begin(self, cookie_headers: Iterable[bytes]) -> SessionContext:
+        """Find the session cookie among the request's Cookie header values; no I/O."""
+        context = SessionContext()
+        for value in find_cookies(cookie_headers, self.cookie.name):
+            opened = unseal(self.security, self.keys, self.cookie.name, value)
+            if opened is None:
+                logger.warning("session cookie %s did not open; ignored", fingerprint(value))
+                continue
+            plain, index = opened
+            if not (self._any_key or is_generated_key(plain)):
+                logger.warning("session key %s has the wrong shape; ignored", fingerprint(plain))
+                continue
+            try:
+                context.key = SessionKey(plain)
+            except ValueError:
+                continue
+            context.reissue = index > 0
+            break
+        return context
+
+    async def load(self, context: SessionContext) -> Session:
+        """Load the state of the cookie's key into ``context.session``; raise ``PersistError``."""
+        key = context.key
+        if key is None:
+            return context.session
+        try:
+            state = await self.store.load(key)
+        except LoadError as exc:
+            if not exc.deserialization:
+                raise PersistError(f"session store failed to load: {exc}") from exc
+            logger.warning("session %s holds unreadable state; starting anew", fingerprint(key))
+            state = None
+        except Exception as exc:
+            raise PersistError(f"session store failed to load: {exc!r}") from exc
+        if state is not None and self._expired(state.created):
+            logger.info("session %s passed its absolute timeout", fingerprint(key))
+            state = None
+        if state is None:
+            context.key = None
+            context.reissue = False
+            return context.session
+        context.created = state.created
+        context.session = Session(state)
+        return context.session
+
+    def _expired(self, created: float | None) -> bool:
+        max_age = self.lifecycle.max_age
+        return (
+            max_age is not None
+            and created is not None
+            and (self.clock() - created >= max_age.total_seconds())
+        )
+
+    # -- response phase ----------------------------------------------------------------------
+
+    async def finish(self, context: SessionContext, status_code: int, headers: Headers) -> Headers:
+        """Persist the session as its status says; return ``headers`` plus the session's own.
+
+        Raises ``PersistError`` when the store fails or the cookie would be too large.
+        """
+        session = context.session
+        session._freeze(
+            "the session cannot change once the response has started: its cookie has gone out"
+        )
+        cookie: str | None = None
+        if status_code < 500:
+            try:
+                cookie = await self._persist(context)
+            except PersistError:
+                raise
+            except (SaveError, UpdateError) as exc:
+                code = 500 if exc.serialization else 503
+                raise PersistError(
+                    f"session store failed to save: {exc}", status_code=code
+                ) from exc
+            except Exception as exc:
+                raise PersistError(f"session store failed to save: {exc!r}") from exc
+        if cookie is None and not session.accessed:
+            return headers
+        return _add_headers(headers, cookie)
+
+    async def _persist(self, context: SessionContext) -> str | None:
+        """Make the store calls; return the Set-Cookie value to send, if any."""
+        store, ttl, key = self.store, self.lifecycle.ttl, context.key
+        status, changes = context.session._changes()
+        now = self.clock()
+        state = StoredState(context.session._state, created=context.created or now)
+        if key is None:
+            if status in (SessionStatus.CHANGED, SessionStatus.RENEWED) and state:
+                return self._cookie(await store.save(state, ttl))
+            return None
+        if status is SessionStatus.PURGED:
+            await store.delete(key)
+            logger.info("session %s purged", fingerprint(key))
+            return removal_cookie(self.cookie, now)
+        if status is SessionStatus.RENEWED:
+            new_key = await store.save(state, ttl)
+            await store.delete(key, successor=new_key)
+            logger.info("session %s renewed as %s", fingerprint(key), fingerprint(new_key))
+            return self._cookie(new_key)
+        if status is SessionStatus.CHANGED:
+            updated = await store.update(key, state, ttl, changes)
+            if updated is None:
+                logger.warning("session %s was purged by another request", fingerprint(key))
+                return removal_cookie(self.cookie, now)
+            return self._cookie(updated)
+        if self.lifecycle.policy is Policy.ON_EVERY_REQUEST:
+            if self._any_key:
+                return self._cookie(await store.update(key, state, ttl) or key)
+            await store.update_ttl(key, ttl)
+            if self._cookie_max_age is not None:
+                return self._cookie(key)
+        return self._cookie(key) if context.reissue else None
+
+    def _cookie(self, key: str) -> str:
+        sealed = seal(self.security, self.keys[0], self.cookie.name, key)
+        line = session_cookie(self.cookie, sealed, self._cookie_max_age)
+        size = len(line.encode("utf-8"))
+        if size > MAX_SET_COOKIE_BYTES:
+            raise PersistError(
+                f"the session cookie would be {size} bytes, over the {MAX_SET_COOKIE_BYTES}-byte"
+                " limit browsers keep; store less in the session or use a server-side store",
+                status_code=500,
+            )
+        return line
+
+
+def _add_headers(headers: Headers, cookie: str | None) -> Headers:
+    """``headers`` with ``Vary: Cookie`` merged in and, with a cookie, Set-Cookie and caching."""
+    out: Headers = []
+    vary_done = cache_set = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"vary" and not vary_done:
+            tokens = {t.strip().lower() for t in value.split(b",")}
+            if b"cookie" not in tokens and b"*" not in tokens:
+                value += b", Cookie"
+            vary_done = True
+        elif lower == b"cache-control":
+            cache_set = True
+        out.append((name, value))
+    if not vary_done:
+        out.append((b"vary", b"Cookie"))
+    if cookie is not None:
+        out.append((b"set-cookie", cookie.encode("latin-1")))
+        if not cache_set:
+            out.append((b"cache-control", b"private"))
+    return out

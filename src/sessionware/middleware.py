@@ -1,0 +1,165 @@
+"""SessionMiddleware: the pure-ASGI adapter that moves bytes between ASGI messages and the engine."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from typing import Any
+
+from sessionware.config import BrowserSession, CookieSettings, PersistentSession, SameSite
+from sessionware.crypto import ContentSecurity, Key
+from sessionware.engine import PersistError, SessionContext, SessionEngine
+from sessionware.session import Session
+from sessionware.stores.base import SessionStore
+
+__all__ = ["SessionMiddleware", "get_session"]
+
+logger = logging.getLogger("sessionware")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_NOT_INSTALLED = (
+    "no session in this request: add sessionware.SessionMiddleware to the app, e.g."
+    " app.add_middleware(SessionMiddleware, store=..., key=...)"
+)
+
+
+class SessionMiddleware:
+    """Loads the session before the app runs (``scope["session"]``) and persists it after.
+
+    Works for ``http`` and ``websocket`` scopes; anything else passes through untouched. When the
+    store fails, the app is not run (load) or its response is replaced (save) by an empty 503;
+    a state that cannot be stored gives an empty 500. Responses of 500 and above persist nothing.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: SessionStore,
+        key: Key | None = None,
+        keys: Sequence[Key] | None = None,
+        cookie_name: str = "id",
+        cookie_secure: bool = True,
+        cookie_http_only: bool = True,
+        cookie_same_site: SameSite | None = "lax",
+        cookie_path: str = "/",
+        cookie_domain: str | None = None,
+        cookie_partitioned: bool = False,
+        content_security: ContentSecurity = ContentSecurity.PRIVATE,
+        lifecycle: BrowserSession | PersistentSession | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if (key is None) == (keys is None):
+            raise ValueError(
+                "pass exactly one of key= (a sessionware.Key) or keys= (current key first, then"
+                " older ones still accepted); Key.generate() makes one for development"
+            )
+        ring = [key] if key is not None else list(keys or ())
+        if not ring or not all(isinstance(k, Key) for k in ring):
+            raise TypeError("key/keys must be sessionware.Key objects (see Key.from_hex)")
+        self.app = app
+        self.engine = SessionEngine(
+            store=store,
+            keys=ring,
+            security=content_security,
+            cookie=CookieSettings(
+                name=cookie_name,
+                secure=cookie_secure,
+                http_only=cookie_http_only,
+                same_site=cookie_same_site,
+                path=cookie_path,
+                domain=cookie_domain,
+                partitioned=cookie_partitioned,
+            ),
+            lifecycle=lifecycle if lifecycle is not None else BrowserSession(),
+            clock=clock,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        engine = self.engine
+        context = engine.begin(value for name, value in scope["headers"] if name == b"cookie")
+        try:
+            await engine.load(context)
+        except PersistError as exc:
+            logger.error("session not loaded: %s", exc)
+            await _refuse(kind, send, exc.status_code)
+            return
+        scope["session"] = context.session
+        if kind == "http":
+            await self.app(scope, receive, _http_sender(engine, context, send))
+        else:
+            await self.app(scope, receive, _websocket_sender(engine, context, send))
+
+
+def _http_sender(engine: SessionEngine, context: SessionContext, send: Send) -> Send:
+    refused = False
+
+    async def sender(message: Message) -> None:
+        nonlocal refused
+        if message["type"] == "http.response.start":
+            try:
+                headers = await engine.finish(
+                    context, message["status"], list(message.get("headers", ()))
+                )
+            except PersistError as exc:
+                logger.error("session not saved: %s", exc)
+                refused = True
+                await _refuse("http", send, exc.status_code)
+                return
+            message = {**message, "headers": headers}
+        elif refused and message["type"] == "http.response.body":
+            return
+        await send(message)
+
+    return sender
+
+
+def _websocket_sender(engine: SessionEngine, context: SessionContext, send: Send) -> Send:
+    async def sender(message: Message) -> None:
+        if message["type"] == "websocket.accept":
+            try:
+                added = await engine.finish(context, 101, [])
+            except PersistError as exc:
+                logger.error("session not saved: %s", exc)
+                await send({"type": "websocket.close", "code": 1011})
+                return
+            cookies = [(n, v) for n, v in added if n == b"set-cookie"]
+            if cookies:
+                message = {**message, "headers": [*message.get("headers", ()), *cookies]}
+        await send(message)
+
+    return sender
+
+
+async def _refuse(kind: str, send: Send, status: int) -> None:
+    """An opaque error: no body, no detail, the client's cookie left as it was."""
+    if kind == "websocket":
+        await send({"type": "websocket.close", "code": 1011})
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", b"0"), (b"cache-control", b"no-store")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
+def get_session(request_or_scope: Any) -> Session:
+    """The session of a request (Starlette/FastAPI/Litestar ``Request``, WebSocket) or ASGI scope."""
+    scope = getattr(request_or_scope, "scope", request_or_scope)
+    session = scope.get("session") if isinstance(scope, Mapping) else None
+    if not isinstance(session, Session):
+        raise RuntimeError(_NOT_INSTALLED)
+    return session

@@ -1,0 +1,370 @@
+"""Session: one request's session state and its status machine (SPEC §1).
+
+Status precedence, as actix: ``PURGED`` is terminal (inserts, removals, clear and renew after a
+purge do nothing); ``RENEWED`` is sticky against ``CHANGED``. One deliberate difference:
+``update``/``update_or`` mark the session ``CHANGED`` (actix forgets to, and loses the change).
+The session also notices values mutated in place (``session["cart"].append(x)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+
+from sessionware.state import check_value
+from sessionware.stores.base import Changes
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsKeysAndGetItem
+
+__all__ = [
+    "Session",
+    "SessionError",
+    "SessionGetError",
+    "SessionInsertError",
+    "SessionStatus",
+    "SessionUpdateError",
+]
+
+T = TypeVar("T")
+_MISSING: Any = object()
+_CONTAINERS = (dict, list)
+
+
+class SessionStatus(enum.Enum):
+    """What happened to a session during a request; the middleware acts on it (SPEC §2.3)."""
+
+    UNCHANGED = "unchanged"
+    CHANGED = "changed"
+    PURGED = "purged"
+    RENEWED = "renewed"
+
+
+class SessionError(Exception):
+    """Base of the errors a ``Session`` raises."""
+
+
+class SessionGetError(SessionError):
+    """A stored value could not be read as the type asked for."""
+
+
+class SessionInsertError(SessionError, TypeError):
+    """A value is not JSON-serialisable (or not storable as JSON); the session is unchanged."""
+
+
+class SessionUpdateError(SessionError):
+    """``update``'s function failed, or returned a value that cannot be stored."""
+
+
+class Session(MutableMapping[str, Any]):
+    """The session of one request: a ``MutableMapping[str, Any]`` of JSON values with a status.
+
+    ``Session()`` is a standalone empty session; the middleware makes the one handlers see.
+    Values must be JSON-serialisable (checked at insert). Reading is free; writing through the
+    mapping methods and the actix-named ones has the same effect on ``status``.
+    """
+
+    __slots__ = (
+        "_accessed",
+        "_cleared",
+        "_frozen",
+        "_removed",
+        "_set",
+        "_snapshot",
+        "_state",
+        "_status",
+    )
+
+    def __init__(self, state: Mapping[str, Any] | None = None) -> None:
+        self._state: dict[str, Any] = dict(state) if state else {}
+        self._status = SessionStatus.UNCHANGED
+        self._accessed = False
+        self._cleared = False
+        self._set: set[str] = set()
+        self._removed: set[str] = set()
+        self._snapshot: dict[str, str] | None = None
+        self._frozen: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self._status.name} keys={sorted(self._state)!r}>"
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def status(self) -> SessionStatus:
+        """``UNCHANGED``, ``CHANGED``, ``PURGED`` or ``RENEWED``."""
+        return self._status
+
+    @property
+    def accessed(self) -> bool:
+        """Whether anything read or wrote the session (the response then varies by Cookie)."""
+        return self._accessed
+
+    def _read(self) -> dict[str, Any]:
+        if not self._accessed:
+            self._accessed = True
+            # Values that can be mutated in place are remembered as JSON, to notice such changes.
+            self._snapshot = {
+                key: check_value(value)
+                for key, value in self._state.items()
+                if isinstance(value, _CONTAINERS)
+            }
+        return self._state
+
+    def __getitem__(self, key: str) -> Any:
+        return self._read()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._read()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._read()))
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value under ``key``, or ``default``."""
+        return self._read().get(key, default)
+
+    def contains_key(self, key: str) -> bool:
+        """Whether ``key`` is in the session."""
+        return key in self._read()
+
+    def entries(self) -> Mapping[str, Any]:
+        """A read-only view of the whole state."""
+        return MappingProxyType(self._read())
+
+    def get_as(self, key: str, type_: type[T]) -> T | None:
+        """The value under ``key`` validated as ``type_``; ``None`` if missing.
+
+        Uses pydantic's ``TypeAdapter`` when pydantic is installed; otherwise dataclasses are
+        built from their fields and other types are checked with ``isinstance``.
+        Raises ``SessionGetError`` when the value does not fit.
+        """
+        value = self._read().get(key, _MISSING)
+        if value is _MISSING:
+            return None
+        try:
+            return _validate(value, type_)
+        except Exception as exc:
+            raise SessionGetError(
+                f"Failed to deserialize the JSON-encoded session data attached to key `{key}`"
+                f" as a `{getattr(type_, '__name__', type_)}` type: {exc}"
+            ) from exc
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _write(self) -> dict[str, Any]:
+        if self._frozen:
+            raise SessionError(self._frozen)
+        state = self._read()
+        if self._status is SessionStatus.UNCHANGED:
+            self._status = SessionStatus.CHANGED
+        return state
+
+    def insert(self, key: str, value: Any) -> None:
+        """Store ``value`` (JSON-serialisable) under ``key``; a no-op after ``purge()``.
+
+        Raises ``SessionInsertError`` before changing anything if the value cannot be stored.
+        """
+        if not isinstance(key, str):
+            raise SessionInsertError(f"session keys are str, not {type(key).__name__}")
+        try:
+            check_value(value)
+        except (TypeError, ValueError) as exc:
+            raise SessionInsertError(f"cannot store session key {key!r}: {exc}") from exc
+        if self._status is SessionStatus.PURGED:
+            return
+        self._write()[key] = value
+        self._set.add(key)
+        self._removed.discard(key)
+
+    __setitem__ = insert
+
+    def remove(self, key: str) -> Any:
+        """Remove ``key`` and return its value (``None`` if absent); a no-op after ``purge()``.
+
+        As actix, the session becomes ``CHANGED`` even when the key was absent.
+        """
+        if self._status is SessionStatus.PURGED:
+            return None
+        value = self._write().pop(key, None)
+        self._removed.add(key)
+        self._set.discard(key)
+        return value
+
+    def remove_as(self, key: str, type_: type[T]) -> T | Any:
+        """Remove ``key`` and return its value validated as ``type_``.
+
+        If the value does not fit, the raw value is returned instead (the key stays removed).
+        """
+        present = key in self._read()
+        value = self.remove(key)
+        if not present:
+            return None
+        try:
+            return _validate(value, type_)
+        except Exception:
+            return value
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self._read():
+            raise KeyError(key)
+        self.remove(key)
+
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        """Remove ``key`` and return its value; a missing key with a default changes nothing."""
+        if key not in self._read():
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        return self.remove(key)
+
+    def popitem(self) -> tuple[str, Any]:
+        """Remove and return the most recently inserted item."""
+        if not self._read():
+            raise KeyError("popitem(): session is empty")
+        key = next(reversed(self._state))
+        return key, self.remove(key)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """The value under ``key``; if missing, insert ``default`` first."""
+        if key not in self._read():
+            self.insert(key, default)
+        return self._state.get(key, default)
+
+    def clear(self) -> None:
+        """Remove every key (the session stays, now empty); a no-op after ``purge()``."""
+        if self._status is SessionStatus.PURGED:
+            return
+        self._write().clear()
+        self._cleared = True
+        self._set.clear()
+        self._removed.clear()
+
+    @overload
+    def update(self, key: str, fn: Callable[[Any], Any], /) -> None: ...
+
+    @overload
+    def update(self, other: SupportsKeysAndGetItem[str, Any], /, **kwargs: Any) -> None: ...
+
+    @overload
+    def update(self, other: Iterable[tuple[str, Any]], /, **kwargs: Any) -> None: ...
+
+    @overload
+    def update(self, **kwargs: Any) -> None: ...
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[misc]  # mypy misreads *args
+        """``update(key, fn)``: replace the value under ``key`` with ``fn(value)`` if present.
+
+        ``update(mapping_or_pairs, **kw)``: insert every item, as ``dict.update``.
+        """
+        if len(args) == 2 and isinstance(args[0], str) and callable(args[1]) and not kwargs:
+            key, fn = args
+            if key in self._read():
+                self._apply(key, fn)
+            return
+        for key, value in dict(*args, **kwargs).items():
+            self.insert(key, value)
+
+    def update_or(self, key: str, default: Any, fn: Callable[[Any], Any]) -> None:
+        """``update(key, fn)`` if ``key`` is present, else ``insert(key, default)``."""
+        if key in self._read():
+            self._apply(key, fn)
+            return
+        try:
+            self.insert(key, default)
+        except SessionInsertError as exc:
+            raise SessionUpdateError(str(exc)) from exc
+
+    def _apply(self, key: str, fn: Callable[[Any], Any]) -> None:
+        try:
+            self.insert(key, fn(self._state[key]))
+        except SessionInsertError as exc:
+            raise SessionUpdateError(str(exc)) from exc
+
+    def __ior__(self, other: Any) -> Session:
+        self.update(other)
+        return self
+
+    def purge(self) -> None:
+        """End the session: its record is deleted and the client told to drop the cookie."""
+        if self._frozen:
+            raise SessionError(self._frozen)
+        self._read()
+        self._status = SessionStatus.PURGED
+        self._state.clear()
+
+    def renew(self) -> None:
+        """Keep the state under a new key (call it at login, to prevent session fixation)."""
+        if self._status is SessionStatus.PURGED:
+            return
+        self._write()
+        self._status = SessionStatus.RENEWED
+
+    # -- for the middleware ------------------------------------------------------------------
+
+    def _freeze(self, reason: str) -> None:
+        """Refuse further writes, saying ``reason`` (the response has gone out)."""
+        self._frozen = reason
+
+    def _mutated_in_place(self) -> set[str]:
+        """Keys whose loaded container value differs now from when it was first read."""
+        if not self._snapshot:
+            return set()
+        return {
+            key
+            for key, before in self._snapshot.items()
+            if key in self._state and key not in self._set and _json(self._state[key]) != before
+        }
+
+    def _changes(self) -> tuple[SessionStatus, Changes]:
+        """The effective status (in-place mutations count as a change) and the delta to store."""
+        mutated = self._mutated_in_place()
+        status = self._status
+        if status is SessionStatus.UNCHANGED and mutated:
+            status = SessionStatus.CHANGED
+        if self._cleared:
+            return status, Changes.replace(self._state)
+        written = self._set | mutated
+        return status, Changes(
+            set={key: self._state[key] for key in written if key in self._state},
+            removed=frozenset(self._removed),
+        )
+
+
+def _json(value: Any) -> str:
+    try:
+        return check_value(value)
+    except (TypeError, ValueError):
+        return f"<unserialisable {id(value)}>"
+
+
+@functools.lru_cache(maxsize=256)
+def _adapter(type_: Any) -> Any:
+    """pydantic's validator for ``type_`` (building one is costly), or ``None`` without pydantic."""
+    try:
+        from pydantic import TypeAdapter
+    except ImportError:  # pragma: no cover - exercised where pydantic is absent
+        return None
+    return TypeAdapter(type_)
+
+
+def _validate(value: Any, type_: type[T]) -> T:
+    adapter = _adapter(cast(Any, type_))
+    if adapter is None:  # pragma: no cover - exercised where pydantic is absent
+        if dataclasses.is_dataclass(type_) and isinstance(value, dict):
+            return cast(T, type_(**value))
+        if type_ is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)  # type: ignore[return-value]
+        if not isinstance(value, type_) or (type_ is int and isinstance(value, bool)):
+            raise TypeError(f"{json.dumps(value)[:40]} is not a {type_.__name__}") from None
+        return value
+    result: T = adapter.validate_python(value, strict=type_ in (int, str, bool))
+    return result

@@ -1,0 +1,229 @@
+"""A small ASGI test client that handles cookies explicitly, and a store wrapper that records calls.
+
+Cookies are passed and read by hand (``cookies={...}``, ``response.cookie(name)``) so tests see
+exactly what a browser would get, Secure cookies included (the scheme is https).
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sessionware.state import StoredState
+from sessionware.stores import Changes, SessionKey, SessionStore
+
+
+@dataclass
+class SetCookie:
+    """One parsed Set-Cookie line."""
+
+    name: str
+    value: str
+    attrs: dict[str, str] = field(default_factory=dict)
+    line: str = ""
+
+    @classmethod
+    def parse(cls, line: str) -> SetCookie:
+        first, *rest = line.split("; ")
+        name, _, value = first.partition("=")
+        attrs = {}
+        for part in rest:
+            key, _, val = part.partition("=")
+            attrs[key.lower()] = val
+        return cls(name, value, attrs, line)
+
+    @property
+    def max_age(self) -> int | None:
+        return int(self.attrs["max-age"]) if "max-age" in self.attrs else None
+
+    @property
+    def is_removal(self) -> bool:
+        return self.value == "" and self.max_age == 0
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    exception: BaseException | None = None
+
+    def header(self, name: str) -> str | None:
+        values = self.header_all(name)
+        return values[0] if values else None
+
+    def header_all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k == name.lower()]
+
+    @property
+    def set_cookies(self) -> list[SetCookie]:
+        return [SetCookie.parse(v) for v in self.header_all("set-cookie")]
+
+    def cookie(self, name: str = "id") -> SetCookie | None:
+        found = [c for c in self.set_cookies if c.name == name]
+        assert len(found) <= 1, f"several Set-Cookie for {name}: {found}"
+        return found[0] if found else None
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.body)
+
+
+async def request(
+    app: Any,
+    method: str,
+    path: str,
+    *,
+    cookies: Mapping[str, str] | None = None,
+    cookie_header: str | bytes | list[bytes] | None = None,
+    json: Any = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> Response:
+    """Call ``app`` once over raw ASGI and collect the response."""
+    raw_headers = list(headers or [])
+    if cookies:
+        raw_headers.append(
+            (b"cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()).encode("latin-1"))
+        )
+    if cookie_header is not None:
+        values = cookie_header if isinstance(cookie_header, list) else [cookie_header]
+        for value in values:
+            raw_headers.append(
+                (b"cookie", value.encode("latin-1") if isinstance(value, str) else value)
+            )
+    path, _, query = path.partition("?")
+    body = b""
+    if json is not None:
+        body = jsonlib.dumps(json).encode()
+        raw_headers.append((b"content-type", b"application/json"))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), *raw_headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 443),
+        "state": {},
+    }
+    sent_body = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    messages: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    exception = None
+    try:
+        await app(scope, receive, send)
+    except Exception as exc:
+        if not messages:
+            raise
+        exception = exc
+    start = messages[0]
+    assert start["type"] == "http.response.start", messages
+    return Response(
+        status=start["status"],
+        headers=[(k.decode().lower(), v.decode("latin-1")) for k, v in start.get("headers", [])],
+        body=b"".join(m.get("body", b"") for m in messages[1:]),
+        exception=exception,
+    )
+
+
+class RecordingStore:
+    """Wraps a store and records every call made to it, by method name."""
+
+    def __init__(self, inner: SessionStore) -> None:
+        self.inner = inner
+        self.holds_state_in_key = inner.holds_state_in_key
+        self.calls: list[str] = []
+
+    @property
+    def writes(self) -> list[str]:
+        return [c for c in self.calls if c != "load"]
+
+    async def load(self, key: SessionKey) -> StoredState | None:
+        self.calls.append("load")
+        return await self.inner.load(key)
+
+    async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey:
+        self.calls.append("save")
+        return await self.inner.save(state, ttl)
+
+    async def update(
+        self,
+        key: SessionKey,
+        state: Mapping[str, Any],
+        ttl: timedelta,
+        changes: Changes | None = None,
+    ) -> SessionKey | None:
+        self.calls.append("update")
+        return await self.inner.update(key, state, ttl, changes)
+
+    async def update_ttl(self, key: SessionKey, ttl: timedelta) -> None:
+        self.calls.append("update_ttl")
+        await self.inner.update_ttl(key, ttl)
+
+    async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None:
+        self.calls.append("delete")
+        await self.inner.delete(key, successor)
+
+
+async def websocket(
+    app: Any, path: str, *, cookies: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Open a WebSocket on ``app`` over raw ASGI; return every message the app sent."""
+    headers = [(b"host", b"testserver")]
+    if cookies:
+        headers.append(
+            (b"cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()).encode("latin-1"))
+        )
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "wss",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 443),
+        "subprotocols": [],
+        "state": {},
+    }
+    connected = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal connected
+        if not connected:
+            connected = True
+            return {"type": "websocket.connect"}
+        return {"type": "websocket.disconnect", "code": 1000}
+
+    messages: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await app(scope, receive, send)
+    return messages

@@ -1,0 +1,339 @@
+"""The Session status machine: every case of actix's tests/session.rs (SPEC §7.3), and the mapping API."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+from pydantic import BaseModel
+
+from sessionware import (
+    Session,
+    SessionError,
+    SessionGetError,
+    SessionInsertError,
+    SessionStatus,
+    SessionUpdateError,
+)
+
+UNCHANGED, CHANGED = SessionStatus.UNCHANGED, SessionStatus.CHANGED
+PURGED, RENEWED = SessionStatus.PURGED, SessionStatus.RENEWED
+
+
+def loaded(**state: object) -> Session:
+    return Session(state)
+
+
+# -- SPEC §7.3 tests/session.rs --------------------------------------------------------------
+
+
+def test_standalone_session_is_unchanged_and_empty() -> None:
+    session = Session()
+    assert session.status is UNCHANGED
+    assert dict(session.entries()) == {}
+    session.insert("k", "v")
+    assert session.status is CHANGED
+
+
+def test_insert_insert_remove_leaves_only_key2() -> None:
+    session = Session()
+    session.insert("key", "value")
+    session.insert("key2", "value2")
+    assert session.remove("key") == "value"
+    assert list(session.entries().items()) == [("key2", "value2")]
+
+
+def test_typed_round_trips() -> None:
+    session = Session()
+    session.insert("flag", True)
+    session.insert("n", 10)
+    assert session.get_as("flag", bool) is True
+    assert session.get_as("n", int) == 10
+    assert session.get_as("missing", int) is None
+
+
+def test_get_as_mismatch_raises_with_actix_message() -> None:
+    session = loaded(n="ten")
+    with pytest.raises(SessionGetError, match="attached to key `n` as a `int` type"):
+        session.get_as("n", int)
+
+
+def test_get_as_pydantic_model_and_dataclass() -> None:
+    class User(BaseModel):
+        id: int
+        name: str
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+        y: int
+
+    session = loaded(user={"id": 1, "name": "ferris"}, point={"x": 1, "y": 2})
+    assert session.get_as("user", User) == User(id=1, name="ferris")
+    assert session.get_as("point", Point) == Point(1, 2)
+    with pytest.raises(SessionGetError):
+        session.get_as("point", User)
+
+
+def test_purge_and_renew_statuses() -> None:
+    session = loaded(a=1)
+    session.purge()
+    assert session.status is PURGED
+    other = loaded(a=1)
+    other.renew()
+    assert other.status is RENEWED
+    assert dict(other) == {"a": 1}
+
+
+def test_contains_key_and_entries() -> None:
+    session = Session()
+    session.insert("test_key", "test_value")
+    assert session.contains_key("test_key")
+    assert not session.contains_key("nope")
+    assert session.entries()["test_key"] == "test_value"
+    with pytest.raises(TypeError):
+        session.entries()["x"] = 1  # type: ignore[index]
+
+
+def test_insert_after_renew_stays_renewed() -> None:
+    session = Session()
+    session.insert("a", 1)
+    assert session.status is CHANGED
+    session.renew()
+    assert session.status is RENEWED
+    session.insert("b", 2)
+    assert session.status is RENEWED
+
+
+def test_update_session() -> None:
+    session = Session()
+    session.update("counter", lambda n: n + 1)
+    assert session.status is UNCHANGED
+    session.insert("counter", 0)
+    assert session.status is CHANGED
+    session.update("counter", lambda n: n + 1)
+    session.update("counter", lambda n: n + 1)
+    assert session.get("counter") == 2
+
+
+def test_update_marks_a_loaded_session_changed() -> None:
+    """The deliberate difference from actix, whose update() leaves the session Unchanged."""
+    session = loaded(counter=1)
+    session.update("counter", lambda n: n + 1)
+    assert session.status is CHANGED
+    assert session["counter"] == 2
+
+
+def test_update_or_session() -> None:
+    session = Session()
+    session.update_or("counter", 1, lambda n: n + 1)
+    assert session.status is CHANGED and session["counter"] == 1
+    session.update_or("counter", 1, lambda n: n + 1)
+    assert session["counter"] == 2
+    other = loaded(counter=5)
+    other.update_or("counter", 1, lambda n: n + 1)
+    assert other.status is CHANGED and other["counter"] == 6
+
+
+def test_update_with_unstorable_result_raises_update_error() -> None:
+    session = loaded(counter=1)
+    with pytest.raises(SessionUpdateError):
+        session.update("counter", lambda n: {n})
+    with pytest.raises(SessionUpdateError):
+        session.update_or("other", object(), lambda n: n)
+    assert session["counter"] == 1
+
+
+def test_remove_session_after_renew() -> None:
+    session = Session()
+    session.insert("key", "value")
+    session.remove("key")
+    assert session.status is CHANGED
+    session.renew()
+    session.insert("key", "value")
+    session.remove("key")
+    assert session.status is RENEWED
+
+
+def test_clear_session_after_renew() -> None:
+    session = Session()
+    session.clear()
+    assert session.status is CHANGED
+    session.renew()
+    assert session.status is RENEWED
+    session.clear()
+    assert session.status is RENEWED
+
+
+def test_remove_marks_changed_even_when_absent() -> None:
+    session = loaded(a=1)
+    assert session.remove("missing") is None
+    assert session.status is CHANGED
+
+
+def test_remove_as() -> None:
+    session = loaded(n=3, s="x")
+    assert session.remove_as("n", int) == 3
+    assert session.remove_as("s", int) == "x"  # raw value back; key stays removed
+    assert "s" not in session
+    assert session.remove_as("missing", int) is None
+
+
+# -- purge is terminal ---------------------------------------------------------------------
+
+
+def test_purge_is_terminal() -> None:
+    session = loaded(a=1)
+    session.purge()
+    session.insert("b", 2)
+    assert session.remove("a") is None
+    session.clear()
+    session.renew()
+    assert session.status is PURGED
+    assert dict(session) == {}
+
+
+def test_purge_wins_after_renew_and_change() -> None:
+    session = loaded(a=1)
+    session.insert("b", 2)
+    session.renew()
+    session.purge()
+    assert session.status is PURGED
+
+
+def test_renew_on_purged_does_nothing() -> None:
+    session = Session()
+    session.purge()
+    session.renew()
+    assert session.status is PURGED
+
+
+# -- values --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [math.nan, math.inf, {1, 2}, object(), b"bytes", "\ud800", {"k": math.nan}],
+    ids=["nan", "inf", "set", "object", "bytes", "lone-surrogate", "nested-nan"],
+)
+def test_insert_rejects_unstorable_values_before_changing_anything(value: object) -> None:
+    session = loaded(a=1)
+    with pytest.raises(SessionInsertError):
+        session.insert("k", value)
+    assert session.status is UNCHANGED
+    assert dict(session) == {"a": 1}
+
+
+def test_insert_rejects_deep_nesting() -> None:
+    deep: list[object] = []
+    for _ in range(5000):
+        deep = [deep]
+    session = Session()
+    with pytest.raises(SessionInsertError):
+        session.insert("deep", deep)
+    assert session.status is UNCHANGED
+
+
+def test_insert_rejects_non_str_key() -> None:
+    with pytest.raises(SessionInsertError):
+        Session().insert(1, "v")  # type: ignore[arg-type]
+
+
+def test_insert_error_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        Session()["k"] = {1}
+
+
+# -- MutableMapping, with Starlette/Django modification semantics ----------------------------
+
+
+def test_mapping_protocol() -> None:
+    session = Session()
+    session["a"] = 1
+    session["b"] = [1]
+    assert "a" in session and len(session) == 2 and sorted(session) == ["a", "b"]
+    del session["a"]
+    assert session.status is CHANGED
+    with pytest.raises(KeyError):
+        del session["missing"]
+    assert session.pop("b") == [1]
+    with pytest.raises(KeyError):
+        session.pop("b")
+
+
+def test_pop_missing_with_default_and_setdefault_existing_change_nothing() -> None:
+    session = loaded(a=1)
+    assert session.pop("missing", "d") == "d"
+    assert session.setdefault("a", 5) == 1
+    assert session.get("zzz") is None
+    assert session.status is UNCHANGED
+
+
+def test_setdefault_missing_inserts() -> None:
+    session = loaded(a=1)
+    assert session.setdefault("b", [1]) == [1]
+    assert session.status is CHANGED
+
+
+def test_popitem_update_and_ior_mark_changed() -> None:
+    session = loaded(a=1, b=2)
+    assert session.popitem() == ("b", 2)
+    assert session.status is CHANGED
+    other = loaded(a=1)
+    other.update({"b": 2}, c=3)
+    assert dict(other) == {"a": 1, "b": 2, "c": 3} and other.status is CHANGED
+    third = loaded()
+    third |= {"x": 1}
+    assert dict(third) == {"x": 1} and third.status is CHANGED
+    with pytest.raises(KeyError):
+        Session().popitem()
+
+
+def test_in_place_mutation_is_a_change() -> None:
+    session = loaded(cart=["apple"], n=1)
+    session["cart"].append("pear")
+    status, changes = session._changes()
+    assert status is CHANGED
+    assert dict(changes.set) == {"cart": ["apple", "pear"]}
+    assert not changes.cleared and not changes.removed
+
+
+def test_reads_alone_are_not_a_change() -> None:
+    session = loaded(cart=["apple"], profile={"a": 1})
+    assert session["cart"] == ["apple"]
+    assert session.accessed
+    assert session._changes()[0] is UNCHANGED
+
+
+def test_changes_carry_sets_removals_and_clears() -> None:
+    session = loaded(a=1, b=2, c=3)
+    session["a"] = 10
+    del session["b"]
+    status, changes = session._changes()
+    assert status is CHANGED
+    assert dict(changes.set) == {"a": 10} and changes.removed == {"b"}
+    session.clear()
+    session["z"] = 1
+    _, changes = session._changes()
+    assert changes.cleared and dict(changes.set) == {"z": 1}
+
+
+def test_untouched_session_is_not_accessed() -> None:
+    session = loaded(a=1)
+    assert not session.accessed
+    assert session._changes()[0] is UNCHANGED
+
+
+def test_frozen_session_refuses_writes_but_reads() -> None:
+    session = loaded(a=1)
+    session._freeze("the response has started")
+    assert session["a"] == 1
+    with pytest.raises(SessionError, match="response has started"):
+        session["a"] = 2
+    with pytest.raises(SessionError):
+        session.purge()
+
+
+def test_repr_shows_no_values() -> None:
+    assert "secret" not in repr(loaded(token="secret"))
