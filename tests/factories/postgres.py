@@ -1,0 +1,31 @@
+"""The PostgreSQL store, on a table of its own that is dropped afterwards."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg  # type: ignore[import-untyped]
+
+from sessionware.stores.postgres import PostgresSessionStore
+from tests.services import require
+
+SERVER_SIDE = True
+DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@asynccontextmanager
+async def store() -> AsyncIterator[PostgresSessionStore]:
+    require("PostgreSQL", "127.0.0.1", 5432)
+    table = f"sessionware_test_{uuid.uuid4().hex}"
+    sessions = PostgresSessionStore.from_dsn(DSN, table=table, connect_timeout=5)
+    try:
+        yield sessions
+    finally:
+        await sessions.aclose()
+        conn = await asyncpg.connect(DSN, timeout=5)
+        try:
+            await conn.execute(f"DROP TABLE IF EXISTS {table}")
+        finally:
+            await conn.close()
