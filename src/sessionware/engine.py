@@ -131,6 +131,15 @@ class SessionEngine:
             break
         return context
 
+    def defer(self, context: SessionContext) -> None:
+        """Load on the first ``await session.load()`` instead of now (``lazy=True``)."""
+
+        async def loader() -> None:
+            await self.load(context)
+
+        if context.key is not None:
+            context.session._defer(loader)
+
     async def load(self, context: SessionContext) -> Session:
         """Load the state of the cookie's key into ``context.session``; raise ``PersistError``."""
         key = context.key
@@ -151,9 +160,9 @@ class SessionEngine:
         if state is None:
             context.key = None
             context.reissue = False
-            return context.session
-        context.created = state.created
-        context.session = Session(state)
+        else:
+            context.created = state.created
+            context.session._fill(state)
         return context.session
 
     def _expired(self, created: float | None) -> bool:

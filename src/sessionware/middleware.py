@@ -35,6 +35,10 @@ class SessionMiddleware:
     Works for ``http`` and ``websocket`` scopes; anything else passes through untouched. When the
     store fails, the app is not run (load) or its response is replaced (save) by an empty 503;
     a state that cannot be stored gives an empty 500. Responses of 500 and above persist nothing.
+
+    With ``lazy=True`` a server-side store is not asked until the handler calls
+    ``await session.load()`` (``SessionDep`` does), so requests that ignore the session cost no
+    store I/O; using the session before that raises ``SessionNotLoadedError``.
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class SessionMiddleware:
         cookie_partitioned: bool = False,
         content_security: ContentSecurity = ContentSecurity.PRIVATE,
         lifecycle: BrowserSession | PersistentSession | None = None,
+        lazy: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if (key is None) == (keys is None):
@@ -64,6 +69,8 @@ class SessionMiddleware:
         if not ring or not all(isinstance(k, Key) for k in ring):
             raise TypeError("key/keys must be sessionware.Key objects (see Key.from_hex)")
         self.app = app
+        # The cookie store needs no I/O to load, so laziness would only cost.
+        self.lazy = lazy and not store.holds_state_in_key
         self.engine = SessionEngine(
             store=store,
             keys=ring,
@@ -88,40 +95,52 @@ class SessionMiddleware:
             return
         engine = self.engine
         context = engine.begin(value for name, value in scope["headers"] if name == b"cookie")
+        if self.lazy:
+            engine.defer(context)
+        else:
+            try:
+                await engine.load(context)
+            except PersistError as exc:
+                logger.error("session not loaded: %s", exc)
+                await _refuse(kind, send, exc.status_code)
+                return
+        scope["session"] = context.session
+        if kind == "websocket":
+            await self.app(scope, receive, _websocket_sender(engine, context, send))
+            return
+        sender = _HttpSender(engine, context, send)
         try:
-            await engine.load(context)
-        except PersistError as exc:
+            await self.app(scope, receive, sender)
+        except PersistError as exc:  # a lazy load failed inside the handler
+            if sender.started:
+                raise
             logger.error("session not loaded: %s", exc)
             await _refuse(kind, send, exc.status_code)
-            return
-        scope["session"] = context.session
-        if kind == "http":
-            await self.app(scope, receive, _http_sender(engine, context, send))
-        else:
-            await self.app(scope, receive, _websocket_sender(engine, context, send))
 
 
-def _http_sender(engine: SessionEngine, context: SessionContext, send: Send) -> Send:
-    refused = False
+class _HttpSender:
+    """Wraps ``send``: persists the session when the response starts and adds its headers."""
 
-    async def sender(message: Message) -> None:
-        nonlocal refused
+    def __init__(self, engine: SessionEngine, context: SessionContext, send: Send) -> None:
+        self.engine, self.context, self.send = engine, context, send
+        self.started = self.refused = False
+
+    async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
+            self.started = True
             try:
-                headers = await engine.finish(
-                    context, message["status"], list(message.get("headers", ()))
+                headers = await self.engine.finish(
+                    self.context, message["status"], list(message.get("headers", ()))
                 )
             except PersistError as exc:
                 logger.error("session not saved: %s", exc)
-                refused = True
-                await _refuse("http", send, exc.status_code)
+                self.refused = True
+                await _refuse("http", self.send, exc.status_code)
                 return
             message = {**message, "headers": headers}
-        elif refused and message["type"] == "http.response.body":
+        elif self.refused and message["type"] == "http.response.body":
             return
-        await send(message)
-
-    return sender
+        await self.send(message)
 
 
 def _websocket_sender(engine: SessionEngine, context: SessionContext, send: Send) -> Send:

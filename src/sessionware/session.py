@@ -12,7 +12,7 @@ import dataclasses
 import enum
 import functools
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
@@ -27,6 +27,7 @@ __all__ = [
     "SessionError",
     "SessionGetError",
     "SessionInsertError",
+    "SessionNotLoadedError",
     "SessionStatus",
     "SessionUpdateError",
 ]
@@ -61,6 +62,10 @@ class SessionUpdateError(SessionError):
     """``update``'s function failed, or returned a value that cannot be stored."""
 
 
+class SessionNotLoadedError(SessionError, RuntimeError):
+    """A lazily loaded session was used before ``await session.load()``."""
+
+
 class Session(MutableMapping[str, Any]):
     """The session of one request: a ``MutableMapping[str, Any]`` of JSON values with a status.
 
@@ -73,6 +78,7 @@ class Session(MutableMapping[str, Any]):
         "_accessed",
         "_cleared",
         "_frozen",
+        "_loader",
         "_removed",
         "_set",
         "_snapshot",
@@ -89,6 +95,7 @@ class Session(MutableMapping[str, Any]):
         self._removed: set[str] = set()
         self._snapshot: dict[str, str] | None = None
         self._frozen: str | None = None
+        self._loader: Callable[[], Awaitable[None]] | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self._status.name} keys={sorted(self._state)!r}>"
@@ -105,8 +112,33 @@ class Session(MutableMapping[str, Any]):
         """Whether anything read or wrote the session (the response then varies by Cookie)."""
         return self._accessed
 
+    @property
+    def loaded(self) -> bool:
+        """False only for a lazily loaded session before ``await session.load()``."""
+        return self._loader is None
+
+    async def load(self) -> Session:
+        """Fetch the state from the store if that has not happened yet; return the session.
+
+        Only needed with ``SessionMiddleware(lazy=True)``, where the store is not asked until the
+        handler wants the session; the FastAPI dependency ``SessionDep`` calls it for you.
+        """
+        loader, self._loader = self._loader, None
+        if loader is not None:
+            try:
+                await loader()
+            except BaseException:
+                self._loader = loader
+                raise
+        return self
+
     def _read(self) -> dict[str, Any]:
         if not self._accessed:
+            if self._loader is not None:
+                raise SessionNotLoadedError(
+                    "this session is loaded lazily: `await session.load()` (or use the"
+                    " SessionDep dependency) before reading or writing it"
+                )
             self._accessed = True
             # Values that can be mutated in place are remembered as JSON, to notice such changes.
             self._snapshot = {
@@ -309,6 +341,14 @@ class Session(MutableMapping[str, Any]):
         self._status = SessionStatus.RENEWED
 
     # -- for the middleware ------------------------------------------------------------------
+
+    def _fill(self, state: Mapping[str, Any]) -> None:
+        """Take the state the store returned (the session has not been used yet)."""
+        self._state = dict(state)
+
+    def _defer(self, loader: Callable[[], Awaitable[None]]) -> None:
+        """Load through ``loader`` at the first ``await load()``; refuse access until then."""
+        self._loader = loader
 
     def _freeze(self, reason: str) -> None:
         """Refuse further writes, saying ``reason`` (the response has gone out)."""
