@@ -20,11 +20,12 @@ def _summary(request: Request) -> dict[str, Any]:
 
 
 async def index(request: Request) -> Response:
+    await get_session(request).load()  # a no-op unless the middleware is lazy
     return JSONResponse(_summary(request))
 
 
 async def do_something(request: Request) -> Response:
-    session = get_session(request)
+    session = await get_session(request).load()
     session.insert("counter", session.get("counter", 0) + 1)
     return JSONResponse(_summary(request))
 

@@ -14,6 +14,8 @@ is retried once (actix's ``execute_command``); every command is safe to repeat.
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, TypeVar
@@ -53,6 +55,7 @@ _T = TypeVar("_T")
 _DRIVER_ERRORS = (RedisError, RedisClusterException, OSError, UnicodeDecodeError)
 """What a client raises; ``UnicodeDecodeError`` when one with ``decode_responses`` reads bytes."""
 _ATTEMPTS = 20
+_CAS_ATTEMPTS = 100
 """Bound on key collisions in ``save`` and lost races (or renewal hops) in ``update``."""
 
 # Compare-and-set: write ARGV[2] only if the record is still the bytes we read (ARGV[1]).
@@ -158,7 +161,7 @@ class RedisSessionStore:
         ttl: timedelta,
         changes: Changes | None = None,
     ) -> SessionKey | None:
-        for _ in range(_ATTEMPTS):
+        for attempt in range(_CAS_ATTEMPTS):
             name = self._prefix + key
             try:
                 raw = await self._retry(self._client.get, name)
@@ -192,8 +195,10 @@ class RedisSessionStore:
                 raise UpdateError(f"Redis EVAL failed: {_why(exc)}") from exc
             if done is not None:
                 return key
-            # Another request wrote the record since the GET: merge again on top of its write.
-        raise UpdateError(f"session kept changing: gave up after {_ATTEMPTS} attempts")
+            # Another request wrote the record since the GET: merge again on top of its write,
+            # after a random pause that grows with contention so competing writers spread out.
+            await asyncio.sleep(random.random() * min(0.05, 0.0005 * 2**attempt))
+        raise UpdateError(f"session kept changing: gave up after {_CAS_ATTEMPTS} attempts")
 
     async def update_ttl(self, key: SessionKey, ttl: timedelta) -> None:
         try:
