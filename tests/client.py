@@ -191,6 +191,7 @@ async def websocket(
     app: Any, path: str, *, cookies: Mapping[str, str] | None = None
 ) -> list[dict[str, Any]]:
     """Open a WebSocket on ``app`` over raw ASGI; return every message the app sent."""
+    path, _, query = path.partition("?")
     headers = [(b"host", b"testserver")]
     if cookies:
         headers.append(
@@ -203,7 +204,7 @@ async def websocket(
         "scheme": "wss",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query.encode(),
         "root_path": "",
         "headers": headers,
         "client": ("127.0.0.1", 50000),

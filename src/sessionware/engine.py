@@ -28,8 +28,9 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession
 from sessionware.config import TtlExtensionPolicy as Policy
@@ -51,6 +52,7 @@ __all__ = ["PersistError", "SessionContext", "SessionEngine", "fingerprint"]
 logger = logging.getLogger("sessionware")
 
 Headers = list[tuple[bytes, bytes]]
+_T = TypeVar("_T")
 _SALT = secrets.token_bytes(16)
 
 
@@ -70,6 +72,12 @@ class PersistError(Exception):
         self.status_code = status_code
 
 
+_NO_NEW_KEY = (
+    "the session cannot get a new key once the response has started: its cookie has gone out"
+    " (renew, or save a new session, before the response starts)"
+)
+
+
 @dataclass
 class SessionContext:
     """One request's session, with what the engine needs to remember between its two phases."""
@@ -78,6 +86,7 @@ class SessionContext:
     key: SessionKey | None = None
     created: float | None = None
     reissue: bool = False
+    agent: str | None = None
 
 
 class SessionEngine:
@@ -111,9 +120,16 @@ class SessionEngine:
 
     # -- request phase -----------------------------------------------------------------------
 
-    def begin(self, cookie_headers: Iterable[bytes]) -> SessionContext:
-        """Find the session cookie among the request's Cookie header values; no I/O."""
+    def begin(
+        self, cookie_headers: Iterable[bytes], user_agent: bytes | None = None
+    ) -> SessionContext:
+        """Find the session cookie among the request's Cookie header values; no I/O.
+
+        ``user_agent`` (the User-Agent header) is kept, shortened, for sessions bound to a user.
+        """
         context = SessionContext()
+        if user_agent:
+            context.agent = user_agent[:120].decode("latin-1")
         for value in find_cookies(cookie_headers, self.cookie.name):
             opened = unseal(self.security, self.keys, self.cookie.name, value)
             if opened is None:
@@ -162,7 +178,7 @@ class SessionEngine:
             context.reissue = False
         else:
             context.created = state.created
-            context.session._fill(state)
+            context.session._fill(state, None if self._any_key else key, state.user)
         return context.session
 
     def _expired(self, created: float | None) -> bool:
@@ -178,61 +194,110 @@ class SessionEngine:
     async def finish(self, context: SessionContext, status_code: int, headers: Headers) -> Headers:
         """Persist the session as its status says; return ``headers`` plus the session's own.
 
-        Raises ``PersistError`` when the store fails or the cookie would be too large.
+        Raises ``PersistError`` when the store fails or the cookie would be too large. Afterwards
+        a server-side session with a key still takes changes (saved by ``persist_late``); any
+        other refuses them, since no cookie can follow.
         """
         session = context.session
-        session._freeze(
-            "the session cannot change once the response has started: its cookie has gone out"
-        )
         cookie: str | None = None
         if status_code < 500:
-            try:
-                cookie = await self._persist(context)
-            except PersistError:
-                raise
-            except (SaveError, UpdateError) as exc:
-                code = 500 if exc.serialization else 503
-                raise PersistError(
-                    f"session store failed to save: {exc}", status_code=code
-                ) from exc
-            except Exception as exc:
-                raise PersistError(f"session store failed to save: {exc!r}") from exc
+            cookie = await self._guarded(self._persist(context))
+        if context.key is not None and not self._any_key and status_code < 500:
+            session._allow_late_writes(_NO_NEW_KEY)
+        else:
+            session._freeze(_NO_NEW_KEY)
         if cookie is None and not session.accessed:
             return headers
         return _add_headers(headers, cookie)
 
+    async def persist_late(self, context: SessionContext) -> None:
+        """Save changes made after the response head went out (streaming, WebSocket).
+
+        Only an existing server-side key can take them; ``finish`` has frozen every other session.
+        """
+        status, changes = context.session._changes()
+        key = context.key
+        if key is None or status is SessionStatus.UNCHANGED:
+            return
+        if status is SessionStatus.PURGED:
+            await self._guarded(self.store.delete(key))
+            context.key = None
+            context.session._freeze("the session was purged")
+            return
+        updated = await self._guarded(
+            self.store.update(key, self._record(context), self.lifecycle.ttl, changes)
+        )
+        if updated != key:
+            logger.warning(
+                "session %s ended while the response streamed; later changes were dropped",
+                fingerprint(key),
+            )
+            context.key = None
+            context.session._freeze("the session ended while the response was streaming")
+            return
+        context.session._rebase(key)
+
+    async def _guarded(self, call: Awaitable[_T]) -> _T:
+        """Await a store call, turning any failure into a ``PersistError``."""
+        try:
+            return await call
+        except PersistError:
+            raise
+        except (SaveError, UpdateError) as exc:
+            code = 500 if exc.serialization else 503
+            raise PersistError(f"session store failed to save: {exc}", status_code=code) from exc
+        except Exception as exc:
+            raise PersistError(f"session store failed to save: {exc!r}") from exc
+
+    def _record(self, context: SessionContext) -> StoredState:
+        """The session's state with the metadata stores keep beside it."""
+        session, now = context.session, self.clock()
+        return StoredState(
+            session._state,
+            created=context.created or now,
+            seen=now,
+            user=session.user_id,
+            agent=context.agent if session.user_id is not None else None,
+        )
+
     async def _persist(self, context: SessionContext) -> str | None:
         """Make the store calls; return the Set-Cookie value to send, if any."""
         store, ttl, key = self.store, self.lifecycle.ttl, context.key
-        status, changes = context.session._changes()
+        session = context.session
+        status, changes = session._changes()
         now = self.clock()
-        state = StoredState(context.session._state, created=context.created or now)
+        state = self._record(context)
+        new_key: SessionKey | None = None
         if key is None:
-            if status in (SessionStatus.CHANGED, SessionStatus.RENEWED) and state:
-                return self._cookie(await store.save(state, ttl))
-            return None
-        if status is SessionStatus.PURGED:
+            if status in (SessionStatus.CHANGED, SessionStatus.RENEWED) and (state or state.user):
+                new_key = await store.save(state, ttl)
+        elif status is SessionStatus.PURGED:
             await store.delete(key)
             logger.info("session %s purged", fingerprint(key))
+            context.key = None
             return removal_cookie(self.cookie, now)
-        if status is SessionStatus.RENEWED:
+        elif status is SessionStatus.RENEWED:
             new_key = await store.save(state, ttl)
             await store.delete(key, successor=new_key)
             logger.info("session %s renewed as %s", fingerprint(key), fingerprint(new_key))
-            return self._cookie(new_key)
-        if status is SessionStatus.CHANGED:
-            updated = await store.update(key, state, ttl, changes)
-            if updated is None:
+        elif status is SessionStatus.CHANGED:
+            new_key = await store.update(key, state, ttl, changes)
+            if new_key is None:
                 logger.warning("session %s was purged by another request", fingerprint(key))
+                context.key = None
                 return removal_cookie(self.cookie, now)
-            return self._cookie(updated)
-        if self.lifecycle.policy is Policy.ON_EVERY_REQUEST:
+        elif self.lifecycle.policy is Policy.ON_EVERY_REQUEST:
             if self._any_key:
-                return self._cookie(await store.update(key, state, ttl) or key)
-            await store.update_ttl(key, ttl)
-            if self._cookie_max_age is not None:
-                return self._cookie(key)
-        return self._cookie(key) if context.reissue else None
+                new_key = await store.update(key, state, ttl) or key
+            else:
+                await store.update_ttl(key, ttl)
+                if self._cookie_max_age is not None:
+                    new_key = key
+        if new_key is None:
+            return self._cookie(key) if key is not None and context.reissue else None
+        context.key = new_key
+        session._rebase(None if self._any_key else new_key)
+        return self._cookie(new_key)
 
     def _cookie(self, key: str) -> str:
         sealed = seal(self.security, self.keys[0], self.cookie.name, key)

@@ -94,7 +94,13 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         engine = self.engine
-        context = engine.begin(value for name, value in scope["headers"] if name == b"cookie")
+        cookies, agent = [], None
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                cookies.append(value)
+            elif name == b"user-agent":
+                agent = value
+        context = engine.begin(cookies, agent)
         if self.lazy:
             engine.defer(context)
         else:
@@ -105,10 +111,7 @@ class SessionMiddleware:
                 await _refuse(kind, send, exc.status_code)
                 return
         scope["session"] = context.session
-        if kind == "websocket":
-            await self.app(scope, receive, _websocket_sender(engine, context, send))
-            return
-        sender = _HttpSender(engine, context, send)
+        sender = _Sender(engine, context, send)
         try:
             await self.app(scope, receive, sender)
         except PersistError as exc:  # a lazy load failed inside the handler
@@ -116,17 +119,21 @@ class SessionMiddleware:
                 raise
             logger.error("session not loaded: %s", exc)
             await _refuse(kind, send, exc.status_code)
+            return
+        await sender.persist_late()  # changes made after the last message (background tasks)
 
 
-class _HttpSender:
-    """Wraps ``send``: persists the session when the response starts and adds its headers."""
+class _Sender:
+    """Wraps ``send``: persists the session as the response starts and adds its headers; then
+    saves later changes before each streamed message goes out (server-side stores only)."""
 
     def __init__(self, engine: SessionEngine, context: SessionContext, send: Send) -> None:
         self.engine, self.context, self.send = engine, context, send
         self.started = self.refused = False
 
     async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
+        kind = message["type"]
+        if kind == "http.response.start":
             self.started = True
             try:
                 headers = await self.engine.finish(
@@ -138,26 +145,34 @@ class _HttpSender:
                 await _refuse("http", self.send, exc.status_code)
                 return
             message = {**message, "headers": headers}
-        elif self.refused and message["type"] == "http.response.body":
-            return
-        await self.send(message)
-
-
-def _websocket_sender(engine: SessionEngine, context: SessionContext, send: Send) -> Send:
-    async def sender(message: Message) -> None:
-        if message["type"] == "websocket.accept":
+        elif kind == "websocket.accept":
+            self.started = True
             try:
-                added = await engine.finish(context, 101, [])
+                added = await self.engine.finish(self.context, 101, [])
             except PersistError as exc:
                 logger.error("session not saved: %s", exc)
-                await send({"type": "websocket.close", "code": 1011})
+                self.refused = True
+                await _refuse("websocket", self.send, exc.status_code)
                 return
             cookies = [(n, v) for n, v in added if n == b"set-cookie"]
             if cookies:
                 message = {**message, "headers": [*message.get("headers", ()), *cookies]}
-        await send(message)
+        elif self.refused:
+            return
+        elif kind in ("websocket.send", "websocket.close") or (
+            kind == "http.response.body" and not message.get("more_body", False)
+        ):
+            await self.persist_late()
+        await self.send(message)
 
-    return sender
+    async def persist_late(self) -> None:
+        """Save what changed since the response started; the response itself can't change now."""
+        if not self.started or self.refused:
+            return
+        try:
+            await self.engine.persist_late(self.context)
+        except PersistError as exc:
+            logger.error("session changes made after the response started were lost: %s", exc)
 
 
 async def _refuse(kind: str, send: Send, status: int) -> None:

@@ -78,12 +78,15 @@ class Session(MutableMapping[str, Any]):
         "_accessed",
         "_cleared",
         "_frozen",
+        "_key",
+        "_late",
         "_loader",
         "_removed",
         "_set",
         "_snapshot",
         "_state",
         "_status",
+        "_user",
     )
 
     def __init__(self, state: Mapping[str, Any] | None = None) -> None:
@@ -96,6 +99,9 @@ class Session(MutableMapping[str, Any]):
         self._snapshot: dict[str, str] | None = None
         self._frozen: str | None = None
         self._loader: Callable[[], Awaitable[None]] | None = None
+        self._late: str | None = None
+        self._key: str | None = None
+        self._user: str | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self._status.name} keys={sorted(self._state)!r}>"
@@ -111,6 +117,27 @@ class Session(MutableMapping[str, Any]):
     def accessed(self) -> bool:
         """Whether anything read or wrote the session (the response then varies by Cookie)."""
         return self._accessed
+
+    @property
+    def key(self) -> str | None:
+        """The key a server-side store files this session under (``None`` for a new session or
+        the cookie store). Treat it as a secret: never log it."""
+        return self._key
+
+    @property
+    def user_id(self) -> str | None:
+        """The user this session is bound to with ``bind_user``, if any."""
+        return self._user
+
+    def bind_user(self, user_id: str | None) -> None:
+        """Tie the session to ``user_id`` (``None`` unties it), so a server-side store can list
+        and end a user's sessions (``store.sessions_for``, ``store.delete_all_for``)."""
+        if user_id is not None and not isinstance(user_id, str):
+            raise SessionInsertError(f"user ids are str, not {type(user_id).__name__}")
+        if self._status is SessionStatus.PURGED or user_id == self._user:
+            return
+        self._write()
+        self._user = user_id
 
     @property
     def loaded(self) -> bool:
@@ -337,14 +364,34 @@ class Session(MutableMapping[str, Any]):
         """Keep the state under a new key (call it at login, to prevent session fixation)."""
         if self._status is SessionStatus.PURGED:
             return
+        if self._late:
+            raise SessionError(self._late)
         self._write()
         self._status = SessionStatus.RENEWED
 
     # -- for the middleware ------------------------------------------------------------------
 
-    def _fill(self, state: Mapping[str, Any]) -> None:
-        """Take the state the store returned (the session has not been used yet)."""
+    def _fill(self, state: Mapping[str, Any], key: str | None, user: str | None) -> None:
+        """Take what the store returned (the session has not been used yet)."""
         self._state = dict(state)
+        self._key = key
+        self._user = user
+
+    def _allow_late_writes(self, reason: str) -> None:
+        """After the response head: changes are still saved, but a new key (renew) is refused."""
+        self._late = reason
+
+    def _rebase(self, key: str | None) -> None:
+        """The session was just persisted (under ``key``): track changes from here on."""
+        self._key = key
+        self._status = SessionStatus.UNCHANGED
+        self._cleared = False
+        self._set.clear()
+        self._removed.clear()
+        if self._accessed:
+            self._snapshot = {
+                k: check_value(v) for k, v in self._state.items() if isinstance(v, _CONTAINERS)
+            }
 
     def _defer(self, loader: Callable[[], Awaitable[None]]) -> None:
         """Load through ``loader`` at the first ``await load()``; refuse access until then."""

@@ -1,7 +1,7 @@
 """The stored state format: actix-session's versioned envelope, legacy 0.11 read and write.
 
 Write: ``{"v":1,"state":{...}}`` plus optional metadata fields actix ignores (``created``,
-``expires``: Unix seconds). Read (SPEC §4.4): the v1 envelope; an object whose values are all
+``expires``, ``seen``: Unix seconds; ``user``, ``agent``: the bound user and a user-agent summary). Read (SPEC §4.4): the v1 envelope; an object whose values are all
 strings is the legacy 0.11 format (each value is JSON text); any other object is the state itself.
 JSON only: no pickle, no NaN, no lone surrogates.
 """
@@ -34,11 +34,12 @@ class DeserializationError(ValueError):
 class StoredState(dict[str, Any]):
     """A session's state as a store returns it, with the envelope's metadata alongside.
 
-    It is a plain ``dict`` for every other purpose; ``created`` and ``expires`` are Unix seconds
-    or ``None`` when the record did not carry them (an actix-written record, say).
+    It is a plain ``dict`` for every other purpose. ``created``, ``expires`` and ``seen`` (last
+    write) are Unix seconds; ``user`` is the user the session is bound to and ``agent`` a short
+    user-agent summary; each is ``None`` when the record did not carry it (an actix record, say).
     """
 
-    __slots__ = ("created", "expires")
+    __slots__ = ("agent", "created", "expires", "seen", "user")
 
     def __init__(
         self,
@@ -46,10 +47,27 @@ class StoredState(dict[str, Any]):
         *,
         created: float | None = None,
         expires: float | None = None,
+        seen: float | None = None,
+        user: str | None = None,
+        agent: str | None = None,
     ) -> None:
         super().__init__(state)
         self.created = created
         self.expires = expires
+        self.seen = seen
+        self.user = user
+        self.agent = agent
+
+    def with_state(self, state: Mapping[str, Any], *, created: float | None = None) -> StoredState:
+        """``state`` with this one's metadata (and ``created`` if given, else this one's)."""
+        return StoredState(
+            state,
+            created=self.created if created is None else created,
+            expires=self.expires,
+            seen=self.seen,
+            user=self.user,
+            agent=self.agent,
+        )
 
 
 def check_value(value: Any) -> str:
@@ -77,10 +95,16 @@ def encode_state(
     """
     if legacy:
         return _dumps({key: _dumps(value) for key, value in state.items()})
+    envelope: dict[str, Any] = {"v": 1, "state": state}
     if isinstance(state, StoredState):
         created = state.created if created is None else created
         expires = state.expires if expires is None else expires
-    envelope: dict[str, Any] = {"v": 1, "state": state}
+        if state.seen is not None:
+            envelope["seen"] = int(state.seen)
+        if state.user is not None:
+            envelope["user"] = state.user
+        if state.agent is not None:
+            envelope["agent"] = state.agent
     if created is not None:
         envelope["created"] = int(created)
     if expires is not None:
@@ -108,7 +132,12 @@ def decode_state(raw: str | bytes) -> StoredState:
         if type(version) is not int or version != 1:
             raise DeserializationError(f"unknown session state version {version!r}")
         return StoredState(
-            state, created=_timestamp(data, "created"), expires=_timestamp(data, "expires")
+            state,
+            created=_timestamp(data, "created"),
+            expires=_timestamp(data, "expires"),
+            seen=_timestamp(data, "seen"),
+            user=_text(data, "user"),
+            agent=_text(data, "agent"),
         )
     if all(isinstance(value, str) for value in data.values()):
         try:
@@ -137,6 +166,13 @@ def read_tombstone(raw: str | bytes) -> tuple[bool, str | None]:
         return False, None
     successor = data.get("successor")
     return True, successor if isinstance(successor, str) else None
+
+
+def _text(data: Mapping[str, Any], field: str) -> str | None:
+    value = data.get(field)
+    if value is None or isinstance(value, str):
+        return value
+    raise DeserializationError(f"session metadata field {field!r} is not a string")
 
 
 def _reject_constant(name: str) -> Any:

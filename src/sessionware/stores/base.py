@@ -32,6 +32,7 @@ __all__ = [
     "UpdateError",
     "generate_session_key",
     "is_generated_key",
+    "merge",
     "ttl_seconds",
 ]
 
@@ -102,6 +103,17 @@ class Changes:
             merged.pop(key, None)
         merged.update(self.set)
         return merged
+
+
+def merge(state: Mapping[str, Any], changes: Changes | None, current: StoredState) -> StoredState:
+    """What ``update`` writes: ``changes`` (or all of ``state``) applied to the ``current`` record.
+
+    The record keeps its creation time; the rest of the metadata (user, last write) comes from
+    the request's ``state`` when it is a ``StoredState``.
+    """
+    merged = (changes or Changes.replace(state)).apply(current)
+    base = state if isinstance(state, StoredState) else current
+    return base.with_state(merged, created=current.created or base.created)
 
 
 class LoadError(Exception):

@@ -14,6 +14,7 @@ from sessionware.stores.base import (
     Changes,
     SessionKey,
     generate_session_key,
+    merge,
 )
 
 __all__ = ["MemorySessionStore"]
@@ -89,8 +90,8 @@ class MemorySessionStore:
         if record is None:
             return await self.save(state, ttl)
         current = decode_state(record)
-        merged = (changes or Changes.replace(state)).apply(current)
-        self._put(key, encode_state(merged, created=current.created), ttl)
+        merged = merge(state, changes, current)
+        self._put(key, encode_state(merged), ttl)
         return key
 
     async def update_ttl(self, key: SessionKey, ttl: timedelta) -> None:

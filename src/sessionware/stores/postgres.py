@@ -31,6 +31,7 @@ from sessionware.stores.base import (
     SessionKey,
     UpdateError,
     generate_session_key,
+    merge,
 )
 
 __all__ = ["PostgresSessionStore"]
@@ -170,8 +171,8 @@ class PostgresSessionStore:
                 key = successor
                 continue
             current = decode_state(data)
-            merged = (changes or Changes.replace(state)).apply(current)
-            text = encode_state(merged, created=current.created)
+            merged = merge(state, changes, current)
+            text = encode_state(merged)
             await conn.execute(self._sql["write"], key, text, ttl)
             return SessionKey(key)
         return None

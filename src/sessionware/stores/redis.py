@@ -46,6 +46,7 @@ from sessionware.stores.base import (
     UpdateError,
     generate_session_key,
     is_generated_key,
+    merge,
     ttl_seconds,
 )
 
@@ -182,9 +183,9 @@ class RedisSessionStore:
                     return await self.save(state, ttl)
                 except SaveError as exc:
                     raise UpdateError(str(exc), serialization=exc.serialization) from exc
-            merged = (changes or Changes.replace(state)).apply(current)
+            merged = merge(state, changes, current)
             try:
-                body = encode_state(merged, created=current.created)
+                body = encode_state(merged)
             except (ValueError, TypeError) as exc:
                 raise UpdateError(f"session state is not JSON: {exc}", serialization=True) from exc
             try:

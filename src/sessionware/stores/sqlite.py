@@ -32,6 +32,7 @@ from sessionware.stores.base import (
     SessionKey,
     UpdateError,
     generate_session_key,
+    merge,
 )
 
 __all__ = ["SQLiteSessionStore"]
@@ -162,8 +163,8 @@ class SQLiteSessionStore:
                 key = successor
                 continue
             current = decode_state(data)
-            merged = (changes or Changes.replace(state)).apply(current)
-            text = encode_state(merged, created=current.created)
+            merged = merge(state, changes, current)
+            text = encode_state(merged)
             conn.execute(self._sql["write"], (text, expires, key))
             return SessionKey(key)
         return None
