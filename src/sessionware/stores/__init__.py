@@ -12,10 +12,13 @@ from sessionware.state import StoredState
 from sessionware.stores.base import (
     Changes,
     LoadError,
+    NotSupportedError,
     SaveError,
+    SessionInfo,
     SessionKey,
     SessionStore,
     UpdateError,
+    UserIndexedStore,
     generate_session_key,
 )
 from sessionware.stores.cookie import CookieSessionStore
@@ -31,14 +34,17 @@ __all__ = [
     "CookieSessionStore",
     "LoadError",
     "MemorySessionStore",
+    "NotSupportedError",
     "PostgresSessionStore",
     "RedisSessionStore",
     "SQLiteSessionStore",
     "SaveError",
+    "SessionInfo",
     "SessionKey",
     "SessionStore",
     "StoredState",
     "UpdateError",
+    "UserIndexedStore",
     "generate_session_key",
 ]
 

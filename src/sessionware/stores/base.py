@@ -26,10 +26,13 @@ __all__ = [
     "TOMBSTONE_TTL",
     "Changes",
     "LoadError",
+    "NotSupportedError",
     "SaveError",
+    "SessionInfo",
     "SessionKey",
     "SessionStore",
     "UpdateError",
+    "UserIndexedStore",
     "generate_session_key",
     "is_generated_key",
     "merge",
@@ -116,6 +119,24 @@ def merge(state: Mapping[str, Any], changes: Changes | None, current: StoredStat
     return base.with_state(merged, created=current.created or base.created)
 
 
+@dataclass(frozen=True)
+class SessionInfo:
+    """One live session of a user, as ``sessions_for`` lists it. Times are Unix seconds.
+
+    ``last_seen`` is the last time the session was written (reads do not write).
+    """
+
+    key: SessionKey
+    created: float | None
+    last_seen: float | None
+    expires: float | None
+    user_agent: str | None
+
+
+class NotSupportedError(Exception):
+    """The store cannot do this (the cookie store keeps no per-user index, for one)."""
+
+
 class LoadError(Exception):
     """Loading a session failed. ``deserialization`` is true when the stored data is unreadable."""
 
@@ -181,3 +202,20 @@ class SessionStore(Protocol):
     async def update_ttl(self, key: SessionKey, ttl: timedelta) -> None: ...
 
     async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None: ...
+
+
+@runtime_checkable
+class UserIndexedStore(SessionStore, Protocol):
+    """A store that also knows which sessions belong to which user (``Session.bind_user``).
+
+    * ``sessions_for(user_id)``: the user's live sessions, oldest first.
+    * ``delete_all_for(user_id, except_key=None)``: end them all (leaving tombstones, as
+      ``delete``), or all but ``except_key`` (sign out other devices); return how many ended.
+
+    The index follows the records: a save or update files the session under the user its
+    ``StoredState.user`` names (moving it if that changed), ``delete`` and expiry remove it.
+    """
+
+    async def sessions_for(self, user_id: str) -> list[SessionInfo]: ...
+
+    async def delete_all_for(self, user_id: str, except_key: SessionKey | None = None) -> int: ...

@@ -8,9 +8,22 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from sessionware.state import DeserializationError, StoredState, decode_state, encode_state
-from sessionware.stores.base import MAX_KEY_BYTES, Changes, LoadError, SaveError, SessionKey
+from sessionware.stores.base import (
+    MAX_KEY_BYTES,
+    Changes,
+    LoadError,
+    NotSupportedError,
+    SaveError,
+    SessionInfo,
+    SessionKey,
+)
 
 __all__ = ["CookieSessionStore"]
+
+_NO_INDEX = (
+    "not supported by this store: CookieSessionStore keeps no list of a user's sessions and"
+    " cannot end them; use a server-side store (Redis, SQLite, PostgreSQL, memory)"
+)
 
 CLOCK_SKEW = 60.0
 """Seconds a cookie's creation time may lie in the future (another server's clock running ahead)."""
@@ -76,3 +89,11 @@ class CookieSessionStore:
 
     async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None:
         """Nothing to do: the removal cookie is all there is (a copy of the cookie still opens)."""
+
+    async def sessions_for(self, user_id: str) -> list[SessionInfo]:
+        """Not supported: the sessions live in the browsers, not here."""
+        raise NotSupportedError(_NO_INDEX)
+
+    async def delete_all_for(self, user_id: str, except_key: SessionKey | None = None) -> int:
+        """Not supported: a cookie session cannot be revoked (use a server-side store)."""
+        raise NotSupportedError(_NO_INDEX)
