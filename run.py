@@ -50,10 +50,10 @@ def run(cmd: list[str]) -> None:
 def test(args: list[str]) -> None:
     """Lint, format check, strict types, then pytest (exit 5, no tests collected, is a failure)."""
     ensure_venv("dev")
-    run([str(BIN / "ruff"), "check", "src", "tests", "benchmarks", "examples", "run.py"])
-    run(
-        [str(BIN / "ruff"), "format", "--check", "src", "tests", "benchmarks", "examples", "run.py"]
-    )
+    folders = ("src", "tests", "benchmarks", "examples", "fuzz")
+    paths = [p for p in folders if (ROOT / p).is_dir()]
+    run([str(BIN / "ruff"), "check", *paths, "run.py"])
+    run([str(BIN / "ruff"), "format", "--check", *paths, "run.py"])
     run([str(BIN / "mypy"), "--strict", "src"])
     run([str(PYTHON), "-m", "pytest", *args])
 
