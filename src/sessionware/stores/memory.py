@@ -1,4 +1,7 @@
-"""MemorySessionStore: a bounded, TTL-aware store in this process, for tests and development."""
+"""MemorySessionStore: a bounded, TTL-aware store in this process, for tests and development.
+
+The user index is a dict from user to the set of their keys, kept in step with every write.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from sessionware.state import StoredState, decode_state, encode_state
 from sessionware.stores.base import (
     TOMBSTONE_TTL,
     Changes,
+    SessionInfo,
     SessionKey,
     generate_session_key,
     merge,
@@ -40,6 +44,8 @@ class MemorySessionStore:
         self._max_entries = max_entries
         self._clock = clock
         self._records: OrderedDict[str, tuple[float, str | _Tombstone]] = OrderedDict()
+        self._owner: dict[str, str] = {}
+        self._users: dict[str, set[str]] = {}
 
     def __len__(self) -> int:
         """How many live sessions the store holds (tombstones and expired records excluded)."""
@@ -53,14 +59,30 @@ class MemorySessionStore:
         expires, record = entry
         if expires <= self._clock():
             del self._records[key]
+            self._file(key, None)
             return None
         return record
 
-    def _put(self, key: str, record: str | _Tombstone, ttl: timedelta) -> None:
+    def _put(
+        self, key: str, record: str | _Tombstone, ttl: timedelta, user: str | None = None
+    ) -> None:
         self._records[key] = (self._clock() + ttl.total_seconds(), record)
         self._records.move_to_end(key)
+        self._file(key, user)
         while len(self._records) > self._max_entries:
-            self._records.popitem(last=False)
+            self._file(self._records.popitem(last=False)[0], None)
+
+    def _file(self, key: str, user: str | None) -> None:
+        """File ``key`` under ``user`` in the index (``None``: under nobody)."""
+        old = self._owner.pop(key, None)
+        if old is not None:
+            keys = self._users[old]
+            keys.discard(key)
+            if not keys:
+                del self._users[old]
+        if user is not None:
+            self._owner[key] = user
+            self._users.setdefault(user, set()).add(key)
 
     async def load(self, key: SessionKey) -> StoredState | None:
         record = self._get(key)
@@ -71,7 +93,7 @@ class MemorySessionStore:
         key = generate_session_key()
         while key in self._records:  # pragma: no cover - 381 bits make this a formality
             key = generate_session_key()
-        self._put(key, text, ttl)
+        self._put(key, text, ttl, state.user if isinstance(state, StoredState) else None)
         return key
 
     async def update(
@@ -91,13 +113,31 @@ class MemorySessionStore:
             return await self.save(state, ttl)
         current = decode_state(record)
         merged = merge(state, changes, current)
-        self._put(key, encode_state(merged), ttl)
+        self._put(key, encode_state(merged), ttl, merged.user)
         return key
 
     async def update_ttl(self, key: SessionKey, ttl: timedelta) -> None:
         record = self._get(key)
         if isinstance(record, str):
-            self._put(key, record, ttl)
+            self._put(key, record, ttl, self._owner.get(key))
 
     async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None:
         self._put(key, (successor,), TOMBSTONE_TTL)
+
+    async def sessions_for(self, user_id: str) -> list[SessionInfo]:
+        infos = []
+        for key in list(self._users.get(user_id, ())):
+            record = self._get(key)
+            if isinstance(record, str):
+                state = decode_state(record)
+                expires = self._records[key][0]
+                infos.append(
+                    SessionInfo(SessionKey(key), state.created, state.seen, expires, state.agent)
+                )
+        return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.key))
+
+    async def delete_all_for(self, user_id: str, except_key: SessionKey | None = None) -> int:
+        ended = [info.key for info in await self.sessions_for(user_id) if info.key != except_key]
+        for key in ended:
+            await self.delete(key)
+        return len(ended)

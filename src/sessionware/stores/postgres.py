@@ -6,9 +6,15 @@ Table (created if missing, by the first call)::
         key       TEXT PRIMARY KEY,
         data      TEXT,                 -- the v1 envelope; NULL marks a tombstone
         successor TEXT,                 -- a tombstone's renewed key (NULL: purged)
-        expires   TIMESTAMPTZ NOT NULL
+        expires   TIMESTAMPTZ NOT NULL,
+        user_id   TEXT                  -- the bound user (StoredState.user); NULL in tombstones
     );
     CREATE INDEX IF NOT EXISTS sessionware_sessions_expires ON sessionware_sessions (expires);
+    CREATE INDEX IF NOT EXISTS sessionware_sessions_user ON sessionware_sessions (user_id)
+        WHERE user_id IS NOT NULL;
+
+A table made before ``user_id`` existed gets it (``ADD COLUMN IF NOT EXISTS``). Every statement
+that writes ``data`` writes ``user_id`` with it.
 
 Expiry is the database's clock (``clock_timestamp()``), so every app server agrees on it.
 """
@@ -28,6 +34,7 @@ from sessionware.stores.base import (
     Changes,
     LoadError,
     SaveError,
+    SessionInfo,
     SessionKey,
     UpdateError,
     generate_session_key,
@@ -43,21 +50,31 @@ _MAX_HOPS = 16
 
 _SQL = {
     "create": "CREATE TABLE IF NOT EXISTS {t} (key TEXT PRIMARY KEY, data TEXT,"
-    " successor TEXT, expires TIMESTAMPTZ NOT NULL)",
-    "index": "CREATE INDEX IF NOT EXISTS {i} ON {t} (expires)",
+    " successor TEXT, expires TIMESTAMPTZ NOT NULL, user_id TEXT)",
+    "has_user": "SELECT true FROM pg_attribute WHERE attrelid = '{t}'::regclass"
+    " AND attname = 'user_id' AND NOT attisdropped",
+    "add_user": "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS user_id TEXT",
+    "index": "CREATE INDEX IF NOT EXISTS {i}_expires ON {t} (expires)",
+    "user_index": "CREATE INDEX IF NOT EXISTS {i}_user ON {t} (user_id) WHERE user_id IS NOT NULL",
     "load": "SELECT data FROM {t} WHERE key = $1 AND expires > clock_timestamp()",
-    "insert": "INSERT INTO {t} (key, data, expires)"
-    " VALUES ($1, $2, clock_timestamp() + $3::interval)"
+    "insert": "INSERT INTO {t} (key, data, expires, user_id)"
+    " VALUES ($1, $2, clock_timestamp() + $3::interval, $4)"
     " ON CONFLICT (key) DO NOTHING RETURNING true",
     "lock": "SELECT data, successor FROM {t}"
     " WHERE key = $1 AND expires > clock_timestamp() FOR UPDATE",
-    "write": "UPDATE {t} SET data = $2, expires = clock_timestamp() + $3::interval WHERE key = $1",
+    "write": "UPDATE {t} SET data = $2, expires = clock_timestamp() + $3::interval, user_id = $4"
+    " WHERE key = $1",
     "touch": "UPDATE {t} SET expires = clock_timestamp() + $2::interval"
     " WHERE key = $1 AND data IS NOT NULL AND expires > clock_timestamp()",
     "tombstone": "INSERT INTO {t} (key, data, successor, expires)"
     " VALUES ($1, NULL, $2, clock_timestamp() + $3::interval)"
     " ON CONFLICT (key) DO UPDATE SET data = NULL,"
-    " successor = excluded.successor, expires = excluded.expires",
+    " successor = excluded.successor, expires = excluded.expires, user_id = NULL",
+    "of_user": "SELECT key, data, expires FROM {t}"
+    " WHERE user_id = $1 AND data IS NOT NULL AND expires > clock_timestamp()",
+    "end_user": "UPDATE {t} SET data = NULL, successor = NULL, user_id = NULL,"
+    " expires = clock_timestamp() + $3::interval WHERE user_id = $1 AND data IS NOT NULL"
+    " AND expires > clock_timestamp() AND key IS DISTINCT FROM $2",
     "purge": "DELETE FROM {t} WHERE expires <= clock_timestamp()",
 }
 
@@ -98,7 +115,7 @@ class PostgresSessionStore:
                 " ([A-Za-z_][A-Za-z0-9_]*, at most 63 characters each)"
             )
         self.table = table
-        index = f"{match.group(1)[:54]}_expires"
+        index = match.group(1)[:54]
         # The table name is a checked identifier: the only text ever formatted into SQL.
         self._sql = {name: sql.format(t=table, i=index) for name, sql in _SQL.items()}
         self._pool = pool
@@ -144,12 +161,17 @@ class PostgresSessionStore:
             # Serialise the DDL: concurrent CREATE ... IF NOT EXISTS can still collide.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.table)
             await conn.execute(self._sql["create"])
+            if not await conn.fetchval(self._sql["has_user"]):  # ALTER locks even if a no-op
+                await conn.execute(self._sql["add_user"])
             await conn.execute(self._sql["index"])
+            await conn.execute(self._sql["user_index"])
 
-    async def _insert(self, conn: Connection, text: str, ttl: timedelta) -> SessionKey:
+    async def _insert(
+        self, conn: Connection, text: str, ttl: timedelta, user: str | None
+    ) -> SessionKey:
         while True:
             key = generate_session_key()
-            if await conn.fetchval(self._sql["insert"], key, text, ttl):
+            if await conn.fetchval(self._sql["insert"], key, text, ttl, user):
                 return key
 
     async def _merge(
@@ -163,7 +185,7 @@ class PostgresSessionStore:
         for _ in range(_MAX_HOPS):
             row = await conn.fetchrow(self._sql["lock"], key)
             if row is None:
-                return await self._insert(conn, encode_state(state), ttl)
+                return await self._insert(conn, encode_state(state), ttl, _user(state))
             data, successor = row["data"], row["successor"]
             if data is None:
                 if successor is None:
@@ -173,7 +195,7 @@ class PostgresSessionStore:
             current = decode_state(data)
             merged = merge(state, changes, current)
             text = encode_state(merged)
-            await conn.execute(self._sql["write"], key, text, ttl)
+            await conn.execute(self._sql["write"], key, text, ttl, merged.user)
             return SessionKey(key)
         return None
 
@@ -199,7 +221,7 @@ class PostgresSessionStore:
             raise SaveError(f"session state cannot be encoded: {exc}", serialization=True) from exc
         try:
             async with self._connection() as conn:
-                return await self._insert(conn, text, ttl)
+                return await self._insert(conn, text, ttl, _user(state))
         except _driver_errors() as exc:
             raise SaveError(f"PostgreSQL session store failed to save: {exc!r}") from exc
 
@@ -236,6 +258,34 @@ class PostgresSessionStore:
         except _driver_errors() as exc:
             raise UpdateError(f"PostgreSQL session store failed to delete: {exc!r}") from exc
 
+    # -- the user index ----------------------------------------------------------------------
+
+    async def sessions_for(self, user_id: str) -> list[SessionInfo]:
+        try:
+            async with self._connection() as conn:
+                rows = await conn.fetch(self._sql["of_user"], user_id)
+        except _driver_errors() as exc:
+            raise LoadError(f"PostgreSQL session store failed to list sessions: {exc!r}") from exc
+        infos = []
+        for row in rows:
+            try:
+                state = decode_state(row["data"])
+            except DeserializationError:
+                state = StoredState()
+            info = (state.created, state.seen, row["expires"].timestamp(), state.agent)
+            infos.append(SessionInfo(SessionKey(row["key"]), *info))
+        return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.key))
+
+    async def delete_all_for(self, user_id: str, except_key: SessionKey | None = None) -> int:
+        try:
+            async with self._connection() as conn:
+                status = await conn.execute(
+                    self._sql["end_user"], user_id, except_key, TOMBSTONE_TTL
+                )
+        except _driver_errors() as exc:
+            raise UpdateError(f"PostgreSQL session store failed to end sessions: {exc!r}") from exc
+        return int(status.split()[-1])
+
     # -- maintenance -------------------------------------------------------------------------
 
     async def clear_expired(self) -> int:
@@ -251,3 +301,7 @@ class PostgresSessionStore:
         self._closed = True
         if self._owns_pool and self._pool is not None:
             await self._pool.close()
+
+
+def _user(state: Mapping[str, Any]) -> str | None:
+    return state.user if isinstance(state, StoredState) else None

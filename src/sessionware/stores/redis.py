@@ -1,20 +1,27 @@
 """RedisSessionStore: sessions in Redis, a Redis Cluster or a Sentinel master, in actix's format.
 
-Commands (SPEC §6, plus tombstones and merging)::
+Commands (SPEC §6, plus tombstones, merging and, in brackets, the user index)::
 
     load        GET key
-    save        SET key body NX EX secs      under a fresh key; another key on a collision
-    update      GET key, then EVAL a compare-and-set (SET key body XX EX secs if still as read)
-    update_ttl  EXPIRE key secs
-    delete      SET key tombstone EX 300     not DEL, so a slower request cannot revive the session
+    save        [EVAL file] SET key body NX EX secs    under a fresh key; another on a collision
+    update      GET key, [EVAL file], EVAL a compare-and-set (SET key body XX EX secs if still
+                as read), [ZREM from the previous user's set]
+    update_ttl  GET key, [EVAL file], EXPIRE key secs
+    delete      EVAL (GET key; SET key tombstone EX 300), [ZREM]   not DEL, so a slower request
+                cannot revive the session
 
-Every command touches one key, so the store works unchanged on a cluster. A dropped connection
-is retried once (actix's ``execute_command``); every command is safe to repeat.
+A session bound to a user (``StoredState.user``) is in the sorted set ``{prefix}user:{user_id}``,
+scored by its expiry; "file" ZADDs it and pushes the set's TTL past that. The set is written
+before the record and cleaned after it, so it may hold stale members but never misses a session;
+``sessions_for`` drops expired members (ZREMRANGEBYSCORE) and checks the rest against their
+records. Every command touches one key, so the store works unchanged on a cluster. A dropped
+connection is retried once (actix's ``execute_command``); every command is safe to repeat.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
@@ -42,6 +49,7 @@ from sessionware.stores.base import (
     Changes,
     LoadError,
     SaveError,
+    SessionInfo,
     SessionKey,
     UpdateError,
     generate_session_key,
@@ -67,6 +75,36 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return false
 """
+_GRACE = 2  # seconds a user set keeps members past their expiry (records come a bit later)
+# File ARGV[1] in the user set, scored by its expiry in ARGV[2] s (server time); keep the set
+# ARGV[3] s longer than its latest member.
+_FILE = """
+local now, ttl = redis.call('TIME'), tonumber(ARGV[2]) + tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], now[1] + now[2] / 1e6 + tonumber(ARGV[2]), ARGV[1])
+if redis.call('TTL', KEYS[1]) < ttl then redis.call('EXPIRE', KEYS[1], ttl) end
+"""
+# The user set's members and expiry times, once those past it by ARGV[1] s are dropped.
+_LIVE = """
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+return redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+"""
+# Extend a live record unless it names a user (returned, so the caller files it in the user
+# set first): unbound sessions cost one round trip, as a plain EXPIRE.
+_TOUCH = """
+local v = redis.call('GET', KEYS[1])
+if not v or string.sub(v, 1, 7) == '{"v":0,' then return false end
+if string.find(v, '"user":', 1, true) then
+  local ok, data = pcall(cjson.decode, v)
+  if ok and type(data) == 'table' and type(data['user']) == 'string' then return data['user'] end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return false
+"""
+# Replace the record with a tombstone, returning what it was.
+_BURY = """local old = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return old"""
 
 
 class RedisSessionStore:
@@ -141,11 +179,13 @@ class RedisSessionStore:
             body = encode_state(state)
         except (ValueError, TypeError) as exc:
             raise SaveError(f"session state is not JSON: {exc}", serialization=True) from exc
+        user = getattr(state, "user", None)  # a StoredState's
         for _ in range(_ATTEMPTS):
             key = generate_session_key()
             # A retried SET NX whose first try landed finds its own record and moves on to
             # another key: the orphan is unreachable and expires with its TTL.
             try:
+                await self._file(user, key, ttl)
                 stored = await self._retry(
                     self._client.set, self._prefix + key, body, ex=ttl_seconds(ttl), nx=True
                 )
@@ -153,6 +193,7 @@ class RedisSessionStore:
                 raise SaveError(f"Redis SET failed: {_why(exc)}") from exc
             if stored:
                 return key
+            await self._unfile(user, key)
         raise SaveError(f"no free session key after {_ATTEMPTS} attempts")
 
     async def update(
@@ -189,12 +230,15 @@ class RedisSessionStore:
             except (ValueError, TypeError) as exc:
                 raise UpdateError(f"session state is not JSON: {exc}", serialization=True) from exc
             try:
+                await self._file(merged.user, key, ttl)
                 done = await self._retry(
                     self._client.eval, _CAS, 1, name, raw, body, ttl_seconds(ttl)
                 )
             except _DRIVER_ERRORS as exc:
                 raise UpdateError(f"Redis EVAL failed: {_why(exc)}") from exc
             if done is not None:
+                if current.user != merged.user:
+                    await self._unfile(current.user, key)
                 return key
             # Another request wrote the record since the GET: merge again on top of its write,
             # after a random pause that grows with contention so competing writers spread out.
@@ -202,21 +246,70 @@ class RedisSessionStore:
         raise UpdateError(f"session kept changing: gave up after {_CAS_ATTEMPTS} attempts")
 
     async def update_ttl(self, key: SessionKey, ttl: timedelta) -> None:
+        name = self._prefix + key
         try:
-            await self._retry(self._client.expire, self._prefix + key, ttl_seconds(ttl))
+            user = await self._retry(self._client.eval, _TOUCH, 1, name, ttl_seconds(ttl))
+            if user:
+                await self._file(user.decode() if isinstance(user, bytes) else user, key, ttl)
+                await self._retry(self._client.expire, name, ttl_seconds(ttl))
         except _DRIVER_ERRORS as exc:
             raise UpdateError(f"Redis EXPIRE failed: {_why(exc)}") from exc
 
     async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None:
+        bury = (_BURY, 1, self._prefix + key, encode_tombstone(successor))
         try:
-            await self._retry(
-                self._client.set,
-                self._prefix + key,
-                encode_tombstone(successor),
-                ex=ttl_seconds(TOMBSTONE_TTL),
-            )
+            record = await self._fetch(self._client.eval, *bury, ttl_seconds(TOMBSTONE_TTL))
         except _DRIVER_ERRORS as exc:
             raise UpdateError(f"Redis SET failed: {_why(exc)}") from exc
+        if isinstance(record, StoredState):
+            await self._unfile(record.user, key)
+
+    # -- the user index ----------------------------------------------------------------------
+
+    async def sessions_for(self, user_id: str) -> list[SessionInfo]:
+        index, infos = self._index(user_id), []
+        try:
+            flat = await self._retry(self._client.eval, _LIVE, 1, index, _GRACE)
+            for member, score in zip(flat[::2], flat[1::2], strict=True):
+                key = member.decode() if isinstance(member, bytes) else member
+                record = await self._fetch(self._client.get, self._prefix + key)
+                if isinstance(record, tuple):  # purged or renewed: never live again
+                    await self._unfile(user_id, key)
+                elif record is not None and record.user == user_id:
+                    info = (record.created, record.seen, float(score), record.agent)
+                    infos.append(SessionInfo(SessionKey(key), *info))
+        except _DRIVER_ERRORS as exc:
+            raise LoadError(f"Redis failed to list a user's sessions: {_why(exc)}") from exc
+        return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.key))
+
+    async def delete_all_for(self, user_id: str, except_key: SessionKey | None = None) -> int:
+        ended = [info.key for info in await self.sessions_for(user_id) if info.key != except_key]
+        for key in ended:
+            await self.delete(key)
+        return len(ended)
+
+    def _index(self, user_id: str) -> str:
+        return f"{self._prefix}user:{user_id}"
+
+    async def _file(self, user: str | None, key: str, ttl: timedelta) -> None:
+        """Put ``key`` in ``user``'s set (if any) before its record is written."""
+        if user is not None:
+            index, secs = self._index(user), ttl_seconds(ttl)
+            await self._retry(self._client.eval, _FILE, 1, index, key, secs, _GRACE)
+
+    async def _unfile(self, user: str | None, key: str) -> None:
+        """Take ``key`` out of ``user``'s set; failing only leaves a stale member there."""
+        if user is not None:
+            with contextlib.suppress(*_DRIVER_ERRORS):
+                await self._retry(self._client.zrem, self._index(user), key)
+
+    async def _fetch(self, *command: Any) -> StoredState | tuple[str | None] | None:
+        """Run a command that returns a record and parse that; unreadable data counts as purged."""
+        try:
+            raw = await self._retry(*command)
+            return None if raw is None else _parse(raw)
+        except (UnicodeDecodeError, DeserializationError):
+            return (None,)
 
     @staticmethod
     async def _retry(command: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any) -> _T:

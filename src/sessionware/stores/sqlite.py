@@ -6,9 +6,14 @@ Table (created if missing)::
         key       TEXT PRIMARY KEY,
         data      TEXT,            -- the v1 envelope; NULL marks a tombstone
         successor TEXT,            -- a tombstone's renewed key (NULL: purged)
-        expires   REAL NOT NULL    -- Unix seconds
+        expires   REAL NOT NULL,   -- Unix seconds
+        user_id   TEXT             -- the bound user (StoredState.user); NULL in tombstones
     );
     CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires);
+    CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id) WHERE user_id IS NOT NULL;
+
+A table made before ``user_id`` existed gets the column (``ALTER TABLE ... ADD COLUMN``) on
+connecting. Every statement that writes ``data`` writes ``user_id`` with it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from sessionware.stores.base import (
     Changes,
     LoadError,
     SaveError,
+    SessionInfo,
     SessionKey,
     UpdateError,
     generate_session_key,
@@ -44,17 +50,24 @@ _MAX_HOPS = 16
 
 _SQL = {
     "create": "CREATE TABLE IF NOT EXISTS {t} (key TEXT PRIMARY KEY, data TEXT,"
-    " successor TEXT, expires REAL NOT NULL)",
+    " successor TEXT, expires REAL NOT NULL, user_id TEXT)",
+    "columns": "PRAGMA table_info({t})",
+    "add_user": "ALTER TABLE {t} ADD COLUMN user_id TEXT",
     "index": "CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires)",
+    "user_index": "CREATE INDEX IF NOT EXISTS {t}_user ON {t} (user_id) WHERE user_id IS NOT NULL",
     "load": "SELECT data FROM {t} WHERE key = ? AND expires > ?",
-    "insert": "INSERT INTO {t} (key, data, successor, expires) VALUES (?, ?, NULL, ?)"
-    " ON CONFLICT (key) DO NOTHING",
+    "insert": "INSERT INTO {t} (key, data, successor, expires, user_id)"
+    " VALUES (?, ?, NULL, ?, ?) ON CONFLICT (key) DO NOTHING",
     "lock": "SELECT data, successor FROM {t} WHERE key = ? AND expires > ?",
-    "write": "UPDATE {t} SET data = ?, expires = ? WHERE key = ?",
+    "write": "UPDATE {t} SET data = ?, expires = ?, user_id = ? WHERE key = ?",
     "touch": "UPDATE {t} SET expires = ? WHERE key = ? AND data IS NOT NULL AND expires > ?",
     "tombstone": "INSERT INTO {t} (key, data, successor, expires) VALUES (?, NULL, ?, ?)"
     " ON CONFLICT (key) DO UPDATE SET data = NULL, successor = excluded.successor,"
-    " expires = excluded.expires",
+    " expires = excluded.expires, user_id = NULL",
+    "of_user": "SELECT key, data, expires FROM {t}"
+    " WHERE user_id = ? AND data IS NOT NULL AND expires > ?",
+    "end_user": "UPDATE {t} SET data = NULL, successor = NULL, user_id = NULL, expires = ?"
+    " WHERE user_id = ? AND data IS NOT NULL AND expires > ? AND key IS NOT ?",
     "purge": "DELETE FROM {t} WHERE expires <= ?",
 }
 
@@ -110,17 +123,24 @@ class SQLiteSessionStore:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # durable enough in WAL mode, much faster
+            conn.execute("BEGIN IMMEDIATE")  # one process at a time adds the column
             conn.execute(self._sql["create"])
+            if "user_id" not in {row[1] for row in conn.execute(self._sql["columns"])}:
+                conn.execute(self._sql["add_user"])
             conn.execute(self._sql["index"])
+            conn.execute(self._sql["user_index"])
+            conn.execute("COMMIT")
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _insert(self, conn: sqlite3.Connection, text: str, expires: float) -> SessionKey:
+    def _insert(
+        self, conn: sqlite3.Connection, text: str, expires: float, user: str | None
+    ) -> SessionKey:
         while True:
             key = generate_session_key()
-            cursor = conn.execute(self._sql["insert"], (key, text, expires))
+            cursor = conn.execute(self._sql["insert"], (key, text, expires, user))
             if cursor.rowcount == 1:
                 return key
 
@@ -155,7 +175,7 @@ class SQLiteSessionStore:
         for _ in range(_MAX_HOPS):
             row = conn.execute(self._sql["lock"], (key, now)).fetchone()
             if row is None:
-                return self._insert(conn, encode_state(state), expires)
+                return self._insert(conn, encode_state(state), expires, _user(state))
             data, successor = row
             if data is None:
                 if successor is None:
@@ -165,7 +185,7 @@ class SQLiteSessionStore:
             current = decode_state(data)
             merged = merge(state, changes, current)
             text = encode_state(merged)
-            conn.execute(self._sql["write"], (text, expires, key))
+            conn.execute(self._sql["write"], (text, expires, merged.user, key))
             return SessionKey(key)
         return None
 
@@ -190,9 +210,9 @@ class SQLiteSessionStore:
             text = encode_state(state)
         except (TypeError, ValueError) as exc:
             raise SaveError(f"session state cannot be encoded: {exc}", serialization=True) from exc
-        expires = self._clock() + ttl.total_seconds()
+        expires, user = self._clock() + ttl.total_seconds(), _user(state)
         try:
-            return await self._run(lambda conn: self._insert(conn, text, expires))
+            return await self._run(lambda conn: self._insert(conn, text, expires, user))
         except sqlite3.Error as exc:
             raise SaveError(f"SQLite session store failed to save: {exc}") from exc
 
@@ -230,6 +250,24 @@ class SQLiteSessionStore:
         except sqlite3.Error as exc:
             raise UpdateError(f"SQLite session store failed to delete: {exc}") from exc
 
+    # -- the user index ----------------------------------------------------------------------
+
+    async def sessions_for(self, user_id: str) -> list[SessionInfo]:
+        now, sql = self._clock(), self._sql["of_user"]
+        try:
+            rows = await self._run(lambda conn: conn.execute(sql, (user_id, now)).fetchall())
+        except sqlite3.Error as exc:
+            raise LoadError(f"SQLite session store failed to list sessions: {exc}") from exc
+        return _infos(rows)
+
+    async def delete_all_for(self, user_id: str, except_key: SessionKey | None = None) -> int:
+        now, sql = self._clock(), self._sql["end_user"]
+        args = (now + TOMBSTONE_TTL.total_seconds(), user_id, now, except_key)
+        try:
+            return await self._run(lambda conn: conn.execute(sql, args).rowcount)
+        except sqlite3.Error as exc:
+            raise UpdateError(f"SQLite session store failed to end sessions: {exc}") from exc
+
     # -- maintenance -------------------------------------------------------------------------
 
     async def clear_expired(self) -> int:
@@ -254,3 +292,19 @@ class SQLiteSessionStore:
             await loop.run_in_executor(self._executor, close, None)
         finally:
             self._executor.shutdown(wait=False)
+
+
+def _user(state: Mapping[str, Any]) -> str | None:
+    return state.user if isinstance(state, StoredState) else None
+
+
+def _infos(rows: list[tuple[str, str, float]]) -> list[SessionInfo]:
+    """``SessionInfo`` for live rows (key, data, expires), oldest first."""
+    infos = []
+    for key, data, expires in rows:
+        try:
+            state = decode_state(data)
+        except DeserializationError:
+            state = StoredState()
+        infos.append(SessionInfo(SessionKey(key), state.created, state.seen, expires, state.agent))
+    return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.key))
