@@ -10,6 +10,7 @@ from sessionware.session import (
     SessionError,
     SessionGetError,
     SessionInsertError,
+    SessionNotLoadedError,
     SessionStatus,
     SessionUpdateError,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "SessionGetError",
     "SessionInsertError",
     "SessionMiddleware",
+    "SessionNotLoadedError",
     "SessionStatus",
     "SessionUpdateError",
     "TtlExtensionPolicy",

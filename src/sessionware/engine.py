@@ -253,7 +253,7 @@ class SessionEngine:
         """The session's state with the metadata stores keep beside it."""
         session, now = context.session, self.clock()
         return StoredState(
-            session._state,
+            session._state(),
             created=context.created or now,
             seen=now,
             user=session.user_id,

@@ -12,7 +12,16 @@ import dataclasses
 import enum
 import functools
 import json
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import (
+    Awaitable,
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    ValuesView,
+)
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
@@ -66,12 +75,13 @@ class SessionNotLoadedError(SessionError, RuntimeError):
     """A lazily loaded session was used before ``await session.load()``."""
 
 
-class Session(MutableMapping[str, Any]):
-    """The session of one request: a ``MutableMapping[str, Any]`` of JSON values with a status.
+class Session(dict[str, Any]):
+    """The session of one request: a ``dict`` of JSON values with a status.
 
     ``Session()`` is a standalone empty session; the middleware makes the one handlers see.
-    Values must be JSON-serialisable (checked at insert). Reading is free; writing through the
-    mapping methods and the actix-named ones has the same effect on ``status``.
+    Values must be JSON-serialisable (checked at insert). Writing through the dict methods and
+    the actix-named ones has the same effect on ``status``. It is a real ``dict`` so that
+    ``json.dumps(session)`` and ``JSONResponse(request.session)`` work as with Starlette's.
     """
 
     __slots__ = (
@@ -84,13 +94,13 @@ class Session(MutableMapping[str, Any]):
         "_removed",
         "_set",
         "_snapshot",
-        "_state",
         "_status",
         "_user",
     )
+    __hash__ = None
 
     def __init__(self, state: Mapping[str, Any] | None = None) -> None:
-        self._state: dict[str, Any] = dict(state) if state else {}
+        super().__init__(state or ())
         self._status = SessionStatus.UNCHANGED
         self._accessed = False
         self._cleared = False
@@ -104,7 +114,7 @@ class Session(MutableMapping[str, Any]):
         self._user: str | None = None
 
     def __repr__(self) -> str:
-        return f"<Session {self._status.name} keys={sorted(self._state)!r}>"
+        return f"<Session {self._status.name} keys={sorted(_keys(self))!r}>"
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -159,45 +169,84 @@ class Session(MutableMapping[str, Any]):
                 raise
         return self
 
-    def _read(self) -> dict[str, Any]:
-        if not self._accessed:
-            if self._loader is not None:
-                raise SessionNotLoadedError(
-                    "this session is loaded lazily: `await session.load()` (or use the"
-                    " SessionDep dependency) before reading or writing it"
-                )
-            self._accessed = True
-            # Values that can be mutated in place are remembered as JSON, to notice such changes.
-            self._snapshot = {
-                key: check_value(value)
-                for key, value in self._state.items()
-                if isinstance(value, _CONTAINERS)
-            }
-        return self._state
+    def _read(self) -> None:
+        """Note that the session was used (for Vary, and to notice in-place changes)."""
+        if self._accessed:
+            return
+        if self._loader is not None:
+            raise SessionNotLoadedError(
+                "this session is loaded lazily: `await session.load()` (or use the"
+                " SessionDep dependency) before reading or writing it"
+            )
+        self._accessed = True
+        self._take_snapshot()
+
+    def _take_snapshot(self) -> None:
+        # Values that can be mutated in place are remembered as JSON, to notice such changes.
+        self._snapshot = {
+            key: check_value(value) for key, value in _items(self) if isinstance(value, _CONTAINERS)
+        }
 
     def __getitem__(self, key: str) -> Any:
-        return self._read()[key]
+        self._read()
+        return _getitem(self, key)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._read()
+        self._read()
+        return _contains(self, key)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._read()))
+        self._read()
+        return iter(list(_keys(self)))
+
+    def __reversed__(self) -> Iterator[str]:
+        self._read()
+        return iter(list(_keys(self))[::-1])
 
     def __len__(self) -> int:
-        return len(self._read())
+        self._read()
+        return _len(self)
+
+    def __eq__(self, other: object) -> bool:
+        self._read()
+        return _eq(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def keys(self) -> KeysView[str]:  # type: ignore[override]
+        return KeysView(self)
+
+    def values(self) -> ValuesView[Any]:  # type: ignore[override]
+        return ValuesView(self)
+
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
+        return ItemsView(self)
+
+    def copy(self) -> dict[str, Any]:
+        """A plain ``dict`` with the same items."""
+        self._read()
+        return dict(_items(self))
+
+    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        return self.copy() | other  # type: ignore[no-any-return]
+
+    def __ror__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        return other | self.copy()  # type: ignore[no-any-return]
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value under ``key``, or ``default``."""
-        return self._read().get(key, default)
+        self._read()
+        return _get(self, key, default)
 
     def contains_key(self, key: str) -> bool:
         """Whether ``key`` is in the session."""
-        return key in self._read()
+        return key in self
 
     def entries(self) -> Mapping[str, Any]:
         """A read-only view of the whole state."""
-        return MappingProxyType(self._read())
+        self._read()
+        return MappingProxyType(self)
 
     def get_as(self, key: str, type_: type[T]) -> T | None:
         """The value under ``key`` validated as ``type_``; ``None`` if missing.
@@ -206,7 +255,7 @@ class Session(MutableMapping[str, Any]):
         built from their fields and other types are checked with ``isinstance``.
         Raises ``SessionGetError`` when the value does not fit.
         """
-        value = self._read().get(key, _MISSING)
+        value = self.get(key, _MISSING)
         if value is _MISSING:
             return None
         try:
@@ -219,13 +268,12 @@ class Session(MutableMapping[str, Any]):
 
     # -- writing -----------------------------------------------------------------------------
 
-    def _write(self) -> dict[str, Any]:
+    def _write(self) -> None:
         if self._frozen:
             raise SessionError(self._frozen)
-        state = self._read()
+        self._read()
         if self._status is SessionStatus.UNCHANGED:
             self._status = SessionStatus.CHANGED
-        return state
 
     def insert(self, key: str, value: Any) -> None:
         """Store ``value`` (JSON-serialisable) under ``key``; a no-op after ``purge()``.
@@ -240,7 +288,8 @@ class Session(MutableMapping[str, Any]):
             raise SessionInsertError(f"cannot store session key {key!r}: {exc}") from exc
         if self._status is SessionStatus.PURGED:
             return
-        self._write()[key] = value
+        self._write()
+        _setitem(self, key, value)
         self._set.add(key)
         self._removed.discard(key)
 
@@ -253,7 +302,8 @@ class Session(MutableMapping[str, Any]):
         """
         if self._status is SessionStatus.PURGED:
             return None
-        value = self._write().pop(key, None)
+        self._write()
+        value = _pop(self, key, None)
         self._removed.add(key)
         self._set.discard(key)
         return value
@@ -263,7 +313,7 @@ class Session(MutableMapping[str, Any]):
 
         If the value does not fit, the raw value is returned instead (the key stays removed).
         """
-        present = key in self._read()
+        present = key in self
         value = self.remove(key)
         if not present:
             return None
@@ -273,13 +323,13 @@ class Session(MutableMapping[str, Any]):
             return value
 
     def __delitem__(self, key: str) -> None:
-        if key not in self._read():
+        if key not in self:
             raise KeyError(key)
         self.remove(key)
 
     def pop(self, key: str, default: Any = _MISSING) -> Any:
         """Remove ``key`` and return its value; a missing key with a default changes nothing."""
-        if key not in self._read():
+        if key not in self:
             if default is _MISSING:
                 raise KeyError(key)
             return default
@@ -287,22 +337,24 @@ class Session(MutableMapping[str, Any]):
 
     def popitem(self) -> tuple[str, Any]:
         """Remove and return the most recently inserted item."""
-        if not self._read():
+        self._read()
+        if not _len(self):
             raise KeyError("popitem(): session is empty")
-        key = next(reversed(self._state))
+        key = next(reversed(_keys(self)))
         return key, self.remove(key)
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         """The value under ``key``; if missing, insert ``default`` first."""
-        if key not in self._read():
+        if key not in self:
             self.insert(key, default)
-        return self._state.get(key, default)
+        return _get(self, key, default)
 
     def clear(self) -> None:
         """Remove every key (the session stays, now empty); a no-op after ``purge()``."""
         if self._status is SessionStatus.PURGED:
             return
-        self._write().clear()
+        self._write()
+        _clear(self)
         self._cleared = True
         self._set.clear()
         self._removed.clear()
@@ -326,7 +378,7 @@ class Session(MutableMapping[str, Any]):
         """
         if len(args) == 2 and isinstance(args[0], str) and callable(args[1]) and not kwargs:
             key, fn = args
-            if key in self._read():
+            if key in self:
                 self._apply(key, fn)
             return
         for key, value in dict(*args, **kwargs).items():
@@ -334,7 +386,7 @@ class Session(MutableMapping[str, Any]):
 
     def update_or(self, key: str, default: Any, fn: Callable[[Any], Any]) -> None:
         """``update(key, fn)`` if ``key`` is present, else ``insert(key, default)``."""
-        if key in self._read():
+        if key in self:
             self._apply(key, fn)
             return
         try:
@@ -344,11 +396,11 @@ class Session(MutableMapping[str, Any]):
 
     def _apply(self, key: str, fn: Callable[[Any], Any]) -> None:
         try:
-            self.insert(key, fn(self._state[key]))
+            self.insert(key, fn(_getitem(self, key)))
         except SessionInsertError as exc:
             raise SessionUpdateError(str(exc)) from exc
 
-    def __ior__(self, other: Any) -> Session:
+    def __ior__(self, other: Any) -> Session:  # type: ignore[override]
         self.update(other)
         return self
 
@@ -358,7 +410,7 @@ class Session(MutableMapping[str, Any]):
             raise SessionError(self._frozen)
         self._read()
         self._status = SessionStatus.PURGED
-        self._state.clear()
+        _clear(self)
 
     def renew(self) -> None:
         """Keep the state under a new key (call it at login, to prevent session fixation)."""
@@ -371,9 +423,14 @@ class Session(MutableMapping[str, Any]):
 
     # -- for the middleware ------------------------------------------------------------------
 
+    def _state(self) -> dict[str, Any]:
+        """The state as a plain dict, without counting as a use of the session."""
+        return dict(_items(self))
+
     def _fill(self, state: Mapping[str, Any], key: str | None, user: str | None) -> None:
         """Take what the store returned (the session has not been used yet)."""
-        self._state = dict(state)
+        _clear(self)
+        _update(self, state)
         self._key = key
         self._user = user
 
@@ -389,9 +446,7 @@ class Session(MutableMapping[str, Any]):
         self._set.clear()
         self._removed.clear()
         if self._accessed:
-            self._snapshot = {
-                k: check_value(v) for k, v in self._state.items() if isinstance(v, _CONTAINERS)
-            }
+            self._take_snapshot()
 
     def _defer(self, loader: Callable[[], Awaitable[None]]) -> None:
         """Load through ``loader`` at the first ``await load()``; refuse access until then."""
@@ -408,7 +463,9 @@ class Session(MutableMapping[str, Any]):
         return {
             key
             for key, before in self._snapshot.items()
-            if key in self._state and key not in self._set and _json(self._state[key]) != before
+            if _contains(self, key)
+            and key not in self._set
+            and _json(_getitem(self, key)) != before
         }
 
     def _changes(self) -> tuple[SessionStatus, Changes]:
@@ -418,12 +475,26 @@ class Session(MutableMapping[str, Any]):
         if status is SessionStatus.UNCHANGED and mutated:
             status = SessionStatus.CHANGED
         if self._cleared:
-            return status, Changes.replace(self._state)
+            return status, Changes.replace(self._state())
         written = self._set | mutated
         return status, Changes(
-            set={key: self._state[key] for key in written if key in self._state},
+            set={key: _getitem(self, key) for key in written if _contains(self, key)},
             removed=frozenset(self._removed),
         )
+
+
+# The dict's own methods, for reading and writing the state without counting as a use.
+_getitem = dict.__getitem__
+_setitem = dict.__setitem__
+_contains = dict.__contains__
+_get = dict.get
+_pop = dict.pop
+_len = dict.__len__
+_keys = dict.keys
+_items = dict.items
+_clear = dict.clear
+_update = dict.update
+_eq = dict.__eq__
 
 
 def _json(value: Any) -> str:

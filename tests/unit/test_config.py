@@ -83,6 +83,7 @@ def test_public_names_are_exactly_these() -> None:
             "SessionGetError",
             "SessionInsertError",
             "SessionMiddleware",
+            "SessionNotLoadedError",
             "SessionStatus",
             "SessionUpdateError",
             "TtlExtensionPolicy",

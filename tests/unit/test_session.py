@@ -337,3 +337,56 @@ def test_frozen_session_refuses_writes_but_reads() -> None:
 
 def test_repr_shows_no_values() -> None:
     assert "secret" not in repr(loaded(token="secret"))
+
+
+# -- a real dict, as Starlette's request.session is -----------------------------------------
+
+
+def test_session_is_a_dict_that_json_and_copies_read() -> None:
+    import json
+
+    session = loaded(a=1, cart=["x"])
+    assert isinstance(session, dict)
+    assert not session.accessed
+    assert json.loads(json.dumps(session)) == {"a": 1, "cart": ["x"]}
+    assert session.accessed, "serialising the session is a use of it (Vary: Cookie)"
+    assert dict(session) == {"a": 1, "cart": ["x"]} == session
+    assert session.copy() == {"a": 1, "cart": ["x"]} and type(session.copy()) is dict
+    assert session | {"b": 2} == {"a": 1, "cart": ["x"], "b": 2}
+    assert {"b": 2} | session == {"b": 2, "a": 1, "cart": ["x"]}
+    assert {**session} == {"a": 1, "cart": ["x"]}
+    assert list(session.keys()) == ["a", "cart"] and list(reversed(session)) == ["cart", "a"]
+    assert list(session.values()) == [1, ["x"]]
+    assert session != {"a": 2}
+    assert session.status is UNCHANGED
+
+
+def test_dict_readers_count_as_access() -> None:
+    for read in (dict, lambda s: s.copy(), lambda s: list(s.items()), lambda s: s == {}):
+        session = loaded(a=1)
+        read(session)
+        assert session.accessed
+
+
+def test_session_is_not_hashable() -> None:
+    with pytest.raises(TypeError):
+        hash(Session())
+
+
+async def test_lazy_session_refuses_use_before_load() -> None:
+    from sessionware import SessionNotLoadedError
+
+    session = Session()
+    calls = []
+
+    async def loader() -> None:
+        calls.append(1)
+        session._fill({"a": 1}, "k" * 64, None)
+
+    session._defer(loader)
+    assert not session.loaded
+    with pytest.raises(SessionNotLoadedError):
+        session["a"]
+    assert await session.load() is session
+    await session.load()
+    assert calls == [1] and session["a"] == 1 and session.key == "k" * 64
