@@ -116,7 +116,8 @@ class SessionEngine:
         self.clock = clock
         self._any_key = bool(getattr(store, "holds_state_in_key", False))
         max_age = lifecycle.cookie_max_age
-        self._cookie_max_age = None if max_age is None else int(max_age.total_seconds())
+        self.cookie_max_age = None if max_age is None else int(max_age.total_seconds())
+        """The cookie's Max-Age in seconds; ``None`` for a cookie that ends with the browser."""
 
     # -- request phase -----------------------------------------------------------------------
 
@@ -291,7 +292,7 @@ class SessionEngine:
                 new_key = await store.update(key, state, ttl) or key
             else:
                 await store.update_ttl(key, ttl)
-                if self._cookie_max_age is not None:
+                if self.cookie_max_age is not None:
                     new_key = key
         if new_key is None:
             return self._cookie(key) if key is not None and context.reissue else None
@@ -301,7 +302,7 @@ class SessionEngine:
 
     def _cookie(self, key: str) -> str:
         sealed = seal(self.security, self.keys[0], self.cookie.name, key)
-        line = session_cookie(self.cookie, sealed, self._cookie_max_age)
+        line = session_cookie(self.cookie, sealed, self.cookie_max_age)
         size = len(line.encode("utf-8"))
         if size > MAX_SET_COOKIE_BYTES:
             raise PersistError(
