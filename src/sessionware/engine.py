@@ -207,6 +207,7 @@ class SessionEngine:
             session._allow_late_writes(_NO_NEW_KEY)
         else:
             session._freeze(_NO_NEW_KEY)
+            context.key = None  # nothing more is saved for this response
         if cookie is None and not session.accessed:
             return headers
         return _add_headers(headers, cookie)
@@ -280,6 +281,15 @@ class SessionEngine:
         elif status is SessionStatus.RENEWED:
             new_key = await store.save(state, ttl)
             await store.delete(key, successor=new_key)
+            # Another request may have renewed or purged the key first: its tombstone stays,
+            # and this request's changes follow it, so one session lives on, not two.
+            winner = await store.update(key, state, ttl, changes)
+            if winner != new_key:
+                await store.delete(new_key, successor=winner)
+                if winner is None:
+                    context.key = None
+                    return removal_cookie(self.cookie, now)
+                new_key = winner
             logger.info("session %s renewed as %s", fingerprint(key), fingerprint(new_key))
         elif status is SessionStatus.CHANGED:
             new_key = await store.update(key, state, ttl, changes)

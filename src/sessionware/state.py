@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "read_tombstone",
 ]
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
 _dumps = _encoder.encode
 
@@ -115,11 +117,23 @@ def encode_state(
 def decode_state(raw: str | bytes) -> StoredState:
     """Parse any format actix-session reads into a ``StoredState``; raise ``DeserializationError``."""
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        data = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError, TypeError) as exc:
         raise DeserializationError(
             f"session state is not valid JSON: {type(exc).__name__}"
         ) from None
+    result = _decode_object(data)
+    if _SURROGATE_ESCAPE.search(text):
+        # JSON may spell a lone surrogate (\ud800), which no JSON encoder will write back.
+        try:
+            check_value(dict(result))
+        except ValueError as exc:
+            raise DeserializationError(f"session state cannot be stored again: {exc}") from None
+    return result
+
+
+def _decode_object(data: Any) -> StoredState:
     if not isinstance(data, dict):
         raise DeserializationError("session state is not a JSON object")
     version = data.get("v")
@@ -141,7 +155,12 @@ def decode_state(raw: str | bytes) -> StoredState:
         )
     if all(isinstance(value, str) for value in data.values()):
         try:
-            return StoredState({key: json.loads(value) for key, value in data.items()})
+            return StoredState(
+                {
+                    key: json.loads(value, parse_constant=_reject_constant)
+                    for key, value in data.items()
+                }
+            )
         except (ValueError, RecursionError):
             raise DeserializationError("legacy session value is not valid JSON") from None
     return StoredState(data)

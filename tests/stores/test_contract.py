@@ -120,3 +120,22 @@ def _expiry_wait(store: SessionStore) -> float:
 async def test_text_values_survive(server_store: SessionStore, value: str) -> None:
     key = await server_store.save({"k": value}, TTL)
     assert await server_store.load(key) == {"k": value}
+
+
+async def test_a_second_renewal_does_not_replace_the_first(server_store: SessionStore) -> None:
+    old = await server_store.save({"a": 1}, TTL)
+    first = await server_store.save({"a": 1}, TTL)
+    second = await server_store.save({"a": 1}, TTL)
+    await server_store.delete(old, successor=first)
+    await server_store.delete(old, successor=second)  # lost the race: the first renewal stays
+    assert await server_store.update(old, {"a": 1}, TTL, Changes()) == first
+
+
+async def test_a_purge_follows_a_renewal(server_store: SessionStore) -> None:
+    old = await server_store.save({"a": 1}, TTL)
+    renewed = await server_store.save({"a": 1}, TTL)
+    await server_store.delete(old, successor=renewed)
+    await server_store.delete(old)  # a request that loaded before the renewal logs out
+    assert await server_store.load(renewed) is None
+    assert await server_store.update(old, {"a": 2}, TTL, Changes(set={"a": 2})) is None
+    assert await server_store.update(renewed, {"a": 2}, TTL, Changes(set={"a": 2})) is None

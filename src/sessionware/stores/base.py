@@ -177,6 +177,9 @@ class SessionStore(Protocol):
     * ``update_ttl(key, ttl)``: extend the record's life; a missing key is not an error.
     * ``delete(key, successor=None)``: remove the record and leave a tombstone for
       ``TOMBSTONE_TTL`` naming ``successor`` (the key it was renewed to) or nothing (purged).
+      An existing tombstone is never replaced: a second renewal leaves the first in place (the
+      middleware then moves its request onto the winner), and a purge of a renewed key
+      purges its successor too, so a logout racing a login still logs out.
 
     TTLs are ``timedelta``; stores that count in seconds use ``ttl_seconds``. The state a store
     returns is a ``StoredState`` so the envelope's ``created`` time survives round trips; a store

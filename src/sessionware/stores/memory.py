@@ -11,10 +11,11 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from sessionware.state import StoredState, decode_state, encode_state
+from sessionware.state import DeserializationError, StoredState, decode_state, encode_state
 from sessionware.stores.base import (
     TOMBSTONE_TTL,
     Changes,
+    LoadError,
     SessionInfo,
     SessionKey,
     generate_session_key,
@@ -86,7 +87,12 @@ class MemorySessionStore:
 
     async def load(self, key: SessionKey) -> StoredState | None:
         record = self._get(key)
-        return decode_state(record) if isinstance(record, str) else None
+        if not isinstance(record, str):
+            return None
+        try:
+            return decode_state(record)
+        except DeserializationError as exc:
+            raise LoadError(str(exc), deserialization=True) from None
 
     async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey:
         text = encode_state(state)
@@ -109,9 +115,12 @@ class MemorySessionStore:
             if successor is None:
                 return None
             return await self.update(successor, state, ttl, changes)
-        if record is None:
+        try:
+            current = None if record is None else decode_state(record)
+        except DeserializationError:
+            current = None  # unreadable: not a session to merge into
+        if current is None:
             return await self.save(state, ttl)
-        current = decode_state(record)
         merged = merge(state, changes, current)
         self._put(key, encode_state(merged), ttl, merged.user)
         return key
@@ -122,6 +131,11 @@ class MemorySessionStore:
             self._put(key, record, ttl, self._owner.get(key))
 
     async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None:
+        record = self._get(key)
+        if isinstance(record, tuple):  # ended already: a renewal stays, a purge goes after it
+            if successor is None and record[0] is not None:
+                await self.delete(record[0])
+            return
         self._put(key, (successor,), TOMBSTONE_TTL)
 
     async def sessions_for(self, user_id: str) -> list[SessionInfo]:
