@@ -24,3 +24,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def require_executable(name: str, path: str) -> None:
+    """Skip (or, under CI=true, fail) unless ``path`` is an executable file."""
+    if os.path.isfile(path) and os.access(path, os.X_OK):
+        return
+    message = f"{name} is not installed at {path}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI must have it installed", pytrace=False)
+    pytest.skip(message)

@@ -43,7 +43,7 @@ class SessionMiddleware:
 
     def __init__(
         self,
-        app: ASGIApp,
+        app: Any,
         *,
         store: SessionStore,
         key: Key | None = None,
@@ -68,7 +68,7 @@ class SessionMiddleware:
         ring = [key] if key is not None else list(keys or ())
         if not ring or not all(isinstance(k, Key) for k in ring):
             raise TypeError("key/keys must be sessionware.Key objects (see Key.from_hex)")
-        self.app = app
+        self.app: ASGIApp = app
         # The cookie store needs no I/O to load, so laziness would only cost.
         self.lazy = lazy and not store.holds_state_in_key
         self.engine = SessionEngine(

@@ -87,6 +87,8 @@ def test_public_names_are_exactly_these() -> None:
             "SessionStatus",
             "SessionUpdateError",
             "TtlExtensionPolicy",
+            "flash",
+            "get_flashed_messages",
             "get_session",
         ]
     )

@@ -1,0 +1,96 @@
+"""FastAPI integration: the session as a dependency, plain (``SessionDep``) or typed (``session_model``).
+
+``SessionDep`` is actix's ``Session`` extractor: declare ``session: SessionDep`` in an endpoint,
+HTTP or WebSocket, and get the request's ``Session``, already loaded (so it works with
+``SessionMiddleware(lazy=True)`` too). ``session_model(User)`` validates the whole session as a
+pydantic model on the way in, for endpoints that need, say, a signed-in user.
+
+FastAPI is imported here and nowhere else in sessionware.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, HTTPException
+from pydantic import BaseModel, ValidationError
+from starlette.requests import HTTPConnection
+
+from sessionware.session import Session
+
+__all__ = ["SessionDep", "session_model"]
+
+logger = logging.getLogger("sessionware")
+
+M = TypeVar("M", bound=BaseModel)
+
+_ADD_IT = (
+    "add it to the app: `from sessionware import Key, SessionMiddleware` then"
+    " `app.add_middleware(SessionMiddleware, store=..., key=...)`"
+)
+
+
+def _missing(found: object) -> str:
+    if isinstance(found, dict):
+        return (
+            "the request's scope['session'] is a plain dict, which Starlette's own"
+            " SessionMiddleware puts there, not sessionware's; " + _ADD_IT
+        )
+    return "sessionware.SessionMiddleware is not installed, so this request has no session; " + (
+        _ADD_IT
+    )
+
+
+async def _dependency(connection: HTTPConnection) -> Session:
+    """The request's (or WebSocket's) session, loaded from the store if that was deferred."""
+    session = connection.scope.get("session")
+    if not isinstance(session, Session):
+        raise RuntimeError(_missing(session))
+    return await session.load()
+
+
+SessionDep = Annotated[Session, Depends(_dependency)]
+"""The current ``Session``, for HTTP and WebSocket endpoints: ``session: SessionDep``.
+
+Raises ``RuntimeError`` (a 500) naming the fix when ``SessionMiddleware`` is not installed.
+"""
+
+
+def session_model(model: type[M]) -> Any:
+    """A dependency that validates the session's entries as ``model`` (a pydantic ``BaseModel``).
+
+    ``CurrentUser = session_model(User)`` then ``user: CurrentUser`` in an endpoint gives a
+    ``User`` built from the session (keys the model does not declare are ignored unless the model
+    forbids extras). The instance is a copy: write through ``SessionDep`` to change the session.
+
+    A session that does not fit the model is answered with ``401 Not authenticated`` (and a
+    ``WWW-Authenticate: Cookie`` header), since the usual reason is "not signed in": a session
+    missing required fields is logged at DEBUG; one whose values have the wrong shape (stale data
+    from an older model, say) at WARNING, naming the fields but never their values.
+
+    Type checkers cannot read a call as an annotation; for them, write
+    ``if TYPE_CHECKING: CurrentUser = User`` and ``else: CurrentUser = session_model(User)``.
+    """
+    given: object = model
+    if not (isinstance(given, type) and issubclass(given, BaseModel)):
+        raise TypeError(f"session_model() takes a pydantic BaseModel subclass, not {model!r}")
+
+    async def dependency(session: SessionDep) -> M:
+        try:
+            return model.model_validate(dict(session.entries()))
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            fields = ", ".join(".".join(map(str, e["loc"])) or "(root)" for e in errors)
+            if all(e["type"] == "missing" for e in errors):
+                logger.debug("session lacks %s for %s", fields, model.__name__)
+            else:
+                logger.warning("session does not fit %s: %s", model.__name__, fields)
+            raise HTTPException(
+                status_code=401,
+                detail="Not authenticated",
+                headers={"WWW-Authenticate": "Cookie"},
+            ) from None
+
+    dependency.__name__ = f"session_{model.__name__}"
+    return Annotated[model, Depends(dependency)]

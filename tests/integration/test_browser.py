@@ -1,0 +1,157 @@
+"""The demo in a real browser: headless Chromium (Debian's) driven by Playwright's sync API.
+
+The demo runs as ``sessionware demo`` would, in a subprocess with uvicorn and the SQLite store;
+the test signs in, fills the cart, reloads, signs out, and checks the page and the cookie jar at
+each step. A plain sync test: Playwright's sync API refuses to run inside an asyncio loop.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from sessionware import ContentSecurity, Key
+from sessionware.crypto import unseal
+from sessionware.demo import KEY_FILE, SQLITE_FILE
+from tests.services import free_port, require_executable
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+RUN_CLI = "import sys; from sessionware.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The demo's base URL and data directory, served by a subprocess until the test ends."""
+    port = free_port()
+    log_path = tmp_path / "demo.log"
+    data_dir = tmp_path / "data"
+    command = [sys.executable, "-c", RUN_CLI, "demo", "--port", str(port), "--data-dir"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([*command, str(data_dir)], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the demo exited early:\n{log_path.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the demo did not listen in time:\n{log_path.read_text()}")
+                time.sleep(0.05)
+        log_text = log_path.read_text()
+        assert f"SQLite file {data_dir / SQLITE_FILE}" in log_text, log_text
+        yield f"http://127.0.0.1:{port}", data_dir
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's Chromium (never Playwright's download): skipped if absent, failed under CI."""
+    require_executable("Chromium", CHROMIUM)
+    return CHROMIUM
+
+
+def test_sign_in_fill_the_cart_reload_and_sign_out(chromium: str, demo: tuple[str, Path]) -> None:
+    base, data_dir = demo
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            context = browser.new_context()
+            context.set_default_timeout(10_000)
+            page = context.new_page()
+
+            def session_cookie() -> dict[str, object] | None:
+                found = [c for c in context.cookies() if c["name"] == "id"]
+                return dict(found[0]) if found else None
+
+            key = Key.from_hex((data_dir / KEY_FILE).read_text())
+
+            def session_key() -> str:
+                cookie = session_cookie()
+                assert cookie is not None
+                opened = unseal(ContentSecurity.PRIVATE, [key], "id", unquote(str(cookie["value"])))
+                assert opened is not None
+                return opened[0]
+
+            # 1. A first visit: nothing stored, no cookie.
+            page.goto(base + "/")
+            expect(page.get_by_text("You are not signed in.")).to_be_visible()
+            expect(page.locator("#counter")).to_have_text("0")
+            assert session_cookie() is None
+
+            # 2. Press the counter: the session starts, in an HttpOnly, SameSite=Lax cookie.
+            page.get_by_role("button", name="Press").click()
+            expect(page.locator("#counter")).to_have_text("1")
+            cookie = session_cookie()
+            assert cookie is not None
+            assert cookie["httpOnly"] is True and cookie["sameSite"] == "Lax"
+            assert cookie["secure"] is False and cookie["path"] == "/"
+            assert page.evaluate("document.cookie") == ""  # scripts cannot see it
+            anonymous_key = session_key()
+
+            # 3. Sign in: a welcome flash, the counter kept, the session key renewed.
+            page.get_by_label("Name").fill("ada")
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator("#user")).to_have_text("ada")
+            expect(page.get_by_role("status")).to_contain_text("Welcome, ada")
+            expect(page.locator("#counter")).to_have_text("1")
+            assert session_key() != anonymous_key
+
+            # 4. Add to the cart.
+            page.get_by_label("Item").fill("apple")
+            page.get_by_label("Quantity").fill("3")
+            page.get_by_role("button", name="Add to cart").click()
+            expect(page.locator("#cart")).to_contain_text("apple")
+            expect(page.locator("#cart td").nth(1)).to_have_text("3")
+            expect(page.get_by_role("status")).to_have_text("Added 3 x apple to the cart.")
+
+            # 5. Reload: the cart and the user are still there; the flash was shown once.
+            page.reload()
+            expect(page.locator("#user")).to_have_text("ada")
+            expect(page.locator("#cart td").nth(1)).to_have_text("3")
+            expect(page.get_by_role("status")).to_have_count(0)
+
+            # 6. The session page shows the entries and the cookie's attributes.
+            page.get_by_role("link", name="What the session holds").click()
+            expect(page.locator("#entries")).to_contain_text('"name": "apple"')
+            expect(page.locator("#entries")).to_contain_text('"name": "ada"')
+            expect(page.locator("#attributes")).to_have_text("HttpOnly; SameSite=Lax; Path=/")
+
+            # 7. Sign out: the session is purged and the browser drops the cookie.
+            page.get_by_role("link", name="Home").click()
+            page.get_by_role("button", name="Sign out").click()
+            expect(page.get_by_role("status")).to_contain_text("the session was purged")
+            expect(page.get_by_text("You are not signed in.")).to_be_visible()
+            expect(page.locator("#counter")).to_have_text("0")
+            expect(page.locator("#cart")).to_have_text("The cart is empty.")
+            assert session_cookie() is None
+        finally:
+            browser.close()

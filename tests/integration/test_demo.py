@@ -1,0 +1,126 @@
+"""The demo app in-process (its HTML over raw ASGI), its key handling and its store choice."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from sessionware import Key
+from sessionware.demo import KEY_FILE, create_app, default_data_dir, load_key
+from sessionware.demo import _open_store as open_store
+from sessionware.stores import MemorySessionStore
+from sessionware.testing import read_session
+from tests.client import request
+from tests.integration.helpers import post_form
+
+
+def text_of(html: str, element_id: str) -> str:
+    match = re.search(rf'id="?{element_id}"?>(.*?)</', html, re.S)
+    assert match is not None, f"no #{element_id} in the page"
+    return match.group(1)
+
+
+async def test_a_visit_from_sign_in_to_sign_out() -> None:
+    store = MemorySessionStore()
+    app = create_app(store=store, key=Key.generate(), store_label="memory")
+    page = await request(app, "GET", "/")
+    assert "You are not signed in" in page.text and page.cookie() is None
+
+    r = await post_form(app, "/cart", {"item": "apple", "qty": "2"})
+    assert (r.status, r.header("location")) == (303, "/")
+    anonymous = r.cookie()
+    assert anonymous is not None and "secure" not in anonymous.attrs
+    assert "httponly" in anonymous.attrs and anonymous.attrs["samesite"] == "Lax"
+
+    r = await post_form(app, "/login", {"username": "ada"}, cookies={"id": anonymous.value})
+    signed_in = r.cookie()
+    assert signed_in is not None
+    assert await read_session(app, anonymous.value) == {}  # renewed: the old key is gone
+    state = await read_session(app, signed_in.value)
+    assert state["user"]["name"] == "ada" and state["cart"]["items"] == [
+        {"name": "apple", "qty": 2}
+    ]
+
+    cookies = {"id": signed_in.value}
+    r = await post_form(app, "/cart", {"item": "apple", "qty": "3"}, cookies=cookies)
+    assert r.cookie() is not None  # the in-place change of the nested cart was saved
+    await post_form(app, "/counter", {}, cookies=cookies)
+    page = await request(app, "GET", "/", cookies=cookies)
+    assert text_of(page.text, "user") == "ada" and text_of(page.text, "counter") == "1"
+    assert "<td>apple</td><td>5</td>" in page.text
+    assert page.text.count('class="flash') == 3  # welcome and two cart notes, once
+    again = await request(app, "GET", "/", cookies={"id": (page.cookie() or signed_in).value})
+    assert 'class="flash' not in again.text
+
+    r = await post_form(app, "/logout", {}, cookies={"id": (page.cookie() or signed_in).value})
+    removal = r.cookie()
+    assert removal is not None and removal.is_removal and len(store) == 0
+    assert r.header("location") == "/?signed_out=1"
+    page = await request(app, "GET", "/?signed_out=1")
+    assert "the session was purged" in page.text and "You are not signed in" in page.text
+
+
+async def test_everything_the_user_typed_is_escaped() -> None:
+    app = create_app(store=MemorySessionStore(), key=Key.generate())
+    r = await post_form(app, "/login", {"username": '<script>alert("x")</script>'})
+    cookie = r.cookie()
+    assert cookie is not None
+    for path in ("/", "/session"):
+        page = await request(app, "GET", path, cookies={"id": cookie.value})
+        assert "<script>" not in page.text and "&lt;script&gt;" in page.text
+
+
+async def test_bad_form_input_is_refused_with_a_flash() -> None:
+    app = create_app(store=MemorySessionStore(), key=Key.generate())
+    r = await post_form(app, "/cart", {"item": "pear", "qty": "1000"})
+    cookie = r.cookie()
+    assert cookie is not None
+    assert await read_session(app, cookie.value) == {
+        "_flashes": [["error", "Give the item a name and a quantity from 1 to 99."]]
+    }
+    r = await post_form(app, "/login", {"username": "  "})
+    assert r.cookie() is not None
+
+
+async def test_the_session_page_shows_entries_and_cookie_attributes() -> None:
+    app = create_app(store=MemorySessionStore(), key=Key.generate(), store_label="memory store")
+    page = await request(app, "GET", "/session")
+    assert "sent no session cookie" in page.text
+    cookie = (await post_form(app, "/counter", {})).cookie()
+    assert cookie is not None
+    page = await request(app, "GET", "/session", cookies={"id": cookie.value})
+    assert "&quot;counter&quot;: 1" in text_of(page.text, "entries")
+    assert text_of(page.text, "attributes") == "HttpOnly; SameSite=Lax; Path=/"
+    assert "without</em> Secure" in page.text and "memory store" in page.text
+
+
+def test_the_key_comes_from_the_environment_or_a_private_file(tmp_path: Path) -> None:
+    env_key = Key.generate()
+    hex_key = (env_key.signing_key + env_key.encryption_key).hex()
+    assert load_key(tmp_path, {"SESSIONWARE_KEY": hex_key}) == (env_key, "from SESSIONWARE_KEY")
+    with pytest.raises(ValueError, match=r"SESSIONWARE_KEY: Key\.from_hex needs exactly 128"):
+        load_key(tmp_path, {"SESSIONWARE_KEY": "abc"})
+    first, source = load_key(tmp_path, {})
+    assert source == f"new, saved in {tmp_path / KEY_FILE}"
+    assert stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode) == 0o600
+    assert load_key(tmp_path, {}) == (first, f"from {tmp_path / KEY_FILE}")
+    assert load_key(None, {})[1].startswith("generated for this run")
+    (tmp_path / KEY_FILE).write_text("not hex")
+    with pytest.raises(ValueError, match="delete the file"):
+        load_key(tmp_path, {})
+
+
+async def test_store_choices(tmp_path: Path) -> None:
+    store, label, durable = open_store("sqlite", tmp_path)
+    assert label == f"SQLite file {tmp_path / 'sessions.db'}" and durable
+    await store.aclose()  # type: ignore[attr-defined]
+    assert open_store("memory", tmp_path)[2] is False
+    redis, label, _ = open_store("redis://user:pw@127.0.0.1:6379/0", tmp_path)
+    assert label == "Redis at 127.0.0.1:6379/0"  # no password in the log
+    await redis.aclose()  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="use sqlite, memory or a redis:// URL"):
+        open_store("mongodb://x", tmp_path)
+    assert default_data_dir().name.startswith("sessionware-demo-")
