@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ResponseError
 
-from sessionware.state import read_tombstone
+from sessionware.state import StoredState, encode_tombstone, read_tombstone
 from sessionware.stores import Changes, LoadError, SaveError, UpdateError, generate_session_key
 from sessionware.stores.base import SessionKey
 from sessionware.stores.redis import RedisSessionStore
@@ -304,6 +304,36 @@ async def test_tombstone_chain_and_odd_successor(store: RedisSessionStore, raw: 
     looped = generate_session_key()
     await raw.set(name(store, looped), '{"v":0,"state":{},"successor":"../etc"}')
     assert await store.update(looped, {}, TTL, Changes(set={"x": 1})) is None
+
+
+async def test_purge_follows_renewals_and_unfiles_the_live_session(
+    store: RedisSessionStore, raw: Redis
+) -> None:
+    first, second = [await store.save({"n": i}, TTL) for i in range(2)]
+    third = await store.save(StoredState({"n": 2}, user="ferris"), TTL)
+    await store.delete(first, successor=second)
+    await store.delete(second, successor=third)
+    await store.delete(first, successor=generate_session_key())  # the first renewal stays
+    assert read_tombstone(await raw.get(name(store, first))) == (True, second)
+    await store.delete(first)
+    assert read_tombstone(await raw.get(name(store, first))) == (True, second)
+    assert read_tombstone(await raw.get(name(store, second))) == (True, third)
+    assert read_tombstone(await raw.get(name(store, third))) == (True, None)
+    assert await raw.zcard(name(store, "user:ferris")) == 0
+
+
+async def test_purge_stops_at_odd_successors_and_loops(
+    store: RedisSessionStore, raw: Redis
+) -> None:
+    live = await store.save(StoredState({"n": 1}, user="ferris"), TTL)
+    odd, a, b = (generate_session_key() for _ in range(3))
+    await raw.set(name(store, odd), '{"v":0,"state":{},"successor":"user:ferris"}')
+    await raw.set(name(store, a), encode_tombstone(b))
+    await raw.set(name(store, b), encode_tombstone(a))
+    await store.delete(odd)  # never buries the user's set
+    await store.delete(a)  # a cycle ends after a bounded number of hops
+    assert [info.key for info in await store.sessions_for("ferris")] == [live]
+    assert read_tombstone(await raw.get(name(store, a))) == (True, b)
 
 
 # --- outages, slowness, dropped connections (own servers) -------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
+from sessionware.state import StoredState
 from sessionware.stores import Changes, LoadError, SaveError, SessionKey, UpdateError
 from sessionware.stores.base import generate_session_key
 from sessionware.stores.postgres import PostgresSessionStore
@@ -165,6 +166,23 @@ async def test_purge_tombstone_beats_a_late_update(sql: tuple[Any, Any]) -> None
     assert await raw.count() == 2
 
 
+async def test_purge_follows_renewals_and_stops_at_loops(sql: tuple[Any, Any]) -> None:
+    store, _ = sql
+    first, second = [await store.save({"n": i}, TTL) for i in range(2)]
+    third = await store.save(StoredState({"n": 2}, user="ferris"), TTL)
+    await store.delete(first, successor=second)
+    await store.delete(second, successor=third)
+    await store.delete(first, successor=generate_session_key())  # the first renewal stays
+    await store.delete(first)
+    assert await store.load(third) is None
+    assert await store.sessions_for("ferris") == []
+    assert await store.update(first, {"n": 0}, TTL, Changes(set={"x": 1})) is None
+    a, b = generate_session_key(), generate_session_key()
+    await store.delete(a, successor=b)
+    await store.delete(b, successor=a)
+    await store.delete(a)  # a cycle ends after a bounded number of hops
+
+
 async def test_update_ttl_leaves_tombstones_alone(sql: tuple[Any, Any]) -> None:
     store, _ = sql
     key = await store.save({"a": 1}, TTL)
@@ -291,6 +309,41 @@ async def test_postgres_update_waits_for_the_row_lock() -> None:
             await holder.close()
             await monitor.close()
         assert await store.load(key) == {"a": 1, "b": 2}
+
+
+async def test_postgres_renewal_keeps_a_tombstone_committed_after_its_lock() -> None:
+    """The row lock finds no row to lock: the upsert itself must not replace a new tombstone."""
+    async with postgres_factory.store() as store:
+        old, first, second = (generate_session_key() for _ in range(3))
+        await store.load(old)  # creates the table
+        holder, monitor = await asyncpg.connect(DSN), await asyncpg.connect(DSN)
+        try:
+            tx = holder.transaction()
+            await tx.start()
+            await holder.execute(
+                f"INSERT INTO {store.table} (key, successor, expires)"
+                " VALUES ($1, $2, now() + interval '5 minutes')",
+                old,
+                first,
+            )
+            task = asyncio.create_task(store.delete(old, successor=second))
+            deadline = time.monotonic() + 5
+            while not await monitor.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE $1",
+                f"INSERT INTO {store.table}%",
+            ):
+                assert time.monotonic() < deadline, "the delete never waited for the row"
+                await asyncio.sleep(0.01)
+            await tx.commit()
+            await task
+            row = await monitor.fetchrow(
+                f"SELECT data, successor FROM {store.table} WHERE key = $1", old
+            )
+        finally:
+            await holder.close()
+            await monitor.close()
+        assert (row["data"], row["successor"]) == (None, first)
 
 
 async def test_postgres_unreachable_fails_promptly() -> None:

@@ -46,7 +46,7 @@ __all__ = ["PostgresSessionStore"]
 _NAME = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
 _TABLE = re.compile(rf"(?:{_NAME}\.)?({_NAME})")
 _MAX_HOPS = 16
-"""How many renewals ``update`` follows from a tombstone to its live successor."""
+"""How many renewals ``update`` (and a purge) follows from a tombstone to its live successor."""
 
 _SQL = {
     "create": "CREATE TABLE IF NOT EXISTS {t} (key TEXT PRIMARY KEY, data TEXT,"
@@ -66,10 +66,12 @@ _SQL = {
     " WHERE key = $1",
     "touch": "UPDATE {t} SET expires = clock_timestamp() + $2::interval"
     " WHERE key = $1 AND data IS NOT NULL AND expires > clock_timestamp()",
-    "tombstone": "INSERT INTO {t} (key, data, successor, expires)"
+    # Never over a live tombstone, even one committed after the caller's "lock" found no row.
+    "tombstone": "INSERT INTO {t} AS s (key, data, successor, expires)"
     " VALUES ($1, NULL, $2, clock_timestamp() + $3::interval)"
     " ON CONFLICT (key) DO UPDATE SET data = NULL,"
-    " successor = excluded.successor, expires = excluded.expires, user_id = NULL",
+    " successor = excluded.successor, expires = excluded.expires, user_id = NULL"
+    " WHERE s.data IS NOT NULL OR s.expires <= clock_timestamp() RETURNING true",
     "of_user": "SELECT key, data, expires FROM {t}"
     " WHERE user_id = $1 AND data IS NOT NULL AND expires > clock_timestamp()",
     "end_user": "UPDATE {t} SET data = NULL, successor = NULL, user_id = NULL,"
@@ -102,7 +104,8 @@ class PostgresSessionStore:
 
     ``PostgresSessionStore(pool)`` uses an asyncpg pool you own; ``from_dsn`` builds a store that
     opens its own pool on first use (so it can be made outside an event loop) and closes it in
-    ``aclose``. ``update`` locks the row (``SELECT ... FOR UPDATE``) so concurrent requests merge.
+    ``aclose``. ``update`` and ``delete`` lock the row (``SELECT ... FOR UPDATE``) so concurrent
+    requests merge, and a tombstone is never replaced.
     """
 
     holds_state_in_key: ClassVar[bool] = False
@@ -199,6 +202,19 @@ class PostgresSessionStore:
             return SessionKey(key)
         return None
 
+    async def _bury(self, conn: Connection, key: str, successor: str | None) -> None:
+        for _ in range(_MAX_HOPS):
+            row = await conn.fetchrow(self._sql["lock"], key)
+            if row is None or row["data"] is not None:
+                if await conn.fetchval(self._sql["tombstone"], key, successor, TOMBSTONE_TTL):
+                    return
+                continue  # another request left a tombstone since the lock found none: read it
+            # Ended already, and the tombstone stays: a renewal loses to the first one, a purge
+            # goes after the renewed key's successor.
+            if successor is not None or row["successor"] is None:
+                return
+            key = row["successor"]
+
     # -- the SessionStore protocol -----------------------------------------------------------
 
     async def load(self, key: SessionKey) -> StoredState | None:
@@ -253,8 +269,8 @@ class PostgresSessionStore:
 
     async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None:
         try:
-            async with self._connection() as conn:
-                await conn.execute(self._sql["tombstone"], key, successor, TOMBSTONE_TTL)
+            async with self._connection() as conn, conn.transaction():
+                await self._bury(conn, key, successor)
         except _driver_errors() as exc:
             raise UpdateError(f"PostgreSQL session store failed to delete: {exc!r}") from exc
 

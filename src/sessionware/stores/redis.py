@@ -7,8 +7,9 @@ Commands (SPEC §6, plus tombstones, merging and, in brackets, the user index)::
     update      GET key, [EVAL file], EVAL a compare-and-set (SET key body XX EX secs if still
                 as read), [ZREM from the previous user's set]
     update_ttl  GET key, [EVAL file], EXPIRE key secs
-    delete      EVAL (GET key; SET key tombstone EX 300), [ZREM]   not DEL, so a slower request
-                cannot revive the session
+    delete      EVAL (GET key; SET key tombstone EX 300 unless it is one already), [ZREM]
+                not DEL, so a slower request cannot revive the session; a purge that finds a
+                renewal's tombstone repeats this on its successor (at most 16 hops)
 
 A session bound to a user (``StoredState.user``) is in the sorted set ``{prefix}user:{user_id}``,
 scored by its expiry; "file" ZADDs it and pushes the set's TTL past that. The set is written
@@ -66,6 +67,8 @@ _DRIVER_ERRORS = (RedisError, RedisClusterException, OSError, UnicodeDecodeError
 _ATTEMPTS = 20
 _CAS_ATTEMPTS = 100
 """Bound on key collisions in ``save`` and lost races (or renewal hops) in ``update``."""
+_MAX_HOPS = 16
+"""How many renewals a purge (``delete`` without a successor) follows to end the live session."""
 
 # Compare-and-set: write ARGV[2] only if the record is still the bytes we read (ARGV[1]).
 # The merge itself happens in Python: Lua's cjson would mangle [] vs {} and floats.
@@ -101,10 +104,13 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return false
 """
-# Replace the record with a tombstone, returning what it was.
-_BURY = """local old = redis.call('GET', KEYS[1])
+# Replace the record with a tombstone, returning what it was; an existing tombstone stays.
+_BURY = """
+local old = redis.call('GET', KEYS[1])
+if old and string.sub(old, 1, 7) == '{"v":0,' then return old end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return old"""
+return old
+"""
 
 
 class RedisSessionStore:
@@ -256,13 +262,23 @@ class RedisSessionStore:
             raise UpdateError(f"Redis EXPIRE failed: {_why(exc)}") from exc
 
     async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None:
-        bury = (_BURY, 1, self._prefix + key, encode_tombstone(successor))
-        try:
-            record = await self._fetch(self._client.eval, *bury, ttl_seconds(TOMBSTONE_TTL))
-        except _DRIVER_ERRORS as exc:
-            raise UpdateError(f"Redis SET failed: {_why(exc)}") from exc
-        if isinstance(record, StoredState):
-            await self._unfile(record.user, key)
+        tombstone, secs = encode_tombstone(successor), ttl_seconds(TOMBSTONE_TTL)
+        for _ in range(_MAX_HOPS):
+            bury = (_BURY, 1, self._prefix + key, tombstone, secs)
+            try:
+                record = await self._fetch(self._client.eval, *bury)
+            except _DRIVER_ERRORS as exc:
+                raise UpdateError(f"Redis EVAL failed: {_why(exc)}") from exc
+            if not isinstance(record, tuple):  # buried a live record (or nothing)
+                if record is not None:
+                    await self._unfile(record.user, key)
+                return
+            # Ended already, and the tombstone stays: a renewal loses to the first one, a purge
+            # goes after the renewed key's successor (only a generated key: never the user sets).
+            after = record[0]
+            if successor is not None or after is None or not is_generated_key(after):
+                return
+            key = SessionKey(after)
 
     # -- the user index ----------------------------------------------------------------------
 

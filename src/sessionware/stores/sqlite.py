@@ -46,7 +46,7 @@ __all__ = ["SQLiteSessionStore"]
 _T = TypeVar("_T")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _MAX_HOPS = 16
-"""How many renewals ``update`` follows from a tombstone to its live successor."""
+"""How many renewals ``update`` (and a purge) follows from a tombstone to its live successor."""
 
 _SQL = {
     "create": "CREATE TABLE IF NOT EXISTS {t} (key TEXT PRIMARY KEY, data TEXT,"
@@ -76,9 +76,10 @@ class SQLiteSessionStore:
     """Sessions in the SQLite file at ``path``, in ``table``.
 
     One worker thread owns the store's connection, so calls never block the event loop. The file
-    is in WAL mode; ``update`` runs in a ``BEGIN IMMEDIATE`` transaction and every connection
-    waits up to ``busy_timeout`` seconds for a lock, so several processes (uvicorn workers) can
-    share one file without losing each other's changes. Expiry is wall-clock time from ``clock``.
+    is in WAL mode; ``update`` and ``delete`` run in ``BEGIN IMMEDIATE`` transactions and every
+    connection waits up to ``busy_timeout`` seconds for a lock, so several processes (uvicorn
+    workers) can share one file without losing each other's changes. Expiry is wall-clock time
+    from ``clock``.
     """
 
     holds_state_in_key: ClassVar[bool] = False
@@ -144,25 +145,23 @@ class SQLiteSessionStore:
             if cursor.rowcount == 1:
                 return key
 
-    def _merge(
-        self,
-        conn: sqlite3.Connection,
-        key: str,
-        state: Mapping[str, Any],
-        ttl: timedelta,
-        changes: Changes | None,
-    ) -> SessionKey | None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = self._merge_locked(conn, key, state, ttl, changes)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return result
+    async def _run_locked(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn`` in a ``BEGIN IMMEDIATE`` transaction: no other writer until it ends."""
 
-    def _merge_locked(
+        def locked(conn: sqlite3.Connection) -> _T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return await self._run(locked)
+
+    def _merge(
         self,
         conn: sqlite3.Connection,
         key: str,
@@ -188,6 +187,20 @@ class SQLiteSessionStore:
             conn.execute(self._sql["write"], (text, expires, merged.user, key))
             return SessionKey(key)
         return None
+
+    def _bury(self, conn: sqlite3.Connection, key: str, successor: str | None) -> None:
+        now = self._clock()
+        for _ in range(_MAX_HOPS):
+            row = conn.execute(self._sql["lock"], (key, now)).fetchone()
+            if row is None or row[0] is not None:
+                expires = now + TOMBSTONE_TTL.total_seconds()
+                conn.execute(self._sql["tombstone"], (key, successor, expires))
+                return
+            # Ended already, and the tombstone stays: a renewal loses to the first one, a purge
+            # goes after the renewed key's successor.
+            if successor is not None or row[1] is None:
+                return
+            key = row[1]
 
     # -- the SessionStore protocol -----------------------------------------------------------
 
@@ -224,7 +237,7 @@ class SQLiteSessionStore:
         changes: Changes | None = None,
     ) -> SessionKey | None:
         try:
-            return await self._run(lambda conn: self._merge(conn, key, state, ttl, changes))
+            return await self._run_locked(lambda conn: self._merge(conn, key, state, ttl, changes))
         except DeserializationError as exc:
             raise UpdateError(f"stored session state is unreadable: {exc}") from exc
         except sqlite3.Error as exc:
@@ -243,10 +256,8 @@ class SQLiteSessionStore:
             raise UpdateError(f"SQLite session store failed to extend a TTL: {exc}") from exc
 
     async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None:
-        expires = self._clock() + TOMBSTONE_TTL.total_seconds()
-        sql = self._sql["tombstone"]
         try:
-            await self._run(lambda conn: conn.execute(sql, (key, successor, expires)))
+            await self._run_locked(lambda conn: self._bury(conn, key, successor))
         except sqlite3.Error as exc:
             raise UpdateError(f"SQLite session store failed to delete: {exc}") from exc
 
