@@ -1,9 +1,10 @@
 """The demo behind ``sessionware demo``: a small server-rendered Starlette app on plain HTTP.
 
-It shows each thing a session does: signing in (the key is renewed, the state kept), a counter,
-a cart of nested data changed in place, flash messages across a redirect, signing out (purge),
-and a page with what the session holds and the attributes its cookie is sent with. HTML forms
-only, no JavaScript; every value shown is HTML-escaped.
+It shows each thing a session does: signing in (the key is renewed, the state kept, the session
+bound to the user), a counter, a cart of nested data changed in place, flash messages across a
+redirect, signing out (purge), a page with what the session holds and the attributes its cookie is
+sent with, and a page listing the user's active sessions (never their keys) with "sign out other
+devices". HTML forms only, no JavaScript; every value shown is HTML-escaped.
 
 Sessions go to SQLite by default, in a file in ``data_dir``; the key comes from
 ``SESSIONWARE_KEY`` (128 hex characters) or from a key file kept beside the database, so a
@@ -42,7 +43,13 @@ from sessionware.crypto import Key
 from sessionware.flash import flash, get_flashed_messages
 from sessionware.middleware import SessionMiddleware, get_session
 from sessionware.session import Session
-from sessionware.stores.base import SessionStore
+from sessionware.stores.base import (
+    NotSupportedError,
+    SessionInfo,
+    SessionKey,
+    SessionStore,
+    UserIndexedStore,
+)
 from sessionware.stores.memory import MemorySessionStore
 
 __all__ = ["KEY_FILE", "SQLITE_FILE", "create_app", "default_data_dir", "load_key", "serve"]
@@ -63,6 +70,13 @@ _WHY_NOT_SECURE = (
     " in production: sessionware's default is Secure."
 )
 
+_NO_INDEX = (
+    "This store keeps no list of a user's sessions, so the demo cannot show your other devices"
+    " or sign them out. The cookie store is like that: each session lives only in its browser's"
+    " cookie, and the server cannot end it. Run the demo with a server-side store (SQLite, memory"
+    " or Redis) to try this."
+)
+
 _STYLE = """
 body { font: 16px/1.5 system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem }
 nav a { margin-right: 1rem } .flash { padding: .5rem 1rem; border-radius: 4px; margin: .5rem 0 }
@@ -76,7 +90,10 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _page(title: str, body: str, flashes: list[tuple[str, str]]) -> HTMLResponse:
+def _page(
+    title: str, body: str, flashes: list[tuple[str, str]], *, signed_in: bool = False
+) -> HTMLResponse:
+    sessions_link = '<a href="/sessions">Your active sessions</a>' if signed_in else ""
     notes = "".join(
         f'<p class="flash {_e(category)}" role="status">{_e(message)}</p>'
         for category, message in flashes
@@ -84,7 +101,8 @@ def _page(title: str, body: str, flashes: list[tuple[str, str]]) -> HTMLResponse
     return HTMLResponse(
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{_e(title)} - sessionware demo</title><style>{_STYLE}</style></head><body>"
-        '<nav><a href="/">Home</a><a href="/session">What the session holds</a></nav>'
+        f'<nav><a href="/">Home</a><a href="/session">What the session holds</a>{sessions_link}'
+        "</nav>"
         f"<h1>{_e(title)}</h1>{notes}{body}</body></html>"
     )
 
@@ -111,6 +129,20 @@ def _cart_items(session: Session) -> list[dict[str, Any]]:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _when(seconds: float | None) -> str:
+    """Unix seconds as ``2025-01-31 12:00:00 UTC`` (``unknown`` when the record has no time)."""
+    if seconds is None:
+        return "unknown"
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _indexed(store: SessionStore) -> UserIndexedStore:
+    """``store`` as a store with a per-user index; ``NotSupportedError`` if it has none."""
+    if isinstance(store, UserIndexedStore):
+        return store
+    raise NotSupportedError(f"{type(store).__name__} keeps no list of a user's sessions")
 
 
 def _see_other(path: str = "/") -> Response:
@@ -154,7 +186,7 @@ async def home(request: Request) -> Response:
         "<label>Quantity <input name=qty type=number min=1 max=99 value=1></label> "
         "<button>Add to cart</button></form>"
     )
-    return _page("Session demo", body, flashes)
+    return _page("Session demo", body, flashes, signed_in=user is not None)
 
 
 async def login(request: Request) -> Response:
@@ -164,6 +196,7 @@ async def login(request: Request) -> Response:
         flash(session, "Type a name to sign in.", "error")
         return _see_other()
     session["user"] = {"name": name, "since": _now()}
+    session.bind_user(name)  # the store files the session under the user: see /sessions
     session.renew()  # a new key for the signed-in session: no session fixation
     flash(session, f"Welcome, {name}. The session key was renewed; your cart was kept.", "success")
     return _see_other()
@@ -234,9 +267,85 @@ def _inspector(store_label: str) -> Callable[[Request], Any]:
             f'<p id="why-not-secure">{_WHY_NOT_SECURE}</p>'
             f"<h2>Store</h2><p>{_e(store_label)}</p>"
         )
-        return _page("What the session holds", body, flashes)
+        return _page("What the session holds", body, flashes, signed_in=_user(session) is not None)
 
     return show_session
+
+
+def _session_row(info: SessionInfo, current: str | None) -> str:
+    """One session as a table row: times and user agent, never its key."""
+    this = info.key == current
+    marker = "<strong>this device</strong>" if this else ""
+    return (
+        f'<tr class="session{" this-device" if this else ""}">'
+        f"<td>{_e(info.user_agent or 'unknown browser')}</td><td>{_e(_when(info.created))}</td>"
+        f"<td>{_e(_when(info.last_seen))}</td><td>{_e(_when(info.expires))}</td>"
+        f"<td>{marker}</td></tr>"
+    )
+
+
+def _sessions_page(store: SessionStore) -> Callable[[Request], Any]:
+    async def show_sessions(request: Request) -> Response:
+        session = get_session(request)
+        flashes = get_flashed_messages(session, with_categories=True)
+        title, name, user = "Your active sessions", _user(session), session.user_id
+        if user is None:
+            body = (
+                "<p>This session was signed in before the demo tied sessions to users: sign out"
+                " and sign in again to see them.</p>"
+                if name is not None
+                else '<p>You are not signed in. <a href="/">Sign in</a> to see your sessions.</p>'
+            )
+            return _page(title, body, flashes, signed_in=name is not None)
+        try:
+            infos = await _indexed(store).sessions_for(user)
+        except NotSupportedError as exc:
+            body = (
+                f'<p id="not-supported">{_e(_NO_INDEX)}</p>'
+                f"<p>The store says: <code>{_e(exc)}</code></p>"
+            )
+            return _page(title, body, flashes, signed_in=True)
+        rows = "".join(_session_row(info, session.key) for info in infos)
+        count = f"{len(infos)} active session{'' if len(infos) == 1 else 's'}"
+        body = (
+            f'<p>Signed in as <strong id="user">{_e(user)}</strong>: '
+            f'<span id="session-count">{_e(count)}</span>, oldest first. Anyone who signs in'
+            " with this name shares them (the demo has no passwords).</p>"
+            '<table id="sessions"><tr><th>Browser</th><th>Started</th>'
+            "<th>Last activity</th><th>Expires</th><th></th></tr>"
+            f"{rows}</table>"
+            "<p>Last activity is the last time the session changed; the session keys stay in"
+            " the store and are never shown.</p>"
+            '<form method=post action="/sessions/sign-out-others">'
+            "<button>Sign out other devices</button></form>"
+        )
+        return _page(title, body, flashes, signed_in=True)
+
+    return show_sessions
+
+
+def _sign_out_others(store: SessionStore) -> Callable[[Request], Any]:
+    async def sign_out_others(request: Request) -> Response:
+        session = get_session(request)
+        user, key = session.user_id, session.key
+        if user is None:
+            flash(session, "Sign in first.", "error")
+            return _see_other()
+        try:
+            if key is None:  # the cookie store: the session has no key in the store
+                raise NotSupportedError("this session is not kept in the store")
+            ended = await _indexed(store).delete_all_for(user, except_key=SessionKey(key))
+        except NotSupportedError:
+            flash(session, "Not done: this store cannot sign out other devices.", "error")
+            return _see_other("/sessions")
+        if ended:
+            devices = f"{ended} other device{'' if ended == 1 else 's'}"
+            flash(session, f"Signed out {devices}; this one stays signed in.", "success")
+        else:
+            flash(session, "No other device was signed in.", "info")
+        return _see_other("/sessions")
+
+    return sign_out_others
 
 
 def create_app(*, store: SessionStore, key: Key, store_label: str = "") -> Starlette:
@@ -257,6 +366,8 @@ def create_app(*, store: SessionStore, key: Key, store_label: str = "") -> Starl
             Route("/counter", counter, methods=["POST"]),
             Route("/cart", add_to_cart, methods=["POST"]),
             Route("/session", _inspector(store_label or type(store).__name__)),
+            Route("/sessions", _sessions_page(store)),
+            Route("/sessions/sign-out-others", _sign_out_others(store), methods=["POST"]),
         ],
         middleware=[
             Middleware(

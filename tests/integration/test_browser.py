@@ -1,8 +1,9 @@
 """The demo in a real browser: headless Chromium (Debian's) driven by Playwright's sync API.
 
 The demo runs as ``sessionware demo`` would, in a subprocess with uvicorn and the SQLite store;
-the test signs in, fills the cart, reloads, signs out, and checks the page and the cookie jar at
-each step. A plain sync test: Playwright's sync API refuses to run inside an asyncio loop.
+the test signs in, fills the cart, reloads, signs a second browser context in as the same user
+and signs it out from the first ("sign out other devices"), signs out, and checks the page and the
+cookie jar at each step. A plain sync test: Playwright's sync API refuses to run inside an asyncio loop.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import BrowserContext, expect, sync_playwright
 
 from sessionware import ContentSecurity, Key
 from sessionware.crypto import unseal
@@ -88,14 +89,14 @@ def test_sign_in_fill_the_cart_reload_and_sign_out(chromium: str, demo: tuple[st
             context.set_default_timeout(10_000)
             page = context.new_page()
 
-            def session_cookie() -> dict[str, object] | None:
-                found = [c for c in context.cookies() if c["name"] == "id"]
+            def session_cookie(jar: BrowserContext = context) -> dict[str, object] | None:
+                found = [c for c in jar.cookies() if c["name"] == "id"]
                 return dict(found[0]) if found else None
 
             key = Key.from_hex((data_dir / KEY_FILE).read_text())
 
-            def session_key() -> str:
-                cookie = session_cookie()
+            def session_key(jar: BrowserContext = context) -> str:
+                cookie = session_cookie(jar)
                 assert cookie is not None
                 opened = unseal(ContentSecurity.PRIVATE, [key], "id", unquote(str(cookie["value"])))
                 assert opened is not None
@@ -145,7 +146,38 @@ def test_sign_in_fill_the_cart_reload_and_sign_out(chromium: str, demo: tuple[st
             expect(page.locator("#entries")).to_contain_text('"name": "ada"')
             expect(page.locator("#attributes")).to_have_text("HttpOnly; SameSite=Lax; Path=/")
 
-            # 7. Sign out: the session is purged and the browser drops the cookie.
+            # 7. A second browser signs in as ada too. The first lists both sessions (no keys
+            #    shown), signs the other device out, and stays signed in itself.
+            second = browser.new_context()
+            second.set_default_timeout(10_000)
+            other = second.new_page()
+            other.goto(base + "/")
+            other.get_by_label("Name").fill("ada")
+            other.get_by_role("button", name="Sign in").click()
+            expect(other.locator("#user")).to_have_text("ada")
+            page.get_by_role("link", name="Your active sessions").click()
+            expect(page.locator("#session-count")).to_have_text("2 active sessions")
+            rows = page.locator("#sessions tr.session")
+            expect(rows).to_have_count(2)
+            expect(rows.filter(has_text="this device")).to_have_count(1)
+            expect(rows.first).to_contain_text("Chrome")
+            html = page.content()
+            assert session_key() not in html and session_key(second) not in html
+            page.get_by_role("button", name="Sign out other devices").click()
+            expect(page.get_by_role("status")).to_have_text(
+                "Signed out 1 other device; this one stays signed in."
+            )
+            expect(rows).to_have_count(1)
+            expect(rows.first).to_contain_text("this device")
+            other.reload()
+            expect(other.get_by_text("You are not signed in.")).to_be_visible()
+            expect(other.locator("#user")).to_have_count(0)
+            page.get_by_role("link", name="Home").click()
+            expect(page.locator("#user")).to_have_text("ada")
+            expect(page.locator("#cart td").nth(1)).to_have_text("3")
+            second.close()
+
+            # 8. Sign out: the session is purged and the browser drops the cookie.
             page.get_by_role("link", name="Home").click()
             page.get_by_role("button", name="Sign out").click()
             expect(page.get_by_role("status")).to_contain_text("the session was purged")

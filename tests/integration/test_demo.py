@@ -5,15 +5,16 @@ from __future__ import annotations
 import re
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sessionware import Key
 from sessionware.demo import KEY_FILE, create_app, default_data_dir, load_key
 from sessionware.demo import _open_store as open_store
-from sessionware.stores import MemorySessionStore
+from sessionware.stores import CookieSessionStore, MemorySessionStore
 from sessionware.testing import read_session
-from tests.client import request
+from tests.client import Response, request
 from tests.integration.helpers import post_form
 
 
@@ -21,6 +22,39 @@ def text_of(html: str, element_id: str) -> str:
     match = re.search(rf'id="?{element_id}"?>(.*?)</', html, re.S)
     assert match is not None, f"no #{element_id} in the page"
     return match.group(1)
+
+
+def with_agent(app: Any, agent: str) -> Any:
+    """``app`` seen from a browser whose User-Agent is ``agent`` (one "device")."""
+
+    async def device(scope: Any, receive: Any, send: Any) -> None:
+        headers = [*scope["headers"], (b"user-agent", agent.encode("latin-1"))]
+        await app({**scope, "headers": headers}, receive, send)
+
+    return device
+
+
+class Device:
+    """One browser: a User-Agent and a cookie jar holding the demo's ``id`` cookie."""
+
+    def __init__(self, app: Any, agent: str) -> None:
+        self.app = with_agent(app, agent)
+        self.jar: dict[str, str] = {}
+
+    def keep(self, r: Response) -> Response:
+        cookie = r.cookie()
+        if cookie is not None:
+            if cookie.is_removal:
+                self.jar.pop(cookie.name, None)
+            else:
+                self.jar[cookie.name] = cookie.value
+        return r
+
+    async def get(self, path: str) -> Response:
+        return self.keep(await request(self.app, "GET", path, cookies=self.jar))
+
+    async def post(self, path: str, fields: dict[str, str] | None = None) -> Response:
+        return self.keep(await post_form(self.app, path, fields or {}, cookies=self.jar))
 
 
 async def test_a_visit_from_sign_in_to_sign_out() -> None:
@@ -124,3 +158,79 @@ async def test_store_choices(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="use sqlite, memory or a redis:// URL"):
         open_store("mongodb://x", tmp_path)
     assert default_data_dir().name.startswith("sessionware-demo-")
+
+
+async def test_two_devices_list_their_sessions_and_one_signs_out_the_other() -> None:
+    store = MemorySessionStore()
+    app = create_app(store=store, key=Key.generate())
+    laptop, phone, other = Device(app, "Laptop/1.0"), Device(app, "Phone/2.0"), Device(app, "X/1")
+    page = await laptop.get("/")
+    assert 'href="/sessions"' not in page.text  # the link is for signed-in users only
+    for device in (laptop, phone):
+        r = await device.post("/login", {"username": "ada"})
+        assert (r.status, r.header("location")) == (303, "/")
+    await other.post("/login", {"username": "bob"})
+    assert 'href="/sessions"' in (await laptop.get("/")).text
+
+    page = await laptop.get("/sessions")
+    assert page.status == 200 and text_of(page.text, "session-count") == "2 active sessions"
+    rows = re.findall(r'<tr class="session[^"]*">.*?</tr>', page.text, re.S)
+    assert len(rows) == 2 and page.text.count("this device") == 1
+    [current] = [row for row in rows if "this device" in row]
+    assert "Laptop/1.0" in current and any("Phone/2.0" in row for row in rows)
+    assert len(re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", current)) == 3
+    infos = await store.sessions_for("ada")
+    assert len(infos) == 2
+    for info in infos:  # neither the store's keys nor the cookies reach the page
+        assert info.key not in page.text
+    for jar in (laptop.jar, phone.jar):
+        assert jar["id"] not in page.text
+
+    r = await laptop.post("/sessions/sign-out-others")
+    assert (r.status, r.header("location")) == (303, "/sessions")
+    page = await laptop.get("/sessions")
+    assert "Signed out 1 other device; this one stays signed in." in page.text
+    assert text_of(page.text, "session-count") == "1 active session"
+    assert "this device" in page.text and "Phone/2.0" not in page.text
+    assert text_of((await laptop.get("/")).text, "user") == "ada"
+    assert "You are not signed in" in (await phone.get("/")).text
+    assert "You are not signed in" in (await phone.get("/sessions")).text
+    assert len(await store.sessions_for("bob")) == 1  # another user's session is untouched
+
+    await laptop.post("/sessions/sign-out-others")
+    assert "No other device was signed in." in (await laptop.get("/sessions")).text
+    await laptop.post("/logout")
+    assert await store.sessions_for("ada") == []
+
+
+async def test_the_sessions_page_escapes_the_user_and_the_user_agent() -> None:
+    app = create_app(store=MemorySessionStore(), key=Key.generate())
+    device = Device(app, '<img src=x onerror="alert(1)">')
+    await device.post("/login", {"username": '<script>alert("x")</script>'})
+    page = await device.get("/sessions")
+    assert "<script>" not in page.text and "&lt;script&gt;" in page.text
+    assert "<img" not in page.text and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page.text
+
+
+async def test_the_sessions_page_without_a_user_index_says_so() -> None:
+    device = Device(create_app(store=CookieSessionStore(), key=Key.generate()), "Laptop/1.0")
+    await device.post("/login", {"username": "ada"})
+    page = await device.get("/sessions")
+    assert page.status == 200
+    assert "keeps no list of a user&#x27;s sessions" in text_of(page.text, "not-supported")
+    assert "Sign out other devices" not in page.text
+    r = await device.post("/sessions/sign-out-others")
+    assert (r.status, r.header("location")) == (303, "/sessions")
+    page = await device.get("/sessions")
+    assert "Not done: this store cannot sign out other devices." in page.text
+    assert text_of((await device.get("/")).text, "user") == "ada"
+
+
+async def test_the_sessions_page_when_not_signed_in() -> None:
+    device = Device(create_app(store=MemorySessionStore(), key=Key.generate()), "Laptop/1.0")
+    page = await device.get("/sessions")
+    assert page.status == 200 and "You are not signed in." in page.text
+    assert 'id="sessions"' not in page.text
+    r = await device.post("/sessions/sign-out-others")
+    assert (r.status, r.header("location")) == (303, "/")
+    assert "Sign in first." in (await device.get("/")).text
