@@ -36,7 +36,9 @@ __all__ = [
     "generate_session_key",
     "is_generated_key",
     "merge",
+    "oldest_first",
     "ttl_seconds",
+    "user_of",
 ]
 
 MAX_KEY_BYTES = 4064
@@ -131,6 +133,16 @@ class SessionInfo:
     last_seen: float | None
     expires: float | None
     user_agent: str | None
+
+
+def oldest_first(infos: list[SessionInfo]) -> list[SessionInfo]:
+    """``infos`` ordered by creation, then last write (how ``sessions_for`` lists them)."""
+    return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.key))
+
+
+def user_of(state: Mapping[str, Any]) -> str | None:
+    """The user a state to be written is bound to (only a ``StoredState`` can be)."""
+    return state.user if isinstance(state, StoredState) else None
 
 
 class NotSupportedError(Exception):

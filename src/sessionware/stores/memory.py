@@ -20,6 +20,7 @@ from sessionware.stores.base import (
     SessionKey,
     generate_session_key,
     merge,
+    oldest_first,
 )
 
 __all__ = ["MemorySessionStore"]
@@ -148,7 +149,7 @@ class MemorySessionStore:
                 infos.append(
                     SessionInfo(SessionKey(key), state.created, state.seen, expires, state.agent)
                 )
-        return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.key))
+        return oldest_first(infos)
 
     async def delete_all_for(self, user_id: str, except_key: SessionKey | None = None) -> int:
         ended = [info.key for info in await self.sessions_for(user_id) if info.key != except_key]

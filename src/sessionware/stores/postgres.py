@@ -39,6 +39,8 @@ from sessionware.stores.base import (
     UpdateError,
     generate_session_key,
     merge,
+    oldest_first,
+    user_of,
 )
 
 __all__ = ["PostgresSessionStore"]
@@ -188,7 +190,7 @@ class PostgresSessionStore:
         for _ in range(_MAX_HOPS):
             row = await conn.fetchrow(self._sql["lock"], key)
             if row is None:
-                return await self._insert(conn, encode_state(state), ttl, _user(state))
+                return await self._insert(conn, encode_state(state), ttl, user_of(state))
             data, successor = row["data"], row["successor"]
             if data is None:
                 if successor is None:
@@ -237,7 +239,7 @@ class PostgresSessionStore:
             raise SaveError(f"session state cannot be encoded: {exc}", serialization=True) from exc
         try:
             async with self._connection() as conn:
-                return await self._insert(conn, text, ttl, _user(state))
+                return await self._insert(conn, text, ttl, user_of(state))
         except _driver_errors() as exc:
             raise SaveError(f"PostgreSQL session store failed to save: {exc!r}") from exc
 
@@ -290,7 +292,7 @@ class PostgresSessionStore:
                 state = StoredState()
             info = (state.created, state.seen, row["expires"].timestamp(), state.agent)
             infos.append(SessionInfo(SessionKey(row["key"]), *info))
-        return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.key))
+        return oldest_first(infos)
 
     async def delete_all_for(self, user_id: str, except_key: SessionKey | None = None) -> int:
         try:
@@ -317,7 +319,3 @@ class PostgresSessionStore:
         self._closed = True
         if self._owns_pool and self._pool is not None:
             await self._pool.close()
-
-
-def _user(state: Mapping[str, Any]) -> str | None:
-    return state.user if isinstance(state, StoredState) else None

@@ -56,6 +56,7 @@ from sessionware.stores.base import (
     generate_session_key,
     is_generated_key,
     merge,
+    oldest_first,
     ttl_seconds,
 )
 
@@ -296,7 +297,7 @@ class RedisSessionStore:
                     infos.append(SessionInfo(SessionKey(key), *info))
         except _DRIVER_ERRORS as exc:
             raise LoadError(f"Redis failed to list a user's sessions: {_why(exc)}") from exc
-        return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.key))
+        return oldest_first(infos)
 
     async def delete_all_for(self, user_id: str, except_key: SessionKey | None = None) -> int:
         ended = [info.key for info in await self.sessions_for(user_id) if info.key != except_key]

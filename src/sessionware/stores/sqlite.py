@@ -39,6 +39,8 @@ from sessionware.stores.base import (
     UpdateError,
     generate_session_key,
     merge,
+    oldest_first,
+    user_of,
 )
 
 __all__ = ["SQLiteSessionStore"]
@@ -174,7 +176,7 @@ class SQLiteSessionStore:
         for _ in range(_MAX_HOPS):
             row = conn.execute(self._sql["lock"], (key, now)).fetchone()
             if row is None:
-                return self._insert(conn, encode_state(state), expires, _user(state))
+                return self._insert(conn, encode_state(state), expires, user_of(state))
             data, successor = row
             if data is None:
                 if successor is None:
@@ -223,7 +225,7 @@ class SQLiteSessionStore:
             text = encode_state(state)
         except (TypeError, ValueError) as exc:
             raise SaveError(f"session state cannot be encoded: {exc}", serialization=True) from exc
-        expires, user = self._clock() + ttl.total_seconds(), _user(state)
+        expires, user = self._clock() + ttl.total_seconds(), user_of(state)
         try:
             return await self._run(lambda conn: self._insert(conn, text, expires, user))
         except sqlite3.Error as exc:
@@ -305,10 +307,6 @@ class SQLiteSessionStore:
             self._executor.shutdown(wait=False)
 
 
-def _user(state: Mapping[str, Any]) -> str | None:
-    return state.user if isinstance(state, StoredState) else None
-
-
 def _infos(rows: list[tuple[str, str, float]]) -> list[SessionInfo]:
     """``SessionInfo`` for live rows (key, data, expires), oldest first."""
     infos = []
@@ -318,4 +316,4 @@ def _infos(rows: list[tuple[str, str, float]]) -> list[SessionInfo]:
         except DeserializationError:
             state = StoredState()
         infos.append(SessionInfo(SessionKey(key), state.created, state.seen, expires, state.agent))
-    return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.key))
+    return oldest_first(infos)
