@@ -14,7 +14,9 @@ key        status               store calls                                     
 none       changed/renewed      ``save`` (only if the state is not empty)           new key
 some       changed              ``update`` with the request's changes merged        returned key
 some       purged               ``delete`` (leaves a tombstone)                     removal
-some       renewed              ``save``, then ``delete(old, successor=new)``       new key
+some       renewed              ``save``, ``delete(old, successor=new)``, then      new key
+                                ``update(old)``, which lands in whichever renewal
+                                won if another request renewed it first
 some       unchanged            ``update_ttl`` under ON_EVERY_REQUEST, else none    if Max-Age
 =========  ===================  ==================================================  ============
 
