@@ -7,6 +7,7 @@ percent-decoded. Set-Cookie attributes come in the cookie crate 0.16 order (SPEC
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
 from email.utils import formatdate
@@ -27,6 +28,11 @@ MAX_VALUE_BYTES = 4096
 # The cookie crate's percent-encoding set: controls, non-ASCII, space and "#%(),/:;<=>?@[\]^`{|}
 _ENCODED = set(' "#%(),/:;<=>?@[\\]^`{|}')
 _SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in _ENCODED)
+_ASCII_ENCODE = {ord(c): f"%{ord(c):02X}" for c in _ENCODED} | {
+    c: f"%{c:02X}" for c in [*range(0x20), 0x7F]
+}
+# Base64 (private and signed cookies) only ever needs these two escapes undone.
+_BASE64_ESCAPES = (("%2F", "/"), ("%3D", "="), ("%2f", "/"), ("%3d", "="))
 _SAME_SITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 
 
@@ -52,6 +58,9 @@ def find_cookies(headers: Iterable[bytes], name: str) -> list[str]:
             if not value or len(value) > MAX_VALUE_BYTES:
                 continue
             if "%" in value:
+                for escaped, char in _BASE64_ESCAPES:
+                    value = value.replace(escaped, char)
+            if "%" in value:
                 try:
                     value = unquote(value, errors="strict")
                 except UnicodeDecodeError:
@@ -62,6 +71,7 @@ def find_cookies(headers: Iterable[bytes], name: str) -> list[str]:
     return found
 
 
+@functools.lru_cache(maxsize=64)
 def _attributes(settings: CookieSettings) -> str:
     parts = []
     if settings.http_only:
@@ -78,7 +88,8 @@ def _attributes(settings: CookieSettings) -> str:
 
 def session_cookie(settings: CookieSettings, value: str, max_age: int | None) -> str:
     """The Set-Cookie value carrying ``value`` (already sealed), percent-encoded as actix does."""
-    line = f"{settings.name}={quote(value, safe=_SAFE)}{_attributes(settings)}"
+    encoded = value.translate(_ASCII_ENCODE) if value.isascii() else quote(value, safe=_SAFE)
+    line = f"{settings.name}={encoded}{_attributes(settings)}"
     if max_age is not None:
         line += f"; Max-Age={max_age}"
     if settings.partitioned:

@@ -89,6 +89,9 @@ class SessionContext:
     created: float | None = None
     reissue: bool = False
     agent: str | None = None
+    cookies: list[bytes] = field(default_factory=list)
+    """Cookie header values that may hold the session cookie, until ``open`` has read them."""
+    finished: bool = False
 
 
 class SessionEngine:
@@ -117,6 +120,7 @@ class SessionEngine:
         self.lifecycle = lifecycle
         self.clock = clock
         self._any_key = bool(getattr(store, "holds_state_in_key", False))
+        self._prefix = f"{cookie.name}=".encode("latin-1")
         max_age = lifecycle.cookie_max_age
         self.cookie_max_age = None if max_age is None else int(max_age.total_seconds())
         """The cookie's Max-Age in seconds; ``None`` for a cookie that ends with the browser."""
@@ -126,14 +130,23 @@ class SessionEngine:
     def begin(
         self, cookie_headers: Iterable[bytes], user_agent: bytes | None = None
     ) -> SessionContext:
-        """Find the session cookie among the request's Cookie header values; no I/O.
+        """Note the request's Cookie header values that may hold the session; no work yet.
 
+        The cookie is opened when the session is loaded (see ``load``, ``defer``,
+        ``defer_open``), so a request that never uses its session costs nearly nothing.
         ``user_agent`` (the User-Agent header) is kept, shortened, for sessions bound to a user.
         """
         context = SessionContext()
+        prefix = self._prefix
+        context.cookies = [value for value in cookie_headers if prefix in value]
         if user_agent:
             context.agent = user_agent[:120].decode("latin-1")
-        for value in find_cookies(cookie_headers, self.cookie.name):
+        return context
+
+    def open(self, context: SessionContext) -> SessionKey | None:
+        """Find and open the session cookie (once): ``context.key``, or ``None``. No I/O."""
+        cookies, context.cookies = context.cookies, []
+        for value in find_cookies(cookies, self.cookie.name):
             opened = unseal(self.security, self.keys, self.cookie.name, value)
             if opened is None:
                 logger.warning("session cookie %s did not open; ignored", fingerprint(value))
@@ -148,7 +161,7 @@ class SessionEngine:
                 continue
             context.reissue = index > 0
             break
-        return context
+        return context.key
 
     def defer(self, context: SessionContext) -> None:
         """Load on the first ``await session.load()`` instead of now (``lazy=True``)."""
@@ -156,33 +169,64 @@ class SessionEngine:
         async def loader() -> None:
             await self.load(context)
 
-        if context.key is not None:
+        if context.cookies:
             context.session._defer(loader)
+
+    def defer_open(self, context: SessionContext) -> bool:
+        """For a store that loads without I/O: load on the session's first use, synchronously.
+
+        Returns whether the store can (it has ``load_sync``).
+        """
+        load_sync = getattr(self.store, "load_sync", None)
+        if load_sync is None:
+            return False
+        if context.cookies:
+
+            def opener() -> None:
+                key = self.open(context)
+                if key is not None:
+                    try:
+                        state = load_sync(key)
+                    except Exception as exc:
+                        self._load_failed(key, exc)
+                        state = None
+                    self._adopt(context, key, state)
+
+            context.session._defer_open(opener)
+        return True
 
     async def load(self, context: SessionContext) -> Session:
         """Load the state of the cookie's key into ``context.session``; raise ``PersistError``."""
-        key = context.key
-        if key is None:
-            return context.session
-        try:
-            state = await self.store.load(key)
-        except LoadError as exc:
-            if not exc.deserialization:
-                raise PersistError(f"session store failed to load: {exc}") from exc
+        key = self.open(context)
+        if key is not None:
+            try:
+                state = await self.store.load(key)
+            except Exception as exc:
+                self._load_failed(key, exc)
+                state = None
+            self._adopt(context, key, state)
+        return context.session
+
+    def _load_failed(self, key: SessionKey, exc: Exception) -> None:
+        """Unreadable state starts anew (returns); any other failure is a ``PersistError``."""
+        if isinstance(exc, LoadError) and exc.deserialization:
             logger.warning("session %s holds unreadable state; starting anew", fingerprint(key))
-            state = None
-        except Exception as exc:
-            raise PersistError(f"session store failed to load: {exc!r}") from exc
+            return
+        raise PersistError(f"session store failed to load: {exc!r}") from exc
+
+    def _adopt(self, context: SessionContext, key: SessionKey, state: StoredState | None) -> None:
         if state is not None and self._expired(state.created):
             logger.info("session %s passed its absolute timeout", fingerprint(key))
             state = None
         if state is None:
             context.key = None
             context.reissue = False
+            context.session._fill({}, None, None)
+            if context.finished:  # loaded after the response started: no cookie can follow
+                context.session._freeze(_NO_NEW_KEY)
         else:
             context.created = state.created
             context.session._fill(state, None if self._any_key else key, state.user)
-        return context.session
 
     def _expired(self, created: float | None) -> bool:
         max_age = self.lifecycle.max_age
@@ -202,6 +246,17 @@ class SessionEngine:
         other refuses them, since no cookie can follow.
         """
         session = context.session
+        context.finished = True
+        if context.cookies and not session.accessed:
+            # The cookie was never opened, so nothing changed. Only a policy of extending on
+            # every request needs it now; otherwise a late load may still take changes.
+            if self.lifecycle.policy is not Policy.ON_EVERY_REQUEST or status_code >= 500:
+                if self._any_key or status_code >= 500:
+                    session._freeze(_NO_NEW_KEY)
+                else:
+                    session._allow_late_writes(_NO_NEW_KEY)
+                return headers
+            await self._guarded(self.load(context))
         cookie: str | None = None
         if status_code < 500:
             cookie = await self._guarded(self._persist(context))
@@ -219,9 +274,11 @@ class SessionEngine:
 
         Only an existing server-side key can take them; ``finish`` has frozen every other session.
         """
-        status, changes = context.session._changes()
         key = context.key
-        if key is None or status is SessionStatus.UNCHANGED:
+        if key is None:
+            return
+        status, changes = context.session._changes()
+        if status is SessionStatus.UNCHANGED:
             return
         if status is SessionStatus.PURGED:
             await self._guarded(self.store.delete(key))
@@ -260,8 +317,8 @@ class SessionEngine:
             session._state(),
             created=context.created or now,
             seen=now,
-            user=session.user_id,
-            agent=context.agent if session.user_id is not None else None,
+            user=session._user,
+            agent=context.agent if session._user is not None else None,
         )
 
     async def _persist(self, context: SessionContext) -> str | None:
@@ -269,48 +326,56 @@ class SessionEngine:
         store, ttl, key = self.store, self.lifecycle.ttl, context.key
         session = context.session
         status, changes = session._changes()
-        now = self.clock()
-        state = self._record(context)
-        new_key: SessionKey | None = None
-        if key is None:
-            if status in (SessionStatus.CHANGED, SessionStatus.RENEWED) and (state or state.user):
-                new_key = await store.save(state, ttl)
+        if status is SessionStatus.UNCHANGED:
+            if key is None:
+                return None
+            new_key: SessionKey | None = None
+            if self.lifecycle.policy is Policy.ON_EVERY_REQUEST:
+                if self._any_key:  # the expiry is inside the cookie: seal it anew
+                    new_key = await store.update(key, self._record(context), ttl) or key
+                else:
+                    await store.update_ttl(key, ttl)
+                    if self.cookie_max_age is not None:
+                        new_key = key
+            if new_key is None:
+                return self._cookie(key) if context.reissue else None
         elif status is SessionStatus.PURGED:
+            if key is None:
+                return None
             await store.delete(key)
             logger.info("session %s purged", fingerprint(key))
-            context.key = None
-            return removal_cookie(self.cookie, now)
-        elif status is SessionStatus.RENEWED:
-            new_key = await store.save(state, ttl)
-            await store.delete(key, successor=new_key)
-            # Another request may have renewed or purged the key first: its tombstone stays,
-            # and this request's changes follow it, so one session lives on, not two.
-            winner = await store.update(key, state, ttl, changes)
-            if winner != new_key:
-                await store.delete(new_key, successor=winner)
-                if winner is None:
-                    context.key = None
-                    return removal_cookie(self.cookie, now)
-                new_key = winner
-            logger.info("session %s renewed as %s", fingerprint(key), fingerprint(new_key))
-        elif status is SessionStatus.CHANGED:
-            new_key = await store.update(key, state, ttl, changes)
-            if new_key is None:
-                logger.warning("session %s was purged by another request", fingerprint(key))
-                context.key = None
-                return removal_cookie(self.cookie, now)
-        elif self.lifecycle.policy is Policy.ON_EVERY_REQUEST:
-            if self._any_key:
-                new_key = await store.update(key, state, ttl) or key
+            return self._ended(context)
+        else:
+            state = self._record(context)
+            if key is None:
+                if not (state or state.user):
+                    return None
+                new_key = await store.save(state, ttl)
+            elif status is SessionStatus.RENEWED:
+                new_key = await store.save(state, ttl)
+                await store.delete(key, successor=new_key)
+                # Another request may have renewed or purged the key first: its tombstone
+                # stays, and this request's changes follow it, so one session lives on, not two.
+                winner = await store.update(key, state, ttl, changes)
+                if winner != new_key:
+                    await store.delete(new_key, successor=winner)
+                    if winner is None:
+                        return self._ended(context)
+                    new_key = winner
+                logger.info("session %s renewed as %s", fingerprint(key), fingerprint(new_key))
             else:
-                await store.update_ttl(key, ttl)
-                if self.cookie_max_age is not None:
-                    new_key = key
-        if new_key is None:
-            return self._cookie(key) if key is not None and context.reissue else None
+                new_key = await store.update(key, state, ttl, changes)
+                if new_key is None:
+                    logger.warning("session %s was purged by another request", fingerprint(key))
+                    return self._ended(context)
         context.key = new_key
         session._rebase(None if self._any_key else new_key)
         return self._cookie(new_key)
+
+    def _ended(self, context: SessionContext) -> str:
+        """Forget the key; the removal cookie to send."""
+        context.key = None
+        return removal_cookie(self.cookie, self.clock())
 
     def _cookie(self, key: str) -> str:
         sealed = seal(self.security, self.keys[0], self.cookie.name, key)

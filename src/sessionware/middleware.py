@@ -101,7 +101,9 @@ class SessionMiddleware:
             elif name == b"user-agent":
                 agent = value
         context = engine.begin(cookies, agent)
-        if self.lazy:
+        if engine.defer_open(context):
+            pass  # the store loads without I/O: the session opens at its first use
+        elif self.lazy:
             engine.defer(context)
         else:
             try:

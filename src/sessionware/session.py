@@ -91,6 +91,7 @@ class Session(dict[str, Any]):
         "_key",
         "_late",
         "_loader",
+        "_opener",
         "_removed",
         "_set",
         "_snapshot",
@@ -109,6 +110,7 @@ class Session(dict[str, Any]):
         self._snapshot: dict[str, str] | None = None
         self._frozen: str | None = None
         self._loader: Callable[[], Awaitable[None]] | None = None
+        self._opener: Callable[[], None] | None = None
         self._late: str | None = None
         self._key: str | None = None
         self._user: str | None = None
@@ -132,11 +134,13 @@ class Session(dict[str, Any]):
     def key(self) -> str | None:
         """The key a server-side store files this session under (``None`` for a new session or
         the cookie store). Treat it as a secret: never log it."""
+        self._read()
         return self._key
 
     @property
     def user_id(self) -> str | None:
         """The user this session is bound to with ``bind_user``, if any."""
+        self._read()
         return self._user
 
     def bind_user(self, user_id: str | None) -> None:
@@ -160,8 +164,13 @@ class Session(dict[str, Any]):
         Only needed with ``SessionMiddleware(lazy=True)``, where the store is not asked until the
         handler wants the session; the FastAPI dependency ``SessionDep`` calls it for you.
         """
+        if self._opener is not None:
+            opener, self._opener = self._opener, None
+            _clear(self)
+            opener()
         loader, self._loader = self._loader, None
         if loader is not None:
+            _clear(self)
             try:
                 await loader()
             except BaseException:
@@ -173,6 +182,10 @@ class Session(dict[str, Any]):
         """Note that the session was used (for Vary, and to notice in-place changes)."""
         if self._accessed:
             return
+        if self._opener is not None:
+            opener, self._opener = self._opener, None
+            _clear(self)
+            opener()
         if self._loader is not None:
             raise SessionNotLoadedError(
                 "this session is loaded lazily: `await session.load()` (or use the"
@@ -428,7 +441,8 @@ class Session(dict[str, Any]):
         return dict(_items(self))
 
     def _fill(self, state: Mapping[str, Any], key: str | None, user: str | None) -> None:
-        """Take what the store returned (the session has not been used yet)."""
+        """Take what the store returned (the session has not been used yet); it is loaded now."""
+        self._loader = self._opener = None
         _clear(self)
         _update(self, state)
         self._key = key
@@ -448,9 +462,15 @@ class Session(dict[str, Any]):
         if self._accessed:
             self._take_snapshot()
 
+    def _defer_open(self, opener: Callable[[], None]) -> None:
+        """Run ``opener`` (no I/O) at the session's first use, to fill it."""
+        self._opener = opener
+        _setitem(self, _PENDING, None)
+
     def _defer(self, loader: Callable[[], Awaitable[None]]) -> None:
         """Load through ``loader`` at the first ``await load()``; refuse access until then."""
         self._loader = loader
+        _setitem(self, _PENDING, None)
 
     def _freeze(self, reason: str) -> None:
         """Refuse further writes, saying ``reason`` (the response has gone out)."""
@@ -470,6 +490,8 @@ class Session(dict[str, Any]):
 
     def _changes(self) -> tuple[SessionStatus, Changes]:
         """The effective status (in-place mutations count as a change) and the delta to store."""
+        if not self._accessed:  # nothing can have changed a session nobody touched
+            return self._status, _NO_CHANGES
         mutated = self._mutated_in_place()
         status = self._status
         if status is SessionStatus.UNCHANGED and mutated:
@@ -482,6 +504,11 @@ class Session(dict[str, Any]):
             removed=frozenset(self._removed),
         )
 
+
+_NO_CHANGES = Changes()
+# Held in an unloaded session's dict storage, so C code that reads dicts (json's encoder checks
+# the size before calling items()) takes the slow path through this class and loads it first.
+_PENDING = "\x00sessionware: not loaded yet"
 
 # The dict's own methods, for reading and writing the state without counting as a use.
 _getitem = dict.__getitem__

@@ -48,6 +48,10 @@ class CookieSessionStore:
         self._clock = clock
 
     async def load(self, key: SessionKey) -> StoredState | None:
+        return self.load_sync(key)
+
+    def load_sync(self, key: SessionKey) -> StoredState | None:
+        """``load`` without awaiting: the state is right there in the key."""
         try:
             state = decode_state(key)
         except DeserializationError as exc:
