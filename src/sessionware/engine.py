@@ -89,6 +89,8 @@ class SessionContext:
     created: float | None = None
     reissue: bool = False
     agent: str | None = None
+    origin: str | None = None
+    """The stored text the session was loaded from, if the store keeps it (see ``update``)."""
     cookies: list[bytes] = field(default_factory=list)
     """Cookie header values that may hold the session cookie, until ``open`` has read them."""
     finished: bool = False
@@ -226,6 +228,7 @@ class SessionEngine:
                 context.session._freeze(_NO_NEW_KEY)
         else:
             context.created = state.created
+            context.origin = state.origin
             context.session._fill(state, None if self._any_key else key, state.user)
 
     def _expired(self, created: float | None) -> bool:
@@ -313,13 +316,15 @@ class SessionEngine:
     def _record(self, context: SessionContext) -> StoredState:
         """The session's state with the metadata stores keep beside it."""
         session, now = context.session, self.clock()
-        return StoredState(
+        record = StoredState(
             session._state(),
             created=context.created or now,
             seen=now,
             user=session._user,
             agent=context.agent if session._user is not None else None,
         )
+        record.origin, context.origin = context.origin, None  # only good for one write
+        return record
 
     async def _persist(self, context: SessionContext) -> str | None:
         """Make the store calls; return the Set-Cookie value to send, if any."""
@@ -352,6 +357,7 @@ class SessionEngine:
                     return None
                 new_key = await store.save(state, ttl)
             elif status is SessionStatus.RENEWED:
+                state.origin = None  # the old record is about to become a tombstone
                 new_key = await store.save(state, ttl)
                 await store.delete(key, successor=new_key)
                 # Another request may have renewed or purged the key first: its tombstone

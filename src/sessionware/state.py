@@ -41,7 +41,7 @@ class StoredState(dict[str, Any]):
     user-agent summary; each is ``None`` when the record did not carry it (an actix record, say).
     """
 
-    __slots__ = ("agent", "created", "expires", "seen", "user")
+    __slots__ = ("agent", "created", "expires", "origin", "seen", "user")
 
     def __init__(
         self,
@@ -59,6 +59,9 @@ class StoredState(dict[str, Any]):
         self.seen = seen
         self.user = user
         self.agent = agent
+        self.origin: str | None = None
+        """The stored text this state was read from, when a store keeps it (it is not written):
+        passed back on ``update``, it lets a store compare-and-set without reading again."""
 
     def with_state(self, state: Mapping[str, Any], *, created: float | None = None) -> StoredState:
         """``state`` with this one's metadata (and ``created`` if given, else this one's)."""

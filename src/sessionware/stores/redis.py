@@ -179,6 +179,8 @@ class RedisSessionStore:
             record = _parse(raw)
         except DeserializationError as exc:
             raise LoadError(f"stored session is unreadable: {exc}", deserialization=True) from exc
+        if isinstance(record, StoredState):
+            record.origin = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         return None if isinstance(record, tuple) else record
 
     async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey:
@@ -210,12 +212,15 @@ class RedisSessionStore:
         ttl: timedelta,
         changes: Changes | None = None,
     ) -> SessionKey | None:
+        # What the request loaded is the likely current record: try it before reading again.
+        known = state.origin if isinstance(state, StoredState) else None
         for attempt in range(_CAS_ATTEMPTS):
             name = self._prefix + key
             try:
-                raw = await self._retry(self._client.get, name)
+                raw = known if known is not None else await self._retry(self._client.get, name)
             except _DRIVER_ERRORS as exc:
                 raise UpdateError(f"Redis GET failed: {_why(exc)}") from exc
+            known = None
             try:
                 current = None if raw is None else _parse(raw)
             except DeserializationError:
