@@ -8,6 +8,7 @@ percent-decoded. Set-Cookie attributes come in the cookie crate 0.16 order (SPEC
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import Iterable
 from email.utils import formatdate
@@ -34,6 +35,7 @@ _ASCII_ENCODE = {ord(c): f"%{ord(c):02X}" for c in _ENCODED} | {
 # Base64 (private and signed cookies) only ever needs these two escapes undone.
 _BASE64_ESCAPES = (("%2F", "/"), ("%3D", "="), ("%2f", "/"), ("%3d", "="))
 _SAME_SITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
+_UNSAFE = re.compile("[^" + re.escape(_SAFE) + "]")
 
 
 def find_cookies(headers: Iterable[bytes], name: str) -> list[str]:
@@ -86,9 +88,24 @@ def _attributes(settings: CookieSettings) -> str:
     return "".join(parts)
 
 
+def _percent_encode(value: str) -> str:
+    """``quote(value, safe=_SAFE)``: for ASCII, one C-level replace per character that occurs
+    and needs escaping (a sealed value is base64, so mostly just '/'); ``str.translate`` with a
+    dict is a per-character Python-level lookup, nearly as slow as urllib."""
+    if not value.isascii():
+        return quote(value, safe=_SAFE)
+    found = set(_UNSAFE.findall(value))
+    if "%" in found:  # first, so the escapes added below are not escaped again
+        value = value.replace("%", "%25")
+        found.discard("%")
+    for char in found:
+        value = value.replace(char, _ASCII_ENCODE[ord(char)])
+    return value
+
+
 def session_cookie(settings: CookieSettings, value: str, max_age: int | None) -> str:
     """The Set-Cookie value carrying ``value`` (already sealed), percent-encoded as actix does."""
-    encoded = value.translate(_ASCII_ENCODE) if value.isascii() else quote(value, safe=_SAFE)
+    encoded = _percent_encode(value)
     line = f"{settings.name}={encoded}{_attributes(settings)}"
     if max_age is not None:
         line += f"; Max-Age={max_age}"

@@ -122,6 +122,7 @@ class SessionEngine:
         self.lifecycle = lifecycle
         self.clock = clock
         self._any_key = bool(getattr(store, "holds_state_in_key", False))
+        self._load_sync = getattr(store, "load_sync", None)
         self._prefix = f"{cookie.name}=".encode("latin-1")
         max_age = lifecycle.cookie_max_age
         self.cookie_max_age = None if max_age is None else int(max_age.total_seconds())
@@ -179,7 +180,7 @@ class SessionEngine:
 
         Returns whether the store can (it has ``load_sync``).
         """
-        load_sync = getattr(self.store, "load_sync", None)
+        load_sync = self._load_sync
         if load_sync is None:
             return False
         if context.cookies:
@@ -259,7 +260,11 @@ class SessionEngine:
                 else:
                     session._allow_late_writes(_NO_NEW_KEY)
                 return headers
-            await self._guarded(self.load(context))
+            if self._any_key or self.lifecycle.max_age is not None:
+                # The cookie store re-seals the state (no I/O); an absolute timeout needs its age.
+                await self._guarded(self.load(context))
+            else:  # update_ttl needs only the key: no GET
+                self.open(context)
         cookie: str | None = None
         if status_code < 500:
             cookie = await self._guarded(self._persist(context))

@@ -122,7 +122,8 @@ class SessionMiddleware:
             logger.error("session not loaded: %s", exc)
             await _refuse(kind, send, exc.status_code)
             return
-        await sender.persist_late()  # changes made after the last message (background tasks)
+        if context.key is not None:  # changes made after the last message (background tasks)
+            await sender.persist_late()
 
 
 class _Sender:
@@ -137,16 +138,16 @@ class _Sender:
         kind = message["type"]
         if kind == "http.response.start":
             self.started = True
+            original = message.get("headers", ())
             try:
-                headers = await self.engine.finish(
-                    self.context, message["status"], list(message.get("headers", ()))
-                )
+                headers = await self.engine.finish(self.context, message["status"], original)
             except PersistError as exc:
                 logger.error("session not saved: %s", exc)
                 self.refused = True
                 await _refuse("http", self.send, exc.status_code)
                 return
-            message = {**message, "headers": headers}
+            if headers is not original:  # the session added headers: a new message, theirs kept
+                message = {**message, "headers": headers}
         elif kind == "websocket.accept":
             self.started = True
             try:
@@ -161,8 +162,9 @@ class _Sender:
                 message = {**message, "headers": [*message.get("headers", ()), *cookies]}
         elif self.refused:
             return
-        elif kind in ("websocket.send", "websocket.close") or (
-            kind == "http.response.body" and not message.get("more_body", False)
+        elif self.context.key is not None and (
+            kind in ("websocket.send", "websocket.close")
+            or (kind == "http.response.body" and not message.get("more_body", False))
         ):
             await self.persist_late()
         await self.send(message)

@@ -492,6 +492,14 @@ class Session(dict[str, Any]):
         """The effective status (in-place mutations count as a change) and the delta to store."""
         if not self._accessed:  # nothing can have changed a session nobody touched
             return self._status, _NO_CHANGES
+        if (  # read, not written, and no container that could have changed in place
+            self._status is SessionStatus.UNCHANGED
+            and not self._snapshot
+            and not self._set
+            and not self._removed
+            and not self._cleared
+        ):
+            return self._status, _NO_CHANGES
         mutated = self._mutated_in_place()
         status = self._status
         if status is SessionStatus.UNCHANGED and mutated:

@@ -121,7 +121,7 @@ def decode_state(raw: str | bytes) -> StoredState:
     """Parse any format actix-session reads into a ``StoredState``; raise ``DeserializationError``."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = _decode(text)
     except (ValueError, RecursionError, TypeError) as exc:
         raise DeserializationError(
             f"session state is not valid JSON: {type(exc).__name__}"
@@ -199,6 +199,10 @@ def _text(data: Mapping[str, Any], field: str) -> str | None:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+# One decoder for every call: json.loads(..., parse_constant=...) builds a new one each time.
+_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
 
 
 def _timestamp(data: Mapping[str, Any], field: str) -> float | None:
