@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from sessionware.state import StoredState
+from sessionware.state import DeserializationError, StoredState, decode_state, encode_state
 
 __all__ = [
     "TOMBSTONE_TTL",
@@ -37,8 +37,10 @@ __all__ = [
     "is_generated_key",
     "merge",
     "oldest_first",
+    "read_record",
     "ttl_seconds",
     "user_of",
+    "write_record",
 ]
 
 MAX_KEY_BYTES = 4064
@@ -171,6 +173,24 @@ class UpdateError(Exception):
     def __init__(self, message: str, *, serialization: bool = False) -> None:
         super().__init__(message)
         self.serialization = serialization
+
+
+def read_record(raw: str | bytes) -> StoredState:
+    """``decode_state`` as a store's ``load`` reports it: unreadable data is a ``LoadError``."""
+    try:
+        return decode_state(raw)
+    except DeserializationError as exc:
+        raise LoadError(f"stored session is unreadable: {exc}", deserialization=True) from None
+
+
+def write_record(
+    state: Mapping[str, Any], error: type[SaveError | UpdateError] = SaveError, **options: Any
+) -> str:
+    """``encode_state`` as a store's ``save``/``update`` reports it: ``error(serialization=True)``."""
+    try:
+        return encode_state(state, **options)
+    except (TypeError, ValueError) as exc:
+        raise error(f"session state cannot be encoded: {exc}", serialization=True) from None
 
 
 @runtime_checkable

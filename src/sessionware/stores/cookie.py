@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from sessionware.state import DeserializationError, StoredState, decode_state, encode_state
+from sessionware.state import StoredState
 from sessionware.stores.base import (
     MAX_KEY_BYTES,
     Changes,
@@ -16,6 +16,8 @@ from sessionware.stores.base import (
     SaveError,
     SessionInfo,
     SessionKey,
+    read_record,
+    write_record,
 )
 
 __all__ = ["CookieSessionStore"]
@@ -52,10 +54,7 @@ class CookieSessionStore:
 
     def load_sync(self, key: SessionKey) -> StoredState | None:
         """``load`` without awaiting: the state is right there in the key."""
-        try:
-            state = decode_state(key)
-        except DeserializationError as exc:
-            raise LoadError(str(exc), deserialization=True) from None
+        state = read_record(key)
         now = self._clock()
         if state.expires is not None and state.expires <= now:
             return None
@@ -65,10 +64,7 @@ class CookieSessionStore:
 
     async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey:
         expires = None if self._legacy else self._clock() + ttl.total_seconds()
-        try:
-            text = encode_state(state, expires=expires, legacy=self._legacy)
-        except (TypeError, ValueError) as exc:
-            raise SaveError(f"session state cannot be encoded: {exc}", serialization=True) from None
+        text = write_record(state, expires=expires, legacy=self._legacy)
         size = len(text.encode("utf-8"))
         if size > MAX_KEY_BYTES:
             raise SaveError(

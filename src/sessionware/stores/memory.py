@@ -11,16 +11,18 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from sessionware.state import DeserializationError, StoredState, decode_state, encode_state
+from sessionware.state import DeserializationError, StoredState, decode_state
 from sessionware.stores.base import (
     TOMBSTONE_TTL,
     Changes,
-    LoadError,
     SessionInfo,
     SessionKey,
+    UpdateError,
     generate_session_key,
     merge,
     oldest_first,
+    read_record,
+    write_record,
 )
 
 __all__ = ["MemorySessionStore"]
@@ -90,13 +92,10 @@ class MemorySessionStore:
         record = self._get(key)
         if not isinstance(record, str):
             return None
-        try:
-            return decode_state(record)
-        except DeserializationError as exc:
-            raise LoadError(str(exc), deserialization=True) from None
+        return read_record(record)
 
     async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey:
-        text = encode_state(state)
+        text = write_record(state)
         key = generate_session_key()
         while key in self._records:  # pragma: no cover - 381 bits make this a formality
             key = generate_session_key()
@@ -123,7 +122,7 @@ class MemorySessionStore:
         if current is None:
             return await self.save(state, ttl)
         merged = merge(state, changes, current)
-        self._put(key, encode_state(merged), ttl, merged.user)
+        self._put(key, write_record(merged, UpdateError), ttl, merged.user)
         return key
 
     async def update_ttl(self, key: SessionKey, ttl: timedelta) -> None:

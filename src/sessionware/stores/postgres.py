@@ -40,7 +40,9 @@ from sessionware.stores.base import (
     generate_session_key,
     merge,
     oldest_first,
+    read_record,
     user_of,
+    write_record,
 )
 
 __all__ = ["PostgresSessionStore"]
@@ -227,16 +229,10 @@ class PostgresSessionStore:
             raise LoadError(f"PostgreSQL session store failed to load: {exc!r}") from exc
         if data is None:
             return None
-        try:
-            return decode_state(data)
-        except DeserializationError as exc:
-            raise LoadError(str(exc), deserialization=True) from exc
+        return read_record(data)
 
     async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey:
-        try:
-            text = encode_state(state)
-        except (TypeError, ValueError) as exc:
-            raise SaveError(f"session state cannot be encoded: {exc}", serialization=True) from exc
+        text = write_record(state)
         try:
             async with self._connection() as conn:
                 return await self._insert(conn, text, ttl, user_of(state))

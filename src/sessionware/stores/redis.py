@@ -41,7 +41,6 @@ from sessionware.state import (
     DeserializationError,
     StoredState,
     decode_state,
-    encode_state,
     encode_tombstone,
     read_tombstone,
 )
@@ -58,6 +57,8 @@ from sessionware.stores.base import (
     merge,
     oldest_first,
     ttl_seconds,
+    user_of,
+    write_record,
 )
 
 __all__ = ["RedisSessionStore"]
@@ -184,11 +185,7 @@ class RedisSessionStore:
         return None if isinstance(record, tuple) else record
 
     async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey:
-        try:
-            body = encode_state(state)
-        except (ValueError, TypeError) as exc:
-            raise SaveError(f"session state is not JSON: {exc}", serialization=True) from exc
-        user = getattr(state, "user", None)  # a StoredState's
+        body, user = write_record(state), user_of(state)
         for _ in range(_ATTEMPTS):
             key = generate_session_key()
             # A retried SET NX whose first try landed finds its own record and moves on to
@@ -237,10 +234,7 @@ class RedisSessionStore:
                 except SaveError as exc:
                     raise UpdateError(str(exc), serialization=exc.serialization) from exc
             merged = merge(state, changes, current)
-            try:
-                body = encode_state(merged)
-            except (ValueError, TypeError) as exc:
-                raise UpdateError(f"session state is not JSON: {exc}", serialization=True) from exc
+            body = write_record(merged, UpdateError)
             try:
                 await self._file(merged.user, key, ttl)
                 done = await self._retry(

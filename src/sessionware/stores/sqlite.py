@@ -40,7 +40,9 @@ from sessionware.stores.base import (
     generate_session_key,
     merge,
     oldest_first,
+    read_record,
     user_of,
+    write_record,
 )
 
 __all__ = ["SQLiteSessionStore"]
@@ -215,16 +217,10 @@ class SQLiteSessionStore:
             raise LoadError(f"SQLite session store failed to load: {exc}") from exc
         if row is None or row[0] is None:
             return None
-        try:
-            return decode_state(row[0])
-        except DeserializationError as exc:
-            raise LoadError(str(exc), deserialization=True) from exc
+        return read_record(row[0])
 
     async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey:
-        try:
-            text = encode_state(state)
-        except (TypeError, ValueError) as exc:
-            raise SaveError(f"session state cannot be encoded: {exc}", serialization=True) from exc
+        text = write_record(state)
         expires, user = self._clock() + ttl.total_seconds(), user_of(state)
         try:
             return await self._run(lambda conn: self._insert(conn, text, expires, user))
