@@ -49,6 +49,7 @@ __all__ = [
     "StoreError",
     "UpdateError",
     "UserIndex",
+    "UserSessionsMixin",
     "Version",
     "generate_session_key",
     "is_generated_key",
@@ -205,3 +206,26 @@ class SessionInfo:
     expires: float | None
     user_agent: str | None
 
+
+
+class UserSessionsMixin:
+    """``sessions_for``, ``delete_all_for`` and ``end_session`` for a record store with a
+    ``UserIndex``: the session rules stay in the repository, the store only inherits the names."""
+
+    async def sessions_for(self, user_id: str) -> list[SessionInfo]:
+        """The user's live sessions, oldest first."""
+        from sessionware.repository import Repository
+
+        return await Repository(self).sessions_for(user_id)  # type: ignore[arg-type]
+
+    async def delete_all_for(self, user_id: str, except_key: str | None = None) -> int:
+        """End every session of the user (but the one whose key is ``except_key``); how many."""
+        from sessionware.repository import Repository
+
+        return await Repository(self).delete_all_for(user_id, except_key)  # type: ignore[arg-type]
+
+    async def end_session(self, session_id: str) -> bool:
+        """End the session whose id (``SessionInfo.id``, ``session.id``) is given; whether it lived."""
+        from sessionware.repository import Repository
+
+        return await Repository(self).end_session(session_id)  # type: ignore[arg-type]
