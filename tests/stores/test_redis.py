@@ -382,18 +382,24 @@ async def test_sentinel_master(server: Server, tmp_path: Path) -> None:
         sentinel_server.stop()
 
 
-async def test_prefix_respected_and_every_key_expires(server: Server) -> None:
+async def test_writes_only_what_it_is_handed_under_its_prefix(server: Server) -> None:
+    """Every key is the prefix plus an id or ``index:`` plus a user, every value and member is
+    what the caller passed, and everything expires: the store adds no key material of its own
+    (so with ``hash_keys=True`` only the repository's hashes reach the server)."""
     prefix = unique_prefix()
     session_store = own_store(server.url, key_prefix=prefix)
     admin = Redis.from_url(server.url)
     try:
-        await exercise(session_store)
-        for _ in range(5):
-            await session_store.put(new_id(), DATA, TTL, expect=ABSENT)
-            await session_store.index_add("ferris", new_id(), TTL)
-        keys = await admin.keys("*")
-        assert len(keys) == 6
-        assert all(key.startswith(prefix.encode()) for key in keys)
+        await exercise(session_store)  # leaves nothing behind
+        records = {new_id(): DATA + b" %d" % n for n in range(5)}
+        for id, data in records.items():
+            await session_store.put(id, data, TTL, expect=ABSENT)
+            await session_store.index_add("ferris", id, TTL)
+        index = (prefix + "index:ferris").encode()
+        assert set(await admin.keys("*")) == {(prefix + id).encode() for id in records} | {index}
+        for id, data in records.items():
+            assert await admin.get(prefix + id) == data
+        assert set(await admin.zrange(index, 0, -1)) == {id.encode() for id in records}
         await assert_all_expire(server.url, "")
     finally:
         await session_store.aclose()

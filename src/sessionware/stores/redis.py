@@ -69,13 +69,10 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (t[1] + t[2] / 1e6), '+inf')
 
 
 class RedisSessionStore(UserSessionsMixin):
-    """A ``RecordStore`` and ``UserIndex`` over any redis-py asyncio client: ``Redis``,
-    ``RedisCluster`` or ``Sentinel.master_for(...)``.
-
-    A client made with ``decode_responses=True`` (UTF-8, the default encoding) works too: the
-    values it returns as ``str`` are encoded back to the stored bytes, and a value that is not
-    UTF-8 comes back as its raw bytes (for the repository to find unreadable), not as an error.
-    """
+    """A ``RecordStore`` and ``UserIndex`` over a redis-py asyncio ``Redis``, ``RedisCluster`` or
+    ``Sentinel.master_for(...)`` client. With ``decode_responses=True`` (UTF-8) the ``str`` values
+    are encoded back to the stored bytes; a value that is not UTF-8 comes back as its raw bytes
+    (for the repository to find unreadable), not as an error."""
 
     def __init__(
         self, client: Redis | RedisCluster, *, key_prefix: str = "session:", hash_keys: bool = True
@@ -103,15 +100,9 @@ class RedisSessionStore(UserSessionsMixin):
         are off. ``cluster`` makes a ``RedisCluster``; other keywords go to the client. A bad URL
         raises ``ValueError`` here; nothing connects before the first command.
         """
-        options: dict[str, Any] = {
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": socket_connect_timeout,
-            "retry": Retry(NoBackoff(), 0),
-            **client_options,
-        }
-        client = (
-            RedisCluster.from_url(url, **options) if cluster else Redis.from_url(url, **options)
-        )
+        options: dict[str, Any] = {"retry": Retry(NoBackoff(), 0), **client_options}
+        options.update(socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout)
+        client = (RedisCluster if cluster else Redis).from_url(url, **options)
         store = cls(client, key_prefix=key_prefix, hash_keys=hash_keys)
         store._owns_client = True
         return store
