@@ -17,7 +17,8 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from sessionware.stores.base import ABSENT, Record, StoreError
+from sessionware.repository import Repository
+from sessionware.stores.base import ABSENT, Record, SessionKey, StoreError
 from sessionware.stores.postgres import PostgresSessionStore
 from sessionware.stores.sqlite import SQLiteSessionStore
 from tests.factories import postgres as postgres_factory
@@ -26,7 +27,7 @@ from tests.services import free_port, require
 
 TTL = timedelta(minutes=5)
 DSN = postgres_factory.DSN
-ENVELOPE = '{"v":1,"state":{"user":"ferris","city":"Zürich"}}'
+ENVELOPE = '{"v":1,"state":{"city":"Zürich"},"user":"ferris"}'
 SQLStore = SQLiteSessionStore | PostgresSessionStore
 
 
@@ -235,7 +236,35 @@ async def fill_v1(raw: SQLiteRaw | PostgresRaw, ddl: list[str], later: str) -> N
     await raw.execute(insert, TOMBSTONED_KEY, None, LIVE_KEY, None)
 
 
-async def check_migrated(store: SQLStore, raw: SQLiteRaw | PostgresRaw) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+async def v1(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Any, SQLiteRaw | PostgresRaw, Any]]:
+    """A filled first-version table, a function opening a store on it, and the table's raw view."""
+    raw: SQLiteRaw | PostgresRaw
+    if request.param == "sqlite":
+        path = str(tmp_path / "s.db")
+        raw = SQLiteRaw(path, "sessions")
+        await fill_v1(raw, V1_SQLITE, str(time.time() + 3600))
+        open_store: Any = lambda: SQLiteSessionStore(path)  # noqa: E731
+    else:
+        require("PostgreSQL", "127.0.0.1", 5432)
+        table = f"sessionware_test_{uuid.uuid4().hex}"
+        raw = PostgresRaw(await asyncpg.connect(DSN), table)
+        await fill_v1(raw, V1_POSTGRES, "now() + interval '1 hour'")
+        open_store = lambda: PostgresSessionStore.from_dsn(DSN, table=table)  # noqa: E731
+    store = open_store()
+    try:
+        yield store, raw, open_store
+    finally:
+        await store.aclose()
+        if isinstance(raw, PostgresRaw):
+            await raw.execute("DROP TABLE IF EXISTS {t}, {t}_users")
+        await raw.close()
+
+
+async def test_a_v1_table_is_migrated_in_place(v1: tuple[Any, Any, Any]) -> None:
+    store, raw, open_store = v1
     record = await store.get(LIVE_KEY)  # the clear key is the id, as the repository's fallback
     assert record == Record(ENVELOPE.encode(), 1)
     assert await store.get(TOMBSTONED_KEY) is None
@@ -246,47 +275,27 @@ async def check_migrated(store: SQLStore, raw: SQLiteRaw | PostgresRaw) -> None:
     assert await raw.execute("SELECT count(*) FROM {t}_users") == [(0,)]
     version = await store.put(LIVE_KEY, b'{"v":1,"state":{}}', TTL, expect=1)
     assert version not in (None, 1)
-    new = await store.put("c" * 64, b"{}", TTL, expect=ABSENT)  # new rows leave them NULL
-    assert new is not None
+    assert await store.put("c" * 64, b"{}", TTL, expect=ABSENT) is not None
     assert await raw.execute("SELECT successor, user_id FROM {t} WHERE key = $1", "c" * 64) == [
-        (None, None)
+        (None, None)  # new rows leave the old columns empty
     ]
+    again = open_store()  # a second open finds the table migrated, and keeps it
+    assert await again.get(LIVE_KEY) == Record(b'{"v":1,"state":{}}', version)
+    await again.aclose()
 
 
-async def test_sqlite_migrates_a_v1_table_in_place(tmp_path: Path) -> None:
-    path = str(tmp_path / "s.db")
-    raw = SQLiteRaw(path, "sessions")
-    try:
-        await fill_v1(raw, V1_SQLITE, str(time.time() + 3600))
-        store = SQLiteSessionStore(path)
-        try:
-            await check_migrated(store, raw)
-        finally:
-            await store.aclose()
-        again = SQLiteSessionStore(path)  # a second open finds the table migrated
-        assert (await again.get(LIVE_KEY)) is not None
-        await again.aclose()
-    finally:
-        await raw.close()
-
-
-async def test_postgres_migrates_a_v1_table_in_place() -> None:
-    require("PostgreSQL", "127.0.0.1", 5432)
-    table = f"sessionware_test_{uuid.uuid4().hex}"
-    raw = PostgresRaw(await asyncpg.connect(DSN), table)
-    try:
-        await fill_v1(raw, V1_POSTGRES, "now() + interval '1 hour'")
-        store = PostgresSessionStore.from_dsn(DSN, table=table)
-        try:
-            await check_migrated(store, raw)
-        finally:
-            await store.aclose()
-        again = PostgresSessionStore.from_dsn(DSN, table=table)
-        assert (await again.get(LIVE_KEY)) is not None
-        await again.aclose()
-    finally:
-        await raw.execute("DROP TABLE IF EXISTS {t}, {t}_users")
-        await raw.close()
+async def test_the_repository_moves_a_migrated_v1_session(v1: tuple[Any, Any, Any]) -> None:
+    store, _, _ = v1
+    repository = Repository(store)
+    loaded = await repository.load(SessionKey(LIVE_KEY), TTL)
+    assert loaded is not None and dict(loaded.state) == {"city": "Zürich"}
+    id = repository.id_of(LIVE_KEY)
+    moved = await store.get(id)
+    assert moved is not None and moved.data == ENVELOPE.encode()
+    left = await store.get(LIVE_KEY)
+    assert left is not None and left.data.startswith(b'{"v":0,')  # now a tombstone
+    assert await store.index_members("ferris") == [id]  # filed again, under its new id
+    assert [info.id for info in await store.sessions_for("ferris")] == [id]
 
 
 async def test_sqlite_migrates_a_table_older_than_user_id(tmp_path: Path) -> None:
