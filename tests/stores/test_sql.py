@@ -528,6 +528,28 @@ async def test_postgres_replace_waits_for_a_concurrent_writer(holder_commits: bo
             assert record == Record(b'{"n":2}', result) and result != version
 
 
+async def test_postgres_index_add_skips_a_stale_entry_another_transaction_holds() -> None:
+    """So two adds for one user never wait on each other (no deadlock between their prunes)."""
+    async with postgres_factory.store() as store:
+        await store.index_add("ferris", "old", TTL)
+        users = f"{store.table}_users"
+        holder = await asyncpg.connect(DSN)
+        try:
+            await holder.execute(f"UPDATE {users} SET expires = now() - interval '1 second'")
+            tx = holder.transaction()
+            await tx.start()
+            await holder.execute(f"SELECT 1 FROM {users} WHERE key = 'old' FOR UPDATE")
+            await asyncio.wait_for(store.index_add("ferris", "new", TTL), 2)
+            await tx.commit()
+            keys = await holder.fetch(f"SELECT key FROM {users} ORDER BY key")
+            assert [row["key"] for row in keys] == ["new", "old"]  # skipped, not waited for
+            await store.index_add("ferris", "new", TTL)
+            keys = await holder.fetch(f"SELECT key FROM {users} ORDER BY key")
+            assert [row["key"] for row in keys] == ["new"]  # the next add prunes it
+        finally:
+            await holder.close()
+
+
 async def test_postgres_stores_opening_at_once_make_the_tables_once() -> None:
     require("PostgreSQL", "127.0.0.1", 5432)
     table = f"sessionware_test_{uuid.uuid4().hex}"

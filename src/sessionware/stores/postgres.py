@@ -28,7 +28,8 @@ server agrees on expiry::
     touch         UPDATE t SET expires = now + $2 WHERE key = $1 AND expires > now
     delete        DELETE FROM t WHERE key = $1
     index_add     WITH stale AS (DELETE FROM t_users WHERE user_id = $1 AND key <> $2
-                  AND expires <= now) INSERT INTO t_users ... ON CONFLICT DO UPDATE SET expires
+                  AND expires <= now, rows another transaction holds skipped)
+                  INSERT INTO t_users ... ON CONFLICT DO UPDATE SET expires
     index_remove  DELETE FROM t_users WHERE user_id = $1 AND key = $2
     index_members SELECT key FROM t_users WHERE user_id = $1 AND expires > now
 """
@@ -49,7 +50,7 @@ __all__ = ["PostgresSessionStore"]
 # A table's own name leaves room for "_users" within PostgreSQL's 63-character identifiers.
 _TABLE = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]{0,62}\.)?([A-Za-z_][A-Za-z0-9_]{0,56})")
 
-_SQL = {
+_SQL = {  # {now} is clock_timestamp(): the time now, even inside a transaction
     "create": "CREATE TABLE IF NOT EXISTS {t} (key TEXT PRIMARY KEY, data TEXT NOT NULL,"
     " version BIGINT NOT NULL DEFAULT 1, expires TIMESTAMPTZ NOT NULL)",
     "has_version": "SELECT true FROM pg_attribute WHERE attrelid = '{t}'::regclass"
@@ -60,25 +61,25 @@ _SQL = {
     "users": "CREATE TABLE IF NOT EXISTS {t}_users (user_id TEXT NOT NULL, key TEXT NOT NULL,"
     " expires TIMESTAMPTZ NOT NULL, PRIMARY KEY (user_id, key))",
     "users_expiry": "CREATE INDEX IF NOT EXISTS {u}_users_expires ON {t}_users (expires)",
-    "get": "SELECT data, version FROM {t} WHERE key = $1 AND expires > clock_timestamp()",
-    "create_record": "INSERT INTO {t} AS s (key, data, version, expires)"
-    " VALUES ($1, $2, 1, clock_timestamp() + $3::interval) ON CONFLICT (key) DO UPDATE"
-    " SET data = excluded.data, version = s.version + 1, expires = excluded.expires"
-    " WHERE s.expires <= clock_timestamp() RETURNING s.version",
-    "replace": "UPDATE {t} SET data = $2, version = version + 1,"
-    " expires = clock_timestamp() + $3::interval"
-    " WHERE key = $1 AND version = $4 AND expires > clock_timestamp() RETURNING version",
-    "touch": "UPDATE {t} SET expires = clock_timestamp() + $2::interval"
-    " WHERE key = $1 AND expires > clock_timestamp()",
+    "get": "SELECT data, version FROM {t} WHERE key = $1 AND expires > {now}",
+    "create_record": "INSERT INTO {t} AS s (key, data, version, expires)"  # v1 has more columns
+    " VALUES ($1, $2, 1, {now} + $3::interval) ON CONFLICT (key) DO UPDATE SET"
+    " data = excluded.data, version = s.version + 1, expires = excluded.expires"
+    " WHERE s.expires <= {now} RETURNING s.version",
+    "replace": "UPDATE {t} SET data = $2, version = version + 1, expires = {now} + $3::interval"
+    " WHERE key = $1 AND version = $4 AND expires > {now} RETURNING version",
+    "touch": "UPDATE {t} SET expires = {now} + $2::interval WHERE key = $1 AND expires > {now}",
     "delete": "DELETE FROM {t} WHERE key = $1",
-    "index_add": "WITH stale AS (DELETE FROM {t}_users WHERE user_id = $1 AND key <> $2"
-    " AND expires <= clock_timestamp()) INSERT INTO {t}_users (user_id, key, expires)"
-    " VALUES ($1, $2, clock_timestamp() + $3::interval)"
+    # The prune skips rows another transaction holds, so two adds never wait on each other.
+    "index_add": "WITH stale AS (DELETE FROM {t}_users WHERE (user_id, key) IN (SELECT user_id,"
+    " key FROM {t}_users WHERE user_id = $1 AND key <> $2 AND expires <= {now}"
+    " FOR UPDATE SKIP LOCKED)) INSERT INTO {t}_users (user_id, key, expires)"
+    " VALUES ($1, $2, {now} + $3::interval)"
     " ON CONFLICT (user_id, key) DO UPDATE SET expires = excluded.expires",
     "index_remove": "DELETE FROM {t}_users WHERE user_id = $1 AND key = $2",
-    "index_members": "SELECT key FROM {t}_users WHERE user_id = $1 AND expires > clock_timestamp()",
-    "purge": "WITH a AS (DELETE FROM {t} WHERE expires <= clock_timestamp() RETURNING 1),"
-    " b AS (DELETE FROM {t}_users WHERE expires <= clock_timestamp() RETURNING 1)"
+    "index_members": "SELECT key FROM {t}_users WHERE user_id = $1 AND expires > {now}",
+    "purge": "WITH a AS (DELETE FROM {t} WHERE expires <= {now} RETURNING 1),"
+    " b AS (DELETE FROM {t}_users WHERE expires <= {now} RETURNING 1)"
     " SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM b)",
 }
 
@@ -114,7 +115,8 @@ class PostgresSessionStore(UserSessionsMixin):
         self.hash_keys = hash_keys
         name = match.group(1)
         # The table name is a checked identifier: the only text ever formatted into SQL.
-        self._sql = {k: sql.format(t=table, i=name[:54], u=name[:48]) for k, sql in _SQL.items()}
+        names = {"t": table, "i": name[:54], "u": name[:48], "now": "clock_timestamp()"}
+        self._sql = {key: sql.format(**names) for key, sql in _SQL.items()}
         self._pool = pool
         self._pool_options: dict[str, Any] = {}
         self._owns_pool = False
@@ -146,6 +148,7 @@ class PostgresSessionStore(UserSessionsMixin):
         if self._closed:
             raise StoreError(f"PostgreSQL store failed to {op}: the store is closed")
         asyncpg = _asyncpg()
+        errors = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
         try:
             if not self._ready:
                 async with self._lock:
@@ -156,12 +159,7 @@ class PostgresSessionStore(UserSessionsMixin):
                         self._ready = True
             async with self._pool.acquire() as conn:
                 yield conn
-        except (
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            OSError,
-            asyncio.TimeoutError,
-        ) as exc:
+        except errors as exc:
             raise StoreError(f"PostgreSQL store failed to {op}: {exc!r}") from exc
 
     async def _create_tables(self) -> None:
@@ -175,28 +173,28 @@ class PostgresSessionStore(UserSessionsMixin):
             for name in ("expiry", "users", "users_expiry"):
                 await conn.execute(self._sql[name])
 
-    async def _fetchval(self, op: str, name: str, *args: Any) -> Any:
+    async def _query(self, op: str, method: str, name: str, *args: Any) -> Any:
+        """``conn.<method>(<statement name>, *args)`` on a pooled connection."""
         async with self._connection(op) as conn:
-            return await conn.fetchval(self._sql[name], *args)
+            return await getattr(conn, method)(self._sql[name], *args)
 
     async def _execute(self, op: str, name: str, *args: Any) -> int:
         """Run a statement; how many rows it touched."""
-        async with self._connection(op) as conn:
-            status: str = await conn.execute(self._sql[name], *args)
+        status: str = await self._query(op, "execute", name, *args)
         return int(status.split()[-1])
 
     async def get(self, id: str) -> Record | None:
-        async with self._connection("get") as conn:
-            row = await conn.fetchrow(self._sql["get"], id)
+        row = await self._query("get", "fetchrow", "get", id)
         return None if row is None else Record(row["data"].encode(), row["version"])
 
     async def put(
         self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
     ) -> Version | None:
         if expect is ABSENT:
-            version = await self._fetchval("put", "create_record", id, data.decode(), ttl)
+            args: tuple[Any, ...] = ("create_record", id, data.decode(), ttl)
         else:
-            version = await self._fetchval("put", "replace", id, data.decode(), ttl, expect)
+            args = ("replace", id, data.decode(), ttl, expect)
+        version = await self._query("put", "fetchval", *args)
         return None if version is None else int(version)
 
     async def touch(self, id: str, ttl: timedelta) -> bool:
@@ -212,13 +210,12 @@ class PostgresSessionStore(UserSessionsMixin):
         await self._execute("remove from the user index", "index_remove", user, id)
 
     async def index_members(self, user: str) -> list[str]:
-        async with self._connection("list the user index") as conn:
-            rows = await conn.fetch(self._sql["index_members"], user)
+        rows = await self._query("list the user index", "fetch", "index_members", user)
         return [row["key"] for row in rows]
 
     async def clear_expired(self) -> int:
         """Delete expired records and index entries; return how many rows went."""
-        return int(await self._fetchval("clear expired rows", "purge"))
+        return int(await self._query("clear expired rows", "fetchval", "purge"))
 
     async def aclose(self) -> None:
         """Close the pool if this store opened it (``from_dsn``; a pool you passed stays open).
