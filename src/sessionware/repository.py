@@ -241,8 +241,9 @@ class Repository:
         ttl: timedelta,
     ) -> Saved | None:
         """The merge loop: put ``changes`` on top of ``current`` at ``version``; on a lost race
-        read again (following renewals) and retry. ``state`` is the first try's result, if known."""
-        first_id, hops = id, 0
+        read again (following renewals) and retry. ``state`` is the first try's result, if known.
+        Without a ``version`` it reads first, and the write counts as moved (a successor's)."""
+        first_id, hops = id if version is not None else "", 0
         for attempt in range(_ATTEMPTS):
             if version is not None:
                 merged = state if state is not None else changes.apply(current)

@@ -46,6 +46,7 @@ __all__ = [
     "SaveError",
     "SessionInfo",
     "SessionKey",
+    "SessionStore",
     "StoreError",
     "StoredState",
     "UpdateError",
@@ -54,6 +55,10 @@ __all__ = [
     "UserSessionsMixin",
     "generate_session_key",
 ]
+
+
+SessionStore = RecordStore | CookieSessionStore
+"""What ``SessionMiddleware(store=...)`` takes: a record store, or the cookie store."""
 
 
 @runtime_checkable
