@@ -195,10 +195,12 @@ class PostgresSessionStore(UserSessionsMixin):
     async def put(
         self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
     ) -> Version | None:
+        # A TEXT column: non-UTF-8 bytes (never the repository's) are kept unreadable, as U+FFFD.
+        text = data.decode("utf-8", "replace")
         if expect is ABSENT:
-            args: tuple[Any, ...] = ("create_record", id, data.decode(), ttl)
+            args: tuple[Any, ...] = ("create_record", id, text, ttl)
         else:
-            args = ("replace", id, data.decode(), ttl, expect)
+            args = ("replace", id, text, ttl, expect)
         version = await self._query("put", "fetchval", *args)
         return None if version is None else int(version)
 

@@ -162,7 +162,8 @@ class SQLiteSessionStore(UserSessionsMixin):
     async def put(
         self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
     ) -> Version | None:
-        now, text = self._clock(), data.decode()
+        # A TEXT column: non-UTF-8 bytes (never the repository's) are kept unreadable, as U+FFFD.
+        now, text = self._clock(), data.decode("utf-8", "replace")
         expires = now + ttl.total_seconds()
         step: tuple[str, tuple[Any, ...]]
         if expect is ABSENT:
