@@ -86,6 +86,7 @@ def test_public_names_are_exactly_these() -> None:
             "SessionNotLoadedError",
             "SessionStatus",
             "SessionUpdateError",
+            "SessionwareError",
             "TtlExtensionPolicy",
             "flash",
             "get_flashed_messages",
