@@ -78,9 +78,17 @@ _ATTRIBUTES = frozenset(
 
 
 def _names(pieces: Sequence[str]) -> list[str]:
-    """The cookie names in ``name=value`` pieces, Set-Cookie attributes left out."""
-    found = (_COOKIE_NAME.match(piece) for piece in pieces)
-    return [m.group(1) for m in found if m is not None and m.group(1).lower() not in _ATTRIBUTES]
+    """The cookie names in ``name=value`` pieces, Set-Cookie attributes left out, and so is the
+    43 characters before the ``=`` that ends a signed cookie's base64 MAC."""
+    names = []
+    for piece in pieces:
+        found = _COOKIE_NAME.match(piece)
+        if found is None or found.group(1).lower() in _ATTRIBUTES:
+            continue
+        if len(found.group(1)) == _MAC_B64 - 1 and _b64(piece[:_MAC_B64]) is not None:
+            continue
+        names.append(found.group(1))
+    return names
 
 
 def _pick(cookie: str, name: str) -> tuple[str, list[str]]:

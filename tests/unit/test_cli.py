@@ -438,3 +438,19 @@ def test_demo_without_its_extras_says_what_to_install(
     monkeypatch.setitem(sys.modules, "sessionware.demo", None)  # as if Starlette were missing
     status, _, err = run(capsys, "demo", "--store", "bogus")  # never serves, whatever happens
     assert status == 1 and err.startswith("sessionware demo: import of sessionware.demo halted")
+
+
+def test_a_signed_cookie_whose_mac_looks_like_a_name_is_not_taken_for_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A signed value is ``<43 base64 chars>=<json>``: that is no cookie called the MAC."""
+    sealed = next(
+        s
+        for n in range(10_000)
+        if "/" not in (s := seal(ContentSecurity.SIGNED, KEY, "id", cookie_state({"n": n})))[:43]
+    )
+    status, out, err = run(capsys, "decode", sealed, "--key", OTHER_HEX, "--signed")
+    assert (status, out) == (1, "")
+    assert err.startswith("sessionware decode: authentication failed"), err
+    status, out, _ = run(capsys, "decode", sealed, "--key", HEX, "--signed")
+    assert status == 0 and "n" in json.loads(out)
