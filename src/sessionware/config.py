@@ -149,8 +149,8 @@ class CookieSettings:
             raise ValueError(
                 f"cookie_domain {self.domain!r} must be a host name in printable ASCII, without"
                 f" ';', ',', spaces, control or non-ASCII characters{where}; write an"
-                " internationalised name in its IDNA form (e.g. 'xn--...': name.encode('idna'))"
-                " or pass None for no Domain attribute"
+                " internationalised name in its IDNA form ('xn--...', from"
+                " name.encode('idna').decode()) or pass None for no Domain attribute"
             )
         same_site = self.same_site.lower() if isinstance(self.same_site, str) else self.same_site
         if same_site not in ("lax", "strict", "none", None):
@@ -179,5 +179,6 @@ class CookieSettings:
         if prefix == "__secure-" and not self.secure:
             raise ValueError(
                 f"the cookie name {self.name!r} has the '__Secure-' prefix (matched in any case),"
-                " which browsers only keep with cookie_secure=True: set it or rename the cookie"
+                " which browsers only keep with cookie_secure=True: set cookie_secure=True or"
+                " rename the cookie"
             )
