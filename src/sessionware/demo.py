@@ -13,6 +13,7 @@ restart keeps everyone signed in. Needs Starlette and uvicorn: ``pip install 'se
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import getpass
 import html
@@ -28,6 +29,7 @@ from urllib.parse import parse_qs
 
 try:
     from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -85,12 +87,28 @@ table { border-collapse: collapse } td, th { border: 1px solid #ccc; padding: .2
 """
 
 
+# A cookie on a blue tile, as SVG: browsers ask for /favicon.ico on every first visit.
+_FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+    '<rect width="32" height="32" rx="6" fill="#1f5fbf"/>'
+    '<circle cx="16" cy="16" r="10" fill="#e0b064"/>'
+    '<circle cx="12" cy="13" r="1.8" fill="#6b3e1e"/><circle cx="19" cy="12" r="1.5" fill="#6b3e1e"/>'
+    '<circle cx="14" cy="20" r="1.6" fill="#6b3e1e"/><circle cx="20" cy="19" r="1.8" fill="#6b3e1e"/>'
+    "</svg>"
+)
+
+
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
 def _page(
-    title: str, body: str, flashes: list[tuple[str, str]], *, signed_in: bool = False
+    title: str,
+    body: str,
+    flashes: list[tuple[str, str]],
+    *,
+    signed_in: bool = False,
+    status_code: int = 200,
 ) -> HTMLResponse:
     sessions_link = '<a href="/sessions">Your active sessions</a>' if signed_in else ""
     notes = "".join(
@@ -99,11 +117,34 @@ def _page(
     )
     return HTMLResponse(
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<title>{_e(title)} - sessionware demo</title><style>{_STYLE}</style></head><body>"
+        f"<title>{_e(title)} - sessionware demo</title>"
+        f'<link rel=icon href="/favicon.svg" type="image/svg+xml"><style>{_STYLE}</style>'
+        "</head><body>"
         f'<nav><a href="/">Home</a><a href="/session">What the session holds</a>{sessions_link}'
         "</nav>"
-        f"<h1>{_e(title)}</h1>{notes}{body}</body></html>"
+        f"<h1>{_e(title)}</h1>{notes}{body}</body></html>",
+        status_code=status_code,
     )
+
+
+async def favicon(request: Request) -> Response:
+    """The demo's icon (served for /favicon.ico too, which browsers ask for unprompted)."""
+    return Response(
+        _FAVICON,
+        media_type="image/svg+xml",
+        headers={"cache-control": "public, max-age=86400"},
+    )
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """A page in the demo's style for an unknown path or method, with a way back home."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    if status == 405:
+        title, text = "Method not allowed", "This page does not take that kind of request."
+    else:
+        title, text = "Page not found", "There is no page at this address."
+    body = f'<p id="not-found">{_e(text)} <a href="/">Back to the demo</a>.</p>'
+    return _page(title, body, [], status_code=status)
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -367,7 +408,10 @@ def create_app(*, store: SessionStore, key: Key, store_label: str = "") -> Starl
             Route("/session", _inspector(store_label or type(store).__name__)),
             Route("/sessions", _sessions_page(store)),
             Route("/sessions/sign-out-others", _sign_out_others(store), methods=["POST"]),
+            Route("/favicon.svg", favicon),
+            Route("/favicon.ico", favicon),
         ],
+        exception_handlers={404: not_found, 405: not_found},
         middleware=[
             Middleware(
                 SessionMiddleware,
@@ -436,6 +480,31 @@ def _open_store(spec: str, data_dir: Path) -> tuple[SessionStore, str, bool]:
     raise ValueError(f"unknown store {spec!r}: use sqlite, memory or a redis:// URL")
 
 
+def _check_reachable(spec: str) -> None:
+    """Ping a Redis ``--store`` once before serving, so a server that is not there fails now with
+    a message, not as an empty 503 on every page later. ``ConnectionError`` saying what to do."""
+    if not spec.startswith(("redis://", "rediss://", "unix://")):
+        return
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    async def ping() -> None:
+        client = Redis.from_url(spec, socket_connect_timeout=5, socket_timeout=5)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(ping())
+    except (RedisError, OSError) as exc:
+        where = spec.split("@")[-1]  # never the password
+        raise ConnectionError(
+            f"cannot reach Redis at {where} ({type(exc).__name__}: {exc}); start Redis there,"
+            " fix the URL, or run the demo with --store sqlite (the default) or --store memory"
+        ) from None
+
+
 def serve(
     *,
     store: str = "sqlite",
@@ -454,8 +523,9 @@ def serve(
         if store != "memory":
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         sessions, label, durable = _open_store(store, directory)
+        _check_reachable(store)
         key, key_source = load_key(directory if durable else None)
-    except (OSError, ValueError, ImportError) as exc:
+    except (OSError, ValueError, ImportError, ConnectionError) as exc:
         print(f"sessionware demo: {exc}", file=sys.stderr)
         return 1
     shown_host = f"[{host}]" if ":" in host else host

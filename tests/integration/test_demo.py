@@ -237,3 +237,58 @@ async def test_the_sessions_page_when_not_signed_in() -> None:
     r = await device.post("/sessions/sign-out-others")
     assert (r.status, r.header("location")) == (303, "/")
     assert "Sign in first." in (await device.get("/")).text
+
+
+# -- the edges a first visit hits (issue 16 item 14) -----------------------------------------
+
+
+async def test_an_unknown_page_is_a_styled_404_with_a_way_home() -> None:
+    app = create_app(store=MemorySessionStore(), key=Key.generate())
+    r = await request(app, "GET", "/no/such/page")
+    assert r.status == 404 and r.header("content-type") == "text/html; charset=utf-8"
+    assert "<style>" in r.text and "<h1>Page not found</h1>" in r.text
+    assert '<a href="/">Back to the demo</a>' in r.text and text_of(r.text, "not-found")
+    assert r.cookie() is None  # nothing stored for a stray request
+    r = await request(app, "GET", "/login")  # a POST-only page
+    assert r.status == 405 and "<h1>Method not allowed</h1>" in r.text and "<style>" in r.text
+
+
+async def test_the_demo_has_a_favicon() -> None:
+    app = create_app(store=MemorySessionStore(), key=Key.generate())
+    assert '<link rel=icon href="/favicon.svg"' in (await request(app, "GET", "/")).text
+    for path in ("/favicon.svg", "/favicon.ico"):
+        r = await request(app, "GET", path)
+        assert r.status == 200 and r.header("content-type") == "image/svg+xml"
+        assert r.text.startswith("<svg ") and r.cookie() is None
+
+
+def test_an_unreachable_redis_fails_at_startup(tmp_path: Path) -> None:
+    """A closed port: a message and exit 1 before serving, not empty 503s on every page."""
+    import subprocess
+    import sys
+
+    from tests.services import free_port
+
+    port = free_port()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from sessionware.cli import main; sys.exit(main())",
+            "demo",
+            "--store",
+            f"redis://user:hunter2@127.0.0.1:{port}/0",
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"sessionware demo: cannot reach Redis at 127.0.0.1:{port}/0" in result.stderr
+    assert "--store sqlite" in result.stderr and "hunter2" not in result.stderr
+    assert "sessionware demo on http://" not in result.stderr  # it never started serving
