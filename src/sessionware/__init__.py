@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sessionware.config import BrowserSession, PersistentSession, TtlExtensionPolicy
 from sessionware.crypto import ContentSecurity, Key
+from sessionware.csrf import CSRFMiddleware, csrf_token
 from sessionware.flash import flash, get_flashed_messages
 from sessionware.middleware import SessionMiddleware, get_session
 from sessionware.session import (
@@ -18,6 +19,7 @@ from sessionware.session import (
 
 __all__ = [
     "BrowserSession",
+    "CSRFMiddleware",
     "ContentSecurity",
     "Key",
     "PersistentSession",
@@ -30,6 +32,7 @@ __all__ = [
     "SessionStatus",
     "SessionUpdateError",
     "TtlExtensionPolicy",
+    "csrf_token",
     "flash",
     "get_flashed_messages",
     "get_session",

@@ -20,7 +20,8 @@ some       renewed              ``save``, ``delete(old, successor=new)``, then  
 some       unchanged            ``update_ttl`` under ON_EVERY_REQUEST, else none    if Max-Age
 =========  ===================  ==================================================  ============
 
-Responses with status 500 or above persist nothing. A cookie opened with an older key of the
+Responses with status 500 or above persist nothing, nor do requests whose session was
+discarded (``Session._discard``: a request the CSRF check refused). A cookie opened with an older key of the
 ring is sent back sealed with the current one.
 """
 
@@ -251,11 +252,12 @@ class SessionEngine:
         """
         session = context.session
         context.finished = True
+        persist = status_code < 500 and not session._discarded
         if context.cookies and not session.accessed:
             # The cookie was never opened, so nothing changed. Only a policy of extending on
             # every request needs it now; otherwise a late load may still take changes.
-            if self.lifecycle.policy is not Policy.ON_EVERY_REQUEST or status_code >= 500:
-                if self._any_key or status_code >= 500:
+            if self.lifecycle.policy is not Policy.ON_EVERY_REQUEST or not persist:
+                if self._any_key or not persist:
                     session._freeze(_NO_NEW_KEY)
                 else:
                     session._allow_late_writes(_NO_NEW_KEY)
@@ -266,9 +268,9 @@ class SessionEngine:
             else:  # update_ttl needs only the key: no GET
                 self.open(context)
         cookie: str | None = None
-        if status_code < 500:
+        if persist:
             cookie = await self._guarded(self._persist(context))
-        if context.key is not None and not self._any_key and status_code < 500:
+        if context.key is not None and not self._any_key and persist:
             session._allow_late_writes(_NO_NEW_KEY)
         else:
             session._freeze(_NO_NEW_KEY)

@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+CSRF_KEY = "_csrf"
+"""The session key ``sessionware.csrf`` keeps its secret under; ``renew()`` drops it."""
 _MISSING: Any = object()
 _CONTAINERS = (dict, list)
 
@@ -105,6 +107,7 @@ class Session(dict[str, Any]):
         self._status = SessionStatus.UNCHANGED
         self._accessed = False
         self._cleared = False
+        self._discarded = False
         self._set: set[str] = set()
         self._removed: set[str] = set()
         self._snapshot: dict[str, str] | None = None
@@ -426,11 +429,16 @@ class Session(dict[str, Any]):
         _clear(self)
 
     def renew(self) -> None:
-        """Keep the state under a new key (call it at login, to prevent session fixation)."""
+        """Keep the state under a new key (call it at login, to prevent session fixation).
+
+        The CSRF secret is dropped, so a token issued before the login is no longer accepted.
+        """
         if self._status is SessionStatus.PURGED:
             return
         if self._late:
             raise SessionError(self._late)
+        if _contains(self, CSRF_KEY):
+            self.remove(CSRF_KEY)
         self._write()
         self._status = SessionStatus.RENEWED
 
@@ -447,6 +455,10 @@ class Session(dict[str, Any]):
         _update(self, state)
         self._key = key
         self._user = user
+
+    def _discard(self) -> None:
+        """Persist nothing for this request, whatever its status (a refused request: CSRF)."""
+        self._discarded = True
 
     def _allow_late_writes(self, reason: str) -> None:
         """After the response head: changes are still saved, but a new key (renew) is refused."""
