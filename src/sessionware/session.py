@@ -89,6 +89,7 @@ class Session(dict[str, Any]):
     __slots__ = (
         "_accessed",
         "_cleared",
+        "_discarded",
         "_frozen",
         "_key",
         "_late",
