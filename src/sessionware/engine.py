@@ -21,8 +21,8 @@ some       unchanged            ``update_ttl`` under ON_EVERY_REQUEST, else none
 =========  ===================  ==================================================  ============
 
 Responses with status 500 or above persist nothing, nor do requests whose session was
-discarded (``Session._discard``: a request the CSRF check refused). A cookie opened with an older key of the
-ring is sent back sealed with the current one.
+discarded (``Session._discard``: a request the CSRF check refused). A cookie opened with an
+older key of the ring is sent back sealed with the current one.
 """
 
 from __future__ import annotations

@@ -438,9 +438,9 @@ class Session(dict[str, Any]):
             return
         if self._late:
             raise SessionError(self._late)
+        self._write()
         if _contains(self, CSRF_KEY):
             self.remove(CSRF_KEY)
-        self._write()
         self._status = SessionStatus.RENEWED
 
     # -- for the middleware ------------------------------------------------------------------
