@@ -254,17 +254,20 @@ class _MultipartFinder(_Finder):
         boundary = parse_options_header(content_type)[1].get(b"boundary")
         self.parser = None
         if boundary:
-            self.parser = MultipartParser(
-                boundary,
-                {
-                    "on_part_begin": self._part_begin,
-                    "on_header_field": lambda d, s, e: self.name.append(d[s:e]),
-                    "on_header_value": lambda d, s, e: self.value.append(d[s:e]),
-                    "on_header_end": self._header_end,
-                    "on_part_data": self._part_data,
-                    "on_part_end": self._part_end,
-                },
-            )
+            try:
+                self.parser = MultipartParser(
+                    boundary,
+                    {
+                        "on_part_begin": self._part_begin,
+                        "on_header_field": lambda d, s, e: self.name.append(d[s:e]),
+                        "on_header_value": lambda d, s, e: self.value.append(d[s:e]),
+                        "on_header_end": self._header_end,
+                        "on_part_data": self._part_data,
+                        "on_part_end": self._part_end,
+                    },
+                )
+            except ValueError:  # a boundary the parser refuses: no field can be found
+                self.parser = None
 
     def _part_begin(self) -> None:
         self.ours = False

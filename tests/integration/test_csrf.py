@@ -228,6 +228,25 @@ async def test_multipart_is_accepted_and_the_handler_still_reads_its_form_and_fi
         )
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data; boundary=xyz", b"not multipart at all"),
+        ("multipart/form-data", b'--x\r\nContent-Disposition: form-data; name="csrf_token"\r\n'),
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\nbroken header line\r\n\r\nv"),
+        ("application/x-www-form-urlencoded", b"%%%&&&==="),
+        ("text/plain", b"csrf_token=anything"),
+    ],
+)
+async def test_a_malformed_or_other_body_is_refused(
+    harness: Harness, content_type: str, body: bytes
+) -> None:
+    async with harness.client() as client:
+        await signed_up(client)
+        headers = {"content-type": content_type}
+        await harness.refused(lambda: client.post("/change", content=body, headers=headers))
+
+
 async def test_a_multipart_field_after_a_large_file_is_read_within_the_bound(
     tmp_path: Path,
 ) -> None:

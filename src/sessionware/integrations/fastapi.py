@@ -117,7 +117,10 @@ async def _csrf_protected(request: Request) -> None:
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if token is None and media in _FORMS and _CAN_PARSE_FORMS:
         # Starlette keeps the parsed form on the request: the endpoint's Form(...) reads it too.
-        value = (await request.form()).get("csrf_token")
+        try:
+            value = (await request.form()).get("csrf_token")
+        except Exception:  # a malformed body holds no token
+            value = None
         token = value if isinstance(value, str) else None
     if not verify_csrf_token(session, token):
         session._discard()
