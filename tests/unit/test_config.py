@@ -75,6 +75,7 @@ def test_public_names_are_exactly_these() -> None:
     assert sorted(sessionware.__all__) == sorted(
         [
             "BrowserSession",
+            "CSRFMiddleware",
             "ContentSecurity",
             "Key",
             "PersistentSession",
@@ -87,6 +88,7 @@ def test_public_names_are_exactly_these() -> None:
             "SessionStatus",
             "SessionUpdateError",
             "TtlExtensionPolicy",
+            "csrf_token",
             "flash",
             "get_flashed_messages",
             "get_session",
