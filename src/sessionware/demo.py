@@ -4,7 +4,8 @@ It shows each thing a session does: signing in (the key is renewed, the state ke
 bound to the user), a counter, a cart of nested data changed in place, flash messages across a
 redirect, signing out (purge), a page with what the session holds and the attributes its cookie is
 sent with, and a page listing the user's active sessions (never their keys) with "sign out other
-devices". HTML forms only, no JavaScript; every value shown is HTML-escaped.
+devices". HTML forms only, no JavaScript; every value shown is HTML-escaped, and every form
+carries the session's CSRF token (``CSRFMiddleware`` refuses a POST without it).
 
 Sessions go to SQLite by default, in a file in ``data_dir``; the key comes from
 ``SESSIONWARE_KEY`` (128 hex characters) or from a key file kept beside the database, so a
@@ -42,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 from sessionware.config import CookieSettings
 from sessionware.cookies import session_cookie
 from sessionware.crypto import Key
+from sessionware.csrf import CSRF_KEY, CSRFMiddleware, csrf_token
 from sessionware.flash import flash, get_flashed_messages
 from sessionware.middleware import SessionMiddleware, get_session
 from sessionware.session import Session
@@ -156,6 +158,11 @@ async def _form(request: Request) -> dict[str, str]:
     return {name: values[0].strip() for name, values in fields.items()}
 
 
+def _csrf(session: Session) -> str:
+    """The hidden field that lets a form through ``CSRFMiddleware``."""
+    return f'<input type=hidden name=csrf_token value="{csrf_token(session)}">'
+
+
 def _user(session: Session) -> str | None:
     user = session.get("user")
     return user.get("name") if isinstance(user, dict) else None
@@ -198,14 +205,14 @@ async def home(request: Request) -> Response:
     if user is None:
         who = (
             "<p>You are not signed in.</p>"
-            '<form method=post action="/login"><label>Name '
+            f'<form method=post action="/login">{_csrf(session)}<label>Name '
             f"<input name=username required maxlength={_MAX_TEXT} autocomplete=off></label> "
             "<button>Sign in</button></form>"
         )
     else:
         who = (
             f'<p>Signed in as <strong id="user">{_e(user)}</strong>.</p>'
-            '<form method=post action="/logout"><button>Sign out</button></form>'
+            f'<form method=post action="/logout">{_csrf(session)}<button>Sign out</button></form>'
         )
     counter = session.get("counter", 0)
     rows = "".join(
@@ -219,9 +226,9 @@ async def home(request: Request) -> Response:
     )
     body = (
         f"{who}<h2>Counter</h2><p>You pressed the button <strong id=counter>{_e(counter)}</strong>"
-        ' times.</p><form method=post action="/counter"><button>Press</button></form>'
-        f"<h2>Cart</h2>{cart}"
-        '<form method=post action="/cart"><label>Item '
+        f' times.</p><form method=post action="/counter">{_csrf(session)}<button>Press</button>'
+        f"</form><h2>Cart</h2>{cart}"
+        f'<form method=post action="/cart">{_csrf(session)}<label>Item '
         f"<input name=item required maxlength={_MAX_TEXT} autocomplete=off></label> "
         "<label>Quantity <input name=qty type=number min=1 max=99 value=1></label> "
         "<button>Add to cart</button></form>"
@@ -286,7 +293,10 @@ def _inspector(store_label: str) -> Callable[[Request], Any]:
     async def show_session(request: Request) -> Response:
         session = get_session(request)
         flashes = get_flashed_messages(session, with_categories=True)
-        held = json.dumps(dict(session.entries()), indent=2, ensure_ascii=False, sort_keys=True)
+        entries = dict(session.entries())
+        if CSRF_KEY in entries:  # the secret stays out of pages: forms get masked tokens
+            entries[CSRF_KEY] = "(the CSRF secret, not shown)"
+        held = json.dumps(entries, indent=2, ensure_ascii=False, sort_keys=True)
         sent = request.cookies.get(COOKIE.name)
         cookie = (
             f"<p>Your browser sent the cookie <code>{_e(COOKIE.name)}</code>: {len(sent)}"
@@ -302,6 +312,9 @@ def _inspector(store_label: str) -> Callable[[Request], Any]:
             f'<pre id="attributes">{_e(attributes)}</pre>'
             "<ul><li>HttpOnly: page scripts cannot read it.</li>"
             "<li>SameSite=Lax: other sites cannot make your browser POST with it.</li>"
+            "<li>Pages of the same site can (another port of this host, a sibling"
+            " subdomain), so every form also carries a CSRF token, which such a page cannot"
+            " read.</li>"
             "<li>No Max-Age: a browser-session cookie, gone when the browser closes; the state"
             " lives one day from its last change.</li></ul>"
             f'<p id="why-not-secure">{_WHY_NOT_SECURE}</p>'
@@ -356,7 +369,7 @@ def _sessions_page(store: SessionStore) -> Callable[[Request], Any]:
             f"{rows}</table>"
             "<p>Last activity is the last time the session changed; the session keys stay in"
             " the store and are never shown.</p>"
-            '<form method=post action="/sessions/sign-out-others">'
+            f'<form method=post action="/sessions/sign-out-others">{_csrf(session)}'
             "<button>Sign out other devices</button></form>"
         )
         return _page(title, body, flashes, signed_in=True)
@@ -422,7 +435,8 @@ def create_app(*, store: SessionStore, key: Key, store_label: str = "") -> Starl
                 cookie_http_only=COOKIE.http_only,
                 cookie_same_site=COOKIE.same_site,
                 cookie_path=COOKIE.path,
-            )
+            ),
+            Middleware(CSRFMiddleware),
         ],
         lifespan=lifespan,
     )

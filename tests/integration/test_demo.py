@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from sessionware import Key
+from sessionware import Key, csrf_token
+from sessionware.csrf import CSRF_KEY
 from sessionware.demo import KEY_FILE, create_app, default_data_dir, load_key
 from sessionware.demo import _open_store as open_store
 from sessionware.stores import CookieSessionStore, MemorySessionStore
@@ -40,11 +41,25 @@ def with_agent(app: Any, agent: str) -> Any:
 
 
 class Device:
-    """One browser: a User-Agent and a cookie jar holding the demo's ``id`` cookie."""
+    """One browser: a User-Agent and a cookie jar holding the demo's ``id`` cookie.
 
-    def __init__(self, app: Any, agent: str) -> None:
+    Its form posts carry the session's CSRF token, as the demo's forms do: minted from the
+    secret in the store (so no page view consumes a flash), after a visit to the home page
+    when the session has no secret yet (a new visitor, or just after signing in).
+    """
+
+    def __init__(self, app: Any, agent: str = "Browser/1.0") -> None:
+        self.raw = app
         self.app = with_agent(app, agent)
         self.jar: dict[str, str] = {}
+
+    async def token(self) -> str:
+        state = await read_session(self.raw, self.jar["id"]) if "id" in self.jar else {}
+        if CSRF_KEY not in state:
+            page = await self.get("/")
+            assert 'name=csrf_token value="' in page.text
+            state = await read_session(self.raw, self.jar["id"])
+        return csrf_token(dict(state))
 
     def keep(self, r: Response) -> Response:
         cookie = r.cookie()
@@ -59,22 +74,25 @@ class Device:
         return self.keep(await request(self.app, "GET", path, cookies=self.jar))
 
     async def post(self, path: str, fields: dict[str, str] | None = None) -> Response:
-        return self.keep(await post_form(self.app, path, fields or {}, cookies=self.jar))
+        fields = {"csrf_token": await self.token(), **(fields or {})}
+        return self.keep(await post_form(self.app, path, fields, cookies=self.jar))
 
 
 async def test_a_visit_from_sign_in_to_sign_out() -> None:
     store = MemorySessionStore()
     app = create_app(store=store, key=Key.generate(), store_label="memory")
-    page = await request(app, "GET", "/")
-    assert "You are not signed in" in page.text and page.cookie() is None
-
-    r = await post_form(app, "/cart", {"item": "apple", "qty": "2"})
-    assert (r.status, r.header("location")) == (303, "/")
-    anonymous = r.cookie()
+    browser = Device(app)
+    page = await browser.get("/")
+    assert "You are not signed in" in page.text
+    anonymous = page.cookie()  # the forms' CSRF token starts a session holding its secret
     assert anonymous is not None and "secure" not in anonymous.attrs
     assert "httponly" in anonymous.attrs and anonymous.attrs["samesite"] == "Lax"
+    assert list(await read_session(app, anonymous.value)) == [CSRF_KEY]
 
-    r = await post_form(app, "/login", {"username": "ada"}, cookies={"id": anonymous.value})
+    r = await browser.post("/cart", {"item": "apple", "qty": "2"})
+    assert (r.status, r.header("location")) == (303, "/")
+
+    r = await browser.post("/login", {"username": "ada"})
     signed_in = r.cookie()
     assert signed_in is not None
     assert await read_session(app, anonymous.value) == {}  # renewed: the old key is gone
@@ -82,29 +100,46 @@ async def test_a_visit_from_sign_in_to_sign_out() -> None:
     assert state["user"]["name"] == "ada" and state["cart"]["items"] == [
         {"name": "apple", "qty": 2}
     ]
+    assert CSRF_KEY not in state  # renewed: the next page's forms get a new secret
 
-    cookies = {"id": signed_in.value}
-    r = await post_form(app, "/cart", {"item": "apple", "qty": "3"}, cookies=cookies)
+    page = await browser.get("/")
+    assert page.text.count('class="flash') == 2  # the cart note and the welcome, once
+    r = await browser.post("/cart", {"item": "apple", "qty": "3"})
     assert r.cookie() is not None  # the in-place change of the nested cart was saved
-    await post_form(app, "/counter", {}, cookies=cookies)
-    page = await request(app, "GET", "/", cookies=cookies)
+    await browser.post("/counter")
+    page = await browser.get("/")
     assert text_of(page.text, "user") == "ada" and text_of(page.text, "counter") == "1"
     assert "<td>apple</td><td>5</td>" in page.text
-    assert page.text.count('class="flash') == 3  # welcome and two cart notes, once
-    again = await request(app, "GET", "/", cookies={"id": (page.cookie() or signed_in).value})
-    assert 'class="flash' not in again.text
+    assert page.text.count('class="flash') == 1
+    assert 'class="flash' not in (await browser.get("/")).text
 
-    r = await post_form(app, "/logout", {}, cookies={"id": (page.cookie() or signed_in).value})
+    r = await browser.post("/logout")
     removal = r.cookie()
     assert removal is not None and removal.is_removal and live_sessions(store) == 0
     assert r.header("location") == "/?signed_out=1"
-    page = await request(app, "GET", "/?signed_out=1")
+    page = await browser.get("/?signed_out=1")
     assert "the session was purged" in page.text and "You are not signed in" in page.text
+    assert list(await read_session(app, browser.jar["id"])) == [CSRF_KEY]  # a new one
+
+
+async def test_a_form_post_without_the_token_changes_nothing() -> None:
+    store = MemorySessionStore()
+    app = create_app(store=store, key=Key.generate())
+    browser = Device(app)
+    await browser.post("/counter")
+    before = await read_session(app, browser.jar["id"])
+    for fields in ({}, {"csrf_token": "forged"}, {"csrf_token": await Device(app).token()}):
+        r = await post_form(app, "/counter", fields, cookies=browser.jar)
+        assert r.status == 403 and r.cookie() is None
+        r = await post_form(app, "/logout", fields, cookies=browser.jar)
+        assert r.status == 403 and r.cookie() is None
+    assert await read_session(app, browser.jar["id"]) == before
+    assert text_of((await browser.get("/")).text, "counter") == "1"
 
 
 async def test_everything_the_user_typed_is_escaped() -> None:
     app = create_app(store=MemorySessionStore(), key=Key.generate())
-    r = await post_form(app, "/login", {"username": '<script>alert("x")</script>'})
+    r = await Device(app).post("/login", {"username": '<script>alert("x")</script>'})
     cookie = r.cookie()
     assert cookie is not None
     for path in ("/", "/session"):
@@ -114,24 +149,26 @@ async def test_everything_the_user_typed_is_escaped() -> None:
 
 async def test_bad_form_input_is_refused_with_a_flash() -> None:
     app = create_app(store=MemorySessionStore(), key=Key.generate())
-    r = await post_form(app, "/cart", {"item": "pear", "qty": "1000"})
-    cookie = r.cookie()
-    assert cookie is not None
-    assert await read_session(app, cookie.value) == {
-        "_flashes": [["error", "Give the item a name and a quantity from 1 to 99."]]
-    }
-    r = await post_form(app, "/login", {"username": "  "})
-    assert r.cookie() is not None
+    browser = Device(app)
+    await browser.post("/cart", {"item": "pear", "qty": "1000"})
+    state = dict(await read_session(app, browser.jar["id"]))
+    assert state.pop(CSRF_KEY)
+    assert state == {"_flashes": [["error", "Give the item a name and a quantity from 1 to 99."]]}
+    r = await Device(app).post("/login", {"username": "  "})
+    assert r.status == 303 and r.cookie() is not None
 
 
 async def test_the_session_page_shows_entries_and_cookie_attributes() -> None:
     app = create_app(store=MemorySessionStore(), key=Key.generate(), store_label="memory store")
     page = await request(app, "GET", "/session")
     assert "sent no session cookie" in page.text
-    cookie = (await post_form(app, "/counter", {})).cookie()
-    assert cookie is not None
-    page = await request(app, "GET", "/session", cookies={"id": cookie.value})
-    assert "&quot;counter&quot;: 1" in text_of(page.text, "entries")
+    browser = Device(app)
+    await browser.post("/counter")
+    page = await browser.get("/session")
+    entries = text_of(page.text, "entries")
+    assert "&quot;counter&quot;: 1" in entries
+    secret = (await read_session(app, browser.jar["id"]))[CSRF_KEY]
+    assert secret not in page.text and "(the CSRF secret, not shown)" in entries
     assert text_of(page.text, "attributes") == "HttpOnly; SameSite=Lax; Path=/"
     assert "without</em> Secure" in page.text and "memory store" in page.text
 

@@ -131,6 +131,7 @@ def test_public_names_are_exactly_these() -> None:
     assert sorted(sessionware.__all__) == sorted(
         [
             "BrowserSession",
+            "CSRFMiddleware",
             "ContentSecurity",
             "Key",
             "PersistentSession",
@@ -144,6 +145,7 @@ def test_public_names_are_exactly_these() -> None:
             "SessionUpdateError",
             "SessionwareError",
             "TtlExtensionPolicy",
+            "csrf_token",
             "flash",
             "get_flashed_messages",
             "get_session",
