@@ -4,13 +4,14 @@
     .venv/bin/python benchmarks/bench_asgi.py --quick      # tiny sizes: does the harness run?
 
 No network and no HTTP client: each request is ``await app(scope, receive, send)`` with a
-prebuilt scope. A cell is one (configuration, kind of request); a round runs every cell once,
-in a freshly shuffled order, each cell being the mean µs per request over ``--requests``
-requests. Every ratio is taken within one round (so load from elsewhere on the machine hits
-both sides alike) and the median over rounds is reported, with its min-max. The baselines that
-make the ratios honest run in the same rounds: the bare app receiving the same cookie, a null
-pass-through middleware, null middlewares doing only one redis-py GET, or GET + SET, per
-request, and Starlette's SessionMiddleware.
+prebuilt scope. A cell is one (configuration, kind of request). A round runs ``--requests``
+requests of every cell, as ``--requests / --batch`` passes: each pass runs one batch of every
+cell in a fresh shuffled order, so every cell is spread over the whole round, and a cell's
+value in the round is the median of its batch means. Every ratio is taken within one round
+(so load from elsewhere on the machine hits both sides alike); the median over rounds is
+reported, with its min-max. The baselines that make the ratios honest run in the same rounds:
+the bare app receiving the same cookie, a null pass-through middleware, null middlewares doing
+only one redis-py GET, or GET + SET, per request, and Starlette's SessionMiddleware.
 Exit status: 0 even when a target is missed (it is a measurement); 1 when a CHECK (Redis
 commands per request) fails; 2 on a setup error.
 """
@@ -100,12 +101,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-extra-stores", action="store_true", help="leave out PostgreSQL, MariaDB, Memcached"
     )
+    parser.add_argument(
+        "--batch", type=int, default=50, help="requests per batch (a round's passes run one each)"
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed of the round shuffles")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.requests = 3, 40
-    if args.rounds < 1 or args.requests < 1:
-        parser.error("--rounds and --requests must be at least 1")
+        args.rounds, args.requests, args.batch = 3, 40, 10
+    if args.rounds < 1 or args.requests < 1 or args.batch < 1:
+        parser.error("--rounds, --requests and --batch must be at least 1")
+    args.batch = min(args.batch, args.requests)
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2**32)
     return args
@@ -541,22 +546,28 @@ async def run(args: argparse.Namespace) -> int:
                 )
             )
 
-        # Warm-up: one batch per cell (imports, caches, connection pools, SQL pages).
+        # Warm-up: one round's worth of requests per cell (imports, caches, pools, SQL pages).
         for _, measure in cells:
             await measure(args.requests)
         gc.collect()
         gc.freeze()
         rng = random.Random(args.seed)
+        passes = -(-args.requests // args.batch)
         rounds: list[dict[Cell, float]] = []
         started = time.monotonic()
         for _ in range(args.rounds):
-            order = list(cells)
-            rng.shuffle(order)
-            values: dict[Cell, float] = {}
-            for cell, measure in order:
+            # A round is ``passes`` passes; each runs one batch of every cell, in a fresh
+            # order, so each cell's batches are spread over the whole round. A cell's value
+            # for the round is the median of its batch means: a preemption by another process
+            # spoils a batch, not the cell.
+            batches: dict[Cell, list[float]] = {cell: [] for cell, _ in cells}
+            for _ in range(passes):
+                order = list(cells)
+                rng.shuffle(order)
                 gc.collect()
-                values[cell] = await measure(args.requests)
-            rounds.append(values)
+                for cell, measure in order:
+                    batches[cell].append(await measure(args.batch))
+            rounds.append({cell: statistics.median(means) for cell, means in batches.items()})
         elapsed = time.monotonic() - started
         gc.unfreeze()
 
@@ -630,9 +641,11 @@ def report(
     )
     out(
         f"in-process raw ASGI; {args.rounds} rounds x {args.requests} requests per cell"
-        f" (+1 warm-up batch); each round runs every cell once in shuffled order (seed"
-        f" {args.seed}); measured part took {elapsed:.1f} s"
+        f" (+ as many to warm up), measured part took {elapsed:.1f} s; a round is"
+        f" {-(-args.requests // args.batch)} passes, each running one batch of {args.batch}"
+        f" requests of every cell in a fresh shuffled order (seed {args.seed})"
     )
+    out("a cell's value in a round: the median of its batch means (µs per request)")
     out("ratios are taken within each round; the median over rounds is reported, [min-max]")
     out("kinds: write = counter+1 with cookie present; read = read the counter; ignore = handler")
     out("  never touches the session while its cookie is present (every request, the bare")
@@ -646,7 +659,7 @@ def report(
     measured = [n for n in active if any((n, k) in rounds[0] for k in KINDS)]
     width = max(len(n) for n in [*measured, "configuration"]) + 2
     out("")
-    out("cell = median over rounds of mean µs per request [min-max over rounds]")
+    out("cell = median over rounds of the cell's value, µs per request [min-max over rounds]")
     out(f"{'configuration':<{width}}" + "".join(f"{k:>24}" for k in KINDS))
     for name in measured:
         row = f"{name:<{width}}"
