@@ -1,17 +1,18 @@
 """End to end: uvicorn serving the benchmark app on loopback, under load from wrk (or Python).
 
-    .venv/bin/python benchmarks/bench_e2e.py [--seconds 2] [--rounds 3] [--kinds read,write,ignore]
+    .venv/bin/python benchmarks/bench_e2e.py [--seconds 1] [--rounds 7] [--kinds read,write,ignore]
     .venv/bin/python benchmarks/bench_e2e.py --quick     # 1 s per cell, 1 round: harness only
 
 For each configuration (bare, sessionware's cookie store, Starlette's SessionMiddleware) one
 uvicorn process (one worker, no access log) serves the app on 127.0.0.1 at a free port; the
-session cookie comes from one seeding request, and the bare app receives a sessionware cookie of
-the usual size. Each round loads every (configuration, kind) once for ``--seconds``, in a
-freshly shuffled order, after ``--warmup`` seconds per cell, by ``wrk`` when installed
-(``--loadgen auto``), else by a bounded asyncio+httpx load generator (it shares the CPU with
-uvicorn on a small machine, so its req/s are lower; compare ratios, not absolutes). Ratios to
-the bare app are taken within each round; the median over rounds is reported. Targets: the
-cookie store's req/s >= 0.85x the bare app's on read and write, >= 0.95x when untouched.
+session cookie comes from one seeding request, and the bare app receives a sessionware cookie
+of the usual size. Each round loads every (configuration, kind) once for ``--seconds`` in a
+freshly shuffled order (the configurations of one kind back to back), after ``--warmup``
+seconds per cell, by ``wrk`` when installed (``--loadgen auto``), else by a bounded
+asyncio+httpx load generator (it shares the CPU with uvicorn on a small machine, so its req/s
+are lower; compare ratios, not absolutes). Ratios to the bare app are taken within each round;
+the median over rounds is reported. Targets: the cookie store's req/s >= 0.85x the bare app's
+on read and write, >= 0.95x when untouched.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ JUDGED = "sw-cookie-private"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="load per cell and round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds (median taken)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="load per cell and round")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds (median taken)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured load per cell")
     parser.add_argument("--kinds", default="read,write,ignore", help="of write,read,ignore")
     parser.add_argument("--configs", default="bare,sw-cookie-private,starlette")
@@ -275,12 +276,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.warmup > 0:  # imports, caches, the first connections
                 for config, kind in cells:
                     load(servers[config].port, f"/{kind}", cookies[config], args.warmup)
-            # Each round runs every cell once in a fresh order, so load from elsewhere on the
-            # machine hits every configuration alike; ratios are taken within a round.
+            # Each round runs every cell once in a fresh order: the kinds shuffled, and within
+            # a kind its configurations shuffled and back to back, so that load from elsewhere
+            # on the machine hits a ratio's two sides alike. Ratios are taken within a round.
             rng = random.Random(args.seed)
             for _ in range(args.rounds):
-                order = list(cells)
-                rng.shuffle(order)
+                order = []
+                for kind in rng.sample(kinds, len(kinds)):
+                    order += [(config, kind) for config in rng.sample(configs, len(configs))]
                 rounds.append(
                     {
                         (config, kind): load(
