@@ -104,6 +104,24 @@ class Server:
         self.stop()
         raise RuntimeError(f"uvicorn for {flavor} did not start:\n{self.log()}")
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server has used so far (all its threads), or None off Linux."""
+        pid = self.process.pid
+        try:
+            total = 0
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+                    total += int(stat.read().split()[0])  # ns on the CPU
+            return total / 1e9
+        except (OSError, ValueError, IndexError):
+            pass
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+
     def log(self) -> str:
         with open(self.log_path, errors="replace") as log:
             return log.read()[-2000:]
@@ -155,7 +173,7 @@ def _ms(text: str) -> float:
 
 def run_wrk(
     wrk: str, port: int, path: str, cookie: str | None, seconds: float, args: argparse.Namespace
-) -> tuple[float, float, float, int]:
+) -> tuple[float, float, float, int, int]:
     argv = [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{max(1, round(seconds))}s"]
     argv += ["--latency", "--timeout", "5s"]
     if cookie:
@@ -166,16 +184,17 @@ def run_wrk(
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
+    count = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
     errors = 0
     for pattern in (r"Non-2xx or 3xx responses:\s+(\d+)", r"Socket errors:.*?(\d+)"):
         for match in re.finditer(pattern, text):
             errors += int(match.group(1))
-    return rps, p50, p99, errors
+    return rps, p50, p99, errors, count
 
 
 async def _python_load(
     port: int, path: str, cookie: str | None, seconds: float, connections: int
-) -> tuple[float, float, float, int]:
+) -> tuple[float, float, float, int, int]:
     import httpx
 
     headers = {"Cookie": cookie} if cookie else {}
@@ -205,15 +224,15 @@ async def _python_load(
         elapsed = time.perf_counter() - began
     latencies.sort()
     if not latencies:
-        return 0.0, 0.0, 0.0, errors
+        return 0.0, 0.0, 0.0, errors, 0
     p50 = latencies[len(latencies) // 2] * 1e3
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3
-    return len(latencies) / elapsed, p50, p99, errors
+    return len(latencies) / elapsed, p50, p99, errors, len(latencies)
 
 
 def run_python(
     port: int, path: str, cookie: str | None, seconds: float, args: argparse.Namespace
-) -> tuple[float, float, float, int]:
+) -> tuple[float, float, float, int, int]:
     return asyncio.run(_python_load(port, path, cookie, seconds, args.connections))
 
 
@@ -255,10 +274,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tool = "wrk" if wrk else "python"
 
-    def load(port: int, path: str, cookie: str | None, seconds: float) -> tuple[float, ...]:
+    def load(server: Server, path: str, cookie: str | None, seconds: float) -> tuple[float, ...]:
+        """(req/s, p50 ms, p99 ms, errors, requests, requests per server CPU-second)."""
+        before = server.cpu_seconds()
         if wrk:
-            return run_wrk(wrk, port, path, cookie, seconds, args)
-        return run_python(port, path, cookie, seconds, args)
+            result = run_wrk(wrk, server.port, path, cookie, seconds, args)
+        else:
+            result = run_python(server.port, path, cookie, seconds, args)
+        after = server.cpu_seconds()
+        used = after - before if after is not None and before is not None else 0.0
+        return (*result, result[4] / used if used > 0 else 0.0)
 
     prefix = f"bench:{uuid.uuid4().hex}:"
     cells = [(config, kind) for kind in kinds for config in configs]
@@ -275,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             cookies["bare"] = bare_cookie()
             if args.warmup > 0:  # imports, caches, the first connections
                 for config, kind in cells:
-                    load(servers[config].port, f"/{kind}", cookies[config], args.warmup)
+                    load(servers[config], f"/{kind}", cookies[config], args.warmup)
             # Each round runs every cell once in a fresh order: the kinds shuffled, and within
             # a kind its configurations shuffled and back to back, so that load from elsewhere
             # on the machine hits a ratio's two sides alike. Ratios are taken within a round.
@@ -287,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                 rounds.append(
                     {
                         (config, kind): load(
-                            servers[config].port, f"/{kind}", cookies[config], args.seconds
+                            servers[config], f"/{kind}", cookies[config], args.seconds
                         )
                         for config, kind in order
                     }
@@ -310,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     print("")
     print(
         f"{'configuration':<22}{'kind':<8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-        "   req/s per round"
+        f"{'req/CPU-s':>11}   req/s per round"
     )
     errors = 0
     for cell in cells:
@@ -320,27 +345,41 @@ def main(argv: list[str] | None = None) -> int:
             f"{cell[0]:<22}{cell[1]:<8}{statistics.median(r[0] for r in runs):>10.0f}"
             f"{statistics.median(r[1] for r in runs):>9.2f}"
             f"{statistics.median(r[2] for r in runs):>9.2f}{sum(int(r[3]) for r in runs):>8}"
+            f"{statistics.median(r[5] for r in runs):>11.0f}"
             f"   {' '.join(f'{r[0]:.0f}' for r in runs)}"
         )
-    print("")
-    print("| req/s ÷ the bare app's (median of per-round ratios) | target | measured | verdict |")
-    print("|---|---|---|---|")
-    for config, kind in cells:
-        if config == "bare":
+    print("req/CPU-s = requests served per second of CPU the server process used in the window:")
+    print("  what one dedicated core would serve, whatever else the machine was doing")
+    cpu_measured = all(r[cell][5] > 0 for r in rounds for cell in cells)
+    for title, field in (
+        ("req/s ÷ the bare app's (median of per-round ratios)", 0),
+        ("req per server CPU-second ÷ the bare app's (median of per-round ratios)", 5),
+    ):
+        if field == 5 and not cpu_measured:
+            print("\n(server CPU time unavailable here: /proc/<pid> unreadable)")
             continue
-        ratios = [
-            r[(config, kind)][0] / r[("bare", kind)][0] if r[("bare", kind)][0] else 0.0
-            for r in rounds
-        ]
-        ratio = statistics.median(ratios)
-        what = {"ignore": "untouched"}.get(kind, kind)
-        measured = f"{ratio:.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
-        if config == JUDGED:
-            verdict = "PASS" if ratio >= TARGETS[kind] else "MISS"
-            label = f"cookie store (PRIVATE) {what}, req/s ÷ bare's"
-            print(f"| {label} | ≥ {TARGETS[kind]:.2f} | {measured} | {verdict} |")
-        else:
-            print(f"| {config} {what}, req/s ÷ bare's | — | {measured} | info |")
+        unit = "req/s" if field == 0 else "req/CPU-s"
+        print("")
+        print(f"| {title} | target | measured | verdict |")
+        print("|---|---|---|---|")
+        for config, kind in cells:
+            if config == "bare":
+                continue
+            ratios = [
+                r[(config, kind)][field] / r[("bare", kind)][field]
+                if r[("bare", kind)][field]
+                else 0.0
+                for r in rounds
+            ]
+            ratio = statistics.median(ratios)
+            what = {"ignore": "untouched"}.get(kind, kind)
+            measured = f"{ratio:.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
+            if config == JUDGED:
+                verdict = "PASS" if ratio >= TARGETS[kind] else "MISS"
+                label = f"cookie store (PRIVATE) {what}, {unit} ÷ bare's"
+                print(f"| {label} | ≥ {TARGETS[kind]:.2f} | {measured} | {verdict} |")
+            else:
+                print(f"| {config} {what}, {unit} ÷ bare's | — | {measured} | info |")
     if errors:
         print("WARNING: some requests failed (see the errors column)")
         return 1

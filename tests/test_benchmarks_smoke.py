@@ -134,9 +134,12 @@ def test_bench_memory() -> None:
 
 def test_bench_e2e() -> None:
     output = run("bench_e2e.py", "--quick")
-    for kind in ("read", "write", "untouched"):
-        judged(output, f"cookie store (PRIVATE) {kind}, req/s ÷ bare's")
-    assert row(output, "cookie store (PRIVATE) untouched").group("target") == "≥ 0.95"
+    # Wall-clock req/s, and requests per CPU-second of the server (read from /proc).
+    for unit in ("req/s", "req/CPU-s") if Path("/proc/self/task").is_dir() else ("req/s",):
+        for kind in ("read", "write", "untouched"):
+            judged(output, f"cookie store (PRIVATE) {kind}, {unit} ÷ bare's")
+        target = row(output, f"cookie store (PRIVATE) untouched, {unit} ").group("target")
+        assert target == "≥ 0.95", output
     assert re.search(r"^bare\s+read\s+\d+", output, re.M), output
 
 
