@@ -21,9 +21,9 @@ from tests.services import require
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
-# | label | target | measured | verdict |   (target "≤ 0.50", "≥ 0.85", "≤ ±5%" or "—")
+# | label | target | measured | verdict | [extra |]   (target "≤ 0.50", "≥ 0.85", "≤ ±5%", "—")
 ROW = re.compile(r"^\| (?P<label>[^|]+?) \| (?P<target>[≤≥][^|]*|—) \| (?P<measured>[^|]+?) \|"
-                 r" (?P<verdict>PASS|MISS|info|—) \|$", re.M)  # fmt: skip
+                 r" (?P<verdict>PASS|MISS|info|—) \|(?: (?P<extra>[^|]+) \|)?$", re.M)  # fmt: skip
 NUMBER = re.compile(r"^[±\d.]+%? \[[\d.]+-[\d.]+\]$|^[±\d.]+%?$")
 
 MAIN_ROWS = (
@@ -66,6 +66,7 @@ def judged(output: str, start: str) -> None:
     match = row(output, start)
     assert match.group("verdict") in ("PASS", "MISS"), match.group(0)
     assert NUMBER.match(match.group("measured")), match.group(0)
+    assert match.group("extra") is None or NUMBER.match(match.group("extra")), match.group(0)
 
 
 def on_event() -> bool:
