@@ -598,8 +598,11 @@ async def run(args: argparse.Namespace) -> int:
 # -- the report ----------------------------------------------------------------------------------
 
 
-def spread(values: list[float], digits: int = 2) -> str:
-    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+def spread(values: list[float], digits: int = 2, median_digits: int = 3) -> str:
+    """``median [min-max]``. A ratio's median gets a third digit, so that a verdict beside a
+    value that rounds onto its target is no puzzle."""
+    low, high = min(values), max(values)
+    return f"{statistics.median(values):.{median_digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
 
 
 def ratio_table(
@@ -678,7 +681,7 @@ def report(
         row = f"{name:<{width}}"
         for kind in KINDS:
             vals = [r[(name, kind)] for r in rounds if (name, kind) in r]
-            row += f"{spread(vals, 1):>24}" if vals else f"{'-':>24}"
+            row += f"{spread(vals, 1, 1):>24}" if vals else f"{'-':>24}"
         out(row)
     out("")
     out("overhead over bare (µs per request, median over rounds of the cell minus bare's)")

@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             ratio = statistics.median(ratios)
             what = {"ignore": "untouched"}.get(kind, kind)
-            measured = f"{ratio:.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
+            measured = f"{ratio:.3f} [{min(ratios):.2f}-{max(ratios):.2f}]"
             if config == JUDGED:
                 verdict = "PASS" if ratio >= TARGETS[kind] else "MISS"
                 label = f"cookie store (PRIVATE) {what}, {unit} ÷ bare's"
