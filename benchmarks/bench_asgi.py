@@ -1,12 +1,17 @@
 """In-process benchmark: the same Starlette app behind each session library, driven by raw ASGI.
 
-    .venv/bin/python benchmarks/bench_asgi.py [--rounds 5] [--requests 2000] [--only a,b]
+    .venv/bin/python benchmarks/bench_asgi.py [--rounds 11] [--requests 1000] [--only a,b]
+    .venv/bin/python benchmarks/bench_asgi.py --quick      # tiny sizes: does the harness run?
 
 No network and no HTTP client: each request is ``await app(scope, receive, send)`` with a
-prebuilt scope. Every cell of the table is the median over ``--rounds`` rounds of the mean
-µs per request over ``--requests`` requests, after one warm-up batch of the same size; rounds
-interleave every configuration so drift on a busy machine hits them all alike. The same run
-measures the Redis floor (redis-py asyncio GET and SET) and prints each target with PASS/MISS.
+prebuilt scope. A cell is one (configuration, kind of request). A round runs ``--requests``
+requests of every cell, as ``--requests / --batch`` passes: each pass runs one batch of every
+cell in a fresh shuffled order, so every cell is spread over the whole round, and a cell's
+value in the round is the median of its batch means. Every ratio is taken within one round
+(so load from elsewhere on the machine hits both sides alike); the median over rounds is
+reported, with its min-max. The baselines that make the ratios honest run in the same rounds:
+the bare app receiving the same cookie, a null pass-through middleware, null middlewares doing
+only one redis-py GET, or GET + SET, per request, and Starlette's SessionMiddleware.
 Exit status: 0 even when a target is missed (it is a measurement); 1 when a CHECK (Redis
 commands per request) fails; 2 on a setup error.
 """
@@ -17,12 +22,15 @@ import argparse
 import asyncio
 import gc
 import platform
+import random
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -38,6 +46,8 @@ from sessionware import TtlExtensionPolicy
 DEFAULT = [
     "bare",
     "null-mw",
+    "null-redis-get",
+    "null-redis-getset",
     "starlette",
     "starsessions-cookie",
     "starsessions-redis",
@@ -46,16 +56,39 @@ DEFAULT = [
     "sw-memory",
     "sw-redis",
     "sw-sqlite",
+    "sw-postgres",
+    "sw-mysql",
+    "sw-memcached",
+    "sw-cookie-events",
+    "sw-redis-events",
 ]
+# Left out with a printed reason when they cannot run here; any other failure is an error.
+OPTIONAL = frozenset(_apps.EXTRA_STORES) | _apps.EVENT_FLAVORS
+# The kinds each configuration is measured on (the null Redis middlewares: the one they floor).
+ONLY_KINDS = {"null-redis-get": ("read",), "null-redis-getset": ("write",)}
+SERVER_STORES = ["sw-redis", "sw-memory", "sw-sqlite", "sw-postgres", "sw-mysql", "sw-memcached"]
+STORE_LABELS = {
+    "sw-cookie-signed": "cookie SIGNED",
+    "sw-memory": "memory",
+    "sw-redis": "Redis",
+    "sw-sqlite": "SQLite",
+    "sw-postgres": "PostgreSQL",
+    "sw-mysql": "MariaDB/MySQL",
+    "sw-memcached": "Memcached",
+}
 # Commands that never change data; anything else a store sends counts as a write.
 READ_ONLY = frozenset({"GET", "MGET", "EXISTS", "TTL", "PTTL", "TYPE", "STRLEN"})
-SESSIONWARE_STORES = ["sw-cookie-private", "sw-cookie-signed", "sw-memory", "sw-redis", "sw-sqlite"]
+
+Cell = tuple[str, str]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5, help="measured rounds (median taken)")
-    parser.add_argument("--requests", type=int, default=2000, help="requests per cell per round")
+    parser.add_argument("--rounds", type=int, default=11, help="measured rounds (median taken)")
+    parser.add_argument("--requests", type=int, default=1000, help="requests per cell per round")
+    parser.add_argument(
+        "--quick", action="store_true", help="3 rounds x 40 requests: checks the harness only"
+    )
     parser.add_argument(
         "--only", default="", help="comma-separated configurations (default: the standard set)"
     )
@@ -65,29 +98,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run the server-side sessionware stores with lazy=False",
     )
     parser.add_argument("--no-redis", action="store_true", help="leave out every Redis part")
+    parser.add_argument(
+        "--no-extra-stores", action="store_true", help="leave out PostgreSQL, MariaDB, Memcached"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=50, help="requests per batch (a round's passes run one each)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of the round shuffles")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.requests < 1:
-        parser.error("--rounds and --requests must be at least 1")
+    if args.quick:
+        args.rounds, args.requests, args.batch = 3, 40, 10
+    if args.rounds < 1 or args.requests < 1 or args.batch < 1:
+        parser.error("--rounds, --requests and --batch must be at least 1")
+    args.batch = min(args.batch, args.requests)
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(2**32)
     return args
 
 
 # -- timing --------------------------------------------------------------------------------------
 
 
-async def timed_requests(app: Any, scope: dict[str, Any], n: int) -> float:
-    """Mean µs per request over ``n`` requests of ``scope`` (a fresh shallow copy each)."""
+async def timed_requests(app: Any, scope: dict[str, Any], n: int) -> tuple[float, float]:
+    """Mean µs per request over ``n`` requests of ``scope`` (a fresh shallow copy each): wall
+    clock, and this process's CPU time (all its threads, e.g. SQLite's)."""
     receive, discard, copy = _apps.receive, _apps.discard, scope.copy
-    start = time.perf_counter_ns()
+    cpu, start = time.process_time_ns(), time.perf_counter_ns()
     for _ in range(n):
         await app(copy(), receive, discard)
-    return (time.perf_counter_ns() - start) / n / 1000
+    wall, cpu = time.perf_counter_ns() - start, time.process_time_ns() - cpu
+    return wall / n / 1000, cpu / n / 1000
 
 
-async def timed_calls(call: Any, n: int) -> float:
-    start = time.perf_counter_ns()
+async def timed_calls(call: Any, n: int) -> tuple[float, float]:
+    cpu, start = time.process_time_ns(), time.perf_counter_ns()
     for _ in range(n):
         await call()
-    return (time.perf_counter_ns() - start) / n / 1000
+    wall, cpu = time.perf_counter_ns() - start, time.process_time_ns() - cpu
+    return wall / n / 1000, cpu / n / 1000
 
 
 def version(name: str) -> str:
@@ -100,7 +148,7 @@ def version(name: str) -> str:
 # -- checks outside the timed loops ----------------------------------------------------------
 
 
-async def sanity(flavor: Flavor, scopes: dict[str, dict[str, Any]]) -> list[str]:
+async def sanity(flavor: Flavor, scopes: dict[str, dict[str, Any]]) -> None:
     """What each kind of request answers; raise if a flavour does not behave."""
     problems = []
     write = await _apps.call(flavor.app, scopes["write"])
@@ -118,7 +166,6 @@ async def sanity(flavor: Flavor, scopes: dict[str, dict[str, Any]]) -> list[str]
             problems.append("an ignored session touched the response headers")
     if problems:
         raise RuntimeError(f"{flavor.name}: " + "; ".join(problems))
-    return problems
 
 
 class ServerLog:
@@ -258,6 +305,156 @@ async def redis_checks(prefix: str, n: int = 10) -> list[tuple[str, bool | None,
     return results
 
 
+# -- the ratios ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of a ratio table: computed within each round, reported as the median."""
+
+    label: str
+    limit: float | None  # None: shown for context, not judged
+    cells: tuple[Cell, ...]
+    value: Callable[[dict[Cell, float]], float]
+
+
+def ratio(label: str, limit: float | None, mine: Cell, theirs: Cell) -> Row:
+    return Row(label, limit, (mine, theirs), lambda r: r[mine] / r[theirs])
+
+
+def overhead_ratio(label: str, limit: float | None, name: str, other: str, kind: str) -> Row:
+    """(name - bare) / (other - bare), for one kind of request."""
+    mine, theirs, bare = (name, kind), (other, kind), ("bare", kind)
+
+    def value(r: dict[Cell, float]) -> float:
+        their_overhead = r[theirs] - r[bare]
+        return (r[mine] - r[bare]) / their_overhead if their_overhead > 0 else float("inf")
+
+    return Row(label, limit, (mine, theirs, bare), value)
+
+
+def main_rows() -> list[Row]:
+    """The table of the lean-request-path targets (and on_event's cost, where it exists)."""
+    rows = [
+        overhead_ratio(
+            "cookie PRIVATE write overhead ÷ Starlette SessionMiddleware's overhead"
+            " (both over the bare app)",
+            0.50,
+            "sw-cookie-private",
+            "starlette",
+            "write",
+        ),
+        overhead_ratio(
+            "cookie PRIVATE read overhead ÷ Starlette SessionMiddleware's overhead",
+            0.50,
+            "sw-cookie-private",
+            "starlette",
+            "read",
+        ),
+        ratio(
+            "untouched request (cookie present, handler never touches the session)"
+            " ÷ the bare app receiving the same cookie",
+            1.15,
+            ("sw-cookie-private", "ignore"),
+            ("bare", "ignore"),
+        ),
+        ratio(
+            "Redis read ÷ a null middleware doing only one redis-py GET per request",
+            1.15,
+            ("sw-redis", "read"),
+            ("null-redis-get", "read"),
+        ),
+        ratio(
+            "Redis write ÷ a null middleware doing only GET + SET",
+            1.15,
+            ("sw-redis", "write"),
+            ("null-redis-getset", "write"),
+        ),
+        ratio(
+            "Redis with lazy=True, untouched ÷ bare with cookie",
+            1.15,
+            ("sw-redis", "ignore"),
+            ("bare", "ignore"),
+        ),
+    ]
+    if _apps.accepts_on_event():
+        for kind in KINDS:
+            rows.append(
+                ratio(
+                    f"cookie PRIVATE {kind}: on_event set (a no-op callable) ÷ on_event unset",
+                    None,
+                    ("sw-cookie-events", kind),
+                    ("sw-cookie-private", kind),
+                )
+            )
+        for kind in ("read", "write"):
+            rows.append(
+                ratio(
+                    f"Redis {kind}: on_event set (a no-op callable) ÷ on_event unset",
+                    None,
+                    ("sw-redis-events", kind),
+                    ("sw-redis", kind),
+                )
+            )
+    return rows
+
+
+def more_rows() -> list[Row]:
+    """The untouched target for every other store, and the other libraries for context."""
+    rows = []
+    for name in ("sw-cookie-signed", "sw-memory", "sw-sqlite", "sw-postgres", "sw-mysql"):
+        rows.append(
+            ratio(
+                f"{STORE_LABELS[name]} store, untouched ÷ bare with cookie",
+                1.15,
+                (name, "ignore"),
+                ("bare", "ignore"),
+            )
+        )
+    rows.append(
+        ratio(
+            "Memcached store, untouched ÷ bare with cookie",
+            1.15,
+            ("sw-memcached", "ignore"),
+            ("bare", "ignore"),
+        )
+    )
+    for kind in ("write", "read"):
+        rows.append(
+            overhead_ratio(
+                f"cookie SIGNED {kind} overhead ÷ Starlette SessionMiddleware's overhead",
+                None,
+                "sw-cookie-signed",
+                "starlette",
+                kind,
+            )
+        )
+    for name, what in (
+        ("null-mw", "null pass-through middleware (the floor)"),
+        ("starlette", "Starlette SessionMiddleware"),
+        ("starsessions-cookie", "starsessions cookie"),
+        ("starsessions-redis", "starsessions Redis"),
+    ):
+        rows.append(
+            ratio(
+                f"{what}, untouched ÷ bare with cookie", None, (name, "ignore"), ("bare", "ignore")
+            )
+        )
+    rows.append(
+        ratio(
+            "starsessions Redis read ÷ a null middleware doing only one GET",
+            None,
+            ("starsessions-redis", "read"),
+            ("null-redis-get", "read"),
+        )
+    )
+    return rows
+
+
+def per_round(row: Row, rounds: list[dict[Cell, float]]) -> list[float]:
+    return [row.value(r) for r in rounds]
+
+
 # -- the run -------------------------------------------------------------------------------------
 
 
@@ -277,83 +474,110 @@ async def run(args: argparse.Namespace) -> int:
     if use_redis and not _apps.redis_reachable():
         print("Redis is not reachable at 127.0.0.1:6379; start it or pass --no-redis")
         return 2
-    if not use_redis:
-        names = [n for n in names if n not in _apps.NEEDS_REDIS]
+    skipped: dict[str, str] = {}
+    for name in names:
+        if not use_redis and name in _apps.NEEDS_REDIS:
+            skipped[name] = "--no-redis"
+        elif args.no_extra_stores and name in _apps.EXTRA_STORES:
+            skipped[name] = "--no-extra-stores"
 
     prefix = f"bench:{uuid.uuid4().hex}:"
     tmpdir = tempfile.TemporaryDirectory(prefix="sessionware-bench-")
+    services = _apps.Services()
+    for name in names:
+        reason = None if name in skipped else _apps.unavailable(name, services)
+        if reason is not None:
+            if name not in OPTIONAL:
+                print(f"setup failed: {name}: {reason}")
+                return 2
+            skipped[name] = reason
+    active = [n for n in names if n not in skipped]
     flavors: dict[str, Flavor] = {}
     redis_client: Any = None
     try:
         scopes: dict[str, dict[str, dict[str, Any]]] = {}
-        # The bare app gets a session cookie of the usual size too (it never looks at it).
+        # The bare app and the null middlewares get a session cookie of the usual size too
+        # (they never look at it), so every request carries the same headers.
         donor = _apps.build("sw-cookie-private")
         bare_cookie = await _apps.seed(donor)
-        for name in names:
-            flavor = _apps.build(name, prefix=prefix, tmpdir=tmpdir.name)
-            flavors[name] = flavor
-            cookie = bare_cookie if name == "bare" else await _apps.seed(flavor)
-            scopes[name] = _apps.scopes_for(cookie)
-            await sanity(flavor, scopes[name])
+        record = _apps.DEFAULT_RECORD
+        # The null Redis middlewares come last: they GET and SET a copy of a real record.
+        for name in sorted(active, key=lambda n: n.startswith("null-redis")):
+            if name.startswith("null-redis") and record is _apps.DEFAULT_RECORD:
+                record = await _apps.first_record(prefix + "sessionware:") or record
+            try:
+                flavor = _apps.build(
+                    name, prefix=prefix, tmpdir=tmpdir.name, services=services, record=record
+                )
+                flavors[name] = flavor
+                cookie = await _apps.seed(flavor)
+                scopes[name] = _apps.scopes_for(cookie if cookie is not None else bare_cookie)
+                await sanity(flavor, scopes[name])
+            except Exception as exc:
+                if name not in OPTIONAL:
+                    raise
+                text = str(exc).strip().splitlines()
+                skipped[name] = f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+                broken = flavors.pop(name, None)
+                if broken is not None:
+                    try:
+                        await broken.aclose()
+                    except Exception as close_exc:  # a half-built store: report and go on
+                        skipped[name] += f" (closing: {type(close_exc).__name__})"
+        active = [n for n in active if n in flavors]
 
-        cells: list[tuple[str, str, Any]] = []
-        for name in names:
-            for kind in KINDS:
+        cells: list[tuple[Cell, Callable[[int], Any]]] = []
+        for name in active:
+            for kind in ONLY_KINDS.get(name, KINDS):
                 app, scope = flavors[name].app, scopes[name][kind]
-                cells.append((name, kind, lambda n, a=app, s=scope: timed_requests(a, s, n)))
+                cells.append(((name, kind), lambda n, a=app, s=scope: timed_requests(a, s, n)))
         if use_redis:
             from redis.asyncio import Redis
 
             redis_client = Redis.from_url(_apps.REDIS_URL, **_apps.redis_options())
-            floor_key = prefix + "floor:get"
-            set_key = prefix + "floor:set"
-            # A record the size of the benchmark's sessions: the v1 envelope with a counter.
-            body = '{"v":1,"state":{"counter":2},"created":1767225600}'
-            await redis_client.set(floor_key, body, ex=3600)
-            await redis_client.set(set_key, body, ex=3600)
+            floor_key, set_key = prefix + "floor:get", prefix + "floor:set"
+            await redis_client.set(floor_key, record, ex=3600)
+            await redis_client.set(set_key, record, ex=3600)
+            client = redis_client
             cells.append(
-                ("floor", "GET", lambda n: timed_calls(lambda: redis_client.get(floor_key), n))
+                (("floor", "GET"), lambda n: timed_calls(lambda: client.get(floor_key), n))
             )
-            # The store's compare-and-set script, for information (its write is one EVAL).
-            from sessionware.stores import redis as sw_redis
-
-            cas = getattr(sw_redis, "_CAS", None)
-            if cas is not None:
-                cells.append(
-                    (
-                        "floor",
-                        "EVAL",
-                        lambda n: timed_calls(
-                            lambda: redis_client.eval(cas, 1, set_key, body, body, 3600), n
-                        ),
-                    )
-                )
             cells.append(
                 (
-                    "floor",
-                    "SET",
-                    lambda n: timed_calls(lambda: redis_client.set(set_key, body, ex=3600), n),
+                    ("floor", "SET"),
+                    lambda n: timed_calls(lambda: client.set(set_key, record, ex=3600), n),
                 )
             )
 
-        # Warm-up: one batch per cell (imports, caches, connection pools, SQLite pages).
-        for _, _, measure in cells:
+        # Warm-up: one round's worth of requests per cell (imports, caches, pools, SQL pages).
+        for _, measure in cells:
             await measure(args.requests)
         gc.collect()
         gc.freeze()
-
-        samples: dict[tuple[str, str], list[float]] = {(n, k): [] for n, k, _ in cells}
+        rng = random.Random(args.seed)
+        passes = -(-args.requests // args.batch)
+        rounds: list[dict[Cell, float]] = []  # wall clock
+        cpu_rounds: list[dict[Cell, float]] = []  # this process's CPU time
         started = time.monotonic()
-        for round_no in range(args.rounds):
-            shift = round_no % len(cells)
-            for name, kind, measure in cells[shift:] + cells[:shift]:
+        for _ in range(args.rounds):
+            # A round is ``passes`` passes; each runs one batch of every cell, in a fresh
+            # order, so each cell's batches are spread over the whole round. A cell's value
+            # for the round is the median of its batch means: a preemption by another process
+            # spoils a batch, not the cell.
+            batches: dict[Cell, list[tuple[float, float]]] = {cell: [] for cell, _ in cells}
+            for _ in range(passes):
+                order = list(cells)
+                rng.shuffle(order)
                 gc.collect()
-                samples[(name, kind)].append(await measure(args.requests))
+                for cell, measure in order:
+                    batches[cell].append(await measure(args.batch))
+            rounds.append({c: statistics.median(w for w, _ in b) for c, b in batches.items()})
+            cpu_rounds.append({c: statistics.median(u for _, u in b) for c, b in batches.items()})
         elapsed = time.monotonic() - started
-        med = {cell: statistics.median(values) for cell, values in samples.items()}
+        gc.unfreeze()
 
-        checks = await redis_checks(prefix) if use_redis and "sw-redis" in names else []
-        report(args, names, samples, med, checks, elapsed, use_redis)
+        checks = await redis_checks(prefix) if use_redis and "sw-redis" in active else []
+        report(args, names, active, skipped, rounds, cpu_rounds, checks, elapsed)
         # Targets are measurements (a miss is reported, not fatal); the checks are assertions.
         failed = [
             label for label, ok, _ in checks if ok is False and not label.startswith("[perf]")
@@ -366,17 +590,59 @@ async def run(args: argparse.Namespace) -> int:
             await redis_client.aclose()
         if use_redis:
             await _apps.delete_prefixed(prefix)
+        for problem in await services.aclose():
+            print(f"cleanup: {problem}")
         tmpdir.cleanup()
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def spread(values: list[float], digits: int = 2, median_digits: int = 3) -> str:
+    """``median [min-max]``. A ratio's median gets a third digit, so that a verdict beside a
+    value that rounds onto its target is no puzzle."""
+    low, high = min(values), max(values)
+    return f"{statistics.median(values):.{median_digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
+
+
+def ratio_table(
+    title: str,
+    rows: list[Row],
+    rounds: list[dict[Cell, float]],
+    cpu_rounds: list[dict[Cell, float]],
+    skipped: dict[str, str],
+) -> None:
+    print("")
+    print(
+        f"| {title} | target | measured: median [min-max] over rounds | verdict"
+        " | the same in process CPU time (info) |"
+    )
+    print("|---|---|---|---|---|")
+    for row in rows:
+        missing = sorted({name for name, _ in row.cells if (name, _) not in rounds[0]})
+        target = f"≤ {row.limit:.2f}" if row.limit is not None else "—"
+        if missing:
+            why = "; ".join(f"{n}: {skipped.get(n, 'not in --only')}" for n in missing)
+            print(f"| {row.label} | {target} | not measured ({why}) | — | — |")
+            continue
+        values = per_round(row, rounds)
+        if row.limit is None:
+            verdict = "info"
+        else:
+            verdict = "PASS" if statistics.median(values) <= row.limit else "MISS"
+        cpu = spread(per_round(row, cpu_rounds))
+        print(f"| {row.label} | {target} | {spread(values)} | {verdict} | {cpu} |")
 
 
 def report(
     args: argparse.Namespace,
     names: list[str],
-    samples: dict[tuple[str, str], list[float]],
-    med: dict[tuple[str, str], float],
+    active: list[str],
+    skipped: dict[str, str],
+    rounds: list[dict[Cell, float]],
+    cpu_rounds: list[dict[Cell, float]],
     checks: list[tuple[str, bool | None, str]],
     elapsed: float,
-    use_redis: bool,
 ) -> None:
     out = print
     out(
@@ -385,111 +651,93 @@ def report(
         f" itsdangerous {version('itsdangerous')}, redis-py {version('redis')},"
         f" cryptography {version('cryptography')}"
     )
-    out(f"sessionware imported from {Path(sessionware.__file__).parent}")
+    out(
+        f"sessionware {version('sessionware')} imported from {Path(sessionware.__file__).parent};"
+        f" SessionMiddleware takes on_event: {'yes' if _apps.accepts_on_event() else 'no'}"
+    )
     out(
         f"in-process raw ASGI; {args.rounds} rounds x {args.requests} requests per cell"
-        f" (+1 warm-up batch), interleaved; measured part took {elapsed:.1f} s"
+        f" (+ as many to warm up), measured part took {elapsed:.1f} s; a round is"
+        f" {-(-args.requests // args.batch)} passes, each running one batch of {args.batch}"
+        f" requests of every cell in a fresh shuffled order (seed {args.seed})"
     )
-    out("cell = median over rounds of mean µs per request [min-max over rounds]")
+    out("a cell's value in a round: the median of its batch means (µs per request)")
+    out("ratios are taken within each round; the median over rounds is reported, [min-max]")
     out("kinds: write = counter+1 with cookie present; read = read the counter; ignore = handler")
     out("  never touches the session while its cookie is present (every request, the bare")
-    out("  app's included, carries a session cookie)")
+    out("  app's and the null middlewares' included, carries a session cookie)")
     out("sessionware server-side stores use lazy=True: /read and /write call")
     out("  `await session.load()` first; /ignore never loads, so it costs no store I/O.")
-    out("starsessions handlers call `await load_session(request)` on /read and /write only.")
-    out("")
-    width = max(len(n) for n in names) + 2
-    out(f"{'configuration':<{width}}" + "".join(f"{k:>24}" for k in KINDS))
     for name in names:
+        if name in skipped:
+            out(f"skipped {name}: {skipped[name]}")
+
+    measured = [n for n in active if any((n, k) in rounds[0] for k in KINDS)]
+    width = max(len(n) for n in [*measured, "configuration"]) + 2
+    out("")
+    out("cell = median over rounds of the cell's value, µs per request [min-max over rounds]")
+    out(f"{'configuration':<{width}}" + "".join(f"{k:>24}" for k in KINDS))
+    for name in measured:
         row = f"{name:<{width}}"
         for kind in KINDS:
-            vals = samples[(name, kind)]
-            row += f"{med[(name, kind)]:>9.1f} [{min(vals):6.1f}-{max(vals):6.1f}]"
+            vals = [r[(name, kind)] for r in rounds if (name, kind) in r]
+            row += f"{spread(vals, 1, 1):>24}" if vals else f"{'-':>24}"
         out(row)
     out("")
-    out("overhead over bare (µs per request, median minus bare's median)")
-    for name in names:
+    out("overhead over bare (µs per request, median over rounds of the cell minus bare's)")
+    for name in measured:
         if name == "bare":
             continue
         row = f"{name:<{width}}"
         for kind in KINDS:
-            row += f"{med[(name, kind)] - med[('bare', kind)]:>24.1f}"
+            if (name, kind) in rounds[0]:
+                over = statistics.median(r[(name, kind)] - r[("bare", kind)] for r in rounds)
+                row += f"{over:>24.1f}"
+            else:
+                row += f"{'-':>24}"
         out(row)
-
-    floor_get = med.get(("floor", "GET"))
-    floor_set = med.get(("floor", "SET"))
-    if floor_get is not None and floor_set is not None:
+    if ("floor", "GET") in rounds[0]:
+        get = statistics.median(r[("floor", "GET")] for r in rounds)
+        put = statistics.median(r[("floor", "SET")] for r in rounds)
         out("")
-        out("Redis floor: redis-py asyncio client, same pool options as RedisSessionStore.from_url")
-        out(f"  GET {floor_get:7.1f} µs/call   SET ... EX {floor_set:7.1f} µs/call", end="")
-        floor_eval = med.get(("floor", "EVAL"))
-        if floor_eval is not None:
-            out(f"   (info: EVAL of the store's CAS script {floor_eval:7.1f} µs/call)", end="")
-        out("")
+        out(
+            "Redis floor (info): redis-py asyncio client, RedisSessionStore.from_url's pool options,"
+        )
+        out(f"  a session-sized record: GET {get:.1f} µs/call, SET ... EX {put:.1f} µs/call")
 
     out("")
-    out("TARGETS (ratio measured in this run; PASS when within the target)")
+    out("Ratios below: wall clock (judged), and this process's CPU time (info: it leaves out")
+    out("  the time other processes took the CPU away, and the Redis server's and the network's")
+    out("  time, so for Redis it is the client side alone)")
+    ratio_table("ratio (median of per-round ratios)", main_rows(), rounds, cpu_rounds, skipped)
+    ratio_table(
+        "more rows: other stores, other libraries", more_rows(), rounds, cpu_rounds, skipped
+    )
 
-    def target(
-        label: str, measured: float, limit: float, judged: bool = True, extra: str = ""
-    ) -> None:
-        verdict = ("PASS" if measured <= limit else "MISS") if judged else "info"
-        out(f"TARGET {label:<70} <= {limit:4.2f}x  measured {measured:5.2f}x  {verdict}{extra}")
+    stores = [n for n in SERVER_STORES if (n, "read") in rounds[0]]
+    if stores:
+        out("")
+        out(
+            "| store (lazy=True), same run | read µs | write µs | untouched µs"
+            " | read ÷ Redis read | write ÷ Redis write |"
+        )
+        out("|---|---|---|---|---|---|")
+        for name in stores:
+            line = f"| {STORE_LABELS[name]} |"
+            for kind in ("read", "write", "ignore"):
+                line += f" {statistics.median(r[(name, kind)] for r in rounds):.1f} |"
+            for kind in ("read", "write"):
+                if ("sw-redis", kind) in rounds[0]:
+                    line += (
+                        f" {spread([r[(name, kind)] / r[('sw-redis', kind)] for r in rounds])} |"
+                    )
+                else:
+                    line += " — |"
+            out(line)
+    for name in _apps.EXTRA_STORES:
+        if name in skipped:
+            out(f"({STORE_LABELS[name]} store not measured: {skipped[name]})")
 
-    bare = {k: med[("bare", k)] for k in KINDS}
-    if "starlette" in names and "sw-cookie-private" in names:
-        for kind in ("write", "read"):
-            sw, st = med[("sw-cookie-private", kind)], med[("starlette", kind)]
-            sw_over, st_over = sw - bare[kind], st - bare[kind]
-            ratio_over = sw_over / st_over if st_over > 0 else float("inf")
-            target(
-                f"cookie PRIVATE {kind}: overhead vs Starlette's overhead [judged]",
-                ratio_over,
-                0.5,
-                extra=f"  ({sw_over:.1f} vs {st_over:.1f} µs over bare)",
-            )
-            target(
-                f"cookie PRIVATE {kind}: total per-request vs Starlette [not judged]",
-                sw / st,
-                0.5,
-                judged=False,
-                extra=f"  ({sw:.1f} vs {st:.1f} µs; bare alone is {bare[kind] / st:.2f}x)",
-            )
-    for name in SESSIONWARE_STORES:
-        if name in names:
-            target(
-                f"{name} ignore (cookie present) vs bare",
-                med[(name, "ignore")] / bare["ignore"],
-                1.15,
-            )
-    for name in ("null-mw", "starlette", "starsessions-cookie", "starsessions-redis"):
-        if name in names:
-            target(
-                f"{name} ignore vs bare ["
-                + ("floor" if name == "null-mw" else "other library")
-                + ", not judged]",
-                med[(name, "ignore")] / bare["ignore"],
-                1.15,
-                judged=False,
-            )
-    if "sw-redis" in names and floor_get is not None and floor_set is not None:
-        target(
-            "sw-redis read vs (bare read + 1 GET)",
-            med[("sw-redis", "read")] / (bare["read"] + floor_get),
-            1.1,
-        )
-        target(
-            "sw-redis write vs (bare write + GET + SET)",
-            med[("sw-redis", "write")] / (bare["write"] + floor_get + floor_set),
-            1.1,
-        )
-        if "starsessions-redis" in names:
-            target(
-                "starsessions-redis read vs (bare read + 1 GET) [not judged]",
-                med[("starsessions-redis", "read")] / (bare["read"] + floor_get),
-                1.1,
-                judged=False,
-            )
     if checks:
         out("")
         out("CHECKS (Redis commands per request over 10 requests: 'sent' by the store's client,")
@@ -501,9 +749,6 @@ def report(
             else:
                 verdict = "PASS" if ok else "FAIL"
             out(f"CHECK  {label:<66} {seen:<58} {verdict}")
-    if not use_redis:
-        out("")
-        out("(Redis left out: --no-redis)")
     out("")
     out(
         "The memory target (RSS flat across 1M requests) is benchmarks/bench_memory.py;"

@@ -1,13 +1,15 @@
-"""Resident memory across many in-process requests: is it flat once warmed up?
+"""Resident memory across many in-process requests: is it flat once warmed up, for every store?
 
-    .venv/bin/python benchmarks/bench_memory.py [--requests 1000000] [--stores a,b]
+    .venv/bin/python benchmarks/bench_memory.py [--requests 1000000] [--stores all]
+    .venv/bin/python benchmarks/bench_memory.py --quick     # 1,000 requests a store: harness only
 
-Drives sessionware apps (default: the cookie store, PRIVATE, and the memory store with lazy
-loading) through raw ASGI calls, round-robin, in a repeating pattern of writes, reads, ignored
-sessions and one new session in ten (so the memory store fills up to ``--max-entries`` and then
-evicts). RSS is read from /proc/self/statm (``resource`` peak RSS elsewhere) every
-``--sample-every`` requests after ``--warmup`` requests (by default until the memory store is
-full); the target is every sample within ±5 % of the first one.
+Each store runs in a process of its own (so a leak is attributed to its store, and one store's
+caches never hide another's), driving one sessionware app through raw ASGI calls in a repeating
+pattern of writes, reads, untouched requests and one new session in ten (so server-side stores
+keep gaining records, and the memory store fills up to ``--max-entries`` and then evicts). RSS is
+read from /proc/self/statm (``resource`` peak RSS elsewhere) every ``--sample-every`` requests
+after ``--warmup`` requests (by default until the memory store would be full); the target is
+every sample within ±5 % of the first one, for each store.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +34,16 @@ import _apps
 
 PATTERN = ("write", "read", "ignore", "read", "write", "ignore", "read", "ignore", "write", "new")
 TOLERANCE = 0.05
+ALL_STORES = [
+    "sw-cookie-private",
+    "sw-memory",
+    "sw-redis",
+    "sw-sqlite",
+    "sw-postgres",
+    "sw-mysql",
+    "sw-memcached",
+]
+RESULT = "RESULT "
 
 
 def rss_bytes() -> int:
@@ -44,8 +58,10 @@ def rss_bytes() -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=1_000_000, help="measured requests")
-    parser.add_argument("--stores", default="sw-cookie-private,sw-memory")
+    parser.add_argument("--requests", type=int, default=1_000_000, help="measured, per store")
+    parser.add_argument(
+        "--stores", default="all", help=f"comma-separated, of: {', '.join(ALL_STORES)}; or all"
+    )
     parser.add_argument("--sample-every", type=int, default=0, help="default: min(100k, N/10)")
     parser.add_argument(
         "--warmup",
@@ -54,67 +70,59 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="default: enough to fill the memory store, at least --sample-every",
     )
     parser.add_argument("--max-entries", type=int, default=5_000, help="memory store bound")
+    parser.add_argument(
+        "--quick", action="store_true", help="1000 requests, samples every 250, 20 entries"
+    )
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.requests < 1:
-        parser.error("--requests must be at least 1")
+    if args.quick:
+        args.requests, args.sample_every, args.max_entries = 1000, 250, 20
+    if args.requests < 1 or args.max_entries < 1:
+        parser.error("--requests and --max-entries must be at least 1")
     if args.sample_every <= 0:
         args.sample_every = max(1, min(100_000, args.requests // 10))
+    if args.warmup <= 0:
+        # Until the memory store is full: one new session per pass of the pattern.
+        args.warmup = max(args.sample_every, (args.max_entries + 1) * len(PATTERN))
     return args
 
 
-async def run(args: argparse.Namespace) -> int:
-    names = [n.strip() for n in args.stores.split(",") if n.strip()]
-    bad = [n for n in names if _apps.FLAVORS.get(n, ("",))[0] != "sessionware"]
-    if bad or not names:
-        print(f"--stores takes sessionware configurations, not {', '.join(bad) or 'nothing'}")
-        return 2
-    if any(n in _apps.NEEDS_REDIS for n in names) and not _apps.redis_reachable():
-        print("Redis is not reachable at 127.0.0.1:6379")
-        return 2
+# -- one store, in its own process ---------------------------------------------------------------
+
+
+async def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     prefix = f"bench:{uuid.uuid4().hex}:"
     tmpdir = tempfile.TemporaryDirectory(prefix="sessionware-bench-")
-    flavors = []
+    services = _apps.Services()
+    flavor = None
     try:
-        plans: list[tuple[Any, list[dict[str, Any]]]] = []
-        for name in names:
-            flavor = _apps.build(
-                name, prefix=prefix, tmpdir=tmpdir.name, memory_max_entries=args.max_entries
-            )
-            flavors.append(flavor)
-            scopes = _apps.scopes_for(await _apps.seed(flavor))
-            scopes["new"] = _apps.make_scope("/write", None)
-            plans.append((flavor.app, [scopes[kind] for kind in PATTERN]))
-        # One flat schedule: (app, scope) round-robin over the stores, then the pattern.
-        schedule = [(app, seq[i]) for i in range(len(PATTERN)) for app, seq in plans]
-        receive, discard = _apps.receive, _apps.discard
-        period = len(schedule)
-        if args.warmup <= 0:
-            # Until the memory store is full: one new session per app and period.
-            args.warmup = max(args.sample_every, (args.max_entries + 1) * period)
+        flavor = _apps.build(
+            name,
+            prefix=prefix,
+            tmpdir=tmpdir.name,
+            memory_max_entries=args.max_entries,
+            services=services,
+        )
+        scopes = _apps.scopes_for(await _apps.seed(flavor))
+        scopes["new"] = _apps.make_scope("/write", None)
+        schedule = [scopes[kind] for kind in PATTERN]
+        app, receive, discard, period = flavor.app, _apps.receive, _apps.discard, len(schedule)
 
         async def drive(start: int, count: int) -> None:
             for i in range(start, start + count):
-                app, scope = schedule[i % period]
-                await app(scope.copy(), receive, discard)
+                await app(schedule[i % period].copy(), receive, discard)
 
         began = time.monotonic()
         await drive(0, args.warmup)
         gc.collect()
-        print(
-            f"bench_memory: stores {', '.join(names)}; pattern {'/'.join(PATTERN)} (new = no"
-            f" cookie); memory store max_entries={args.max_entries}"
-        )
-        print(
-            f"warm-up {args.warmup} requests in {time.monotonic() - began:.1f} s;"
-            f" then {args.requests} measured, RSS sampled every {args.sample_every}"
-        )
-        print(f"{'requests':>12} {'RSS MiB':>10} {'vs first':>9} {'elapsed s':>10}")
-        measured_start = time.monotonic()
-        samples = []
-        done = 0
+        warmup_s = time.monotonic() - began
+        print(f"{name}: warm-up {args.warmup} requests in {warmup_s:.1f} s", flush=True)
+        print(f"{'requests':>12} {'RSS MiB':>10} {'vs first':>9} {'elapsed s':>10}", flush=True)
+        started = time.monotonic()
         first = rss_bytes()
-        samples.append(first)
-        print(f"{0:>12} {first / 2**20:>10.2f} {0.0:>+8.2f}% {0.0:>10.1f}")
+        samples = [first]
+        print(f"{0:>12} {first / 2**20:>10.2f} {0.0:>+8.2f}% {0.0:>10.1f}", flush=True)
+        done = 0
         while done < args.requests:
             step = min(args.sample_every, args.requests - done)
             await drive(args.warmup + done, step)
@@ -123,31 +131,98 @@ async def run(args: argparse.Namespace) -> int:
             samples.append(rss)
             print(
                 f"{done:>12} {rss / 2**20:>10.2f} {(rss / first - 1) * 100:>+8.2f}%"
-                f" {time.monotonic() - measured_start:>10.1f}"
+                f" {time.monotonic() - started:>10.1f}",
+                flush=True,
             )
-        elapsed = time.monotonic() - measured_start
-        worst = max(abs(s / first - 1) for s in samples)
-        print(
-            f"{args.requests} requests in {elapsed:.1f} s ({elapsed / args.requests * 1e6:.1f} µs"
-            f" per request, {args.requests / elapsed:.0f} req/s), warm-up included:"
-            f" {time.monotonic() - began:.1f} s"
-        )
-        verdict = "PASS" if worst <= TOLERANCE else "MISS"
-        print(
-            f"TARGET RSS flat across {args.requests} requests (every sample vs the first)"
-            f"  <= ±{TOLERANCE * 100:.0f}%  measured ±{worst * 100:.2f}%  {verdict}"
-        )
-        return 0
+        elapsed = time.monotonic() - started
+        return {
+            "store": name,
+            "requests": args.requests,
+            "first": first,
+            "last": samples[-1],
+            "worst": max(abs(s / first - 1) for s in samples),
+            "us_per_request": elapsed / args.requests * 1e6,
+            "seconds": elapsed + warmup_s,
+        }
     finally:
-        for flavor in flavors:
+        if flavor is not None:
             await flavor.aclose()
-        if any(n in _apps.NEEDS_REDIS for n in names):
+        if name in _apps.NEEDS_REDIS:
             await _apps.delete_prefixed(prefix)
+        for problem in await services.aclose():
+            print(f"cleanup: {problem}")
         tmpdir.cleanup()
 
 
+def child(args: argparse.Namespace) -> int:
+    result = asyncio.run(measure(args.child, args))
+    print(RESULT + json.dumps(result), flush=True)
+    return 0
+
+
+# -- every store ---------------------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> int:
-    return asyncio.run(run(parse_args(argv)))
+    args = parse_args(argv)
+    if args.child:
+        return child(args)
+    names = ALL_STORES if args.stores == "all" else [n.strip() for n in args.stores.split(",")]
+    bad = [n for n in names if n not in ALL_STORES]
+    if bad or not names:
+        print(f"--stores takes {', '.join(ALL_STORES)} or all, not {', '.join(bad) or 'nothing'}")
+        return 2
+    print(
+        f"bench_memory: one process per store; pattern {'/'.join(PATTERN)} (new = no cookie);"
+        f" memory store max_entries={args.max_entries}; per store: {args.warmup} warm-up requests,"
+        f" then {args.requests} measured, RSS sampled every {args.sample_every}"
+    )
+    results: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    services = _apps.Services()  # only to ask what is available; it starts nothing
+    for name in names:
+        reason = _apps.unavailable(name, services)
+        if reason is not None:
+            skipped[name] = reason
+            print(f"\n{name}: skipped: {reason}")
+            continue
+        print("", flush=True)
+        argv = [
+            sys.executable, __file__, "--child", name, "--requests", str(args.requests),
+            "--sample-every", str(args.sample_every), "--warmup", str(args.warmup),
+            "--max-entries", str(args.max_entries),
+        ]  # fmt: skip
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith(RESULT):
+                results[name] = json.loads(line[len(RESULT) :])
+            else:
+                print("  " + line, end="", flush=True)
+        if process.wait() != 0 or name not in results:
+            skipped[name] = f"the measuring process failed (exit status {process.returncode})"
+
+    print("")
+    print(
+        "| store | requests | RSS first MiB | RSS last MiB | worst sample vs first"
+        " | µs/request | target | verdict |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name in names:
+        if name in results:
+            r = results[name]
+            verdict = "PASS" if r["worst"] <= TOLERANCE else "MISS"
+            print(
+                f"| {name} | {r['requests']} | {r['first'] / 2**20:.2f} | {r['last'] / 2**20:.2f}"
+                f" | ±{r['worst'] * 100:.2f}% | {r['us_per_request']:.1f}"
+                f" | ≤ ±{TOLERANCE * 100:.0f}% | {verdict} |"
+            )
+        else:
+            print(f"| {name} | — | — | — | not measured ({skipped[name]}) | — | — | — |")
+    # A store that cannot run here is reported; one whose measuring process broke is an error.
+    return (
+        1 if any(n in skipped and n not in results and "failed" in skipped[n] for n in names) else 0
+    )
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ async def profile(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", choices=list(_apps.FLAVORS))
+    parser.add_argument("config", choices=[n for n in _apps.FLAVORS if n in _apps.STANDALONE])
     parser.add_argument("kind", choices=list(_apps.KINDS))
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--top", type=int, default=35)
