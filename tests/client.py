@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sessionware.repository import Repository
+from sessionware.repository import Loaded, Repository
 from sessionware.state import StoredState
 from sessionware.stores.base import (
     Absent,
@@ -227,7 +227,7 @@ async def stored(store: Any, key: str) -> StoredState | None:
     """The state a record store holds for session ``key`` now (``None``: no live session)."""
     inner = getattr(store, "inner", store)
     loaded = await Repository(inner).load(SessionKey(key), timedelta(minutes=5))
-    return None if loaded is None else loaded.state
+    return loaded.state if isinstance(loaded, Loaded) else None
 
 
 class RecordingCookieStore(CookieSessionStore):

@@ -201,6 +201,8 @@ async def home(request: Request) -> Response:
     flashes = get_flashed_messages(session, with_categories=True)
     if request.query_params.get("signed_out"):
         flashes.append(("info", "You are signed out: the session was purged."))
+    elif session.ended_elsewhere:
+        flashes.append(("info", "You were signed out from another device."))
     user = _user(session)
     if user is None:
         who = (

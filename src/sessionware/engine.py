@@ -42,7 +42,7 @@ from sessionware.config import TtlExtensionPolicy as Policy
 from sessionware.cookies import MAX_SET_COOKIE_BYTES, find_cookies, removal_cookie, session_cookie
 from sessionware.crypto import ContentSecurity, Key, seal, unseal
 from sessionware.errors import SessionwareError
-from sessionware.repository import Loaded, Repository
+from sessionware.repository import ENDED, Loaded, Repository
 from sessionware.session import Seam, Session, SessionError, SessionStatus
 from sessionware.state import DeserializationError, StoredState
 from sessionware.stores.base import (
@@ -320,6 +320,10 @@ class ServerSideEngine(SessionEngine):
             loaded = None
         except Exception as exc:
             raise PersistError(f"session store failed to load: {_safe(exc)}") from exc
+        if loaded is ENDED:
+            self._start_empty(context)
+            Seam.mark_ended(context.session)
+            return context.session
         if loaded is not None and self._expired(loaded.state.created):
             logger.info("session %s passed its absolute timeout", fingerprint(key))
             loaded = None

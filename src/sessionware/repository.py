@@ -52,7 +52,7 @@ from sessionware.stores.base import (
     is_generated_key,
 )
 
-__all__ = ["KEEP", "Changes", "Loaded", "Repository", "Saved"]
+__all__ = ["ENDED", "KEEP", "Changes", "Loaded", "Repository", "Saved"]
 
 _TOMBSTONE = b'{"v":0,'
 _ATTEMPTS = 64
@@ -67,6 +67,16 @@ class _Keep:
 
 KEEP: Any = _Keep()
 """``Changes.user`` when the request did not bind or unbind a user."""
+
+
+class _Ended:
+    def __repr__(self) -> str:
+        return "ENDED"
+
+
+ENDED: Any = _Ended()
+"""What ``load`` returns for a key whose session was ended (purged, signed out elsewhere, or
+renewed away) recently enough that its tombstone is still there."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +157,7 @@ class Repository:
     # -- reading -----------------------------------------------------------------------------
 
     async def load(self, key: SessionKey, ttl: timedelta) -> Loaded | None:
-        """The live session under ``key``, or ``None`` (absent, expired, purged, renewed).
+        """The live session under ``key``; ``None`` (absent, expired) or ``ENDED`` (a tombstone).
 
         Raises ``DeserializationError`` for an unreadable record, ``StoreError`` on failure.
         ``ttl`` is used only to move a first-version record to its hashed id.
@@ -158,8 +168,10 @@ class Repository:
             legacy = await self.store.get(key)  # filed in clear by the first version
             if legacy is not None and not legacy.data.startswith(_TOMBSTONE):
                 return await self._adopt(key, id, legacy, ttl)
-        if record is None or record.data.startswith(_TOMBSTONE):
+        if record is None:
             return None
+        if record.data.startswith(_TOMBSTONE):
+            return ENDED  # type: ignore[no-any-return]
         return _loaded(id, record)
 
     async def _adopt(self, key: str, id: str, legacy: Record, ttl: timedelta) -> Loaded | None:

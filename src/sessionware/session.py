@@ -93,6 +93,7 @@ class Session(dict[str, Any]):
         "_accessed",
         "_cleared",
         "_discarded",
+        "_ended",
         "_frozen",
         "_id",
         "_key",
@@ -114,6 +115,7 @@ class Session(dict[str, Any]):
         self._accessed = False
         self._cleared = False
         self._discarded = False
+        self._ended = False
         self._set: set[str] = set()
         self._removed: set[str] = set()
         self._origin: str | None = None
@@ -154,6 +156,14 @@ class Session(dict[str, Any]):
         device" in ``store.sessions_for(user)``. ``None`` for a new session or the cookie store."""
         self._read()
         return self._id
+
+    @property
+    def ended_elsewhere(self) -> bool:
+        """Whether the request's cookie named a session that has since been ended (signed out
+        from another device, purged or renewed by another request): the session is now empty.
+        Known while the ended session's tombstone lasts (five minutes by default)."""
+        self._read()
+        return self._ended
 
     @property
     def user_id(self) -> str | None:
@@ -478,6 +488,11 @@ class Seam:
         _clear(session)
         _update(session, state)
         session._key, session._id, session._user, session._origin = key, id, user, origin
+
+    @staticmethod
+    def mark_ended(session: Session) -> None:
+        """The cookie named a session that has ended (``Session.ended_elsewhere``)."""
+        session._ended = True
 
     @staticmethod
     def discard(session: Session) -> None:

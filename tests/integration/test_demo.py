@@ -233,7 +233,10 @@ async def test_two_devices_list_their_sessions_and_one_signs_out_the_other() -> 
     assert text_of(page.text, "session-count") == "1 active session"
     assert "this device" in page.text and "Phone/2.0" not in page.text
     assert text_of((await laptop.get("/")).text, "user") == "ada"
-    assert "You are not signed in" in (await phone.get("/")).text
+    phone_home = (await phone.get("/")).text
+    assert "You are not signed in" in phone_home
+    assert "You were signed out from another device." in phone_home
+    assert "signed out from another device" not in (await laptop.get("/")).text
     assert "You are not signed in" in (await phone.get("/sessions")).text
     assert len(await store.sessions_for("bob")) == 1  # another user's session is untouched
 

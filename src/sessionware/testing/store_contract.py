@@ -166,9 +166,8 @@ class StoreContract:
     async def test_load_round_trips_state_and_metadata(self, repository: Repository) -> None:
         state = {"s": "v", "n": 1, "f": 1.5, "b": True, "z": None, "o": {"a": [1, {"b": 2}]}}
         key, _ = await repository.create(state, StoredState(created=1_700_000_000.0), TTL)
-        loaded = await repository.load(key, TTL)
-        assert loaded is not None and loaded.state == state
-        assert loaded.state.created == 1_700_000_000
+        loaded = await _load(repository, key)
+        assert loaded.state == state and loaded.state.created == 1_700_000_000
 
     async def test_concurrent_writes_merge(self, repository: Repository) -> None:
         key, _ = await repository.create({"a": 1, "b": 2}, StoredState(), TTL)
@@ -184,12 +183,12 @@ class StoreContract:
         key, _ = await repository.create({"user": "ada"}, StoredState(), TTL)
         slow = await _load(repository, key)
         await repository.purge(await _load(repository, key))
-        assert await repository.load(key, TTL) is None
+        assert not await _live(repository, key)
         assert await _save(repository, slow, Changes(set={"x": 1})) is None
         # Still ended once the tombstone has expired: never saved under a new key.
         await advance(repository.tombstone_ttl.total_seconds())
         assert await _save(repository, slow, Changes(set={"x": 1})) is None
-        assert await repository.load(key, TTL) is None
+        assert not await _live(repository, key)
 
     async def test_renew_carries_a_concurrent_write(self, repository: Repository) -> None:
         key, _ = await repository.create({"cart": [1]}, StoredState(), TTL)
@@ -203,7 +202,7 @@ class StoreContract:
             "user": "ada",
             "csrf": "t1",
         }
-        assert await repository.load(key, TTL) is None
+        assert not await _live(repository, key)
 
     async def test_a_write_after_renew_lands_in_the_successor(self, repository: Repository) -> None:
         key, _ = await repository.create({"a": 1}, StoredState(), TTL)
@@ -232,7 +231,7 @@ class StoreContract:
         )
         assert isinstance(renewed, tuple)
         await repository.purge(logout)
-        assert await repository.load(renewed[0], TTL) is None
+        assert not await _live(repository, renewed[0])
 
     async def test_hop_limit_ends_the_session(self, repository: Repository) -> None:
         key, _ = await repository.create({"a": 1}, StoredState(), TTL)
@@ -269,8 +268,8 @@ class StoreContract:
         assert [i.id for i in infos] == [repository.id_of(first), repository.id_of(second)]
         assert infos[0].user_agent == "Firefox" and infos[0].expires is not None
         assert await repository.delete_all_for("ada", except_key=first) == 1
-        assert await repository.load(second, TTL) is None
-        assert await repository.load(first, TTL) is not None
+        assert not await _live(repository, second)
+        assert await _live(repository, first)
         assert await repository.end_session(repository.id_of(first)) is True
         assert await repository.end_session(repository.id_of(first)) is False
         assert await repository.sessions_for("ada") == []
@@ -295,9 +294,13 @@ def _id(name: str) -> str:
     return hashlib.sha256(f"{_RUN}:{name}:{asyncio.get_running_loop()!r}".encode()).hexdigest()
 
 
+async def _live(repository: Repository, key: SessionKey) -> bool:
+    return isinstance(await repository.load(key, TTL), Loaded)
+
+
 async def _load(repository: Repository, key: SessionKey) -> Loaded:
     loaded = await repository.load(key, TTL)
-    assert loaded is not None, "the session should be live"
+    assert isinstance(loaded, Loaded), "the session should be live"
     return loaded
 
 
