@@ -30,10 +30,13 @@ if TYPE_CHECKING:
     from sessionware.stores.sqlite import SQLiteSessionStore
 
 __all__ = [
+    "CachedSessionStore",
     "Changes",
     "CookieSessionStore",
     "LoadError",
+    "MemcachedSessionStore",
     "MemorySessionStore",
+    "MySQLSessionStore",
     "NotSupportedError",
     "PostgresSessionStore",
     "RedisSessionStore",
@@ -52,6 +55,9 @@ _LAZY = {
     "RedisSessionStore": "sessionware.stores.redis",
     "SQLiteSessionStore": "sessionware.stores.sqlite",
     "PostgresSessionStore": "sessionware.stores.postgres",
+    "MySQLSessionStore": "sessionware.stores.mysql",
+    "MemcachedSessionStore": "sessionware.stores.memcached",
+    "CachedSessionStore": "sessionware.stores.cached",
 }
 
 
