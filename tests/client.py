@@ -12,8 +12,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sessionware.state import StoredState
-from sessionware.stores import Changes, SessionKey, SessionStore
+from sessionware.stores.base import (
+    Absent,
+    Record,
+    RecordStore,
+    UserIndex,
+    UserSessionsMixin,
+    Version,
+)
 
 
 @dataclass
@@ -149,42 +155,58 @@ async def request(
 
 
 class RecordingStore:
-    """Wraps a store and records every call made to it, by method name."""
+    """Wraps a record store and records every call made to it, by method name.
 
-    def __init__(self, inner: SessionStore) -> None:
+    It has the per-user index methods only when the inner store has them.
+    """
+
+    def __new__(cls, inner: RecordStore) -> RecordingStore:
+        if cls is RecordingStore and isinstance(inner, UserIndex):
+            cls = _RecordingIndexed
+        return super().__new__(cls)
+
+    def __init__(self, inner: RecordStore) -> None:
         self.inner = inner
-        self.holds_state_in_key = inner.holds_state_in_key
+        self.hash_keys = inner.hash_keys
         self.calls: list[str] = []
 
     @property
     def writes(self) -> list[str]:
-        return [c for c in self.calls if c != "load"]
+        return [c for c in self.calls if c not in ("get", "index_members")]
 
-    async def load(self, key: SessionKey) -> StoredState | None:
-        self.calls.append("load")
-        return await self.inner.load(key)
+    async def get(self, id: str) -> Record | None:
+        self.calls.append("get")
+        return await self.inner.get(id)
 
-    async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey:
-        self.calls.append("save")
-        return await self.inner.save(state, ttl)
+    async def put(
+        self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
+    ) -> Version | None:
+        self.calls.append("put")
+        return await self.inner.put(id, data, ttl, expect=expect)
 
-    async def update(
-        self,
-        key: SessionKey,
-        state: Mapping[str, Any],
-        ttl: timedelta,
-        changes: Changes | None = None,
-    ) -> SessionKey | None:
-        self.calls.append("update")
-        return await self.inner.update(key, state, ttl, changes)
+    async def touch(self, id: str, ttl: timedelta) -> bool:
+        self.calls.append("touch")
+        return await self.inner.touch(id, ttl)
 
-    async def update_ttl(self, key: SessionKey, ttl: timedelta) -> None:
-        self.calls.append("update_ttl")
-        await self.inner.update_ttl(key, ttl)
-
-    async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None:
+    async def delete(self, id: str) -> None:
         self.calls.append("delete")
-        await self.inner.delete(key, successor)
+        await self.inner.delete(id)
+
+
+class _RecordingIndexed(RecordingStore, UserSessionsMixin):
+    inner: Any
+
+    async def index_add(self, user: str, id: str, ttl: timedelta) -> None:
+        self.calls.append("index_add")
+        await self.inner.index_add(user, id, ttl)
+
+    async def index_remove(self, user: str, id: str) -> None:
+        self.calls.append("index_remove")
+        await self.inner.index_remove(user, id)
+
+    async def index_members(self, user: str) -> list[str]:
+        self.calls.append("index_members")
+        return list(await self.inner.index_members(user))
 
 
 async def websocket(

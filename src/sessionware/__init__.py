@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sessionware.config import BrowserSession, PersistentSession, TtlExtensionPolicy
 from sessionware.crypto import ContentSecurity, Key
+from sessionware.errors import SessionwareError
 from sessionware.flash import flash, get_flashed_messages
 from sessionware.middleware import SessionMiddleware, get_session
 from sessionware.session import (
@@ -29,6 +30,7 @@ __all__ = [
     "SessionNotLoadedError",
     "SessionStatus",
     "SessionUpdateError",
+    "SessionwareError",
     "TtlExtensionPolicy",
     "flash",
     "get_flashed_messages",

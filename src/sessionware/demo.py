@@ -43,14 +43,16 @@ from sessionware.crypto import Key
 from sessionware.flash import flash, get_flashed_messages
 from sessionware.middleware import SessionMiddleware, get_session
 from sessionware.session import Session
-from sessionware.stores.base import (
+from sessionware.stores import (
+    CookieSessionStore,
     NotSupportedError,
+    RecordStore,
     SessionInfo,
-    SessionKey,
-    SessionStore,
     UserIndexedStore,
 )
 from sessionware.stores.memory import MemorySessionStore
+
+SessionStore = RecordStore | CookieSessionStore
 
 __all__ = ["KEY_FILE", "SQLITE_FILE", "create_app", "default_data_dir", "load_key", "serve"]
 
@@ -274,7 +276,7 @@ def _inspector(store_label: str) -> Callable[[Request], Any]:
 
 def _session_row(info: SessionInfo, current: str | None) -> str:
     """One session as a table row: times and user agent, never its key."""
-    this = info.key == current
+    this = info.id == current
     marker = "<strong>this device</strong>" if this else ""
     return (
         f'<tr class="session{" this-device" if this else ""}">'
@@ -305,7 +307,7 @@ def _sessions_page(store: SessionStore) -> Callable[[Request], Any]:
                 f"<p>The store says: <code>{_e(exc)}</code></p>"
             )
             return _page(title, body, flashes, signed_in=True)
-        rows = "".join(_session_row(info, session.key) for info in infos)
+        rows = "".join(_session_row(info, session.id) for info in infos)
         count = f"{len(infos)} active session{'' if len(infos) == 1 else 's'}"
         body = (
             f'<p>Signed in as <strong id="user">{_e(user)}</strong>: '
@@ -334,7 +336,7 @@ def _sign_out_others(store: SessionStore) -> Callable[[Request], Any]:
         try:
             if key is None:  # the cookie store: the session has no key in the store
                 raise NotSupportedError("this session is not kept in the store")
-            ended = await _indexed(store).delete_all_for(user, except_key=SessionKey(key))
+            ended = await _indexed(store).delete_all_for(user, except_key=key)
         except NotSupportedError:
             flash(session, "Not done: this store cannot sign out other devices.", "error")
             return _see_other("/sessions")

@@ -1,24 +1,27 @@
-"""The core: which cookie opens, which store call to make, which headers to send (SPEC §2).
+"""The core: which cookie opens, what to ask the backend, which headers to send (SPEC §2).
 
 It knows nothing of ASGI: an adapter hands it the request's Cookie header values, awaits
 ``load``, runs the handler, then hands ``finish`` the response status and headers and sends what
-comes back. All I/O happens in the store it is given.
+comes back. Two paths, chosen once at construction, never per request:
 
-Request phase: the first of at most four same-name cookies that opens under the key ring, whose
-content is a valid key for the store, is loaded; anything else starts an empty session (with a
-WARNING naming only a salted hash of the value). Response phase, by the session's status:
+* ``ServerSideEngine``: the cookie seals a key; the session lives in a ``RecordStore`` behind the
+  ``Repository``, which holds every rule about merging, renewal and revocation.
+* ``ClientSideEngine``: the cookie seals the state itself (``CookieSessionStore``); no I/O.
 
-=========  ===================  ==================================================  ============
-key        status               store calls                                         Set-Cookie
-=========  ===================  ==================================================  ============
-none       changed/renewed      ``save`` (only if the state is not empty)           new key
-some       changed              ``update`` with the request's changes merged        returned key
-some       purged               ``delete`` (leaves a tombstone)                     removal
-some       renewed              ``save``, ``delete(old, successor=new)``, then      new key
-                                ``update(old)``, which lands in whichever renewal
-                                won if another request renewed it first
-some       unchanged            ``update_ttl`` under ON_EVERY_REQUEST, else none    if Max-Age
-=========  ===================  ==================================================  ============
+Request phase: the first of at most four same-name cookies that opens under the key ring (and,
+server-side, holds a key of the generated shape) is used; anything else starts an empty session
+with a WARNING naming only a salted hash. Response phase, server-side, by the session's status:
+
+=========  ==============================================================  ==================
+status     repository call                                                  Set-Cookie
+=========  ==============================================================  ==================
+changed    ``create`` (new session, unless empty) or ``save`` (merge)        the key
+           ``save`` found the session ended                                 removal
+           ``save`` landed in a renewal's successor                         none
+purged     ``purge`` (tombstone; a renewed key's successor too)             removal
+renewed    ``renew`` (new record, then the old one becomes its tombstone)   the new key
+unchanged  ``touch`` under ON_EVERY_REQUEST, else nothing                   if Max-Age
+=========  ==============================================================  ==================
 
 Responses with status 500 or above persist nothing. A cookie opened with an older key of the
 ring is sent back sealed with the current one.
@@ -30,26 +33,35 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession
 from sessionware.config import TtlExtensionPolicy as Policy
 from sessionware.cookies import MAX_SET_COOKIE_BYTES, find_cookies, removal_cookie, session_cookie
 from sessionware.crypto import ContentSecurity, Key, seal, unseal
-from sessionware.session import Session, SessionStatus
-from sessionware.state import StoredState
+from sessionware.errors import SessionwareError
+from sessionware.repository import Loaded, Repository
+from sessionware.session import Seam, Session, SessionError, SessionStatus
+from sessionware.state import DeserializationError, StoredState
 from sessionware.stores.base import (
-    LoadError,
+    RecordStore,
     SaveError,
     SessionKey,
-    SessionStore,
-    UpdateError,
+    StoreError,
     is_generated_key,
 )
+from sessionware.stores.cookie import CookieSessionStore
 
-__all__ = ["PersistError", "SessionContext", "SessionEngine", "fingerprint"]
+__all__ = [
+    "ClientSideEngine",
+    "PersistError",
+    "ServerSideEngine",
+    "SessionContext",
+    "SessionEngine",
+    "fingerprint",
+    "make_engine",
+]
 
 logger = logging.getLogger("sessionware")
 
@@ -63,10 +75,11 @@ def fingerprint(secret: str) -> str:
     return hashlib.blake2b(secret.encode("utf-8", "replace"), key=_SALT, digest_size=8).hexdigest()
 
 
-class PersistError(Exception):
+class PersistError(SessionwareError):
     """The session could not be loaded or saved; the adapter answers ``status_code``, opaquely.
 
     503 when the store failed (try again later), 500 when the state itself cannot be stored.
+    Its message is safe to log: it never holds a key, a cookie value or state.
     """
 
     def __init__(self, message: str, *, status_code: int = 503) -> None:
@@ -80,29 +93,39 @@ _NO_NEW_KEY = (
 )
 
 
-@dataclass
 class SessionContext:
-    """One request's session, with what the engine needs to remember between its two phases."""
+    """One request's session, with what the engine remembers between its two phases."""
 
-    session: Session = field(default_factory=Session)
-    key: SessionKey | None = None
-    created: float | None = None
-    reissue: bool = False
-    agent: str | None = None
-    origin: str | None = None
-    """The stored text the session was loaded from, if the store keeps it (see ``update``)."""
-    cookies: list[bytes] = field(default_factory=list)
-    """Cookie header values that may hold the session cookie, until ``open`` has read them."""
-    finished: bool = False
+    __slots__ = ("agent", "cookies", "created", "finished", "key", "loaded", "reissue", "session")
+
+    def __init__(self, cookies: list[bytes], agent: str | None) -> None:
+        self.session = Session()
+        self.cookies = cookies
+        """Cookie header values that may hold the session cookie (kept: Vary depends on them)."""
+        self.agent = agent
+        self.key: SessionKey | None = None
+        self.loaded: Loaded | None = None
+        self.created: float | None = None
+        self.reissue = False
+        self.finished = False
+
+    def __repr__(self) -> str:
+        key = None if self.key is None else f"#{fingerprint(self.key)}"
+        return (
+            f"<SessionContext key={key} cookies={len(self.cookies)}"
+            f" loaded={self.loaded is not None} finished={self.finished}>"
+        )
 
 
 class SessionEngine:
-    """Loads and persists sessions for one configuration. Shared by all requests; holds no state."""
+    """What both paths share: the cookie, the key ring, the lifecycle, the response headers."""
+
+    server_side = False
+    backend: Repository | CookieSessionStore
 
     def __init__(
         self,
         *,
-        store: SessionStore,
         keys: Sequence[Key],
         security: ContentSecurity,
         cookie: CookieSettings,
@@ -115,14 +138,13 @@ class SessionEngine:
             raise TypeError("lifecycle must be a BrowserSession or a PersistentSession")
         if not isinstance(security, ContentSecurity):
             raise TypeError("content_security must be a ContentSecurity member")
-        self.store = store
         self.keys = tuple(keys)
         self.security = security
         self.cookie = cookie
         self.lifecycle = lifecycle
         self.clock = clock
-        self._any_key = bool(getattr(store, "holds_state_in_key", False))
-        self._load_sync = getattr(store, "load_sync", None)
+        self.ttl = lifecycle.ttl
+        self._touch = lifecycle.policy is Policy.ON_EVERY_REQUEST
         self._prefix = f"{cookie.name}=".encode("latin-1")
         max_age = lifecycle.cookie_max_age
         self.cookie_max_age = None if max_age is None else int(max_age.total_seconds())
@@ -133,38 +155,32 @@ class SessionEngine:
     def begin(
         self, cookie_headers: Iterable[bytes], user_agent: bytes | None = None
     ) -> SessionContext:
-        """Note the request's Cookie header values that may hold the session; no work yet.
+        """Note the Cookie header values that may hold the session; no work yet.
 
-        The cookie is opened when the session is loaded (see ``load``, ``defer``,
-        ``defer_open``), so a request that never uses its session costs nearly nothing.
         ``user_agent`` (the User-Agent header) is kept, shortened, for sessions bound to a user.
         """
-        context = SessionContext()
         prefix = self._prefix
-        context.cookies = [value for value in cookie_headers if prefix in value]
-        if user_agent:
-            context.agent = user_agent[:120].decode("latin-1")
-        return context
+        cookies = [value for value in cookie_headers if prefix in value]
+        agent = user_agent[:120].decode("latin-1") if user_agent else None
+        return SessionContext(cookies, agent)
 
-    def open(self, context: SessionContext) -> SessionKey | None:
-        """Find and open the session cookie (once): ``context.key``, or ``None``. No I/O."""
-        cookies, context.cookies = context.cookies, []
-        for value in find_cookies(cookies, self.cookie.name):
+    def open(self, context: SessionContext) -> tuple[str, int] | None:
+        """The plaintext of the first session cookie that opens, and the ring index it opened with."""
+        for value in find_cookies(context.cookies, self.cookie.name):
             opened = unseal(self.security, self.keys, self.cookie.name, value)
             if opened is None:
                 logger.warning("session cookie %s did not open; ignored", fingerprint(value))
                 continue
-            plain, index = opened
-            if not (self._any_key or is_generated_key(plain)):
-                logger.warning("session key %s has the wrong shape; ignored", fingerprint(plain))
-                continue
-            try:
-                context.key = SessionKey(plain)
-            except ValueError:
-                continue
-            context.reissue = index > 0
-            break
-        return context.key
+            if self._acceptable(opened[0]):
+                return opened
+        return None
+
+    def _acceptable(self, plain: str) -> bool:
+        return True
+
+    async def load(self, context: SessionContext) -> Session:
+        """Load the cookie's session into ``context.session``; raise ``PersistError``."""
+        raise NotImplementedError
 
     def defer(self, context: SessionContext) -> None:
         """Load on the first ``await session.load()`` instead of now (``lazy=True``)."""
@@ -172,65 +188,7 @@ class SessionEngine:
         async def loader() -> None:
             await self.load(context)
 
-        if context.cookies:
-            context.session._defer(loader)
-
-    def defer_open(self, context: SessionContext) -> bool:
-        """For a store that loads without I/O: load on the session's first use, synchronously.
-
-        Returns whether the store can (it has ``load_sync``).
-        """
-        load_sync = self._load_sync
-        if load_sync is None:
-            return False
-        if context.cookies:
-
-            def opener() -> None:
-                key = self.open(context)
-                if key is not None:
-                    try:
-                        state = load_sync(key)
-                    except Exception as exc:
-                        self._load_failed(key, exc)
-                        state = None
-                    self._adopt(context, key, state)
-
-            context.session._defer_open(opener)
-        return True
-
-    async def load(self, context: SessionContext) -> Session:
-        """Load the state of the cookie's key into ``context.session``; raise ``PersistError``."""
-        key = self.open(context)
-        if key is not None:
-            try:
-                state = await self.store.load(key)
-            except Exception as exc:
-                self._load_failed(key, exc)
-                state = None
-            self._adopt(context, key, state)
-        return context.session
-
-    def _load_failed(self, key: SessionKey, exc: Exception) -> None:
-        """Unreadable state starts anew (returns); any other failure is a ``PersistError``."""
-        if isinstance(exc, LoadError) and exc.deserialization:
-            logger.warning("session %s holds unreadable state; starting anew", fingerprint(key))
-            return
-        raise PersistError(f"session store failed to load: {exc!r}") from exc
-
-    def _adopt(self, context: SessionContext, key: SessionKey, state: StoredState | None) -> None:
-        if state is not None and self._expired(state.created):
-            logger.info("session %s passed its absolute timeout", fingerprint(key))
-            state = None
-        if state is None:
-            context.key = None
-            context.reissue = False
-            context.session._fill({}, None, None)
-            if context.finished:  # loaded after the response started: no cookie can follow
-                context.session._freeze(_NO_NEW_KEY)
-        else:
-            context.created = state.created
-            context.origin = state.origin
-            context.session._fill(state, None if self._any_key else key, state.user)
+        Seam.defer(context.session, loader)
 
     def _expired(self, created: float | None) -> bool:
         max_age = self.lifecycle.max_age
@@ -240,156 +198,81 @@ class SessionEngine:
             and (self.clock() - created >= max_age.total_seconds())
         )
 
+    def _start_empty(self, context: SessionContext) -> None:
+        context.key = context.loaded = None
+        context.reissue = False
+        Seam.fill(context.session, {})
+        if context.finished:  # loaded after the response started: no cookie can follow
+            Seam.freeze(context.session, _NO_NEW_KEY)
+
     # -- response phase ----------------------------------------------------------------------
 
     async def finish(self, context: SessionContext, status_code: int, headers: Headers) -> Headers:
         """Persist the session as its status says; return ``headers`` plus the session's own.
 
-        Raises ``PersistError`` when the store fails or the cookie would be too large. Afterwards
-        a server-side session with a key still takes changes (saved by ``persist_late``); any
-        other refuses them, since no cookie can follow.
+        Raises ``PersistError`` when the backend fails or the cookie would be too large. After it,
+        a server-side session with a stored record still takes changes (``persist_late``).
         """
         session = context.session
         context.finished = True
-        if context.cookies and not session.accessed:
-            # The cookie was never opened, so nothing changed. Only a policy of extending on
-            # every request needs it now; otherwise a late load may still take changes.
-            if self.lifecycle.policy is not Policy.ON_EVERY_REQUEST or status_code >= 500:
-                if self._any_key or status_code >= 500:
-                    session._freeze(_NO_NEW_KEY)
-                else:
-                    session._allow_late_writes(_NO_NEW_KEY)
-                return headers
-            if self._any_key or self.lifecycle.max_age is not None:
-                # The cookie store re-seals the state (no I/O); an absolute timeout needs its age.
-                await self._guarded(self.load(context))
-            else:  # update_ttl needs only the key: no GET
-                self.open(context)
         cookie: str | None = None
-        if status_code < 500:
+        if status_code < 500 and (session.accessed or (self._touch and context.cookies)):
+            if not session.accessed:
+                await self._guarded(self.load(context))
             cookie = await self._guarded(self._persist(context))
-        if context.key is not None and not self._any_key and status_code < 500:
-            session._allow_late_writes(_NO_NEW_KEY)
+        if self.server_side and status_code < 500 and (context.loaded or not session.accessed):
+            Seam.allow_late_writes(session, _NO_NEW_KEY)
         else:
-            session._freeze(_NO_NEW_KEY)
-            context.key = None  # nothing more is saved for this response
-        if cookie is None and not session.accessed:
+            Seam.freeze(session, _NO_NEW_KEY)
+            context.loaded = None  # nothing more is saved for this response
+        if cookie is None and not (session.accessed or context.cookies):
             return headers
         return _add_headers(headers, cookie)
 
     async def persist_late(self, context: SessionContext) -> None:
-        """Save changes made after the response head went out (streaming, WebSocket).
+        """Save changes made after the response head went out (streaming, WebSocket)."""
 
-        Only an existing server-side key can take them; ``finish`` has frozen every other session.
-        """
-        key = context.key
-        if key is None:
-            return
-        status, changes = context.session._changes()
-        if status is SessionStatus.UNCHANGED:
-            return
-        if status is SessionStatus.PURGED:
-            await self._guarded(self.store.delete(key))
-            context.key = None
-            context.session._freeze("the session was purged")
-            return
-        updated = await self._guarded(
-            self.store.update(key, self._record(context), self.lifecycle.ttl, changes)
-        )
-        if updated != key:
-            logger.warning(
-                "session %s ended while the response streamed; later changes were dropped",
-                fingerprint(key),
-            )
-            context.key = None
-            context.session._freeze("the session ended while the response was streaming")
-            return
-        context.session._rebase(key)
+    async def _persist(self, context: SessionContext) -> str | None:
+        raise NotImplementedError
+
+    async def seed(self, state: Mapping[str, Any]) -> str:
+        """Store ``state`` as a new session; the Set-Cookie value that carries it (for tests)."""
+        raise NotImplementedError
 
     async def _guarded(self, call: Awaitable[_T]) -> _T:
-        """Await a store call, turning any failure into a ``PersistError``."""
+        """Await a backend call, turning any failure into a ``PersistError`` safe to log."""
         try:
             return await call
         except PersistError:
             raise
-        except (SaveError, UpdateError) as exc:
-            code = 500 if exc.serialization else 503
-            raise PersistError(f"session store failed to save: {exc}", status_code=code) from exc
+        except SessionError as exc:  # a value changed in place into something not JSON
+            raise PersistError(f"session not stored: {exc}", status_code=500) from exc
+        except SaveError as exc:
+            if exc.serialization:
+                raise PersistError(f"session not stored: {exc}", status_code=500) from exc
+            raise PersistError(f"session store failed: {exc}") from exc
+        except StoreError as exc:
+            raise PersistError(f"session store failed: {exc}") from exc
         except Exception as exc:
-            raise PersistError(f"session store failed to save: {exc!r}") from exc
+            raise PersistError(
+                f"session store failed: {type(exc).__name__} #{fingerprint(str(exc))}"
+            ) from exc
 
-    def _record(self, context: SessionContext) -> StoredState:
-        """The session's state with the metadata stores keep beside it."""
-        session, now = context.session, self.clock()
-        record = StoredState(
-            session._state(),
-            created=context.created or now,
-            seen=now,
-            user=session._user,
-            agent=context.agent if session._user is not None else None,
+    def _meta(self, context: SessionContext) -> StoredState:
+        """The metadata a write stores beside the state: creation, the bound user, its agent."""
+        return StoredState(
+            created=context.created or self.clock(),
+            user=Seam.user(context.session),
+            agent=context.agent,
         )
-        record.origin, context.origin = context.origin, None  # only good for one write
-        return record
-
-    async def _persist(self, context: SessionContext) -> str | None:
-        """Make the store calls; return the Set-Cookie value to send, if any."""
-        store, ttl, key = self.store, self.lifecycle.ttl, context.key
-        session = context.session
-        status, changes = session._changes()
-        if status is SessionStatus.UNCHANGED:
-            if key is None:
-                return None
-            new_key: SessionKey | None = None
-            if self.lifecycle.policy is Policy.ON_EVERY_REQUEST:
-                if self._any_key:  # the expiry is inside the cookie: seal it anew
-                    new_key = await store.update(key, self._record(context), ttl) or key
-                else:
-                    await store.update_ttl(key, ttl)
-                    if self.cookie_max_age is not None:
-                        new_key = key
-            if new_key is None:
-                return self._cookie(key) if context.reissue else None
-        elif status is SessionStatus.PURGED:
-            if key is None:
-                return None
-            await store.delete(key)
-            logger.info("session %s purged", fingerprint(key))
-            return self._ended(context)
-        else:
-            state = self._record(context)
-            if key is None:
-                if not (state or state.user):
-                    return None
-                new_key = await store.save(state, ttl)
-            elif status is SessionStatus.RENEWED:
-                state.origin = None  # the old record is about to become a tombstone
-                new_key = await store.save(state, ttl)
-                await store.delete(key, successor=new_key)
-                # Another request may have renewed or purged the key first: its tombstone
-                # stays, and this request's changes follow it, so one session lives on, not two.
-                winner = await store.update(key, state, ttl, changes)
-                if winner != new_key:
-                    await store.delete(new_key, successor=winner)
-                    if winner is None:
-                        return self._ended(context)
-                    new_key = winner
-                logger.info("session %s renewed as %s", fingerprint(key), fingerprint(new_key))
-            else:
-                new_key = await store.update(key, state, ttl, changes)
-                if new_key is None:
-                    logger.warning("session %s was purged by another request", fingerprint(key))
-                    return self._ended(context)
-        context.key = new_key
-        session._rebase(None if self._any_key else new_key)
-        return self._cookie(new_key)
 
     def _ended(self, context: SessionContext) -> str:
-        """Forget the key; the removal cookie to send."""
-        context.key = None
+        """Forget the session; the removal cookie to send."""
+        context.key = context.loaded = None
         return removal_cookie(self.cookie, self.clock())
 
-    def _cookie(self, key: str) -> str:
-        sealed = seal(self.security, self.keys[0], self.cookie.name, key)
+    def _cookie(self, value: str) -> str:
+        sealed = seal(self.security, self.keys[0], self.cookie.name, value)
         line = session_cookie(self.cookie, sealed, self.cookie_max_age)
         size = len(line.encode("utf-8"))
         if size > MAX_SET_COOKIE_BYTES:
@@ -399,6 +282,234 @@ class SessionEngine:
                 status_code=500,
             )
         return line
+
+
+class ServerSideEngine(SessionEngine):
+    """The cookie carries a key; the state lives in a record store, through the repository."""
+
+    server_side = True
+
+    def __init__(self, *, repository: Repository, **options: object) -> None:
+        super().__init__(**options)  # type: ignore[arg-type]
+        self.repository = self.backend = repository
+
+    async def seed(self, state: Mapping[str, Any]) -> str:
+        """Store ``state`` as a new session; the Set-Cookie value that carries it (for tests)."""
+        meta = StoredState(created=self.clock())
+        key, _ = await self._guarded(self.repository.create(state, meta, self.ttl))
+        return self._cookie(key)
+
+    def _acceptable(self, plain: str) -> bool:
+        if is_generated_key(plain):
+            return True
+        logger.warning("session key %s has the wrong shape; ignored", fingerprint(plain))
+        return False
+
+    async def load(self, context: SessionContext) -> Session:
+        opened = self.open(context)
+        if opened is None:
+            self._start_empty(context)
+            return context.session
+        key = SessionKey(opened[0])
+        try:
+            loaded = await self.repository.load(key, self.ttl)
+        except DeserializationError:
+            logger.warning("session %s holds unreadable state; starting anew", fingerprint(key))
+            loaded = None
+        except Exception as exc:
+            raise PersistError(f"session store failed to load: {_safe(exc)}") from exc
+        if loaded is not None and self._expired(loaded.state.created):
+            logger.info("session %s passed its absolute timeout", fingerprint(key))
+            loaded = None
+        if loaded is None:
+            self._start_empty(context)
+            return context.session
+        context.key, context.loaded, context.reissue = key, loaded, opened[1] > 0
+        context.created = loaded.state.created
+        state = loaded.state
+        Seam.fill(
+            context.session, state, key=key, id=loaded.id, user=state.user, origin=loaded.text
+        )
+        return context.session
+
+    async def _persist(self, context: SessionContext) -> str | None:
+        repository, ttl, key, loaded = self.repository, self.ttl, context.key, context.loaded
+        session = context.session
+        status, changes, _ = Seam.changes(session)
+        if status is SessionStatus.UNCHANGED:
+            if key is None or loaded is None:
+                return None
+            if self._touch:
+                if not await repository.touch(loaded, ttl):
+                    logger.warning("session %s had ended; its cookie is removed", fingerprint(key))
+                    return self._ended(context)
+                if self.cookie_max_age is not None:
+                    return self._cookie(key)
+            return self._cookie(key) if context.reissue else None
+        if status is SessionStatus.PURGED:
+            if key is None or loaded is None:
+                return None
+            await repository.purge(loaded)
+            logger.info("session %s purged", fingerprint(key))
+            return self._ended(context)
+        state, meta = Seam.state(session), self._meta(context)
+        if loaded is None:
+            if not (state or meta.user):
+                return None
+            new_key, stored = await repository.create(state, meta, ttl)
+        elif status is SessionStatus.RENEWED:
+            renewed = await repository.renew(loaded, state, changes, meta, ttl)
+            if renewed is None:
+                logger.warning("session %s ended while renewing it", fingerprint(loaded.id))
+                return self._ended(context)
+            if not isinstance(renewed, tuple):  # another request renewed it first
+                logger.info("session %s was renewed by another request", fingerprint(loaded.id))
+                context.key, context.loaded = None, renewed.loaded
+                return None
+            new_key, stored = renewed
+            logger.info("session %s renewed as %s", fingerprint(loaded.id), fingerprint(stored.id))
+        else:
+            saved = await repository.save(loaded, state, changes, meta, ttl)
+            if saved is None:
+                logger.warning(
+                    "session %s was ended by another request; this request's changes are"
+                    " dropped and its cookie removed",
+                    fingerprint(loaded.id),
+                )
+                return self._ended(context)
+            context.loaded = saved.loaded
+            Seam.rebase(session, key, saved.loaded.id, saved.loaded.text)
+            return None if saved.moved else self._cookie(key) if key else None
+        context.key, context.loaded = new_key, stored
+        Seam.rebase(session, new_key, stored.id, stored.text)
+        return self._cookie(new_key)
+
+    async def persist_late(self, context: SessionContext) -> None:
+        loaded = context.loaded
+        if loaded is None:
+            return
+        session = context.session
+        try:
+            status, changes, _ = Seam.changes(session)
+        except SessionError as exc:
+            raise PersistError(f"session not stored: {exc}", status_code=500) from exc
+        if status is SessionStatus.UNCHANGED:
+            return
+        if status is SessionStatus.PURGED:
+            await self._guarded(self.repository.purge(loaded))
+            context.key = context.loaded = None
+            Seam.freeze(session, "the session was purged")
+            return
+        state, meta = Seam.state(session), self._meta(context)
+        saved = await self._guarded(self.repository.save(loaded, state, changes, meta, self.ttl))
+        if saved is None:
+            logger.warning(
+                "session %s ended while the response streamed; later changes were dropped",
+                fingerprint(loaded.id),
+            )
+            context.key = context.loaded = None
+            Seam.freeze(session, "the session ended while the response was streaming")
+            return
+        context.loaded = saved.loaded
+        Seam.rebase(session, context.key, saved.loaded.id, saved.loaded.text)
+
+
+class ClientSideEngine(SessionEngine):
+    """The cookie carries the state itself, sealed; nothing is stored on the server."""
+
+    def __init__(self, *, store: CookieSessionStore, **options: object) -> None:
+        super().__init__(**options)  # type: ignore[arg-type]
+        self.store = self.backend = store
+
+    async def seed(self, state: Mapping[str, Any]) -> str:
+        """The Set-Cookie value that carries ``state`` as a new session (for tests)."""
+        return self._cookie(self.store.dump(StoredState(state, created=self.clock()), self.ttl))
+
+    def open_now(self, context: SessionContext) -> None:
+        """Open the cookie and fill the session, without I/O (at the session's first use)."""
+        opened = self.open(context)
+        state = None
+        if opened is not None:
+            try:
+                state = self.store.open(opened[0])
+            except DeserializationError:
+                logger.warning(
+                    "session cookie %s holds unreadable state; starting anew",
+                    fingerprint(opened[0]),
+                )
+        if state is not None and self._expired(state.created):
+            logger.info("session cookie passed its absolute timeout")
+            state = None
+        if opened is None or state is None:
+            self._start_empty(context)
+            return
+        context.created, context.reissue = state.created, opened[1] > 0
+        context.key = SessionKey(opened[0])
+        Seam.fill(context.session, state, user=state.user, origin=opened[0])
+
+    def defer_open(self, context: SessionContext) -> None:
+        """Open the cookie at the session's first use (a request that ignores it costs nothing)."""
+        if context.cookies:
+            Seam.defer_open(context.session, lambda: self.open_now(context))
+
+    async def load(self, context: SessionContext) -> Session:
+        self.open_now(context)
+        return context.session
+
+    async def _persist(self, context: SessionContext) -> str | None:
+        session, had = context.session, context.key is not None
+        status, _, state_json = Seam.changes(session)
+        if status is SessionStatus.PURGED:
+            return self._ended(context) if had else None
+        if status is SessionStatus.UNCHANGED:
+            if not had:
+                return None
+            if not self._touch:
+                return self._cookie(context.key) if context.reissue and context.key else None
+        state = StoredState(
+            Seam.state(session), created=context.created or self.clock(), user=Seam.user(session)
+        )
+        if not (had or state or state.user):
+            return None
+        return self._cookie(self.store.dump(state, self.ttl, state_json=state_json))
+
+
+def make_engine(store: object, **options: Any) -> SessionEngine:
+    """The engine for ``store``: client-side for the cookie store, server-side for the others.
+
+    ``options`` are ``SessionEngine``'s; a record store gets a ``Repository`` on ``options``'
+    clock. Raises ``TypeError`` naming what was passed when it is not a store.
+    """
+    if isinstance(store, CookieSessionStore):
+        return ClientSideEngine(store=store, **options)
+    if isinstance(store, Repository):
+        return ServerSideEngine(repository=store, **options)
+    if isinstance(store, RecordStore) and not isinstance(store, type):
+        clock = options.get("clock", time.time)
+        return ServerSideEngine(repository=Repository(store, clock=clock), **options)
+    raise TypeError(_not_a_store(store))
+
+
+def _not_a_store(store: object) -> str:
+    """What ``store=`` was given, and what to give instead."""
+    if isinstance(store, type):
+        got = f"the class {store.__name__} itself; pass an instance"
+    elif isinstance(store, str):
+        got = "a str; build a store from the URL, e.g. RedisSessionStore.from_url(url)"
+    else:
+        got = f"a {type(store).__module__}.{type(store).__qualname__}"
+    return (
+        "store= must be a session store, e.g. RedisSessionStore.from_url('redis://...'),"
+        " SQLiteSessionStore('sessions.db'), PostgresSessionStore.from_dsn(...),"
+        f" MemorySessionStore() or CookieSessionStore(); got {got}"
+    )
+
+
+def _safe(exc: BaseException) -> str:
+    """A store failure for a log line: our own errors say it safely; others only by type."""
+    if isinstance(exc, SessionwareError):
+        return str(exc)
+    return f"{type(exc).__name__} #{fingerprint(str(exc))}"
 
 
 def _add_headers(headers: Headers, cookie: str | None) -> Headers:

@@ -9,9 +9,17 @@ from typing import Any
 
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession, SameSite
 from sessionware.crypto import ContentSecurity, Key
-from sessionware.engine import PersistError, SessionContext, SessionEngine
+from sessionware.engine import (
+    ClientSideEngine,
+    PersistError,
+    SessionContext,
+    SessionEngine,
+    make_engine,
+)
+from sessionware.repository import Repository
 from sessionware.session import Session
-from sessionware.stores.base import SessionStore
+from sessionware.stores.base import RecordStore
+from sessionware.stores.cookie import CookieSessionStore
 
 __all__ = ["SessionMiddleware", "get_session"]
 
@@ -45,7 +53,7 @@ class SessionMiddleware:
         self,
         app: Any,
         *,
-        store: SessionStore,
+        store: RecordStore | CookieSessionStore | Repository,
         key: Key | None = None,
         keys: Sequence[Key] | None = None,
         cookie_name: str = "id",
@@ -69,13 +77,10 @@ class SessionMiddleware:
         if not ring or not all(isinstance(k, Key) for k in ring):
             raise TypeError("key/keys must be sessionware.Key objects (see Key.from_hex)")
         self.app: ASGIApp = app
-        # The cookie store needs no I/O to load, so laziness would only cost.
-        self.lazy = lazy and not store.holds_state_in_key
-        self.engine = SessionEngine(
-            store=store,
-            keys=ring,
-            security=content_security,
-            cookie=CookieSettings(
+        options: dict[str, Any] = {
+            "keys": ring,
+            "security": content_security,
+            "cookie": CookieSettings(
                 name=cookie_name,
                 secure=cookie_secure,
                 http_only=cookie_http_only,
@@ -84,9 +89,13 @@ class SessionMiddleware:
                 domain=cookie_domain,
                 partitioned=cookie_partitioned,
             ),
-            lifecycle=lifecycle if lifecycle is not None else BrowserSession(),
-            clock=clock,
-        )
+            "lifecycle": lifecycle if lifecycle is not None else BrowserSession(),
+            "clock": clock,
+        }
+        self.engine: SessionEngine = make_engine(store, **options)
+        # The cookie store needs no I/O to load, so laziness would only cost.
+        self.lazy = lazy and self.engine.server_side
+        self._warned_insecure = not cookie_secure
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -101,8 +110,8 @@ class SessionMiddleware:
             elif name == b"user-agent":
                 agent = value
         context = engine.begin(cookies, agent)
-        if engine.defer_open(context):
-            pass  # the store loads without I/O: the session opens at its first use
+        if isinstance(engine, ClientSideEngine):
+            engine.defer_open(context)  # no I/O: the session opens at its first use
         elif self.lazy:
             engine.defer(context)
         else:
@@ -113,7 +122,7 @@ class SessionMiddleware:
                 await _refuse(kind, send, exc.status_code)
                 return
         scope["session"] = context.session
-        sender = _Sender(engine, context, send)
+        sender = _Sender(self, context, send, scope)
         try:
             await self.app(scope, receive, sender)
         except PersistError as exc:  # a lazy load failed inside the handler
@@ -122,16 +131,44 @@ class SessionMiddleware:
             logger.error("session not loaded: %s", exc)
             await _refuse(kind, send, exc.status_code)
             return
-        if context.key is not None:  # changes made after the last message (background tasks)
+        if context.loaded is not None:  # changes made after the last message (background tasks)
             await sender.persist_late()
+
+    def _check_scheme(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> None:
+        """Warn once when a Secure cookie goes to a plain-http client that will drop it."""
+        if scope.get("scheme") not in ("http", "ws") or not any(
+            name == b"set-cookie" for name, _ in headers
+        ):
+            return
+        host = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"host":
+                host = value.decode("latin-1").lower()
+                break
+        host = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+        if host in _LOCAL_HOSTS:
+            return
+        self._warned_insecure = True
+        logger.warning(
+            "the session cookie is Secure, but this request came over plain http to %r, so the"
+            " client drops the cookie and the session does not last. If the client really speaks"
+            " http (tests, local development), give it an https:// base URL, e.g."
+            " TestClient(app, base_url='https://testserver'), or set cookie_secure=False for"
+            " development only. If TLS ends at a proxy, let the server trust the forwarded"
+            " scheme (uvicorn --proxy-headers --forwarded-allow-ips=...).",
+            host[:100],
+        )
 
 
 class _Sender:
     """Wraps ``send``: persists the session as the response starts and adds its headers; then
     saves later changes before each streamed message goes out (server-side stores only)."""
 
-    def __init__(self, engine: SessionEngine, context: SessionContext, send: Send) -> None:
-        self.engine, self.context, self.send = engine, context, send
+    def __init__(
+        self, middleware: SessionMiddleware, context: SessionContext, send: Send, scope: Scope
+    ) -> None:
+        self.middleware, self.engine = middleware, middleware.engine
+        self.context, self.send, self.scope = context, send, scope
         self.started = self.refused = False
 
     async def __call__(self, message: Message) -> None:
@@ -148,6 +185,8 @@ class _Sender:
                 return
             if headers is not original:  # the session added headers: a new message, theirs kept
                 message = {**message, "headers": headers}
+                if not self.middleware._warned_insecure:
+                    self.middleware._check_scheme(self.scope, headers)
         elif kind == "websocket.accept":
             self.started = True
             try:
@@ -162,7 +201,7 @@ class _Sender:
                 message = {**message, "headers": [*message.get("headers", ()), *cookies]}
         elif self.refused:
             return
-        elif self.context.key is not None and (
+        elif self.context.loaded is not None and (
             kind in ("websocket.send", "websocket.close")
             or (kind == "http.response.body" and not message.get("more_body", False))
         ):
@@ -177,6 +216,9 @@ class _Sender:
             await self.engine.persist_late(self.context)
         except PersistError as exc:
             logger.error("session changes made after the response started were lost: %s", exc)
+
+
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 
 
 async def _refuse(kind: str, send: Send, status: int) -> None:

@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import functools
 import json
+import math
 from collections.abc import (
     Awaitable,
     Callable,
@@ -25,13 +26,15 @@ from collections.abc import (
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
-from sessionware.state import check_value
-from sessionware.stores.base import Changes
+from sessionware.errors import SessionwareError
+from sessionware.repository import KEEP, Changes
+from sessionware.state import check_value, decode_state, state_unchanged
 
 if TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
 
 __all__ = [
+    "Seam",
     "Session",
     "SessionError",
     "SessionGetError",
@@ -55,7 +58,7 @@ class SessionStatus(enum.Enum):
     RENEWED = "renewed"
 
 
-class SessionError(Exception):
+class SessionError(SessionwareError):
     """Base of the errors a ``Session`` raises."""
 
 
@@ -88,15 +91,17 @@ class Session(dict[str, Any]):
         "_accessed",
         "_cleared",
         "_frozen",
+        "_id",
         "_key",
         "_late",
         "_loader",
         "_opener",
+        "_origin",
         "_removed",
         "_set",
-        "_snapshot",
         "_status",
         "_user",
+        "_user_changed",
     )
     __hash__ = None
 
@@ -107,13 +112,15 @@ class Session(dict[str, Any]):
         self._cleared = False
         self._set: set[str] = set()
         self._removed: set[str] = set()
-        self._snapshot: dict[str, str] | None = None
+        self._origin: str | None = None
         self._frozen: str | None = None
         self._loader: Callable[[], Awaitable[None]] | None = None
         self._opener: Callable[[], None] | None = None
         self._late: str | None = None
         self._key: str | None = None
+        self._id: str | None = None
         self._user: str | None = None
+        self._user_changed = False
 
     def __repr__(self) -> str:
         return f"<Session {self._status.name} keys={sorted(_keys(self))!r}>"
@@ -138,6 +145,13 @@ class Session(dict[str, Any]):
         return self._key
 
     @property
+    def id(self) -> str | None:
+        """The session's id at rest (the SHA-256 of its key): safe to show, e.g. to mark "this
+        device" in ``store.sessions_for(user)``. ``None`` for a new session or the cookie store."""
+        self._read()
+        return self._id
+
+    @property
     def user_id(self) -> str | None:
         """The user this session is bound to with ``bind_user``, if any."""
         self._read()
@@ -146,12 +160,13 @@ class Session(dict[str, Any]):
     def bind_user(self, user_id: str | None) -> None:
         """Tie the session to ``user_id`` (``None`` unties it), so a server-side store can list
         and end a user's sessions (``store.sessions_for``, ``store.delete_all_for``)."""
-        if user_id is not None and not isinstance(user_id, str):
-            raise SessionInsertError(f"user ids are str, not {type(user_id).__name__}")
+        if user_id is not None:
+            _check_user(user_id)
         if self._status is SessionStatus.PURGED or user_id == self._user:
             return
         self._write()
         self._user = user_id
+        self._user_changed = True
 
     @property
     def loaded(self) -> bool:
@@ -192,13 +207,6 @@ class Session(dict[str, Any]):
                 " SessionDep dependency) before reading or writing it"
             )
         self._accessed = True
-        self._take_snapshot()
-
-    def _take_snapshot(self) -> None:
-        # Values that can be mutated in place are remembered as JSON, to notice such changes.
-        self._snapshot = {
-            key: check_value(value) for key, value in _items(self) if isinstance(value, _CONTAINERS)
-        }
 
     def __getitem__(self, key: str) -> Any:
         self._read()
@@ -293,12 +301,8 @@ class Session(dict[str, Any]):
 
         Raises ``SessionInsertError`` before changing anything if the value cannot be stored.
         """
-        if not isinstance(key, str):
-            raise SessionInsertError(f"session keys are str, not {type(key).__name__}")
-        try:
-            check_value(value)
-        except (TypeError, ValueError) as exc:
-            raise SessionInsertError(f"cannot store session key {key!r}: {exc}") from exc
+        _check_key(key)
+        _check_value(key, value)
         if self._status is SessionStatus.PURGED:
             return
         self._write()
@@ -434,83 +438,192 @@ class Session(dict[str, Any]):
         self._write()
         self._status = SessionStatus.RENEWED
 
-    # -- for the middleware ------------------------------------------------------------------
 
-    def _state(self) -> dict[str, Any]:
+class Seam:
+    """The one interface between a ``Session`` and the engine: fill it, take its changes,
+    rebase or freeze it. Nothing outside this module touches a session's private members."""
+
+    @staticmethod
+    def state(session: Session) -> dict[str, Any]:
         """The state as a plain dict, without counting as a use of the session."""
-        return dict(_items(self))
+        return dict(_items(session))
 
-    def _fill(self, state: Mapping[str, Any], key: str | None, user: str | None) -> None:
-        """Take what the store returned (the session has not been used yet); it is loaded now."""
-        self._loader = self._opener = None
-        _clear(self)
-        _update(self, state)
-        self._key = key
-        self._user = user
+    @staticmethod
+    def user(session: Session) -> str | None:
+        return session._user
 
-    def _allow_late_writes(self, reason: str) -> None:
+    @staticmethod
+    def fill(
+        session: Session,
+        state: Mapping[str, Any],
+        *,
+        key: str | None = None,
+        id: str | None = None,
+        user: str | None = None,
+        origin: str | None = None,
+    ) -> None:
+        """Take what was loaded (the session has not been used yet); it is loaded now.
+
+        ``origin`` is the envelope the state was decoded from, to tell later what changed."""
+        session._loader = session._opener = None
+        _clear(session)
+        _update(session, state)
+        session._key, session._id, session._user, session._origin = key, id, user, origin
+
+    @staticmethod
+    def allow_late_writes(session: Session, reason: str) -> None:
         """After the response head: changes are still saved, but a new key (renew) is refused."""
-        self._late = reason
+        session._late = reason
 
-    def _rebase(self, key: str | None) -> None:
+    @staticmethod
+    def rebase(session: Session, key: str | None, id: str | None, origin: str | None) -> None:
         """The session was just persisted (under ``key``): track changes from here on."""
-        self._key = key
-        self._status = SessionStatus.UNCHANGED
-        self._cleared = False
-        self._set.clear()
-        self._removed.clear()
-        if self._accessed:
-            self._take_snapshot()
+        session._key, session._id, session._origin = key, id, origin
+        session._status = SessionStatus.UNCHANGED
+        session._cleared = session._user_changed = False
+        session._set.clear()
+        session._removed.clear()
 
-    def _defer_open(self, opener: Callable[[], None]) -> None:
+    @staticmethod
+    def defer_open(session: Session, opener: Callable[[], None]) -> None:
         """Run ``opener`` (no I/O) at the session's first use, to fill it."""
-        self._opener = opener
-        _setitem(self, _PENDING, None)
+        session._opener = opener
+        _setitem(session, _PENDING, None)
 
-    def _defer(self, loader: Callable[[], Awaitable[None]]) -> None:
+    @staticmethod
+    def defer(session: Session, loader: Callable[[], Awaitable[None]]) -> None:
         """Load through ``loader`` at the first ``await load()``; refuse access until then."""
-        self._loader = loader
-        _setitem(self, _PENDING, None)
+        session._loader = loader
+        _setitem(session, _PENDING, None)
 
-    def _freeze(self, reason: str) -> None:
+    @staticmethod
+    def freeze(session: Session, reason: str) -> None:
         """Refuse further writes, saying ``reason`` (the response has gone out)."""
-        self._frozen = reason
+        session._frozen = reason
 
-    def _mutated_in_place(self) -> set[str]:
-        """Keys whose loaded container value differs now from when it was first read."""
-        if not self._snapshot:
-            return set()
-        return {
-            key
-            for key, before in self._snapshot.items()
-            if _contains(self, key)
-            and key not in self._set
-            and _json(_getitem(self, key)) != before
-        }
+    @staticmethod
+    def changes(session: Session) -> tuple[SessionStatus, Changes, str | None]:
+        """The effective status (in-place mutations count), the delta to store, and the state
+        as JSON when it had to be encoded (one encode, at the end, settles validity and changes).
 
-    def _changes(self) -> tuple[SessionStatus, Changes]:
-        """The effective status (in-place mutations count as a change) and the delta to store."""
-        if not self._accessed:  # nothing can have changed a session nobody touched
-            return self._status, _NO_CHANGES
-        if (  # read, not written, and no container that could have changed in place
-            self._status is SessionStatus.UNCHANGED
-            and not self._snapshot
-            and not self._set
-            and not self._removed
-            and not self._cleared
+        Raises ``SessionError`` naming the key whose value was changed into something that is
+        not JSON.
+        """
+        status = session._status
+        if not session._accessed or status is SessionStatus.PURGED:
+            return status, _NO_CHANGES, None
+        state_json = _encode_state(session)
+        origin = session._origin
+        user = session._user if session._user_changed else KEEP
+        if (
+            status is SessionStatus.UNCHANGED
+            and not session._user_changed
+            and (origin is None or state_unchanged(origin, state_json))
         ):
-            return self._status, _NO_CHANGES
-        mutated = self._mutated_in_place()
-        status = self._status
-        if status is SessionStatus.UNCHANGED and mutated:
+            return status, _NO_CHANGES, state_json
+        mutated = _mutated(session, origin)
+        if status is SessionStatus.UNCHANGED:
+            if not mutated and user is KEEP:
+                return status, _NO_CHANGES, state_json
             status = SessionStatus.CHANGED
-        if self._cleared:
-            return status, Changes.replace(self._state())
-        written = self._set | mutated
-        return status, Changes(
-            set={key: _getitem(self, key) for key in written if _contains(self, key)},
-            removed=frozenset(self._removed),
+        if session._cleared:
+            return status, Changes.replace(dict(_items(session)), user), state_json
+        written = session._set | mutated
+        return (
+            status,
+            Changes(
+                set={key: _getitem(session, key) for key in written if _contains(session, key)},
+                removed=frozenset(session._removed),
+                user=user,
+            ),
+            state_json,
         )
+
+
+def _encode_state(session: Session) -> str:
+    try:
+        return check_value(dict(_items(session)))
+    except (TypeError, ValueError):
+        pass
+    for key, value in _items(session):
+        try:
+            check_value(value)
+        except (TypeError, ValueError) as exc:
+            raise SessionError(
+                f"the value under session key {key!r} was changed in place into something JSON"
+                f" cannot hold ({_why(exc)}); store only JSON types"
+            ) from None
+    raise SessionError("the session state cannot be stored as JSON")  # pragma: no cover
+
+
+def _why(exc: BaseException) -> str:
+    """An encoder's complaint without any of the value in it."""
+    text = str(exc)
+    return text if isinstance(exc, TypeError) and text.startswith("Object of type") else text[:80]
+
+
+def _mutated(session: Session, origin: str | None) -> set[str]:
+    """Keys not written through the session whose container value differs from the loaded one."""
+    candidates = [
+        key
+        for key, value in _items(session)
+        if type(value) in _CONTAINERS and key not in session._set
+    ]
+    if not candidates or origin is None:
+        return set()
+    try:
+        original = decode_state(origin)
+    except ValueError:  # pragma: no cover - it decoded once already
+        return set(candidates)
+    return {
+        key
+        for key in candidates
+        if key not in original or check_value(original[key]) != check_value(_getitem(session, key))
+    }
+
+
+def _check_key(key: Any) -> None:
+    if not isinstance(key, str):
+        raise SessionInsertError(f"session keys are str, not {type(key).__name__}")
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SessionInsertError(
+                "a session key holds a lone surrogate, which is not valid UTF-8"
+            ) from None
+
+
+def _check_value(key: str, value: Any) -> None:
+    """Refuse at the call what could not be stored; scalars are checked without encoding."""
+    kind = type(value)
+    if kind is str:
+        if value.isascii():
+            return
+    elif (
+        value is None
+        or kind is bool
+        or (kind is int and -(2**63) < value < 2**63)
+        or (kind is float and math.isfinite(value))
+    ):
+        return
+    try:
+        check_value(value)
+    except (TypeError, ValueError) as exc:
+        raise SessionInsertError(f"cannot store session key {key!r}: {_why(exc)}") from None
+
+
+def _check_user(user_id: Any) -> None:
+    if not isinstance(user_id, str):
+        raise SessionInsertError(f"user ids are str, not {type(user_id).__name__}")
+    if not user_id or len(user_id) > 256 or not user_id.isprintable():
+        raise SessionInsertError(
+            "a user id is 1 to 256 printable characters (no control characters)"
+        )
+    try:
+        user_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SessionInsertError("a user id holds a lone surrogate, not valid UTF-8") from None
 
 
 _NO_CHANGES = Changes()
@@ -530,13 +643,6 @@ _items = dict.items
 _clear = dict.clear
 _update = dict.update
 _eq = dict.__eq__
-
-
-def _json(value: Any) -> str:
-    try:
-        return check_value(value)
-    except (TypeError, ValueError):
-        return f"<unserialisable {id(value)}>"
 
 
 @functools.lru_cache(maxsize=256)

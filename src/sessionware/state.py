@@ -3,7 +3,8 @@
 Write: ``{"v":1,"state":{...}}`` plus optional metadata fields actix ignores (``created``,
 ``expires``, ``seen``: Unix seconds; ``user``, ``agent``: the bound user and a user-agent summary). Read (SPEC §4.4): the v1 envelope; an object whose values are all
 strings is the legacy 0.11 format (each value is JSON text); any other object is the state itself.
-JSON only: no pickle, no NaN, no lone surrogates.
+JSON only: no pickle, no NaN or infinity, no lone surrogates, nesting at most ``MAX_DEPTH`` deep: a
+state that decodes but could not be encoded again is unreadable, so it never fails later.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from sessionware.errors import SessionwareError
+
 __all__ = [
+    "MAX_DEPTH",
     "DeserializationError",
     "StoredState",
     "check_value",
@@ -22,14 +26,19 @@ __all__ = [
     "encode_state",
     "encode_tombstone",
     "read_tombstone",
+    "state_unchanged",
 ]
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
 _dumps = _encoder.encode
 
+MAX_DEPTH = 128
+"""How deeply containers may nest in a session value (far beyond any real session; well within
+what the JSON codecs can recurse into from any stack depth)."""
 
-class DeserializationError(ValueError):
+
+class DeserializationError(SessionwareError, ValueError):
     """Stored or sealed bytes are not a session state."""
 
 
@@ -79,12 +88,29 @@ def check_value(value: Any) -> str:
     """Return ``value`` as compact JSON text, or raise ``ValueError``/``TypeError`` saying why not."""
     try:
         text = _dumps(value)
-        text.encode("utf-8")
+        if not text.isascii():
+            text.encode("utf-8")
     except RecursionError:
         raise ValueError("value is nested too deeply to be stored as JSON") from None
     except UnicodeEncodeError:
         raise ValueError("value holds a lone surrogate, which is not valid UTF-8") from None
+    if too_deep(value, text):
+        raise ValueError(f"value nests containers more than {MAX_DEPTH} deep")
     return text
+
+
+def too_deep(value: Any, text: str) -> bool:
+    """Whether ``value`` (whose JSON is ``text``) nests containers deeper than ``MAX_DEPTH``."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False  # cannot nest deeper than it has brackets
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 def encode_state(
@@ -93,28 +119,45 @@ def encode_state(
     created: float | None = None,
     expires: float | None = None,
     legacy: bool = False,
+    state_json: str | None = None,
 ) -> str:
     """Serialise ``state`` as the v1 envelope (or, with ``legacy``, the actix 0.11 map of JSON texts).
 
-    ``created`` and ``expires`` default to the ones a ``StoredState`` carries.
+    ``created`` and ``expires`` default to the ones a ``StoredState`` carries; ``state_json`` is
+    ``state`` already encoded (``check_value``), to save encoding it again. The state comes first
+    (``ENVELOPE_HEAD``), so ``state_unchanged`` can compare it with one ``startswith``.
     """
     if legacy:
         return _dumps({key: _dumps(value) for key, value in state.items()})
-    envelope: dict[str, Any] = {"v": 1, "state": state}
+    parts = [ENVELOPE_HEAD, _dumps(state) if state_json is None else state_json]
     if isinstance(state, StoredState):
         created = state.created if created is None else created
         expires = state.expires if expires is None else expires
         if state.seen is not None:
-            envelope["seen"] = int(state.seen)
+            parts.append(f',"seen":{int(state.seen)}')
         if state.user is not None:
-            envelope["user"] = state.user
+            parts.append(f',"user":{_dumps(state.user)}')
         if state.agent is not None:
-            envelope["agent"] = state.agent
+            parts.append(f',"agent":{_dumps(state.agent)}')
     if created is not None:
-        envelope["created"] = int(created)
+        parts.append(f',"created":{int(created)}')
     if expires is not None:
-        envelope["expires"] = int(expires)
-    return _dumps(envelope)
+        parts.append(f',"expires":{int(expires)}')
+    parts.append("}")
+    return "".join(parts)
+
+
+ENVELOPE_HEAD = '{"v":1,"state":'
+
+
+def state_unchanged(envelope: str, state_json: str) -> bool:
+    """Whether ``envelope`` (as ``encode_state`` wrote it) holds exactly ``state_json``."""
+    end = len(ENVELOPE_HEAD) + len(state_json)
+    return (
+        envelope.startswith(ENVELOPE_HEAD)
+        and envelope.startswith(state_json, len(ENVELOPE_HEAD))
+        and envelope[end : end + 1] in (",", "}")
+    )
 
 
 def decode_state(raw: str | bytes) -> StoredState:
@@ -127,6 +170,8 @@ def decode_state(raw: str | bytes) -> StoredState:
             f"session state is not valid JSON: {type(exc).__name__}"
         ) from None
     result = _decode_object(data)
+    if too_deep(result, text):
+        raise DeserializationError(f"session state nests more than {MAX_DEPTH} deep")
     if _SURROGATE_ESCAPE.search(text):
         # JSON may spell a lone surrogate (\ud800), which no JSON encoder will write back.
         try:
@@ -158,12 +203,7 @@ def _decode_object(data: Any) -> StoredState:
         )
     if all(isinstance(value, str) for value in data.values()):
         try:
-            return StoredState(
-                {
-                    key: json.loads(value, parse_constant=_reject_constant)
-                    for key, value in data.items()
-                }
-            )
+            return StoredState({key: _decode(value) for key, value in data.items()})
         except (ValueError, RecursionError):
             raise DeserializationError("legacy session value is not valid JSON") from None
     return StoredState(data)
@@ -201,8 +241,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: no JSON encoder writes it back
+        raise ValueError("number out of range")
+    return value
+
+
 # One decoder for every call: json.loads(..., parse_constant=...) builds a new one each time.
-_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+_decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite).decode
 
 
 def _timestamp(data: Mapping[str, Any], field: str) -> float | None:

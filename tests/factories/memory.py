@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from sessionware.stores import MemorySessionStore
@@ -11,5 +12,5 @@ SERVER_SIDE = True
 
 
 @asynccontextmanager
-async def store() -> AsyncIterator[MemorySessionStore]:
-    yield MemorySessionStore()
+async def store(clock: Callable[[], float] = time.time) -> AsyncIterator[MemorySessionStore]:
+    yield MemorySessionStore(clock=clock)

@@ -14,9 +14,9 @@ Same parameters, defaults and meanings as Starlette 1.10's class; ``request.sess
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal
 
 from starlette.datastructures import Secret
 
@@ -24,10 +24,13 @@ from sessionware import middleware as _core
 from sessionware.config import BrowserSession, PersistentSession, TtlExtensionPolicy
 from sessionware.crypto import Key
 from sessionware.middleware import ASGIApp, Message, Receive, Scope, Send
+from sessionware.repository import Repository
 from sessionware.session import Session, SessionStatus
 from sessionware.state import StoredState
-from sessionware.stores.base import Changes, SessionKey, SessionStore
+from sessionware.stores.base import Absent, Record, RecordStore, Version
 from sessionware.stores.cookie import CookieSessionStore
+
+SessionStore = RecordStore | CookieSessionStore | Repository
 
 __all__ = ["KEY_DERIVATION_CONTEXT", "SessionMiddleware", "derive_key"]
 
@@ -134,7 +137,7 @@ class SessionMiddleware(_core.SessionMiddleware):
         store = store if store is not None else CookieSessionStore()
         super().__init__(
             app,
-            store=cast(SessionStore, _NeverLoads(store)) if expired_on_arrival else store,
+            store=_never_loading(store) if expired_on_arrival else store,
             keys=[derive_key(secret_key), *(derive_key(k) for k in fallback_secret_keys)],
             cookie_name=session_cookie,
             cookie_secure=https_only,
@@ -199,35 +202,44 @@ def _expires_at_once(max_age: int | None) -> bool:
 
 
 class _NeverLoads:
-    """A store whose sessions never come back: ``max_age`` below 1 second, as Starlette allows.
+    """A record store whose sessions never come back: ``max_age`` below 1 second, as Starlette
+    allows. The request still sees its own changes and gets its (already expired) cookie."""
 
-    The request still sees its own changes and gets its (already expired) cookie.
-    """
-
-    def __init__(self, inner: SessionStore) -> None:
+    def __init__(self, inner: RecordStore) -> None:
         self.inner = inner
-        self.holds_state_in_key = inner.holds_state_in_key
+        self.hash_keys = inner.hash_keys
 
-    async def load(self, key: SessionKey) -> StoredState | None:
+    async def get(self, id: str) -> Record | None:
         return None
 
-    async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey:
-        return await self.inner.save(state, ttl)
+    async def put(
+        self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
+    ) -> Version | None:
+        return await self.inner.put(id, data, ttl, expect=expect)
 
-    async def update(
-        self,
-        key: SessionKey,
-        state: Mapping[str, Any],
-        ttl: timedelta,
-        changes: Changes | None = None,
-    ) -> SessionKey | None:
-        return await self.inner.save(state, ttl)
+    async def touch(self, id: str, ttl: timedelta) -> bool:
+        return False
 
-    async def update_ttl(self, key: SessionKey, ttl: timedelta) -> None:
+    async def delete(self, id: str) -> None:
+        await self.inner.delete(id)
+
+
+class _NeverOpens(CookieSessionStore):
+    """The cookie store's counterpart of ``_NeverLoads``."""
+
+    def __init__(self, inner: CookieSessionStore) -> None:
+        self.__dict__.update(inner.__dict__)
+
+    def open(self, text: str) -> StoredState | None:
         return None
 
-    async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None:
-        return None
+
+def _never_loading(store: SessionStore) -> SessionStore:
+    if isinstance(store, CookieSessionStore):
+        return _NeverOpens(store)
+    if isinstance(store, RecordStore):
+        return _NeverLoads(store)
+    return store  # not a store: the middleware says so
 
 
 def _ending_emptied_sessions(app: ASGIApp) -> ASGIApp:

@@ -1,4 +1,4 @@
-"""Session stores: the contract, and the cookie, memory, Redis, SQLite and PostgreSQL stores.
+"""Session stores: the record-store contract, the cookie backend, and the record stores.
 
 The Redis and PostgreSQL stores import their drivers only when first used, so
 ``pip install sessionware`` stays at one dependency.
@@ -6,19 +6,22 @@ The Redis and PostgreSQL stores import their drivers only when first used, so
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sessionware.state import StoredState
 from sessionware.stores.base import (
-    Changes,
+    ABSENT,
     LoadError,
     NotSupportedError,
+    Record,
+    RecordStore,
     SaveError,
     SessionInfo,
     SessionKey,
-    SessionStore,
+    StoreError,
     UpdateError,
-    UserIndexedStore,
+    UserIndex,
+    UserSessionsMixin,
     generate_session_key,
 )
 from sessionware.stores.cookie import CookieSessionStore
@@ -30,8 +33,8 @@ if TYPE_CHECKING:
     from sessionware.stores.sqlite import SQLiteSessionStore
 
 __all__ = [
+    "ABSENT",
     "CachedSessionStore",
-    "Changes",
     "CookieSessionStore",
     "LoadError",
     "MemcachedSessionStore",
@@ -39,17 +42,33 @@ __all__ = [
     "MySQLSessionStore",
     "NotSupportedError",
     "PostgresSessionStore",
+    "Record",
+    "RecordStore",
     "RedisSessionStore",
     "SQLiteSessionStore",
     "SaveError",
     "SessionInfo",
     "SessionKey",
-    "SessionStore",
+    "StoreError",
     "StoredState",
     "UpdateError",
+    "UserIndex",
     "UserIndexedStore",
+    "UserSessionsMixin",
     "generate_session_key",
 ]
+
+
+@runtime_checkable
+class UserIndexedStore(Protocol):
+    """A store that can list and end a user's sessions (``Session.bind_user``)."""
+
+    async def sessions_for(self, user_id: str) -> list[SessionInfo]: ...
+
+    async def delete_all_for(self, user_id: str, except_key: str | None = None) -> int: ...
+
+    async def end_session(self, session_id: str) -> bool: ...
+
 
 _LAZY = {
     "RedisSessionStore": "sessionware.stores.redis",

@@ -207,7 +207,6 @@ class SessionInfo:
     user_agent: str | None
 
 
-
 class UserSessionsMixin:
     """``sessions_for``, ``delete_all_for`` and ``end_session`` for a record store with a
     ``UserIndex``: the session rules stay in the repository, the store only inherits the names."""

@@ -1,157 +1,103 @@
-"""MemorySessionStore: a bounded, TTL-aware store in this process, for tests and development.
+"""MemorySessionStore: records in a dict of this process, for tests and development.
 
-The user index is a dict from user to the set of their keys, kept in step with every write.
+Each record is ``(expires, data, version)``; the user index is a dict from user to
+``{id: expires}``. Nothing here is shared between processes.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, ClassVar
 
-from sessionware.state import DeserializationError, StoredState, decode_state
-from sessionware.stores.base import (
-    TOMBSTONE_TTL,
-    Changes,
-    SessionInfo,
-    SessionKey,
-    UpdateError,
-    generate_session_key,
-    merge,
-    oldest_first,
-    read_record,
-    write_record,
-)
+from sessionware.stores.base import ABSENT, Absent, Record, UserSessionsMixin, Version
 
 __all__ = ["MemorySessionStore"]
 
-_Tombstone = tuple[SessionKey | None]
-"""A purged (``(None,)``) or renewed (``(successor,)``) key."""
 
+class MemorySessionStore(UserSessionsMixin):
+    """Records that expire after their TTL; the least recently written go past ``max_entries``.
 
-class MemorySessionStore:
-    """Sessions in a dict, each expiring after its TTL; the oldest are evicted past ``max_entries``.
-
-    State is kept as encoded JSON so a stored session can never be changed through a reference a
-    handler still holds, exactly as with a real server.
+    Records are bytes, so a stored session never changes through a reference a handler holds.
     """
 
-    holds_state_in_key: ClassVar[bool] = False
-
     def __init__(
-        self, *, max_entries: int = 100_000, clock: Callable[[], float] = time.time
+        self,
+        *,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.time,
+        hash_keys: bool = True,
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
+        self.hash_keys = hash_keys
         self._max_entries = max_entries
         self._clock = clock
-        self._records: OrderedDict[str, tuple[float, str | _Tombstone]] = OrderedDict()
-        self._owner: dict[str, str] = {}
-        self._users: dict[str, set[str]] = {}
+        self._records: OrderedDict[str, tuple[float, bytes, int]] = OrderedDict()
+        self._index: dict[str, dict[str, float]] = {}
+        self._versions = itertools.count(1)
+        self._adds = 0
 
     def __len__(self) -> int:
-        """How many live sessions the store holds (tombstones and expired records excluded)."""
+        """How many unexpired records the store holds (tombstones included)."""
         now = self._clock()
-        return sum(1 for exp, rec in self._records.values() if exp > now and isinstance(rec, str))
+        return sum(1 for expires, _, _ in self._records.values() if expires > now)
 
-    def _get(self, key: str) -> str | _Tombstone | None:
-        entry = self._records.get(key)
-        if entry is None:
+    def _live(self, id: str) -> tuple[float, bytes, int] | None:
+        entry = self._records.get(id)
+        if entry is not None and entry[0] <= self._clock():
+            del self._records[id]
             return None
-        expires, record = entry
-        if expires <= self._clock():
-            del self._records[key]
-            self._file(key, None)
-            return None
-        return record
+        return entry
 
-    def _put(
-        self, key: str, record: str | _Tombstone, ttl: timedelta, user: str | None = None
-    ) -> None:
-        self._records[key] = (self._clock() + ttl.total_seconds(), record)
-        self._records.move_to_end(key)
-        self._file(key, user)
+    async def get(self, id: str) -> Record | None:
+        entry = self._live(id)
+        return None if entry is None else Record(entry[1], entry[2])
+
+    async def put(
+        self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
+    ) -> Version | None:
+        entry = self._live(id)
+        if (entry is None) != (expect is ABSENT) or (entry is not None and entry[2] != expect):
+            return None
+        version = next(self._versions)
+        self._records[id] = (self._clock() + ttl.total_seconds(), bytes(data), version)
+        self._records.move_to_end(id)
         while len(self._records) > self._max_entries:
-            self._file(self._records.popitem(last=False)[0], None)
+            self._records.popitem(last=False)
+        return version
 
-    def _file(self, key: str, user: str | None) -> None:
-        """File ``key`` under ``user`` in the index (``None``: under nobody)."""
-        old = self._owner.pop(key, None)
-        if old is not None:
-            keys = self._users[old]
-            keys.discard(key)
-            if not keys:
-                del self._users[old]
-        if user is not None:
-            self._owner[key] = user
-            self._users.setdefault(user, set()).add(key)
+    async def touch(self, id: str, ttl: timedelta) -> bool:
+        entry = self._live(id)
+        if entry is None:
+            return False
+        self._records[id] = (self._clock() + ttl.total_seconds(), entry[1], entry[2])
+        return True
 
-    async def load(self, key: SessionKey) -> StoredState | None:
-        record = self._get(key)
-        if not isinstance(record, str):
-            return None
-        return read_record(record)
+    async def delete(self, id: str) -> None:
+        self._records.pop(id, None)
 
-    async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey:
-        text = write_record(state)
-        key = generate_session_key()
-        while key in self._records:  # pragma: no cover - 381 bits make this a formality
-            key = generate_session_key()
-        self._put(key, text, ttl, state.user if isinstance(state, StoredState) else None)
-        return key
+    async def index_add(self, user: str, id: str, ttl: timedelta) -> None:
+        now = self._clock()
+        self._adds += 1
+        # Drop this user's expired members, and every 1024 adds everybody's.
+        for name in list(self._index) if self._adds % 1024 == 0 else [user]:
+            members = self._index.get(name, {})
+            for member in [m for m, expires in members.items() if expires <= now]:
+                del members[member]
+            if not members:
+                self._index.pop(name, None)
+        self._index.setdefault(user, {})[id] = now + ttl.total_seconds()
 
-    async def update(
-        self,
-        key: SessionKey,
-        state: Mapping[str, Any],
-        ttl: timedelta,
-        changes: Changes | None = None,
-    ) -> SessionKey | None:
-        record = self._get(key)
-        if isinstance(record, tuple):
-            successor = record[0]
-            if successor is None:
-                return None
-            return await self.update(successor, state, ttl, changes)
-        try:
-            current = None if record is None else decode_state(record)
-        except DeserializationError:
-            current = None  # unreadable: not a session to merge into
-        if current is None:
-            return await self.save(state, ttl)
-        merged = merge(state, changes, current)
-        self._put(key, write_record(merged, UpdateError), ttl, merged.user)
-        return key
+    async def index_remove(self, user: str, id: str) -> None:
+        members = self._index.get(user)
+        if members is not None:
+            members.pop(id, None)
+            if not members:
+                del self._index[user]
 
-    async def update_ttl(self, key: SessionKey, ttl: timedelta) -> None:
-        record = self._get(key)
-        if isinstance(record, str):
-            self._put(key, record, ttl, self._owner.get(key))
-
-    async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None:
-        record = self._get(key)
-        if isinstance(record, tuple):  # ended already: a renewal stays, a purge goes after it
-            if successor is None and record[0] is not None:
-                await self.delete(record[0])
-            return
-        self._put(key, (successor,), TOMBSTONE_TTL)
-
-    async def sessions_for(self, user_id: str) -> list[SessionInfo]:
-        infos = []
-        for key in list(self._users.get(user_id, ())):
-            record = self._get(key)
-            if isinstance(record, str):
-                state = decode_state(record)
-                expires = self._records[key][0]
-                infos.append(
-                    SessionInfo(SessionKey(key), state.created, state.seen, expires, state.agent)
-                )
-        return oldest_first(infos)
-
-    async def delete_all_for(self, user_id: str, except_key: SessionKey | None = None) -> int:
-        ended = [info.key for info in await self.sessions_for(user_id) if info.key != except_key]
-        for key in ended:
-            await self.delete(key)
-        return len(ended)
+    async def index_members(self, user: str) -> list[str]:
+        now = self._clock()
+        return [m for m, expires in self._index.get(user, {}).items() if expires > now]

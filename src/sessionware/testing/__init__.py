@@ -25,13 +25,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sessionware.config import BrowserSession, CookieSettings
-from sessionware.cookies import find_cookies, session_cookie
-from sessionware.crypto import ContentSecurity, Key, seal, unseal
-from sessionware.engine import SessionEngine
+from sessionware.cookies import find_cookies
+from sessionware.crypto import ContentSecurity, Key, unseal
+from sessionware.engine import SessionEngine, make_engine
 from sessionware.middleware import SessionMiddleware
+from sessionware.repository import Repository
 from sessionware.session import Session
-from sessionware.state import StoredState
-from sessionware.stores.base import SessionStore
+from sessionware.stores.base import RecordStore
+from sessionware.stores.cookie import CookieSessionStore
+
+SessionStore = RecordStore | CookieSessionStore | Repository
 
 __all__ = ["find_session_middleware", "make_session_cookie", "read_session"]
 
@@ -97,7 +100,7 @@ def _engine(
         if all(option is None for option in (store, key, cookie_name, content_security)):
             return engine
         base: dict[str, Any] = {
-            "store": engine.store,
+            "store": engine.backend,
             "keys": engine.keys,
             "security": engine.security,
             "cookie": engine.cookie,
@@ -123,7 +126,7 @@ def _engine(
         base["security"] = content_security
     if cookie_name is not None:
         base["cookie"] = dataclasses.replace(base["cookie"], name=cookie_name)
-    return SessionEngine(**base)
+    return make_engine(**base)
 
 
 async def make_session_cookie(
@@ -144,10 +147,7 @@ async def make_session_cookie(
     engine = _engine(middleware_or_app, store, key, cookie_name, content_security)
     checked = Session()
     checked.update(data)  # the middleware's own validation
-    state = StoredState(dict(checked.entries()), created=engine.clock())
-    session_key = await engine.store.save(state, engine.lifecycle.ttl)
-    sealed = seal(engine.security, engine.keys[0], engine.cookie.name, session_key)
-    line = session_cookie(engine.cookie, sealed, None)
+    line = await engine.seed(dict(checked.entries()))
     name, _, value = line.split(";", 1)[0].partition("=")
     return name, value
 

@@ -1,0 +1,306 @@
+"""The record-store contract suite, shipped so any store can prove it keeps the contract.
+
+Subclass ``StoreContract`` in a test module and give it the store under test::
+
+    import pytest
+    from sessionware.testing.store_contract import StoreContract
+
+    class TestMyStore(StoreContract):
+        @pytest.fixture
+        async def record_store(self):
+            store = MyStore(...)
+            yield store
+            await store.aclose()
+
+It needs pytest and pytest-asyncio (``asyncio_mode = "auto"``, or decorate the fixture with
+``pytest_asyncio.fixture``). Expiry is tested with real time by default (sleeps of about two
+seconds); a store with an injectable clock may override the ``advance`` fixture to move it
+instead. The first half checks the record level (``get``/``put``/``touch``/``delete`` and the
+optional ``UserIndex``); the second runs the session rules of ``sessionware.repository`` over
+the store, so what users rely on (merging, renewal, revocation, hop limits, unreadable records)
+behaves the same on every store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+import pytest
+
+from sessionware.repository import Changes, Loaded, Repository, Saved
+from sessionware.state import DeserializationError, StoredState
+from sessionware.stores.base import ABSENT, RecordStore, SessionKey, UserIndex
+
+__all__ = ["StoreContract"]
+
+TTL = timedelta(minutes=5)
+SHORT = timedelta(seconds=1)
+Advance = Callable[[float], Awaitable[None]]
+
+
+class StoreContract:
+    """The contract every ``RecordStore`` keeps; see the module docstring for how to run it."""
+
+    pytestmark = pytest.mark.asyncio
+
+    @pytest.fixture
+    def advance(self) -> Advance:
+        """Let ``seconds`` pass for the store (real time, with a margin for servers that count
+        whole seconds); override it for a store with an injectable clock."""
+
+        async def sleep(seconds: float) -> None:
+            await asyncio.sleep(seconds + 1.1)
+
+        return sleep
+
+    @pytest.fixture
+    def repository(self, record_store: RecordStore) -> Repository:
+        return Repository(record_store, tombstone_ttl=SHORT, max_hops=3)
+
+    # -- the record level --------------------------------------------------------------------
+
+    async def test_is_a_record_store(self, record_store: RecordStore) -> None:
+        assert isinstance(record_store, RecordStore)
+        assert isinstance(record_store.hash_keys, bool)
+
+    async def test_missing_id_gets_none(self, record_store: RecordStore) -> None:
+        assert await record_store.get(_id("missing")) is None
+
+    async def test_create_then_get_round_trips_bytes(self, record_store: RecordStore) -> None:
+        data = '{"v":1,"state":{"s":"ünïcode ✓","big":"' + "x" * 100_000 + '"}}'
+        version = await record_store.put(_id("a"), data.encode(), TTL, expect=ABSENT)
+        assert version is not None
+        record = await record_store.get(_id("a"))
+        assert record is not None and record.data == data.encode()
+        assert record.version == version
+
+    async def test_create_if_absent_refuses_a_taken_id(self, record_store: RecordStore) -> None:
+        assert await record_store.put(_id("a"), b'{"n":1}', TTL, expect=ABSENT) is not None
+        assert await record_store.put(_id("a"), b'{"n":2}', TTL, expect=ABSENT) is None
+        record = await record_store.get(_id("a"))
+        assert record is not None and record.data == b'{"n":1}'
+
+    async def test_compare_and_set(self, record_store: RecordStore) -> None:
+        first = await record_store.put(_id("a"), b'{"n":1}', TTL, expect=ABSENT)
+        second = await record_store.put(_id("a"), b'{"n":2}', TTL, expect=first)
+        assert second is not None and second != first
+        # A writer still holding the first version has lost the race.
+        assert await record_store.put(_id("a"), b'{"n":3}', TTL, expect=first) is None
+        record = await record_store.get(_id("a"))
+        assert record is not None and record.data == b'{"n":2}' and record.version == second
+
+    async def test_compare_and_set_on_a_vanished_record(self, record_store: RecordStore) -> None:
+        version = await record_store.put(_id("a"), b"{}", TTL, expect=ABSENT)
+        await record_store.delete(_id("a"))
+        assert await record_store.put(_id("a"), b"{}", TTL, expect=version) is None
+        assert await record_store.get(_id("a")) is None
+
+    async def test_ids_are_independent(self, record_store: RecordStore) -> None:
+        await record_store.put(_id("a"), b'{"a":1}', TTL, expect=ABSENT)
+        await record_store.put(_id("b"), b'{"b":1}', TTL, expect=ABSENT)
+        await record_store.delete(_id("a"))
+        record = await record_store.get(_id("b"))
+        assert record is not None and record.data == b'{"b":1}'
+
+    async def test_delete_is_idempotent(self, record_store: RecordStore) -> None:
+        await record_store.delete(_id("never"))
+        await record_store.put(_id("a"), b"{}", TTL, expect=ABSENT)
+        await record_store.delete(_id("a"))
+        await record_store.delete(_id("a"))
+        assert await record_store.get(_id("a")) is None
+
+    async def test_records_expire(self, record_store: RecordStore, advance: Advance) -> None:
+        await record_store.put(_id("short"), b'{"n":1}', SHORT, expect=ABSENT)
+        await record_store.put(_id("long"), b'{"n":1}', TTL, expect=ABSENT)
+        await advance(SHORT.total_seconds())
+        assert await record_store.get(_id("short")) is None
+        assert await record_store.get(_id("long")) is not None
+        # An expired record counts as absent: its id can be taken again.
+        assert await record_store.put(_id("short"), b'{"n":2}', TTL, expect=ABSENT) is not None
+
+    async def test_touch_extends_only_live_records(
+        self, record_store: RecordStore, advance: Advance
+    ) -> None:
+        version = await record_store.put(_id("a"), b'{"n":1}', SHORT, expect=ABSENT)
+        assert await record_store.touch(_id("a"), TTL) is True
+        assert await record_store.touch(_id("missing"), TTL) is False
+        await advance(SHORT.total_seconds())
+        record = await record_store.get(_id("a"))
+        assert record is not None and record.version == version  # touch is not a write
+
+    async def test_user_index(self, record_store: RecordStore, advance: Advance) -> None:
+        if not isinstance(record_store, UserIndex):
+            pytest.skip(f"{type(record_store).__name__} has no per-user index")
+        await record_store.index_add("ada", _id("a"), TTL)
+        await record_store.index_add("ada", _id("b"), TTL)
+        await record_store.index_add("bob", _id("c"), TTL)
+        assert sorted(await record_store.index_members("ada")) == sorted([_id("a"), _id("b")])
+        await record_store.index_remove("ada", _id("a"))
+        await record_store.index_remove("ada", _id("never"))
+        assert await record_store.index_members("ada") == [_id("b")]
+        assert await record_store.index_members("nobody") == []
+        # Members past their time are not listed, and a second add moves the time.
+        await record_store.index_add("eve", _id("d"), SHORT)
+        await record_store.index_add("eve", _id("e"), SHORT)
+        await record_store.index_add("eve", _id("e"), TTL)
+        await advance(SHORT.total_seconds())
+        await record_store.index_add("eve", _id("f"), TTL)
+        assert sorted(await record_store.index_members("eve")) == sorted([_id("e"), _id("f")])
+
+    # -- the session rules over this store ---------------------------------------------------
+
+    async def test_sessions_are_filed_under_a_hash(self, repository: Repository) -> None:
+        key, _ = await repository.create({"secret": "s"}, StoredState(created=1.0), TTL)
+        store = repository.store
+        expected = hashlib.sha256(key.encode()).hexdigest() if store.hash_keys else key
+        record = await store.get(expected)
+        assert record is not None
+        if store.hash_keys:
+            assert key.encode() not in record.data
+            assert await store.get(key) is None
+
+    async def test_load_round_trips_state_and_metadata(self, repository: Repository) -> None:
+        state = {"s": "v", "n": 1, "f": 1.5, "b": True, "z": None, "o": {"a": [1, {"b": 2}]}}
+        key, _ = await repository.create(state, StoredState(created=1_700_000_000.0), TTL)
+        loaded = await repository.load(key, TTL)
+        assert loaded is not None and loaded.state == state
+        assert loaded.state.created == 1_700_000_000
+
+    async def test_concurrent_writes_merge(self, repository: Repository) -> None:
+        key, _ = await repository.create({"a": 1, "b": 2}, StoredState(), TTL)
+        first, second = await _load(repository, key), await _load(repository, key)
+        await _save(repository, first, Changes(set={"b": 20}))
+        saved = await _save(repository, second, Changes(set={"c": 3}, removed=frozenset({"a"})))
+        assert saved is not None and not saved.moved
+        assert (await _load(repository, key)).state == {"b": 20, "c": 3}
+
+    async def test_purge_ends_the_session_for_a_slower_writer(
+        self, repository: Repository, advance: Advance
+    ) -> None:
+        key, _ = await repository.create({"user": "ada"}, StoredState(), TTL)
+        slow = await _load(repository, key)
+        await repository.purge(await _load(repository, key))
+        assert await repository.load(key, TTL) is None
+        assert await _save(repository, slow, Changes(set={"x": 1})) is None
+        # Still ended once the tombstone has expired: never saved under a new key.
+        await advance(repository.tombstone_ttl.total_seconds())
+        assert await _save(repository, slow, Changes(set={"x": 1})) is None
+        assert await repository.load(key, TTL) is None
+
+    async def test_renew_carries_a_concurrent_write(self, repository: Repository) -> None:
+        key, _ = await repository.create({"cart": [1]}, StoredState(), TTL)
+        login = await _load(repository, key)
+        await _save(repository, await _load(repository, key), Changes(set={"csrf": "t1"}))
+        renewed = await repository.renew(
+            login, {"cart": [1], "user": "ada"}, Changes(set={"user": "ada"}), StoredState(), TTL
+        )
+        assert isinstance(renewed, tuple)
+        new_key, _ = renewed
+        assert (await _load(repository, new_key)).state == {"cart": [1], "user": "ada", "csrf": "t1"}
+        assert await repository.load(key, TTL) is None
+
+    async def test_a_write_after_renew_lands_in_the_successor(self, repository: Repository) -> None:
+        key, _ = await repository.create({"a": 1}, StoredState(), TTL)
+        slow = await _load(repository, key)
+        renewed = await repository.renew(
+            await _load(repository, key), {"a": 1}, Changes(), StoredState(), TTL
+        )
+        assert isinstance(renewed, tuple)
+        saved = await _save(repository, slow, Changes(set={"late": True}))
+        assert saved is not None and saved.moved  # its response must not learn the new key
+        assert (await _load(repository, renewed[0])).state == {"a": 1, "late": True}
+
+    async def test_two_renewals_leave_one_session(self, repository: Repository) -> None:
+        key, _ = await repository.create({"a": 1}, StoredState(), TTL)
+        first, second = await _load(repository, key), await _load(repository, key)
+        won = await repository.renew(first, {"a": 1}, Changes(), StoredState(), TTL)
+        lost = await repository.renew(
+            second, {"a": 1, "b": 2}, Changes(set={"b": 2}), StoredState(), TTL
+        )
+        assert isinstance(won, tuple) and isinstance(lost, Saved) and lost.moved
+        assert (await _load(repository, won[0])).state == {"a": 1, "b": 2}
+
+    async def test_purging_a_renewed_key_purges_its_successor(
+        self, repository: Repository
+    ) -> None:
+        key, _ = await repository.create({"a": 1}, StoredState(), TTL)
+        logout = await _load(repository, key)
+        renewed = await repository.renew(
+            await _load(repository, key), {"a": 1}, Changes(), StoredState(), TTL
+        )
+        assert isinstance(renewed, tuple)
+        await repository.purge(logout)
+        assert await repository.load(renewed[0], TTL) is None
+
+    async def test_hop_limit_ends_the_session(self, repository: Repository) -> None:
+        key, _ = await repository.create({"a": 1}, StoredState(), TTL)
+        slow = await _load(repository, key)
+        current = key
+        for _ in range(repository.max_hops + 1):
+            renewed = await repository.renew(
+                await _load(repository, current), {"a": 1}, Changes(), StoredState(), TTL
+            )
+            assert isinstance(renewed, tuple)
+            current = renewed[0]
+        assert await _save(repository, slow, Changes(set={"b": 2})) is None
+        assert "b" not in (await _load(repository, current)).state
+
+    async def test_unreadable_record(self, repository: Repository) -> None:
+        key, _ = await repository.create({"a": 1}, StoredState(), TTL)
+        loaded = await _load(repository, key)
+        store = repository.store
+        await store.put(loaded.id, b"\xff not json", TTL, expect=loaded.version)
+        with pytest.raises(DeserializationError):
+            await repository.load(key, TTL)
+        # A write that meets it ends the session (never an error page, never a new key).
+        assert await _save(repository, loaded, Changes(set={"b": 2})) is None
+
+    async def test_users_sessions(self, repository: Repository) -> None:
+        if repository.index is None:
+            pytest.skip(f"{type(repository.store).__name__} has no per-user index")
+        meta = StoredState(user="ada", agent="Firefox", created=1_700_000_000.0)
+        first, _ = await repository.create({"n": 1}, meta, TTL)
+        meta.created = 1_700_000_001.0
+        second, _ = await repository.create({"n": 2}, meta, TTL)
+        await repository.create({"n": 3}, StoredState(user="bob"), TTL)
+        infos = await repository.sessions_for("ada")
+        assert [i.id for i in infos] == [repository.id_of(first), repository.id_of(second)]
+        assert infos[0].user_agent == "Firefox" and infos[0].expires is not None
+        assert await repository.delete_all_for("ada", except_key=first) == 1
+        assert await repository.load(second, TTL) is None
+        assert await repository.load(first, TTL) is not None
+        assert await repository.end_session(repository.id_of(first)) is True
+        assert await repository.end_session(repository.id_of(first)) is False
+        assert await repository.sessions_for("ada") == []
+        assert len(await repository.sessions_for("bob")) == 1
+
+    async def test_sign_out_everywhere_catches_a_renewal(self, repository: Repository) -> None:
+        if repository.index is None:
+            pytest.skip(f"{type(repository.store).__name__} has no per-user index")
+        key, _ = await repository.create({"n": 1}, StoredState(user="ada"), TTL)
+        renewing = await _load(repository, key)
+        # The renewal's new record is filed before the old one is buried: either way it ends.
+        assert await repository.delete_all_for("ada") == 1
+        assert await repository.renew(renewing, {"n": 1}, Changes(), StoredState(), TTL) is None
+        assert await repository.sessions_for("ada") == []
+
+
+_RUN = uuid.uuid4().hex
+
+
+def _id(name: str) -> str:
+    """A record id of the repository's shape, distinct per test name and run."""
+    return hashlib.sha256(f"{_RUN}:{name}:{asyncio.get_running_loop()!r}".encode()).hexdigest()
+
+
+async def _load(repository: Repository, key: SessionKey) -> Loaded:
+    loaded = await repository.load(key, TTL)
+    assert loaded is not None, "the session should be live"
+    return loaded
+
+
+async def _save(repository: Repository, loaded: Loaded, changes: Changes) -> Saved | None:
+    return await repository.save(loaded, changes.apply(loaded.state), changes, StoredState(), TTL)
