@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -17,8 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sessionware.stores.memcached import MemcachedSessionStore
-from tests.factories.redis import require_binary
-from tests.services import free_port
+from tests.services import free_port, require_executable
 
 SERVER_SIDE = True
 
@@ -58,7 +58,8 @@ class Server:
 def start_server(port: int | None = None) -> Server:
     """Start ``memcached`` on 127.0.0.1:``port`` (default: a free one), TCP only; return once
     it listens (at most 5 s)."""
-    binary = require_binary("memcached")
+    binary = shutil.which("memcached") or "/usr/bin/memcached"
+    require_executable("memcached", binary)
     port = free_port() if port is None else port
     argv = [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64"]
     if os.geteuid() == 0:
