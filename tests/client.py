@@ -6,20 +6,25 @@ exactly what a browser would get, Secure cookies included (the scheme is https).
 
 from __future__ import annotations
 
+import asyncio
 import json as jsonlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from sessionware.repository import Repository
+from sessionware.state import StoredState
 from sessionware.stores.base import (
     Absent,
     Record,
     RecordStore,
+    SessionKey,
     UserIndex,
     UserSessionsMixin,
     Version,
 )
+from sessionware.stores.cookie import CookieSessionStore
 
 
 @dataclass
@@ -160,7 +165,9 @@ class RecordingStore:
     It has the per-user index methods only when the inner store has them.
     """
 
-    def __new__(cls, inner: RecordStore) -> RecordingStore:
+    def __new__(cls, inner: Any) -> Any:
+        if isinstance(inner, CookieSessionStore):
+            return RecordingCookieStore(inner)
         if cls is RecordingStore and isinstance(inner, UserIndex):
             cls = _RecordingIndexed
         return super().__new__(cls)
@@ -169,27 +176,34 @@ class RecordingStore:
         self.inner = inner
         self.hash_keys = inner.hash_keys
         self.calls: list[str] = []
+        self.hook: Callable[[str], Awaitable[None]] | None = None
+        """Awaited with the operation's name before each call (to park or fail it)."""
+
+    async def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if self.hook is not None:
+            await self.hook(name)
 
     @property
     def writes(self) -> list[str]:
         return [c for c in self.calls if c not in ("get", "index_members")]
 
     async def get(self, id: str) -> Record | None:
-        self.calls.append("get")
+        await self._call("get")
         return await self.inner.get(id)
 
     async def put(
         self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
     ) -> Version | None:
-        self.calls.append("put")
+        await self._call("put")
         return await self.inner.put(id, data, ttl, expect=expect)
 
     async def touch(self, id: str, ttl: timedelta) -> bool:
-        self.calls.append("touch")
+        await self._call("touch")
         return await self.inner.touch(id, ttl)
 
     async def delete(self, id: str) -> None:
-        self.calls.append("delete")
+        await self._call("delete")
         await self.inner.delete(id)
 
 
@@ -197,16 +211,69 @@ class _RecordingIndexed(RecordingStore, UserSessionsMixin):
     inner: Any
 
     async def index_add(self, user: str, id: str, ttl: timedelta) -> None:
-        self.calls.append("index_add")
+        await self._call("index_add")
         await self.inner.index_add(user, id, ttl)
 
     async def index_remove(self, user: str, id: str) -> None:
-        self.calls.append("index_remove")
+        await self._call("index_remove")
         await self.inner.index_remove(user, id)
 
     async def index_members(self, user: str) -> list[str]:
-        self.calls.append("index_members")
+        await self._call("index_members")
         return list(await self.inner.index_members(user))
+
+
+async def stored(store: Any, key: str) -> StoredState | None:
+    """The state a record store holds for session ``key`` now (``None``: no live session)."""
+    inner = getattr(store, "inner", store)
+    loaded = await Repository(inner).load(SessionKey(key), timedelta(minutes=5))
+    return None if loaded is None else loaded.state
+
+
+class RecordingCookieStore(CookieSessionStore):
+    """The cookie store, recording its calls under the record-store names they stand for:
+    ``get`` for opening a cookie's state, ``put`` for writing one."""
+
+    def __init__(self, inner: CookieSessionStore) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.inner = inner
+        self.calls: list[str] = []
+
+    @property
+    def writes(self) -> list[str]:
+        return [c for c in self.calls if c != "get"]
+
+    def open(self, text: str) -> Any:
+        self.calls.append("get")
+        return self.inner.open(text)
+
+    def dump(self, state: Any, ttl: timedelta, *, state_json: str | None = None) -> str:
+        self.calls.append("put")
+        return self.inner.dump(state, ttl, state_json=state_json)
+
+
+class Gate:
+    """A ``RecordingStore.hook`` that parks (or, with ``fail``, fails) the ``nth`` call of ``op``.
+
+    ``arrived`` is set when the call is parked; it goes on once ``release`` is set.
+    """
+
+    def __init__(self, op: str, nth: int = 1, *, fail: BaseException | None = None) -> None:
+        self.op, self.nth, self.fail = op, nth, fail
+        self.seen = 0
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, name: str) -> None:
+        if name != self.op:
+            return
+        self.seen += 1
+        if self.seen != self.nth:
+            return
+        if self.fail is not None:
+            raise self.fail
+        self.arrived.set()
+        await asyncio.wait_for(self.release.wait(), timeout=30)
 
 
 async def websocket(

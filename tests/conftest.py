@@ -33,7 +33,9 @@ SERVER_SIDE = sorted(name for name, module in FACTORIES.items() if module.SERVER
 
 
 @pytest.fixture(params=sorted(FACTORIES))
-async def any_store(request: pytest.FixtureRequest) -> AsyncIterator[RecordStore | CookieSessionStore]:
+async def any_store(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[RecordStore | CookieSessionStore]:
     """Each store in turn, the cookie store included."""
     async with FACTORIES[request.param].store() as store:
         yield store

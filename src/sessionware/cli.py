@@ -235,8 +235,20 @@ def _clear_sqlite(location: str, table: str, batch: int) -> int:
     async def delete() -> int:
         return conn.execute(delete_sql, (now, batch)).rowcount
 
+    index = f"{table}_users"
+    index_sql = (
+        f"DELETE FROM {index} WHERE (user_id, key) IN"  # noqa: S608
+        f" (SELECT user_id, key FROM {index} WHERE expires <= ? LIMIT ?)"
+    )
     try:
-        return asyncio.run(_run_batches(count, delete, batch))
+        deleted = asyncio.run(_run_batches(count, delete, batch))
+        # Then the user index's expired entries, not counted as sessions (a v1 table has none).
+        if conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (index,)
+        ).fetchone():
+            while conn.execute(index_sql, (now, batch)).rowcount == batch:
+                pass
+        return deleted
     except sqlite3.Error as exc:
         raise RuntimeError(f"SQLite: {exc}") from exc
     finally:
@@ -271,7 +283,17 @@ async def _clear_postgres(dsn: str, table: str, batch: int) -> int:
             status: str = await conn.execute(delete_sql, now, batch)
             return int(status.split()[-1])
 
-        return await _run_batches(count, delete, batch)
+        deleted = await _run_batches(count, delete, batch)
+        # Then the user index's expired entries, not counted as sessions (a v1 table has none).
+        index = f"{table}_users"
+        index_sql = (
+            f"DELETE FROM {index} WHERE (user_id, key) IN"  # noqa: S608
+            f" (SELECT user_id, key FROM {index} WHERE expires <= $1 LIMIT $2) AND expires <= $1"
+        )
+        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", index):
+            while (await conn.execute(index_sql, now, batch)).split()[-1] == str(batch):
+                pass
+        return deleted
     except asyncpg.PostgresError as exc:
         raise RuntimeError(f"PostgreSQL: {exc}") from exc
     finally:

@@ -44,15 +44,12 @@ from sessionware.flash import flash, get_flashed_messages
 from sessionware.middleware import SessionMiddleware, get_session
 from sessionware.session import Session
 from sessionware.stores import (
-    CookieSessionStore,
     NotSupportedError,
-    RecordStore,
     SessionInfo,
+    SessionStore,
     UserIndexedStore,
 )
 from sessionware.stores.memory import MemorySessionStore
-
-SessionStore = RecordStore | CookieSessionStore
 
 __all__ = ["KEY_FILE", "SQLITE_FILE", "create_app", "default_data_dir", "load_key", "serve"]
 

@@ -1,67 +1,69 @@
-"""Concurrent requests on one session, for every server-side store, through the middleware.
+"""Concurrent requests on one session, for every record store, through the middleware.
 
-A store wrapper holds one request between its load and its write while another request runs to
-completion, forcing each interleaving deterministically; then real parallel requests.
+A ``Gate`` on the recording store parks one request at a chosen store call while another runs to
+completion, forcing each interleaving deterministically; then real parallel requests. The
+"found" tests are the attacks the first version lost to (see the persistence-core issue).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import inspect
+import time
+from collections.abc import AsyncIterator, Coroutine
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from sessionware import ContentSecurity, Key
-from sessionware.stores import Changes, SessionKey, SessionStore
-from tests.acceptance.apps import make_app
-from tests.client import RecordingStore, Response, request
+from sessionware import ContentSecurity, Key, get_session
+from sessionware.repository import Repository
+from sessionware.stores import RecordStore, StoreError, UserIndex
+from tests.acceptance.apps import ROUTES, make_app
+from tests.client import Gate, RecordingStore, request
+from tests.conftest import FACTORIES, SERVER_SIDE
 
 
-class PausingStore(RecordingStore):
-    """Holds the next write (update, save or delete) until ``release`` is set."""
+async def login_bound(request: Request) -> Response:
+    """A login as real apps write it: check the password (an await), bind, renew."""
+    session = get_session(request)
+    body = await request.json()
+    await asyncio.sleep(0)
+    session["user_id"] = body["user_id"]
+    session.bind_user(body["user_id"])
+    session.renew()
+    return JSONResponse(dict(session))
 
-    def __init__(self, inner: SessionStore) -> None:
-        super().__init__(inner)
-        self.armed = False
-        self.arrived = asyncio.Event()
-        self.release = asyncio.Event()
 
-    async def _gate(self) -> None:
-        if self.armed:
-            self.armed = False
-            self.arrived.set()
-            await asyncio.wait_for(self.release.wait(), timeout=10)
-
-    async def update(
-        self,
-        key: SessionKey,
-        state: Mapping[str, Any],
-        ttl: timedelta,
-        changes: Changes | None = None,
-    ) -> SessionKey | None:
-        await self._gate()
-        return await super().update(key, state, ttl, changes)
-
-    async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey:
-        await self._gate()
-        return await super().save(state, ttl)
+APP_ROUTES = [*ROUTES, Route("/login-bound", login_bound, methods=["POST"])]
 
 
 @pytest.fixture
-async def paused(server_store: SessionStore) -> AsyncIterator[PausingStore]:
-    yield PausingStore(server_store)
+async def recording(server_store: RecordStore) -> AsyncIterator[RecordingStore]:
+    yield RecordingStore(server_store)
 
 
-async def _interleave(store: PausingStore, slow: Any, fast: Any) -> tuple[Response, Response]:
-    """Run ``slow`` until it is about to write, run ``fast`` to the end, then finish ``slow``."""
-    store.armed = True
+def app_for(store: RecordingStore | Repository, **options: Any) -> Any:
+    return make_app(store=store, routes=APP_ROUTES, **options)
+
+
+async def _interleave(
+    store: RecordingStore,
+    gate: Gate,
+    slow: Coroutine[Any, Any, Any],
+    fast: Coroutine[Any, Any, Any],
+) -> tuple[Any, Any]:
+    """Run ``slow`` until the gate parks it, run ``fast`` to the end, then finish ``slow``."""
+    store.hook = gate
     slow_task = asyncio.create_task(slow)
-    await asyncio.wait_for(store.arrived.wait(), timeout=10)
-    fast_response = await fast
-    store.release.set()
-    return await slow_task, fast_response
+    await asyncio.wait_for(gate.arrived.wait(), timeout=30)
+    store.hook = None
+    fast_result = await fast
+    gate.release.set()
+    return await slow_task, fast_result
 
 
 async def _start(app: Any, state: dict[str, Any]) -> str:
@@ -70,24 +72,41 @@ async def _start(app: Any, state: dict[str, Any]) -> str:
     return cookie.value
 
 
-async def test_writes_to_different_keys_both_survive(paused: PausingStore) -> None:
-    app = make_app(store=paused)
+async def _all(app: Any, cookie: str) -> Any:
+    return (await request(app, "GET", "/all", cookies={"id": cookie})).json()
+
+
+async def test_writes_to_different_keys_both_survive(recording: RecordingStore) -> None:
+    app = app_for(recording)
     cookie = await _start(app, {"start": 0})
     slow, fast = await _interleave(
-        paused,
+        recording,
+        Gate("put"),
         request(app, "POST", "/set", cookies={"id": cookie}, json={"a": 1}),
         request(app, "POST", "/set", cookies={"id": cookie}, json={"b": 2}),
     )
     assert slow.status == fast.status == 200
-    final = await request(app, "GET", "/all", cookies={"id": cookie})
-    assert final.json() == {"start": 0, "a": 1, "b": 2}
+    assert await _all(app, cookie) == {"start": 0, "a": 1, "b": 2}
 
 
-async def test_purge_is_not_undone_by_a_slower_writer(paused: PausingStore) -> None:
-    app = make_app(store=paused)
+async def test_clear_then_late_write_keeps_only_the_late_write(recording: RecordingStore) -> None:
+    app = app_for(recording)
+    cookie = await _start(app, {"a": 1, "b": 2})
+    await _interleave(
+        recording,
+        Gate("put"),
+        request(app, "POST", "/set", cookies={"id": cookie}, json={"c": 3}),
+        request(app, "POST", "/clear", cookies={"id": cookie}),
+    )
+    assert await _all(app, cookie) == {"c": 3}
+
+
+async def test_purge_is_not_undone_by_a_slower_writer(recording: RecordingStore) -> None:
+    app = app_for(recording)
     cookie = await _start(app, {"user_id": "u"})
     slow, fast = await _interleave(
-        paused,
+        recording,
+        Gate("put"),
         request(app, "POST", "/set", cookies={"id": cookie}, json={"late": True}),
         request(app, "POST", "/logout", cookies={"id": cookie}),
     )
@@ -95,45 +114,178 @@ async def test_purge_is_not_undone_by_a_slower_writer(paused: PausingStore) -> N
     assert slow.status == 200
     removal = slow.cookie()
     assert removal is not None and removal.is_removal, "the late writer is told the session ended"
-    assert (await request(app, "GET", "/all", cookies={"id": cookie})).json() == {}
+    assert await _all(app, cookie) == {}
 
 
-async def test_a_write_racing_a_renew_lands_in_the_renewed_session(paused: PausingStore) -> None:
-    app = make_app(store=paused)
+# -- found 1: revocation undone by a slow request ---------------------------------------------
+
+
+def _clocked(factory: str) -> bool:
+    return "clock" in inspect.signature(FACTORIES[factory].store).parameters
+
+
+@pytest.mark.parametrize("factory", SERVER_SIDE)
+async def test_found1_revocation_survives_the_tombstone_expiring(factory: str) -> None:
+    """Log in; a slow request loads; log out; the tombstone expires; the slow request writes:
+    it must end the session (removal cookie), never save the state under a new key."""
+    now = [time.time()]
+    options = {"clock": lambda: now[0]} if _clocked(factory) else {}
+    async with FACTORIES[factory].store(**options) as inner:
+        store = RecordingStore(inner)
+        repository = Repository(store, tombstone_ttl=timedelta(seconds=1), **options)
+        app = app_for(repository, **options)
+        cookie = await _start(app, {"user_id": "ada", "cart": [1]})
+        gate = Gate("put")
+
+        async def logout_then_expire() -> Any:
+            response = await request(app, "POST", "/logout", cookies={"id": cookie})
+            if options:
+                now[0] += 2
+            else:
+                await asyncio.sleep(2.2)  # the tombstone's real TTL passes
+            return response
+
+        slow, fast = await _interleave(
+            store,
+            gate,
+            request(app, "POST", "/set", cookies={"id": cookie}, json={"late": 1}),
+            logout_then_expire(),
+        )
+        assert fast.text == "Logged out: ada"
+        assert slow.status == 200
+        removal = slow.cookie()
+        assert removal is not None and removal.is_removal
+        assert await _all(app, cookie) == {}
+        puts_after = store.calls.count("put")
+        # Nothing was created for the slow request: a new session would need a new put ABSENT.
+        r = await request(app, "GET", "/all", cookies={"id": cookie})
+        assert r.json() == {} and store.calls.count("put") == puts_after
+
+
+# -- found 2: a write during a login's renew is lost -----------------------------------------
+
+
+@pytest.mark.parametrize("nth", [1, 2], ids=["before-new-record", "before-tombstone"])
+async def test_found2_a_write_during_renew_is_carried_over(
+    recording: RecordingStore, nth: int
+) -> None:
+    app = app_for(recording)
+    cookie = await _start(app, {"cart": ["x"]})
+    # The login parks at its first put (the new record) or its second (burying the old one).
+    login, csrf = await _interleave(
+        recording,
+        Gate("put", nth),
+        request(app, "POST", "/login", cookies={"id": cookie}, json={"user_id": "u"}),
+        request(app, "POST", "/set", cookies={"id": cookie}, json={"csrf": "t1"}),
+    )
+    assert csrf.status == 200
+    renewed = login.cookie()
+    assert renewed is not None and not renewed.is_removal
+    assert await _all(app, renewed.value) == {"cart": ["x"], "user_id": "u", "csrf": "t1"}
+    assert await _all(app, cookie) == {}
+
+
+async def test_a_write_racing_a_renew_lands_in_the_renewed_session(
+    recording: RecordingStore,
+) -> None:
+    app = app_for(recording)
     cookie = await _start(app, {"cart": ["x"]})
     slow, fast = await _interleave(
-        paused,
+        recording,
+        Gate("put"),
         request(app, "POST", "/set", cookies={"id": cookie}, json={"theme": "dark"}),
         request(app, "POST", "/login", cookies={"id": cookie}, json={"user_id": "u"}),
     )
     renewed = fast.cookie()
     assert renewed is not None
-    assert (await request(app, "GET", "/all", cookies={"id": renewed.value})).json() == {
-        "cart": ["x"],
-        "user_id": "u",
-        "theme": "dark",
-    }
-    assert (await request(app, "GET", "/all", cookies={"id": cookie})).json() == {}
+    assert await _all(app, renewed.value) == {"cart": ["x"], "user_id": "u", "theme": "dark"}
+    assert await _all(app, cookie) == {}
     assert slow.status == 200
+    assert slow.cookie() is None, "the slow request must not learn (or drop) the renewed key"
 
 
-async def test_clear_then_late_write_keeps_only_the_late_write(paused: PausingStore) -> None:
-    app = make_app(store=paused)
-    cookie = await _start(app, {"a": 1, "b": 2})
-    await _interleave(
-        paused,
-        request(app, "POST", "/set", cookies={"id": cookie}, json={"c": 3}),
-        request(app, "POST", "/clear", cookies={"id": cookie}),
+# -- found 3: sign-out-everywhere misses a session renewed at the same moment -------------------
+
+
+@pytest.mark.parametrize("nth", [1, 2], ids=["before-new-record", "before-tombstone"])
+async def test_found3_sign_out_everywhere_catches_a_racing_renewal(
+    recording: RecordingStore, nth: int
+) -> None:
+    if not isinstance(recording, UserIndex):
+        pytest.skip("the store has no per-user index")
+    app = app_for(recording)
+    first = (await request(app, "POST", "/login-bound", json={"user_id": "ada"})).cookie()
+    assert first is not None
+    # The second login parks before its new record or before burying the old one, while
+    # "sign out everywhere" runs to the end.
+    login, _ = await _interleave(
+        recording,
+        Gate("put", nth),
+        request(app, "POST", "/login-bound", cookies={"id": first.value}, json={"user_id": "ada"}),
+        recording.delete_all_for("ada"),  # type: ignore[attr-defined]
     )
-    assert (await request(app, "GET", "/all", cookies={"id": cookie})).json() == {"c": 3}
+    assert await recording.sessions_for("ada") == []  # type: ignore[attr-defined]
+    cookie = login.cookie()
+    if cookie is not None and not cookie.is_removal:
+        assert await _all(app, cookie.value) == {}, "the renewed session must be ended too"
+    assert await _all(app, first.value) == {}
+
+
+@pytest.mark.parametrize("factory", [f for f in ("redis", "postgres") if f in FACTORIES])
+async def test_found3_randomized_races(factory: str) -> None:
+    async with FACTORIES[factory].store() as store:
+        app = app_for(RecordingStore(store))
+        for i in range(100):
+            user = f"racer{i}"
+            first = (await request(app, "POST", "/login-bound", json={"user_id": user})).cookie()
+            assert first is not None
+            login, _ = await asyncio.gather(
+                request(
+                    app, "POST", "/login-bound", cookies={"id": first.value}, json={"user_id": user}
+                ),
+                store.delete_all_for(user),  # type: ignore[attr-defined]
+            )
+            assert await store.sessions_for(user) == [], f"iteration {i}"  # type: ignore[attr-defined]
+            cookie = login.cookie()
+            if cookie is not None and not cookie.is_removal:
+                assert await _all(app, cookie.value) == {}, f"iteration {i}"
+
+
+# -- found 4: a store fault in the middle of a renew loses the session --------------------------
+
+
+@pytest.mark.parametrize(
+    ("op", "nth"),
+    [("put", 1), ("put", 2), ("index_add", 1)],
+    ids=["new-record", "tombstone", "user-index"],
+)
+async def test_found4_a_fault_during_renew_loses_nothing(
+    recording: RecordingStore, op: str, nth: int
+) -> None:
+    if op == "index_add" and not hasattr(recording, "index_add"):
+        pytest.skip("the store has no per-user index")
+    app = app_for(recording)
+    first = (await request(app, "POST", "/login-bound", json={"user_id": "ada"})).cookie()
+    assert first is not None
+    await request(app, "POST", "/set", cookies={"id": first.value}, json={"cart": [1, 2]})
+    recording.hook = Gate(op, nth, fail=StoreError("the store paused"))
+    r = await request(
+        app, "POST", "/login-bound", cookies={"id": first.value}, json={"user_id": "ada"}
+    )
+    recording.hook = None
+    assert r.status == 503 and r.set_cookies == []
+    # The client kept its old cookie: its session and cart are still there.
+    assert await _all(app, first.value) == {"user_id": "ada", "cart": [1, 2]}
+
+
+# -- real parallelism ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("security", list(ContentSecurity), ids=lambda c: c.name.lower())
 async def test_parallel_writers_lose_no_update(
-    server_store: SessionStore, security: ContentSecurity
+    server_store: RecordStore, security: ContentSecurity
 ) -> None:
-    key = Key.generate()
-    app = make_app(store=server_store, key=key, content_security=security)
+    app = app_for(RecordingStore(server_store), key=Key.generate(), content_security=security)
     cookie = await _start(app, {"start": 0})
     responses = await asyncio.gather(
         *(
@@ -142,16 +294,14 @@ async def test_parallel_writers_lose_no_update(
         )
     )
     assert all(r.status == 200 for r in responses)
-    final = (await request(app, "GET", "/all", cookies={"id": cookie})).json()
-    assert final == {"start": 0, **{f"k{i}": i for i in range(25)}}
+    assert await _all(app, cookie) == {"start": 0, **{f"k{i}": i for i in range(25)}}
 
 
-async def test_parallel_in_place_mutations_of_different_keys(server_store: SessionStore) -> None:
-    app = make_app(store=server_store)
+async def test_parallel_in_place_mutations_of_different_keys(server_store: RecordStore) -> None:
+    app = app_for(RecordingStore(server_store))
     cookie = await _start(app, {"cart": [], "wishlist": []})
     await asyncio.gather(
         request(app, "POST", "/cart-in-place", cookies={"id": cookie}, json={"item": "apple"}),
         request(app, "POST", "/set", cookies={"id": cookie}, json={"wishlist": ["pear"]}),
     )
-    final = (await request(app, "GET", "/all", cookies={"id": cookie})).json()
-    assert final == {"cart": ["apple"], "wishlist": ["pear"]}
+    assert await _all(app, cookie) == {"cart": ["apple"], "wishlist": ["pear"]}

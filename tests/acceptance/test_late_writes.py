@@ -20,9 +20,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from sessionware import Key, SessionError, SessionMiddleware, get_session
-from sessionware.stores import SessionKey, SessionStore
+from sessionware.stores import SessionStore
 from tests.acceptance.apps import ROUTES
 from tests.client import request, websocket
+from tests.client import stored as stored_state
 
 
 async def stream(request: Request) -> Response:
@@ -185,7 +186,7 @@ async def test_bound_user_and_agent_are_stored_beside_the_state(server_store: Se
 
     opened = unseal(ContentSecurity.PRIVATE, [key], "id", unquote(cookie.value))
     assert opened is not None
-    stored = await server_store.load(SessionKey(opened[0]))
+    stored = await stored_state(server_store, opened[0])
     assert stored is not None and stored == {}
     assert stored.user == "user-42" and stored.agent == "Mozilla/5.0 (X11) Test/1.0"
     assert stored.created is not None and stored.seen is not None

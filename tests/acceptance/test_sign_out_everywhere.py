@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from sessionware import Key, SessionMiddleware, get_session
-from sessionware.stores import SessionKey, SessionStore, UserIndexedStore
+from sessionware.stores import SessionStore, UserIndexedStore
 from tests.client import request
 
 
@@ -40,7 +40,7 @@ def make_app(store: UserIndexedStore) -> Starlette:
                     "last_seen": info.last_seen,
                     "expires": info.expires,
                     "user_agent": info.user_agent,
-                    "current": info.key == session.key,
+                    "current": info.id == session.id,
                 }
                 for info in await store.sessions_for(session.user_id)
             ]
@@ -49,7 +49,7 @@ def make_app(store: UserIndexedStore) -> Starlette:
     async def sign_out_others(req: Request) -> Response:
         session = get_session(req)
         assert session.user_id is not None and session.key is not None
-        ended = await store.delete_all_for(session.user_id, except_key=SessionKey(session.key))
+        ended = await store.delete_all_for(session.user_id, except_key=session.key)
         return JSONResponse({"ended": ended})
 
     async def purge(req: Request) -> Response:

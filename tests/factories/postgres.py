@@ -1,4 +1,4 @@
-"""The PostgreSQL store, on a table of its own that is dropped afterwards."""
+"""The PostgreSQL store, on tables of its own that are dropped afterwards."""
 
 from __future__ import annotations
 
@@ -26,6 +26,6 @@ async def store() -> AsyncIterator[PostgresSessionStore]:
         await sessions.aclose()
         conn = await asyncpg.connect(DSN, timeout=5)
         try:
-            await conn.execute(f"DROP TABLE IF EXISTS {table}")
+            await conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_users")
         finally:
             await conn.close()

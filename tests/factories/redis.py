@@ -27,10 +27,10 @@ URL = "redis://127.0.0.1:6379/0"
 
 
 @asynccontextmanager
-async def store() -> AsyncIterator[RedisSessionStore]:
+async def store(*, hash_keys: bool = True) -> AsyncIterator[RedisSessionStore]:
     require("Redis", "127.0.0.1", 6379)
     prefix = unique_prefix()
-    session_store = RedisSessionStore.from_url(URL, key_prefix=prefix)
+    session_store = RedisSessionStore.from_url(URL, key_prefix=prefix, hash_keys=hash_keys)
     try:
         yield session_store
     finally:

@@ -32,17 +32,24 @@ _failure: list[str] = []
 
 
 @asynccontextmanager
-async def store() -> AsyncIterator[RedisSessionStore]:
+async def store(*, hash_keys: bool = True) -> AsyncIterator[RedisSessionStore]:
     ports = _cluster()
     prefix = unique_prefix()
     url = f"redis://127.0.0.1:{ports[0]}"
-    session_store = RedisSessionStore.from_url(url, key_prefix=prefix, cluster=True)
+    session_store = RedisSessionStore.from_url(
+        url, key_prefix=prefix, cluster=True, hash_keys=hash_keys
+    )
     try:
         yield session_store
     finally:
         await session_store.aclose()
         for port in ports:
             await delete_prefixed(f"redis://127.0.0.1:{port}", prefix)
+
+
+def node_urls() -> list[str]:
+    """The URLs of the cluster's masters (starting it on first use), to inspect each node."""
+    return [f"redis://127.0.0.1:{port}" for port in _cluster()]
 
 
 def _cluster() -> list[int]:

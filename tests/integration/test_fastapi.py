@@ -58,11 +58,11 @@ async def test_lazy_sessions_are_loaded_by_the_dependency_and_only_there() -> No
     store = RecordingStore(MemorySessionStore())
     app = make_app(store, lazy=True)
     cookie = (await request(app, "GET", "/count")).cookie()
-    assert cookie is not None and store.calls == ["save"]
+    assert cookie is not None and store.calls == ["put"]
     r = await request(app, "GET", "/untouched", cookies={"id": cookie.value})
-    assert r.json() == "ok" and store.calls == ["save"]  # no load for a handler without it
+    assert r.json() == "ok" and store.calls == ["put"]  # no load for a handler without it
     r = await request(app, "GET", "/count", cookies={"id": cookie.value})
-    assert r.json() == 2 and store.calls == ["save", "load", "update"]
+    assert r.json() == 2 and store.calls == ["put", "get", "put"]
 
 
 class LoadFails(RecordingStore):

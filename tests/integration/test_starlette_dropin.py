@@ -258,7 +258,7 @@ async def test_clear_ends_the_session_as_starlettes_does() -> None:
     response = await request(app, "POST", "/clear", cookies={"session": value})
     removal = response.cookie("session")
     assert removal is not None and removal.is_removal
-    assert store.calls[-1] == "delete"
+    assert store.calls[-1] == "put"
     replay = await request(app, "GET", "/view", cookies={"session": value})
     assert replay.json() == {}
 

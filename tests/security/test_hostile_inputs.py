@@ -87,7 +87,7 @@ async def assert_invalid(
     r = await request(app, "GET", "/all", cookie_header=header)
     assert r.status == 200 and r.json() == {}
     assert r.set_cookies == [], "no Set-Cookie unless the app writes"
-    assert backend.store.calls == (["load"] if loads else [])
+    assert backend.store.calls == (["get"] if loads else [])
     assert len(warnings(caplog)) == expected_warnings, [r.getMessage() for r in caplog.records]
     for record in warnings(caplog):
         assert any(isinstance(arg, str) and len(arg) == 16 for arg in record.args or ())
@@ -96,7 +96,7 @@ async def assert_invalid(
     backend.store.calls.clear()
     r = await request(app, "POST", "/set", cookie_header=header, json={"n": 1})
     assert r.status == 200 and r.json() == {"n": 1}
-    assert backend.store.writes == ["save"]
+    assert backend.store.writes == ["put"]
     assert r.cookie() is not None
 
 
@@ -121,7 +121,7 @@ async def test_row_01_no_cookie(backend: Backend, security: ContentSecurity) -> 
         assert r.status == 200 and r.set_cookies == []
     assert backend.store.calls == [], "no store I/O for requests without a session cookie"
     r = await request(app, "POST", "/set", json={"k": "v"})
-    assert r.cookie() is not None and backend.store.calls == ["save"]
+    assert r.cookie() is not None and backend.store.calls == ["put"]
 
 
 @pytest.mark.parametrize("header", ["id=", 'id=""', "id=;", "id= ; a=1", 'id=""; id='])
@@ -804,10 +804,10 @@ async def test_row_30_unknown_key_is_never_adopted(
     if backend.server_side:
         backend.store.calls.clear()
         assert await read(app, value) == {}
-        assert backend.store.calls == ["load"], "reading an unknown key creates no record"
+        assert backend.store.calls == ["get"], "reading an unknown key creates no record"
         r = await request(app, "POST", "/set", cookies={"id": value}, json={"k": 1})
         assert plain_key(security, key, set_cookie(r)) != forged
-        assert backend.store.writes == ["save"] and not await backend.live(forged)
+        assert backend.store.writes == ["put"] and not await backend.live(forged)
     else:
         # The cookie store's "key" is the state: a random key is not a state.
         await assert_invalid(app, backend, caplog, f"id={value}", secrets=(forged,), loads=True)
@@ -875,7 +875,7 @@ async def test_row_33_purge_wins_over_a_slow_writer(
     assert removal is not None and removal.is_removal, "the late writer is told to drop the cookie"
     target = plain_key(security, key, cookie)
     assert not await backend.live(target), "the purged session was revived"
-    assert "save" not in backend.store.calls
+    assert "put" not in backend.store.calls
     assert await read(app, cookie) == {}
 
 

@@ -71,7 +71,7 @@ async def test_retired_key_gives_an_empty_session(
     assert backend.store.calls == [], "a cookie that does not open never reaches the store"
     assert len(warnings(caplog)) == 1
     r = await request(retired, "POST", "/set", cookies={"id": cookie}, json={"k": 1})
-    assert r.json() == {"k": 1} and backend.store.writes == ["save"]
+    assert r.json() == {"k": 1} and backend.store.writes == ["put"]
 
 
 async def test_three_generations(backend: Backend, security: ContentSecurity) -> None:

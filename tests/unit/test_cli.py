@@ -18,7 +18,8 @@ from sessionware import ContentSecurity, Key
 from sessionware.cli import main
 from sessionware.crypto import seal
 from sessionware.state import encode_state
-from sessionware.stores import SessionKey, generate_session_key
+from sessionware.stores import generate_session_key
+from sessionware.stores.base import ABSENT
 from sessionware.stores.sqlite import SQLiteSessionStore
 from tests.services import require
 
@@ -184,14 +185,18 @@ def test_decode_refuses_a_bad_hex_key(capsys: pytest.CaptureFixture[str]) -> Non
 # -- clear-expired ---------------------------------------------------------------------------
 
 
-async def fill_sqlite(path: Path, expired: int, live: int) -> list[SessionKey]:
-    """``expired`` sessions saved an hour ago with a minute to live, and ``live`` fresh ones."""
+async def fill_sqlite(path: Path, expired: int, live: int) -> list[str]:
+    """``expired`` records (each in the user index) written long ago with a minute to live, and
+    ``live`` fresh ones."""
     past = SQLiteSessionStore(path, clock=lambda: 1_000_000.0)
     for n in range(expired):
-        await past.save({"n": n}, timedelta(minutes=1))
+        await past.put(f"old{n}", b"{}", timedelta(minutes=1), expect=ABSENT)
+        await past.index_add("ferris", f"old{n}", timedelta(minutes=1))
     await past.aclose()
     now = SQLiteSessionStore(path)
-    keys = [await now.save({"n": n}, timedelta(hours=1)) for n in range(live)]
+    keys = [f"new{n}" for n in range(live)]
+    for key in keys:
+        await now.put(key, b"{}", timedelta(hours=1), expect=ABSENT)
     await now.aclose()
     return keys
 
@@ -213,7 +218,8 @@ def test_clear_expired_sqlite_in_batches_with_progress(
     ]
     with sqlite3.connect(path) as conn:
         left = {row[0] for row in conn.execute("SELECT key FROM sessions")}
-    assert left == set(live)
+        indexed = conn.execute("SELECT count(*) FROM sessions_users").fetchone()[0]
+    assert left == set(live) and indexed == 0
     status, out, err = run(capsys, "clear-expired", "--store", f"sqlite:///{path}")
     assert (status, out, err) == (0, "deleted 0 expired sessions\n", "")
 
@@ -273,28 +279,33 @@ def test_clear_expired_postgres(capsys: pytest.CaptureFixture[str]) -> None:
 
     table = f"sessionware_cli_{uuid.uuid4().hex}"
 
-    async def setup() -> list[SessionKey]:
+    async def setup() -> list[str]:
         store = PostgresSessionStore.from_dsn(DSN, table=table)
-        keys = [await store.save({"n": n}, timedelta(hours=1)) for n in range(5)]
+        keys = [f"k{n}" for n in range(5)]
+        for key in keys:
+            await store.put(key, b"{}", timedelta(hours=1), expect=ABSENT)
+            await store.index_add("ferris", key, timedelta(hours=1))
         await store.aclose()
         conn = await asyncpg.connect(DSN)
         try:  # age three of them past their expiry
-            await conn.execute(
-                f"UPDATE {table} SET expires = now() - interval '1 hour' WHERE key = ANY($1)",
-                keys[:3],
-            )
+            for name in (table, f"{table}_users"):
+                await conn.execute(
+                    f"UPDATE {name} SET expires = now() - interval '1 hour' WHERE key = ANY($1)",
+                    keys[:3],
+                )
         finally:
             await conn.close()
         return keys
 
-    async def remaining_and_drop() -> set[str]:
+    async def remaining_and_drop() -> tuple[set[str], set[str]]:
         conn = await asyncpg.connect(DSN)
         try:
             rows = await conn.fetch(f"SELECT key FROM {table}")
-            await conn.execute(f"DROP TABLE {table}")
+            indexed = await conn.fetch(f"SELECT key FROM {table}_users")
+            await conn.execute(f"DROP TABLE {table}, {table}_users")
         finally:
             await conn.close()
-        return {row["key"] for row in rows}
+        return {row["key"] for row in rows}, {row["key"] for row in indexed}
 
     keys = asyncio.run(setup())
     try:
@@ -305,7 +316,7 @@ def test_clear_expired_postgres(capsys: pytest.CaptureFixture[str]) -> None:
         left = asyncio.run(remaining_and_drop())
     assert (status, out) == (0, "deleted 3 expired sessions\n")
     assert err.splitlines()[-1] == "clear-expired: 3 of 3 rows deleted (100%)"
-    assert left == set(keys[3:])
+    assert left == (set(keys[3:]), set(keys[3:]))
     status, _, err = run(capsys, "clear-expired", "--store", DSN, "--table", table)
     assert status == 1 and "does not exist" in err
 

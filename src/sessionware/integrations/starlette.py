@@ -24,13 +24,11 @@ from sessionware import middleware as _core
 from sessionware.config import BrowserSession, PersistentSession, TtlExtensionPolicy
 from sessionware.crypto import Key
 from sessionware.middleware import ASGIApp, Message, Receive, Scope, Send
-from sessionware.repository import Repository
 from sessionware.session import Session, SessionStatus
 from sessionware.state import StoredState
+from sessionware.stores import SessionStore
 from sessionware.stores.base import Absent, Record, RecordStore, Version
 from sessionware.stores.cookie import CookieSessionStore
-
-SessionStore = RecordStore | CookieSessionStore | Repository
 
 __all__ = ["KEY_DERIVATION_CONTEXT", "SessionMiddleware", "derive_key"]
 

@@ -49,6 +49,7 @@ __all__ = [
     "SaveError",
     "SessionInfo",
     "SessionKey",
+    "SessionStore",
     "StoreError",
     "StoredState",
     "UpdateError",
@@ -57,6 +58,10 @@ __all__ = [
     "UserSessionsMixin",
     "generate_session_key",
 ]
+
+
+SessionStore = RecordStore | CookieSessionStore
+"""What ``SessionMiddleware(store=...)`` takes: a record store, or the cookie store."""
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from sessionware.state import DeserializationError, StoredState, decode_state, encode_state
-from sessionware.stores.base import MAX_KEY_BYTES, NotSupportedError, SaveError, SessionInfo
+from sessionware.stores.base import NotSupportedError, SessionInfo
 
 __all__ = ["CookieSessionStore"]
 
@@ -57,18 +57,9 @@ class CookieSessionStore:
     def dump(
         self, state: Mapping[str, Any], ttl: timedelta, *, state_json: str | None = None
     ) -> str:
-        """The plaintext to seal for ``state``; ``SaveError`` when it cannot fit in a cookie."""
+        """The plaintext to seal for ``state`` (the engine refuses a cookie over 4096 bytes)."""
         expires = None if self._legacy else self._clock() + ttl.total_seconds()
-        text = encode_state(state, expires=expires, legacy=self._legacy, state_json=state_json)
-        size = len(text.encode("utf-8"))
-        if size > MAX_KEY_BYTES:
-            raise SaveError(
-                f"session state is {size} bytes of JSON; a cookie session holds at most"
-                f" {MAX_KEY_BYTES} before sealing (less after it: see the cookie store docs)."
-                " Keep less in the session or use a server-side store",
-                serialization=True,
-            )
-        return text
+        return encode_state(state, expires=expires, legacy=self._legacy, state_json=state_json)
 
     async def sessions_for(self, user_id: str) -> list[SessionInfo]:
         """Not supported: the sessions live in the browsers, not here."""

@@ -1,19 +1,30 @@
-"""SQLiteSessionStore: sessions in one SQLite file, shared safely by several worker processes.
+"""SQLiteSessionStore: versioned records in one SQLite file, shared safely by worker processes.
 
-Table (created if missing)::
+Made on first use in one ``BEGIN IMMEDIATE`` transaction, so two processes never race on it::
 
-    CREATE TABLE IF NOT EXISTS sessions (
-        key       TEXT PRIMARY KEY,
-        data      TEXT,            -- the v1 envelope; NULL marks a tombstone
-        successor TEXT,            -- a tombstone's renewed key (NULL: purged)
-        expires   REAL NOT NULL,   -- Unix seconds
-        user_id   TEXT             -- the bound user (StoredState.user); NULL in tombstones
-    );
-    CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires);
-    CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id) WHERE user_id IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS sessions (key TEXT PRIMARY KEY, data TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1, expires REAL NOT NULL);      -- Unix seconds
+    CREATE TABLE IF NOT EXISTS sessions_users (user_id TEXT NOT NULL, key TEXT NOT NULL,
+        expires REAL NOT NULL, PRIMARY KEY (user_id, key)) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires);  -- and sessions_users_...
 
-A table made before ``user_id`` existed gets the column (``ALTER TABLE ... ADD COLUMN``) on
-connecting. Every statement that writes ``data`` writes ``user_id`` with it.
+A first-version table (no ``version``) is migrated then: ``ADD COLUMN version INTEGER NOT NULL
+DEFAULT 1`` and ``DELETE ... WHERE data IS NULL`` (its tombstones); its ``successor`` and
+``user_id`` columns stay, unused, and its rows keep their clear keys as ids.
+
+One statement per operation (``now`` is ``clock()``; ``index_add``'s two in one transaction)::
+
+    get           SELECT data, version FROM sessions WHERE key = ? AND expires > now
+    put(ABSENT)   INSERT ... VALUES (id, data, 1, now + ttl) ON CONFLICT (key) DO UPDATE SET
+                  data, version = version + 1, expires WHERE expires <= now RETURNING version
+    put(v)        UPDATE ... SET data, version = version + 1, expires = now + ttl
+                  WHERE key = id AND version = v AND expires > now RETURNING version
+    touch         UPDATE ... SET expires = now + ttl WHERE key = id AND expires > now
+    delete        DELETE FROM sessions WHERE key = id
+    index_add     INSERT INTO sessions_users ... ON CONFLICT DO UPDATE SET expires;
+                  DELETE FROM sessions_users WHERE user_id = ? AND key <> ? AND expires <= now
+    index_remove  DELETE FROM sessions_users WHERE user_id = ? AND key = ?
+    index_members SELECT key FROM sessions_users WHERE user_id = ? AND expires > now
 """
 
 from __future__ import annotations
@@ -23,70 +34,53 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, ClassVar, TypeVar
+from typing import Any
 
-from sessionware.state import DeserializationError, StoredState, decode_state, encode_state
-from sessionware.stores.base import (
-    TOMBSTONE_TTL,
-    Changes,
-    LoadError,
-    SaveError,
-    SessionInfo,
-    SessionKey,
-    UpdateError,
-    generate_session_key,
-    merge,
-    oldest_first,
-    read_record,
-    user_of,
-    write_record,
-)
+from sessionware.stores.base import ABSENT, Absent, Record, StoreError, UserSessionsMixin, Version
 
 __all__ = ["SQLiteSessionStore"]
 
-_T = TypeVar("_T")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_MAX_HOPS = 16
-"""How many renewals ``update`` (and a purge) follows from a tombstone to its live successor."""
 
 _SQL = {
-    "create": "CREATE TABLE IF NOT EXISTS {t} (key TEXT PRIMARY KEY, data TEXT,"
-    " successor TEXT, expires REAL NOT NULL, user_id TEXT)",
+    "create": "CREATE TABLE IF NOT EXISTS {t} (key TEXT PRIMARY KEY, data TEXT NOT NULL,"
+    " version INTEGER NOT NULL DEFAULT 1, expires REAL NOT NULL)",
     "columns": "PRAGMA table_info({t})",
-    "add_user": "ALTER TABLE {t} ADD COLUMN user_id TEXT",
-    "index": "CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires)",
-    "user_index": "CREATE INDEX IF NOT EXISTS {t}_user ON {t} (user_id) WHERE user_id IS NOT NULL",
-    "load": "SELECT data FROM {t} WHERE key = ? AND expires > ?",
-    "insert": "INSERT INTO {t} (key, data, successor, expires, user_id)"
-    " VALUES (?, ?, NULL, ?, ?) ON CONFLICT (key) DO NOTHING",
-    "lock": "SELECT data, successor FROM {t} WHERE key = ? AND expires > ?",
-    "write": "UPDATE {t} SET data = ?, expires = ?, user_id = ? WHERE key = ?",
-    "touch": "UPDATE {t} SET expires = ? WHERE key = ? AND data IS NOT NULL AND expires > ?",
-    "tombstone": "INSERT INTO {t} (key, data, successor, expires) VALUES (?, NULL, ?, ?)"
-    " ON CONFLICT (key) DO UPDATE SET data = NULL, successor = excluded.successor,"
-    " expires = excluded.expires, user_id = NULL",
-    "of_user": "SELECT key, data, expires FROM {t}"
-    " WHERE user_id = ? AND data IS NOT NULL AND expires > ?",
-    "end_user": "UPDATE {t} SET data = NULL, successor = NULL, user_id = NULL, expires = ?"
-    " WHERE user_id = ? AND data IS NOT NULL AND expires > ? AND key IS NOT ?",
+    "add_version": "ALTER TABLE {t} ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
+    "drop_tombstones": "DELETE FROM {t} WHERE data IS NULL",
+    "expiry": "CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires)",
+    "users": "CREATE TABLE IF NOT EXISTS {t}_users (user_id TEXT NOT NULL, key TEXT NOT NULL,"
+    " expires REAL NOT NULL, PRIMARY KEY (user_id, key)) WITHOUT ROWID",
+    "users_expiry": "CREATE INDEX IF NOT EXISTS {t}_users_expires ON {t}_users (expires)",
+    "get": "SELECT data, version FROM {t} WHERE key = ? AND expires > ?",
+    "create_record": "INSERT INTO {t} (key, data, version, expires) VALUES (?, ?, 1, ?)"
+    " ON CONFLICT (key) DO UPDATE SET data = excluded.data, version = {t}.version + 1,"
+    " expires = excluded.expires WHERE {t}.expires <= ? RETURNING version",
+    "replace": "UPDATE {t} SET data = ?, version = version + 1, expires = ?"
+    " WHERE key = ? AND version = ? AND expires > ? RETURNING version",
+    "touch": "UPDATE {t} SET expires = ? WHERE key = ? AND expires > ?",
+    "delete": "DELETE FROM {t} WHERE key = ?",
+    "index_add": "INSERT INTO {t}_users (user_id, key, expires) VALUES (?, ?, ?)"
+    " ON CONFLICT (user_id, key) DO UPDATE SET expires = excluded.expires",
+    "index_prune": "DELETE FROM {t}_users WHERE user_id = ? AND key <> ? AND expires <= ?",
+    "index_remove": "DELETE FROM {t}_users WHERE user_id = ? AND key = ?",
+    "index_members": "SELECT key FROM {t}_users WHERE user_id = ? AND expires > ?",
     "purge": "DELETE FROM {t} WHERE expires <= ?",
+    "purge_users": "DELETE FROM {t}_users WHERE expires <= ?",
 }
 
 
-class SQLiteSessionStore:
-    """Sessions in the SQLite file at ``path``, in ``table``.
+class SQLiteSessionStore(UserSessionsMixin):
+    """Records in ``table`` of the SQLite file at ``path``, the user index in ``{table}_users``.
 
     One worker thread owns the store's connection, so calls never block the event loop. The file
-    is in WAL mode; ``update`` and ``delete`` run in ``BEGIN IMMEDIATE`` transactions and every
-    connection waits up to ``busy_timeout`` seconds for a lock, so several processes (uvicorn
-    workers) can share one file without losing each other's changes. Expiry is wall-clock time
-    from ``clock``.
+    is in WAL mode and every connection waits up to ``busy_timeout`` seconds for a lock, so
+    several processes (uvicorn workers) can share one file. Expiry is wall-clock time from
+    ``clock``.
     """
-
-    holds_state_in_key: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -95,6 +89,7 @@ class SQLiteSessionStore:
         table: str = "sessions",
         busy_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        hash_keys: bool = True,
     ) -> None:
         if not _IDENTIFIER.fullmatch(table):
             raise ValueError(
@@ -102,6 +97,7 @@ class SQLiteSessionStore:
             )
         self.path = os.fspath(path)
         self.table = table
+        self.hash_keys = hash_keys
         # The table name is a checked identifier: the only text ever formatted into SQL.
         self._sql = {name: sql.format(t=table) for name, sql in _SQL.items()}
         self._busy_timeout = busy_timeout
@@ -110,180 +106,97 @@ class SQLiteSessionStore:
         self._conn: sqlite3.Connection | None = None
         self._closed = False
 
-    # -- the worker thread -------------------------------------------------------------------
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+    async def _run(self, op: str, *steps: tuple[str, tuple[Any, ...]]) -> tuple[list[Any], int]:
+        """Run the named statements on the worker thread, several in one ``BEGIN IMMEDIATE``
+        transaction; the last one's rows and the rows changed in all. Driver errors: StoreError."""
         if self._closed:
-            raise sqlite3.ProgrammingError("the session store is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, fn)
+            raise StoreError(f"SQLite store failed to {op}: the store is closed")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._call, steps
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store failed to {op}: {exc}") from exc
 
-    def _call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+    def _call(self, steps: tuple[tuple[str, tuple[Any, ...]], ...]) -> tuple[list[Any], int]:
         if self._conn is None:
             self._conn = self._connect()
-        return fn(self._conn)
+        conn, rows, changed = self._conn, [], 0
+        if len(steps) > 1:
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            for name, args in steps:
+                cursor = conn.execute(self._sql[name], args)
+                rows = cursor.fetchall()  # steps the statement to its end: a lone write commits
+                changed += max(cursor.rowcount, 0)
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return rows, changed
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # durable enough in WAL mode, much faster
-            conn.execute("BEGIN IMMEDIATE")  # one process at a time adds the column
+            conn.execute("BEGIN IMMEDIATE")  # one process at a time creates or migrates
             conn.execute(self._sql["create"])
-            if "user_id" not in {row[1] for row in conn.execute(self._sql["columns"])}:
-                conn.execute(self._sql["add_user"])
-            conn.execute(self._sql["index"])
-            conn.execute(self._sql["user_index"])
+            if "version" not in {row[1] for row in conn.execute(self._sql["columns"])}:
+                conn.execute(self._sql["add_version"])
+                conn.execute(self._sql["drop_tombstones"])
+            for name in ("expiry", "users", "users_expiry"):
+                conn.execute(self._sql[name])
             conn.execute("COMMIT")
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _insert(
-        self, conn: sqlite3.Connection, text: str, expires: float, user: str | None
-    ) -> SessionKey:
-        while True:
-            key = generate_session_key()
-            cursor = conn.execute(self._sql["insert"], (key, text, expires, user))
-            if cursor.rowcount == 1:
-                return key
+    async def get(self, id: str) -> Record | None:
+        rows, _ = await self._run("get", ("get", (id, self._clock())))
+        return Record(rows[0][0].encode(), rows[0][1]) if rows else None
 
-    async def _run_locked(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``fn`` in a ``BEGIN IMMEDIATE`` transaction: no other writer until it ends."""
-
-        def locked(conn: sqlite3.Connection) -> _T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return result
-
-        return await self._run(locked)
-
-    def _merge(
-        self,
-        conn: sqlite3.Connection,
-        key: str,
-        state: Mapping[str, Any],
-        ttl: timedelta,
-        changes: Changes | None,
-    ) -> SessionKey | None:
-        now = self._clock()
+    async def put(
+        self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
+    ) -> Version | None:
+        now, text = self._clock(), data.decode()
         expires = now + ttl.total_seconds()
-        for _ in range(_MAX_HOPS):
-            row = conn.execute(self._sql["lock"], (key, now)).fetchone()
-            if row is None:
-                return self._insert(conn, encode_state(state), expires, user_of(state))
-            data, successor = row
-            if data is None:
-                if successor is None:
-                    return None
-                key = successor
-                continue
-            current = decode_state(data)
-            merged = merge(state, changes, current)
-            text = encode_state(merged)
-            conn.execute(self._sql["write"], (text, expires, merged.user, key))
-            return SessionKey(key)
-        return None
+        step: tuple[str, tuple[Any, ...]]
+        if expect is ABSENT:
+            step = ("create_record", (id, text, expires, now))
+        else:
+            step = ("replace", (text, expires, id, expect, now))
+        rows, _ = await self._run("put", step)
+        return int(rows[0][0]) if rows else None
 
-    def _bury(self, conn: sqlite3.Connection, key: str, successor: str | None) -> None:
+    async def touch(self, id: str, ttl: timedelta) -> bool:
         now = self._clock()
-        for _ in range(_MAX_HOPS):
-            row = conn.execute(self._sql["lock"], (key, now)).fetchone()
-            if row is None or row[0] is not None:
-                expires = now + TOMBSTONE_TTL.total_seconds()
-                conn.execute(self._sql["tombstone"], (key, successor, expires))
-                return
-            # Ended already, and the tombstone stays: a renewal loses to the first one, a purge
-            # goes after the renewed key's successor.
-            if successor is not None or row[1] is None:
-                return
-            key = row[1]
+        _, changed = await self._run("touch", ("touch", (now + ttl.total_seconds(), id, now)))
+        return changed > 0
 
-    # -- the SessionStore protocol -----------------------------------------------------------
+    async def delete(self, id: str) -> None:
+        await self._run("delete", ("delete", (id,)))
 
-    async def load(self, key: SessionKey) -> StoredState | None:
+    async def index_add(self, user: str, id: str, ttl: timedelta) -> None:
         now = self._clock()
-        sql = self._sql["load"]
-        try:
-            row = await self._run(lambda conn: conn.execute(sql, (key, now)).fetchone())
-        except sqlite3.Error as exc:
-            raise LoadError(f"SQLite session store failed to load: {exc}") from exc
-        if row is None or row[0] is None:
-            return None
-        return read_record(row[0])
+        add = ("index_add", (user, id, now + ttl.total_seconds()))
+        await self._run("add to the user index", add, ("index_prune", (user, id, now)))
 
-    async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey:
-        text = write_record(state)
-        expires, user = self._clock() + ttl.total_seconds(), user_of(state)
-        try:
-            return await self._run(lambda conn: self._insert(conn, text, expires, user))
-        except sqlite3.Error as exc:
-            raise SaveError(f"SQLite session store failed to save: {exc}") from exc
+    async def index_remove(self, user: str, id: str) -> None:
+        await self._run("remove from the user index", ("index_remove", (user, id)))
 
-    async def update(
-        self,
-        key: SessionKey,
-        state: Mapping[str, Any],
-        ttl: timedelta,
-        changes: Changes | None = None,
-    ) -> SessionKey | None:
-        try:
-            return await self._run_locked(lambda conn: self._merge(conn, key, state, ttl, changes))
-        except DeserializationError as exc:
-            raise UpdateError(f"stored session state is unreadable: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise UpdateError(f"SQLite session store failed to update: {exc}") from exc
-        except (TypeError, ValueError) as exc:
-            raise UpdateError(
-                f"session state cannot be encoded: {exc}", serialization=True
-            ) from exc
-
-    async def update_ttl(self, key: SessionKey, ttl: timedelta) -> None:
-        now = self._clock()
-        sql = self._sql["touch"]
-        try:
-            await self._run(lambda conn: conn.execute(sql, (now + ttl.total_seconds(), key, now)))
-        except sqlite3.Error as exc:
-            raise UpdateError(f"SQLite session store failed to extend a TTL: {exc}") from exc
-
-    async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None:
-        try:
-            await self._run_locked(lambda conn: self._bury(conn, key, successor))
-        except sqlite3.Error as exc:
-            raise UpdateError(f"SQLite session store failed to delete: {exc}") from exc
-
-    # -- the user index ----------------------------------------------------------------------
-
-    async def sessions_for(self, user_id: str) -> list[SessionInfo]:
-        now, sql = self._clock(), self._sql["of_user"]
-        try:
-            rows = await self._run(lambda conn: conn.execute(sql, (user_id, now)).fetchall())
-        except sqlite3.Error as exc:
-            raise LoadError(f"SQLite session store failed to list sessions: {exc}") from exc
-        return _infos(rows)
-
-    async def delete_all_for(self, user_id: str, except_key: SessionKey | None = None) -> int:
-        now, sql = self._clock(), self._sql["end_user"]
-        args = (now + TOMBSTONE_TTL.total_seconds(), user_id, now, except_key)
-        try:
-            return await self._run(lambda conn: conn.execute(sql, args).rowcount)
-        except sqlite3.Error as exc:
-            raise UpdateError(f"SQLite session store failed to end sessions: {exc}") from exc
-
-    # -- maintenance -------------------------------------------------------------------------
+    async def index_members(self, user: str) -> list[str]:
+        rows, _ = await self._run("list a user", ("index_members", (user, self._clock())))
+        return [row[0] for row in rows]
 
     async def clear_expired(self) -> int:
-        """Delete expired sessions and tombstones; return how many rows went."""
+        """Delete expired records and index entries; return how many rows went."""
         now = self._clock()
-        sql = self._sql["purge"]
-        return await self._run(lambda conn: conn.execute(sql, (now,)).rowcount)
+        _, changed = await self._run("clear expired", ("purge", (now,)), ("purge_users", (now,)))
+        return changed
 
     async def aclose(self) -> None:
         """Close the connection and stop the worker thread; later calls fail."""
@@ -291,25 +204,12 @@ class SQLiteSessionStore:
             return
         self._closed = True
 
-        def close(_: object) -> None:
+        def close() -> None:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
 
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, close, None)
+            await asyncio.get_running_loop().run_in_executor(self._executor, close)
         finally:
             self._executor.shutdown(wait=False)
-
-
-def _infos(rows: list[tuple[str, str, float]]) -> list[SessionInfo]:
-    """``SessionInfo`` for live rows (key, data, expires), oldest first."""
-    infos = []
-    for key, data, expires in rows:
-        try:
-            state = decode_state(data)
-        except DeserializationError:
-            state = StoredState()
-        infos.append(SessionInfo(SessionKey(key), state.created, state.seen, expires, state.agent))
-    return oldest_first(infos)

@@ -29,12 +29,8 @@ from sessionware.cookies import find_cookies
 from sessionware.crypto import ContentSecurity, Key, unseal
 from sessionware.engine import SessionEngine, make_engine
 from sessionware.middleware import SessionMiddleware
-from sessionware.repository import Repository
 from sessionware.session import Session
-from sessionware.stores.base import RecordStore
-from sessionware.stores.cookie import CookieSessionStore
-
-SessionStore = RecordStore | CookieSessionStore | Repository
+from sessionware.stores import SessionStore
 
 __all__ = ["find_session_middleware", "make_session_cookie", "read_session"]
 

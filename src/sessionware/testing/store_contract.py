@@ -28,6 +28,7 @@ import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+
 import pytest
 
 from sessionware.repository import Changes, Loaded, Repository, Saved
@@ -199,7 +200,11 @@ class StoreContract:
         )
         assert isinstance(renewed, tuple)
         new_key, _ = renewed
-        assert (await _load(repository, new_key)).state == {"cart": [1], "user": "ada", "csrf": "t1"}
+        assert (await _load(repository, new_key)).state == {
+            "cart": [1],
+            "user": "ada",
+            "csrf": "t1",
+        }
         assert await repository.load(key, TTL) is None
 
     async def test_a_write_after_renew_lands_in_the_successor(self, repository: Repository) -> None:
@@ -223,9 +228,7 @@ class StoreContract:
         assert isinstance(won, tuple) and isinstance(lost, Saved) and lost.moved
         assert (await _load(repository, won[0])).state == {"a": 1, "b": 2}
 
-    async def test_purging_a_renewed_key_purges_its_successor(
-        self, repository: Repository
-    ) -> None:
+    async def test_purging_a_renewed_key_purges_its_successor(self, repository: Repository) -> None:
         key, _ = await repository.create({"a": 1}, StoredState(), TTL)
         logout = await _load(repository, key)
         renewed = await repository.renew(
