@@ -1,13 +1,19 @@
 """CachedSessionStore: a fast store (memory, Redis, memcached) in front of a durable one.
 
 The cache holds, under the same id, the durable record's version and data for ``cache_ttl``
-(never longer than the record's own TTL). Per operation::
+(a copy filled by a read may outlive the durable record by up to that). Per operation::
 
-    get     cache.get; on a miss durable.get, then cache.put(expect=ABSENT) to fill the cache
-    put     durable.put(expect); then cache.delete and cache.put(expect=ABSENT) with the new
-            version, or, when the durable store refused (a stale cached copy), cache.delete
-    touch   durable.touch (the cached copy stays right: same data, same version); a False drops it
-    delete  durable.delete, then cache.delete
+    get         cache.get; on a miss durable.get, then cache.put(expect=ABSENT) to fill it
+    put(ABSENT) durable.put, then cache.put(expect=ABSENT)
+    put(v)      durable.put(expect=v), then cache.get and, if the copy is of version v,
+                cache.put(expect=<its cache version>); any other copy is dropped (cache.delete)
+    refused     (the durable store said no: a stale copy) cache.delete
+    touch       durable.touch (same data, same version: the copy stays right)
+    delete      durable.delete, then cache.delete
+
+Within a process the durable call and the cache update for one id run under one lock, so the
+cache follows the durable store's order; across processes a copy only moves from the version it
+replaced to the next, so a late write never puts an older version back.
 
 The durable store decides every write, so a write from a stale cached copy is refused there, and
 dropping the copy makes the repository's retry read the durable record: a stale copy never
@@ -17,7 +23,9 @@ failure is a ``StoreError``. The user index, when the durable store has one, is 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from datetime import timedelta
 from typing import Any
 
@@ -83,6 +91,15 @@ class CachedSessionStore:
         self.durable = durable
         self.cache_ttl = cache_ttl
         self.hash_keys = bool(getattr(durable, "hash_keys", True))
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, id: str) -> asyncio.Lock:
+        """One lock per id in use: this process's durable calls and cache updates of an id
+        happen in the same order."""
+        lock = self._locks.get(id)
+        if lock is None:
+            lock = self._locks[id] = asyncio.Lock()
+        return lock
 
     async def _quietly(self, operation: str, call: Any) -> Any:
         """The cache's answer, or ``_FAILED`` (logged, without ids) when the cache failed."""
@@ -94,52 +111,72 @@ class CachedSessionStore:
             )
             return _FAILED
 
+    async def _drop(self, id: str) -> None:
+        await self._quietly("drop an entry", self.cache.delete(id))
+
+    async def _add(self, id: str, record: Record, ttl: timedelta) -> None:
+        packed = _pack(record.version, record.data)
+        if packed is None:
+            return
+        added = await self._quietly("write", self.cache.put(id, packed, ttl, expect=ABSENT))
+        if added is None or added is _FAILED:
+            await self._drop(id)  # a copy was there already: keep none rather than a stale one
+
     async def get(self, id: str) -> Record | None:
         entry = await self._quietly("read", self.cache.get(id))
         cached = _unpack(entry.data) if isinstance(entry, Record) else None
         if cached is not None:
             return cached
-        record = await self.durable.get(id)
-        if record is not None and entry is not _FAILED:
-            await self._fill(id, record, self.cache_ttl, drop=entry is not None)
+        async with self._lock(id):
+            record = await self.durable.get(id)
+            if record is not None and entry is not _FAILED:
+                if entry is not None:
+                    await self._drop(id)  # unreadable
+                await self._add(id, record, self.cache_ttl)
         return record
-
-    async def _fill(self, id: str, record: Record, ttl: timedelta, *, drop: bool) -> None:
-        if drop:
-            await self._quietly("drop an entry", self.cache.delete(id))
-        packed = _pack(record.version, record.data)
-        if packed is not None:
-            ttl = min(ttl, self.cache_ttl)
-            if await self._quietly("write", self.cache.put(id, packed, ttl, expect=ABSENT)) in (
-                None,
-                _FAILED,
-            ):
-                # Another write got there first (or the cache failed): keep no copy at all.
-                await self._quietly("drop an entry", self.cache.delete(id))
 
     async def put(
         self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
     ) -> Version | None:
-        try:
-            version = await self.durable.put(id, data, ttl, expect=expect)
-        except StoreError:
-            await self._quietly("drop an entry", self.cache.delete(id))
-            raise
-        if version is None:
-            await self._quietly("drop an entry", self.cache.delete(id))
-            return None
-        await self._fill(id, Record(data, version), ttl, drop=True)
+        async with self._lock(id):
+            try:
+                version = await self.durable.put(id, data, ttl, expect=expect)
+            except StoreError:
+                await self._drop(id)  # the write may have landed
+                raise
+            if version is None:
+                await self._drop(id)  # a stale copy: the retry must read the durable record
+            elif expect is ABSENT:
+                await self._add(id, Record(data, version), min(ttl, self.cache_ttl))
+            else:
+                await self._advance(id, expect, Record(data, version), min(ttl, self.cache_ttl))
         return version
 
+    async def _advance(self, id: str, old: Version, new: Record, ttl: timedelta) -> None:
+        """Replace the cached copy of version ``old`` with ``new``; any other copy is dropped
+        (no copy stays none), so a late update never puts back an older version."""
+        entry = await self._quietly("read", self.cache.get(id))
+        if entry is None:
+            return
+        packed = _pack(new.version, new.data)
+        if isinstance(entry, Record) and packed is not None:
+            cached = _unpack(entry.data)
+            if cached is not None and cached.version == old:
+                stored = self.cache.put(id, packed, ttl, expect=entry.version)
+                if await self._quietly("write", stored) not in (None, _FAILED):
+                    return
+        await self._drop(id)
+
     async def touch(self, id: str, ttl: timedelta) -> bool:
-        touched = await self.durable.touch(id, ttl)
+        touched = await self.durable.touch(id, ttl)  # same data and version: the copy stays
         if not touched:
-            await self._quietly("drop an entry", self.cache.delete(id))
+            await self._drop(id)
         return touched
 
     async def delete(self, id: str) -> None:
-        await self.durable.delete(id)
-        await self._quietly("drop an entry", self.cache.delete(id))
+        async with self._lock(id):
+            await self.durable.delete(id)
+            await self._drop(id)
 
 
 class _IndexedCachedStore(CachedSessionStore, UserSessionsMixin):
