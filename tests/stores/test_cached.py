@@ -246,3 +246,45 @@ def test_cache_entries_carry_int_and_str_versions() -> None:
     assert _unpack(_pack("ab12", b"{}") or b"") == Record(b"{}", "ab12")
     assert _pack(("a", 1), b"{}") is None  # not cacheable: always read from the durable store
     assert _unpack(b"garbage") is None
+
+
+async def test_a_late_cache_update_never_restores_an_older_version(
+    durable: MySQLSessionStore, memcached: memcached_factory.Server
+) -> None:
+    cache = MemcachedSessionStore.from_url(memcached.url)
+    a, b = (
+        CachedSessionStore(cache=cache, durable=durable),
+        CachedSessionStore(cache=cache, durable=durable),
+    )
+    try:
+        v1 = await a.put(ID, b"1", TTL, expect=ABSENT)
+        v2 = await durable.put(ID, b"2", TTL, expect=v1)  # a's write, its cache update delayed
+        v3 = await b.put(ID, b"3", TTL, expect=v2)  # b's write after it, cache and all
+        await a._advance(ID, v1, Record(b"2", v2), TTL)  # a's update arrives last
+        assert await a.get(ID) == Record(b"3", v3)
+    finally:
+        await cache.aclose()
+
+
+async def test_one_process_reads_its_own_writes_under_concurrency(
+    durable: MySQLSessionStore,
+) -> None:
+    store = in_process(durable)
+    await store.put(ID, b"0", TTL, expect=ABSENT)
+
+    async def writer(n: int) -> None:
+        for _ in range(50):
+            record = await store.get(ID)
+            assert record is not None
+            if await store.put(ID, b"%d" % n, TTL, expect=record.version) is not None:
+                return
+        pytest.fail("a writer never got its turn")
+
+    async def reader() -> None:
+        for _ in range(20):
+            await store.get(ID)
+            await store.cache.delete(ID)  # evictions meanwhile
+
+    await asyncio.gather(*(writer(n) for n in range(1, 9)), reader(), reader())
+    latest = await durable.get(ID)
+    assert latest is not None and await store.get(ID) == latest
