@@ -1,37 +1,30 @@
 """MySQLSessionStore: records in a MariaDB or MySQL table, through asyncmy.
 
-Tables (created on first use, under ``GET_LOCK`` so two processes never race the DDL)::
+Tables, made on first use under ``GET_LOCK`` (two processes never race the DDL): ``t`` (`key`
+VARCHAR(255) PRIMARY KEY, data LONGBLOB, version BIGINT, expires DATETIME(6), INDEX (expires))
+and ``t_users`` (`user`, id, expires; PRIMARY KEY (`user`, id), INDEX (expires)). ``now`` is the
+database's ``UTC_TIMESTAMP(6)``, so app servers agree on expiry; a version is a random 63-bit
+number, fresh on every write. Statements per operation::
 
-    CREATE TABLE IF NOT EXISTS t (`key` VARCHAR(255) ascii_bin PRIMARY KEY, data LONGBLOB,
-        version BIGINT, expires DATETIME(6), INDEX (expires))
-    CREATE TABLE IF NOT EXISTS t_users (`user` VARCHAR(255) utf8mb4_bin, id VARCHAR(255),
-        expires DATETIME(6), PRIMARY KEY (`user`, id), INDEX (expires))
-
-Statements per operation (``now`` is the database's ``UTC_TIMESTAMP(6)``, so every app server
-agrees on expiry; a version is a random 63-bit number, fresh on every write)::
-
-    get          SELECT data, version FROM t WHERE `key` = ? AND expires > now
-    put(ABSENT)  INSERT ... ON DUPLICATE KEY UPDATE (each column only if the row has expired)
-    put(v)       UPDATE t SET ... WHERE `key` = ? AND version = v AND expires > now
-    touch        UPDATE t SET expires = ... WHERE `key` = ? AND expires > now
-    delete       DELETE FROM t WHERE `key` = ?
-    index_add    INSERT INTO t_users ... ON DUPLICATE KEY UPDATE expires = ...;
-                 DELETE FROM t_users WHERE `user` = ? AND expires <= now
-    index_remove DELETE FROM t_users WHERE `user` = ? AND id = ?
+    get           SELECT data, version FROM t WHERE `key` = ? AND expires > now
+    put(ABSENT)   INSERT ... ON DUPLICATE KEY UPDATE (each column only if the row has expired)
+    put(v)        UPDATE t SET ... WHERE `key` = ? AND version = v AND expires > now
+    touch         UPDATE t SET expires = ... WHERE `key` = ? AND expires > now
+    delete        DELETE FROM t WHERE `key` = ?
+    index_add     INSERT INTO t_users ... ON DUPLICATE KEY UPDATE expires = ...;
+                  DELETE FROM t_users WHERE `user` = ? AND expires <= now
+    index_remove  DELETE FROM t_users WHERE `user` = ? AND id = ?
     index_members SELECT id FROM t_users WHERE `user` = ? AND expires > now
 
-``put(ABSENT)`` reads the affected-row count (1 inserted, 2 replaced an expired row, 0 refused),
-so the connections must not set ``CLIENT.FOUND_ROWS``; the store checks it.
+``put(ABSENT)`` reads the affected rows (1 inserted, 2 replaced an expired row, 0 refused), so
+connections must not set ``CLIENT.FOUND_ROWS``; the store checks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -128,24 +121,16 @@ class MySQLSessionStore(UserSessionsMixin):
         if url.scheme not in ("mysql", "mariadb") or not url.path.strip("/"):
             raise ValueError("the DSN must look like mysql://user:password@host:port/database")
         store = cls(None, table=table, hash_keys=hash_keys)
-        store._pool_options = {
-            "host": url.hostname or "127.0.0.1",
-            "port": url.port or 3306,
-            "user": unquote(url.username or "root"),
-            "password": unquote(url.password or ""),
-            "db": unquote(url.path.strip("/")),
-            "autocommit": True,
-            "charset": "utf8mb4",
-            "connect_timeout": connect_timeout,
-            "minsize": 1,
-            **pool_options,
-        }
+        login = {"user": unquote(url.username or "root"), "password": unquote(url.password or "")}
+        store._pool_options = {"host": url.hostname or "127.0.0.1", "port": url.port or 3306}
+        store._pool_options |= {**login, "db": unquote(url.path.strip("/")), "minsize": 1}
+        store._pool_options |= {"autocommit": True, "charset": "utf8mb4"}
+        store._pool_options |= {"connect_timeout": connect_timeout, **pool_options}
         store._owns_pool = True
         return store
 
-    @asynccontextmanager
-    async def _cursor(self, operation: str) -> AsyncIterator[Any]:
-        errors = (_asyncmy().Error, OSError, asyncio.TimeoutError)
+    async def _run(self, operation: str, *steps: tuple[str, tuple[Any, ...]]) -> tuple[int, Any]:
+        """Run the statements in order on one connection; the last one's row count and rows."""
         try:
             if not self._ready:
                 async with self._lock:
@@ -154,17 +139,20 @@ class MySQLSessionStore(UserSessionsMixin):
                     if not self._ready:
                         await self._create_tables()
             async with self._pool.acquire() as conn, conn.cursor() as cursor:
-                yield cursor
+                for name, args in steps:
+                    count = await cursor.execute(self._sql[name], args)
+                rows = await cursor.fetchall()
                 if not conn.get_autocommit():
                     await conn.commit()
-        except errors as exc:
+        except (_asyncmy().Error, OSError, asyncio.TimeoutError) as exc:
             raise StoreError(f"MySQL session store failed to {operation}: {exc!r}") from exc
+        return count, rows
 
     async def _create_tables(self) -> None:
         async with self._pool.acquire() as conn, conn.cursor() as cursor:
             if getattr(conn, "_client_flag", 0) & _FOUND_ROWS:
                 raise ValueError("MySQLSessionStore needs connections without CLIENT.FOUND_ROWS")
-            lock = "sessionware:" + hashlib.sha256(self.table.encode()).hexdigest()[:40]
+            lock = f"sessionware:{self.table}"[:64]
             # sql_notes off: "table already exists" notes would be logged as warnings.
             await cursor.execute("SET @sw_notes = @@sql_notes, @@sql_notes = 0")
             await cursor.execute("SELECT GET_LOCK(%s, 30)", (lock,))
@@ -179,52 +167,43 @@ class MySQLSessionStore(UserSessionsMixin):
         self._ready = True
 
     async def get(self, id: str) -> Record | None:
-        async with self._cursor("get") as cursor:
-            await cursor.execute(self._sql["get"], (id,))
-            row = await cursor.fetchone()
-        return None if row is None else Record(bytes(row[0]), int(row[1]))
+        _, rows = await self._run("get", ("get", (id,)))
+        return Record(bytes(rows[0][0]), int(rows[0][1])) if rows else None
 
     async def put(
         self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
     ) -> Version | None:
         version, micros = secrets.randbits(63), _micros(ttl)
-        async with self._cursor("put") as cursor:
-            if expect is ABSENT:
-                args: tuple[Any, ...] = (id, data, version, micros, data, version, micros)
-                written = await cursor.execute(self._sql["create_row"], args)
-            else:
-                args = (data, version, micros, id, expect)
-                written = await cursor.execute(self._sql["replace"], args)
+        step: tuple[str, tuple[Any, ...]]
+        if expect is ABSENT:
+            step = ("create_row", (id, data, version, micros, data, version, micros))
+        else:
+            step = ("replace", (data, version, micros, id, expect))
+        written, _ = await self._run("put", step)
         return version if written else None
 
     async def touch(self, id: str, ttl: timedelta) -> bool:
-        async with self._cursor("touch") as cursor:
-            return bool(await cursor.execute(self._sql["touch"], (_micros(ttl), id)))
+        return bool((await self._run("touch", ("touch", (_micros(ttl), id))))[0])
 
     async def delete(self, id: str) -> None:
-        async with self._cursor("delete") as cursor:
-            await cursor.execute(self._sql["delete"], (id,))
+        await self._run("delete", ("delete", (id,)))
 
     async def index_add(self, user: str, id: str, ttl: timedelta) -> None:
-        async with self._cursor("add to the user index") as cursor:
-            await cursor.execute(self._sql["index_add"], (user, id, _micros(ttl), _micros(ttl)))
-            await cursor.execute(self._sql["index_prune"], (user,))
+        add = ("index_add", (user, id, _micros(ttl), _micros(ttl)))
+        await self._run("add to the user index", add, ("index_prune", (user,)))
 
     async def index_remove(self, user: str, id: str) -> None:
-        async with self._cursor("remove from the user index") as cursor:
-            await cursor.execute(self._sql["index_remove"], (user, id))
+        await self._run("remove from the user index", ("index_remove", (user, id)))
 
     async def index_members(self, user: str) -> list[str]:
-        async with self._cursor("read the user index") as cursor:
-            await cursor.execute(self._sql["index_members"], (user,))
-            return [str(row[0]) for row in await cursor.fetchall()]
+        _, rows = await self._run("read the user index", ("index_members", (user,)))
+        return [str(row[0]) for row in rows]
 
     async def clear_expired(self) -> int:
         """Delete expired records and index entries; return how many records went."""
-        async with self._cursor("clear expired records") as cursor:
-            removed = int(await cursor.execute(self._sql["clear"]))
-            await cursor.execute(self._sql["clear_users"])
-        return removed
+        removed, _ = await self._run("clear expired records", ("clear", ()))
+        await self._run("clear expired index entries", ("clear_users", ()))
+        return int(removed)
 
     async def aclose(self) -> None:
         """Close the pool if this store opened it (``from_dsn``; a pool you passed stays open)."""
