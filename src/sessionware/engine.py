@@ -335,7 +335,7 @@ class ServerSideEngine(SessionEngine):
     async def _persist(self, context: SessionContext) -> str | None:
         repository, ttl, key, loaded = self.repository, self.ttl, context.key, context.loaded
         session = context.session
-        status, changes, _ = Seam.changes(session)
+        status, changes, state_json = Seam.changes(session)
         if status is SessionStatus.UNCHANGED:
             if key is None or loaded is None:
                 return None
@@ -358,7 +358,7 @@ class ServerSideEngine(SessionEngine):
                 return None
             new_key, stored = await repository.create(state, meta, ttl)
         elif status is SessionStatus.RENEWED:
-            renewed = await repository.renew(loaded, state, changes, meta, ttl)
+            renewed = await repository.renew(loaded, changes, meta, ttl)
             if renewed is None:
                 logger.warning("session %s ended while renewing it", fingerprint(loaded.id))
                 return self._ended(context)
@@ -369,7 +369,7 @@ class ServerSideEngine(SessionEngine):
             new_key, stored = renewed
             logger.info("session %s renewed as %s", fingerprint(loaded.id), fingerprint(stored.id))
         else:
-            saved = await repository.save(loaded, state, changes, meta, ttl)
+            saved = await repository.save(loaded, changes, meta, ttl)
             if saved is None:
                 logger.warning(
                     "session %s was ended by another request; this request's changes are"
@@ -378,10 +378,10 @@ class ServerSideEngine(SessionEngine):
                 )
                 return self._ended(context)
             context.loaded = saved.loaded
-            Seam.rebase(session, key, saved.loaded.id, saved.loaded.text)
+            Seam.rebase(session, key, saved.loaded.id, state_json)
             return None if saved.moved else self._cookie(key) if key else None
         context.key, context.loaded = new_key, stored
-        Seam.rebase(session, new_key, stored.id, stored.text)
+        Seam.rebase(session, new_key, stored.id, state_json)
         return self._cookie(new_key)
 
     async def persist_late(self, context: SessionContext) -> None:
@@ -390,7 +390,7 @@ class ServerSideEngine(SessionEngine):
             return
         session = context.session
         try:
-            status, changes, _ = Seam.changes(session)
+            status, changes, state_json = Seam.changes(session)
         except SessionError as exc:
             raise PersistError(f"session not stored: {exc}", status_code=500) from exc
         if status is SessionStatus.UNCHANGED:
@@ -400,8 +400,8 @@ class ServerSideEngine(SessionEngine):
             context.key = context.loaded = None
             Seam.freeze(session, "the session was purged")
             return
-        state, meta = Seam.state(session), self._meta(context)
-        saved = await self._guarded(self.repository.save(loaded, state, changes, meta, self.ttl))
+        meta = self._meta(context)
+        saved = await self._guarded(self.repository.save(loaded, changes, meta, self.ttl))
         if saved is None:
             logger.warning(
                 "session %s ended while the response streamed; later changes were dropped",
@@ -411,7 +411,7 @@ class ServerSideEngine(SessionEngine):
             Seam.freeze(session, "the session ended while the response was streaming")
             return
         context.loaded = saved.loaded
-        Seam.rebase(session, context.key, saved.loaded.id, saved.loaded.text)
+        Seam.rebase(session, context.key, saved.loaded.id, state_json)
 
 
 class ClientSideEngine(SessionEngine):

@@ -219,34 +219,27 @@ class Repository:
         raise StoreError(f"no free session id after {_ATTEMPTS} attempts")
 
     async def save(
-        self,
-        loaded: Loaded,
-        state: Mapping[str, Any],
-        changes: Changes,
-        meta: StoredState,
-        ttl: timedelta,
+        self, loaded: Loaded, changes: Changes, meta: StoredState, ttl: timedelta
     ) -> Saved | None:
-        """Write ``changes`` into the session ``loaded`` came from (``state`` is the request's
-        whole state: ``changes`` applied to ``loaded``). ``None``: the session has ended."""
-        return await self._merge(loaded.id, loaded.version, loaded.state, state, changes, meta, ttl)
+        """Write ``changes`` into the session ``loaded`` came from; ``None``: it has ended."""
+        return await self._merge(loaded.id, loaded.version, loaded.state, changes, meta, ttl)
 
     async def _merge(
         self,
         id: str,
         version: Version | None,
         current: StoredState,
-        state: Mapping[str, Any] | None,
         changes: Changes,
         meta: StoredState,
         ttl: timedelta,
     ) -> Saved | None:
         """The merge loop: put ``changes`` on top of ``current`` at ``version``; on a lost race
-        read again (following renewals) and retry. ``state`` is the first try's result, if known.
-        Without a ``version`` it reads first, and the write counts as moved (a successor's)."""
+        read again (following renewals) and retry. Without a ``version`` it reads first, and
+        the write counts as moved (it lands in a renewal's successor)."""
         first_id, hops = id if version is not None else "", 0
         for attempt in range(_ATTEMPTS):
             if version is not None:
-                merged = state if state is not None else changes.apply(current)
+                merged = changes.apply(current)
                 user = current.user if changes.user is KEEP else changes.user
                 record_meta = _meta(current, meta, user)
                 data = self._encode(merged, record_meta, ttl)
@@ -256,7 +249,6 @@ class Repository:
                     stored = Loaded(_state(merged, record_meta), id, new, data.decode())
                     return Saved(id != first_id, stored)
                 await _backoff(attempt)
-            state = None
             record, fresh, successor = await self._read(id)
             while fresh is None:  # ended, or renewed: follow it to its successor
                 if successor is None or hops >= self.max_hops:
@@ -276,12 +268,7 @@ class Repository:
         return True
 
     async def renew(
-        self,
-        loaded: Loaded,
-        state: Mapping[str, Any],
-        changes: Changes,
-        meta: StoredState,
-        ttl: timedelta,
+        self, loaded: Loaded, changes: Changes, meta: StoredState, ttl: timedelta
     ) -> tuple[SessionKey, Loaded] | Saved | None:
         """Move the session to a fresh key, carrying concurrent writes (module docstring).
 
@@ -290,7 +277,7 @@ class Repository:
         """
         user = loaded.state.user if changes.user is KEEP else changes.user
         record_meta = _meta(loaded.state, meta, user)
-        key, new = await self.create(state, record_meta, ttl)
+        key, new = await self.create(changes.apply(loaded.state), record_meta, ttl)
         try:  # until the old record is buried, a failure leaves it intact: drop the new one
             old_id, old_version, current = loaded.id, loaded.version, loaded.state
             for attempt in range(_ATTEMPTS):
@@ -302,9 +289,7 @@ class Repository:
                     await self._end(new)
                     if successor is None:
                         return None
-                    return await self._merge(
-                        successor, None, StoredState(), None, changes, meta, ttl
-                    )
+                    return await self._merge(successor, None, StoredState(), changes, meta, ttl)
                 assert record is not None
                 # A write reached the old record first: carry it over into the new one.
                 current, old_version = fresh, record.version

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from sessionware.errors import SessionwareError
 from sessionware.repository import KEEP, Changes
-from sessionware.state import check_value, decode_state, state_unchanged
+from sessionware.state import ENVELOPE_HEAD, check_value, decode_state, state_unchanged
 
 if TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
@@ -476,8 +476,10 @@ class Seam:
         session._late = reason
 
     @staticmethod
-    def rebase(session: Session, key: str | None, id: str | None, origin: str | None) -> None:
-        """The session was just persisted (under ``key``): track changes from here on."""
+    def rebase(session: Session, key: str | None, id: str | None, state_json: str | None) -> None:
+        """The session was just persisted (under ``key``), its state being ``state_json``:
+        track changes from here on (what another request merged in is not this one's change)."""
+        origin = None if state_json is None else f"{ENVELOPE_HEAD}{state_json}}}"
         session._key, session._id, session._origin = key, id, origin
         session._status = SessionStatus.UNCHANGED
         session._cleared = session._user_changed = False

@@ -12,14 +12,18 @@ from sessionware.stores.postgres import PostgresSessionStore
 from tests.services import require
 
 SERVER_SIDE = True
+EXPIRY_MARGIN = 0.2
+"""Expiry is the database clock to the microsecond: a short wait past a TTL is enough."""
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @asynccontextmanager
-async def store() -> AsyncIterator[PostgresSessionStore]:
+async def store(*, hash_keys: bool = True) -> AsyncIterator[PostgresSessionStore]:
     require("PostgreSQL", "127.0.0.1", 5432)
     table = f"sessionware_test_{uuid.uuid4().hex}"
-    sessions = PostgresSessionStore.from_dsn(DSN, table=table, connect_timeout=5)
+    sessions = PostgresSessionStore.from_dsn(
+        DSN, table=table, connect_timeout=5, hash_keys=hash_keys
+    )
     try:
         yield sessions
     finally:

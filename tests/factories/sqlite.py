@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -13,9 +14,12 @@ SERVER_SIDE = True
 
 
 @asynccontextmanager
-async def store() -> AsyncIterator[SQLiteSessionStore]:
+async def store(
+    clock: Callable[[], float] = time.time, *, hash_keys: bool = True
+) -> AsyncIterator[SQLiteSessionStore]:
     with tempfile.TemporaryDirectory(prefix="sessionware-") as directory:
-        sessions = SQLiteSessionStore(Path(directory) / "sessions.db")
+        path = Path(directory) / "sessions.db"
+        sessions = SQLiteSessionStore(path, clock=clock, hash_keys=hash_keys)
         try:
             yield sessions
         finally:

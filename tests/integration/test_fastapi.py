@@ -66,8 +66,8 @@ async def test_lazy_sessions_are_loaded_by_the_dependency_and_only_there() -> No
 
 
 class LoadFails(RecordingStore):
-    async def load(self, key: SessionKey) -> StoredState | None:
-        raise LoadError("the store is down")
+    async def get(self, id: str) -> Record | None:
+        raise StoreError("the store is down")
 
 
 async def test_a_lazy_load_failure_in_the_dependency_is_an_opaque_503() -> None:

@@ -12,28 +12,25 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from sessionware import ContentSecurity
-from sessionware.stores import (
-    CookieSessionStore,
-    MemorySessionStore,
-    SessionStore,
-)
+from sessionware.repository import Repository
+from sessionware.stores import ABSENT, CookieSessionStore, MemorySessionStore, SessionStore
 from sessionware.stores.redis import RedisSessionStore
 from sessionware.stores.sqlite import SQLiteSessionStore
-from tests.client import RecordingStore
+from tests.client import RecordingStore, stored
 from tests.factories.redis import URL, Server, delete_prefixed, start_server, unique_prefix
 from tests.services import require
 
 ALL = ["cookie", "memory", "redis", "sqlite"]
 SERVER_SIDE = ["memory", "redis", "sqlite"]
 CLOCKED = ["cookie", "memory", "sqlite"]
-PLANTABLE = ["cookie", "redis", "sqlite"]
+PLANTABLE = ["cookie", "memory", "redis", "sqlite"]
 """Stores another process can write garbage into (the cookie store: with the key)."""
 """Stores whose expiry follows the injected clock (Redis expires on the server's own)."""
 
@@ -65,30 +62,19 @@ class Backend:
 
     @property
     def server_side(self) -> bool:
-        return not self.inner.holds_state_in_key
+        return not isinstance(self.inner, CookieSessionStore)
 
     async def plant(self, key: str, text: str) -> None:
-        """Write ``text`` as the raw record of ``key`` (server-side stores only)."""
+        """Write ``text`` as the raw record of session ``key`` (server-side stores only)."""
         inner: Any = self.inner
-        if self.kind == "memory":
-            inner._records[key] = (self.clock() + 3600, text)
-        elif self.kind == "redis":
-            client = Redis.from_url(URL)
-            try:
-                await client.set(inner._prefix + key, text.encode("utf-8", "surrogatepass"), ex=600)
-            finally:
-                await client.aclose()
-        elif self.kind == "sqlite":
-            columns = "(key, data, successor, expires) VALUES (?, ?, NULL, ?)"
-            sql = f"INSERT OR REPLACE INTO {inner.table} {columns}"
-            expires = self.clock() + 3600
-            await inner._run(lambda conn: conn.execute(sql, (key, text, expires)))
-        else:
-            raise AssertionError(f"cannot plant a record in the {self.kind} store")
+        id = Repository(inner).id_of(key)
+        await inner.delete(id)
+        data = text.encode("utf-8", "surrogatepass")
+        assert await inner.put(id, data, timedelta(hours=1), expect=ABSENT) is not None
 
     async def live(self, key: str) -> bool:
         """Whether ``key`` holds a live (loadable) session right now."""
-        return await self.inner.load(key) is not None  # type: ignore[arg-type]
+        return await stored(self.inner, key) is not None
 
 
 @asynccontextmanager

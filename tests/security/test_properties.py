@@ -27,17 +27,16 @@ from hypothesis.stateful import (
 
 from sessionware import BrowserSession, ContentSecurity, Key
 from sessionware.crypto import seal, unseal
-from sessionware.state import StoredState
 from sessionware.stores import (
-    Changes,
     CookieSessionStore,
     MemorySessionStore,
     SessionKey,
     SessionStore,
     generate_session_key,
 )
+from sessionware.stores.base import Absent, Record, Version
 from tests.acceptance.apps import make_app
-from tests.client import request
+from tests.client import request, stored
 from tests.security.apps import Probes, probe_routes
 from tests.security.hypo import BUDGET, LONG, budget
 
@@ -217,12 +216,11 @@ MAX_AGE = 5400
 
 
 class Flaky:
-    """A store wrapper that fails every call while ``down`` and counts writes."""
-
-    holds_state_in_key = False
+    """A record-store wrapper that fails every call while ``down`` and counts writes."""
 
     def __init__(self, inner: MemorySessionStore) -> None:
         self.inner = inner
+        self.hash_keys = inner.hash_keys
         self.down = False
         self.writes = 0
 
@@ -230,35 +228,26 @@ class Flaky:
         if self.down:
             raise ConnectionError("the store is down")
 
-    async def load(self, key: SessionKey) -> StoredState | None:
+    async def get(self, id: str) -> Record | None:
         self._check()
-        return await self.inner.load(key)
+        return await self.inner.get(id)
 
-    async def save(self, state: Mapping[str, Any], ttl: timedelta) -> SessionKey:
+    async def put(
+        self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
+    ) -> Version | None:
         self._check()
         self.writes += 1
-        return await self.inner.save(state, ttl)
+        return await self.inner.put(id, data, ttl, expect=expect)
 
-    async def update(
-        self,
-        key: SessionKey,
-        state: Mapping[str, Any],
-        ttl: timedelta,
-        changes: Changes | None = None,
-    ) -> SessionKey | None:
+    async def touch(self, id: str, ttl: timedelta) -> bool:
         self._check()
         self.writes += 1
-        return await self.inner.update(key, state, ttl, changes)
+        return await self.inner.touch(id, ttl)
 
-    async def update_ttl(self, key: SessionKey, ttl: timedelta) -> None:
+    async def delete(self, id: str) -> None:
         self._check()
         self.writes += 1
-        await self.inner.update_ttl(key, ttl)
-
-    async def delete(self, key: SessionKey, successor: SessionKey | None = None) -> None:
-        self._check()
-        self.writes += 1
-        await self.inner.delete(key, successor)
+        await self.inner.delete(id)
 
 
 class SessionMachine(RuleBasedStateMachine):
@@ -458,14 +447,14 @@ class SessionMachine(RuleBasedStateMachine):
     def stored_state_equals_model(self) -> None:
         if self._alive():
             key = self._open(self.cookie)
-            stored = self.loop.run_until_complete(self.memory.load(SessionKey(key or "x")))
-            assert stored is not None and dict(stored) == self.model
+            state = self.loop.run_until_complete(stored(self.memory, key or "x"))
+            assert state is not None and dict(state) == self.model
 
     @invariant()
     def dead_sessions_stay_dead(self) -> None:
         for key in self.dead:
             if key:
-                assert self.loop.run_until_complete(self.memory.load(SessionKey(key))) is None
+                assert self.loop.run_until_complete(stored(self.memory, key)) is None
 
 
 SessionMachine.TestCase.settings = settings(

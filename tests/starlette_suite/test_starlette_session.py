@@ -30,6 +30,14 @@ EXPECTED_FAILURES: dict[str, pytest.MarkDecorator] = {
         " test_modification_tracking_matches_starlette in"
         " tests/integration/test_starlette_dropin.py",
     ),
+    "test_vary_cookie_on_access": pytest.mark.xfail(
+        raises=AssertionError,
+        strict=True,
+        reason="a deliberate difference: sessionware sends Vary: Cookie on every response to a"
+        " request that carried the session cookie, even when the handler did not touch the"
+        " session (a later read, in a streamed body say, may still depend on it), so a shared"
+        " cache never serves one user's page to another",
+    ),
 }
 
 # Starlette's conftest fixtures (test_client_factory, blockbuster), by name.

@@ -298,19 +298,37 @@ async def test_the_repository_moves_a_migrated_v1_session(v1: tuple[Any, Any, An
     assert [info.id for info in await store.sessions_for("ferris")] == [id]
 
 
-async def test_sqlite_migrates_a_table_older_than_user_id(tmp_path: Path) -> None:
-    path = str(tmp_path / "s.db")
-    conn = sqlite3.connect(path)
-    conn.execute(
-        "CREATE TABLE sessions (key TEXT PRIMARY KEY, data TEXT,"
-        " successor TEXT, expires REAL NOT NULL)"
-    )
-    conn.execute("INSERT INTO sessions VALUES ('k', '{}', NULL, ?)", (time.time() + 60,))
-    conn.commit()
-    conn.close()
-    store = SQLiteSessionStore(path)
-    assert await store.get("k") == Record(b"{}", 1)
-    await store.aclose()
+@pytest.mark.parametrize("driver", ["sqlite", "postgres"])
+async def test_a_table_older_than_user_id_gains_version(driver: str, tmp_path: Path) -> None:
+    raw: SQLiteRaw | PostgresRaw
+    if driver == "sqlite":
+        path = str(tmp_path / "s.db")
+        raw, column, later = SQLiteRaw(path, "sessions"), "REAL", str(time.time() + 60)
+        open_store: Any = lambda: SQLiteSessionStore(path)  # noqa: E731
+    else:
+        require("PostgreSQL", "127.0.0.1", 5432)
+        table = f"sessionware_test_{uuid.uuid4().hex}"
+        raw = PostgresRaw(await asyncpg.connect(DSN), table)
+        column, later = "TIMESTAMPTZ", "now() + interval '1 minute'"
+        open_store = lambda: PostgresSessionStore.from_dsn(DSN, table=table)  # noqa: E731
+    try:
+        await raw.execute(
+            f"CREATE TABLE {{t}} (key TEXT PRIMARY KEY, data TEXT, successor TEXT,"
+            f" expires {column} NOT NULL)"
+        )
+        await raw.execute(f"INSERT INTO {{t}} VALUES ('k', $1, NULL, {later})", "{}")
+        for _ in range(2):  # the second store finds the column there
+            store = open_store()
+            try:
+                assert await store.get("k") == Record(b"{}", 1)
+                assert await store.put("new", b"{}", TTL, expect=ABSENT) is not None
+            finally:
+                await store.aclose()
+            await raw.execute("DELETE FROM {t} WHERE key = 'new'")
+    finally:
+        if isinstance(raw, PostgresRaw):
+            await raw.execute("DROP TABLE IF EXISTS {t}, {t}_users")
+        await raw.close()
 
 
 @pytest.mark.parametrize(
@@ -565,6 +583,33 @@ async def test_postgres_stores_opening_at_once_make_the_tables_once() -> None:
         conn = await asyncpg.connect(DSN)
         await conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_users")
         await conn.close()
+
+
+async def test_postgres_role_without_ddl_rights_uses_tables_made_for_it() -> None:
+    async with postgres_factory.store() as made:
+        await made.get("x")  # the owner makes the tables
+        role = f"sessionware_test_{uuid.uuid4().hex[:16]}"
+        admin = await asyncpg.connect(DSN)
+        await admin.execute(f"CREATE ROLE {role} LOGIN")
+        try:
+            await admin.execute(
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON {made.table}, {made.table}_users"
+                f" TO {role}"
+            )
+            dsn = DSN.replace("postgres@", f"{role}@")
+            store = PostgresSessionStore.from_dsn(dsn, table=made.table)
+            try:
+                assert await store.put("a", b"{}", TTL, expect=ABSENT) is not None
+                await store.index_add("ferris", "a", TTL)
+                assert await store.index_members("ferris") == ["a"]
+            finally:
+                await store.aclose()
+            ddl = await admin.fetchval("SELECT has_schema_privilege($1, 'public', 'CREATE')", role)
+            assert ddl is False  # the role really could not have made them
+        finally:
+            await admin.execute(f"DROP OWNED BY {role}")
+            await admin.execute(f"DROP ROLE {role}")
+            await admin.close()
 
 
 async def test_postgres_unreachable_fails_promptly() -> None:

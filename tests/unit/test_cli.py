@@ -224,6 +224,27 @@ def test_clear_expired_sqlite_in_batches_with_progress(
     assert (status, out, err) == (0, "deleted 0 expired sessions\n", "")
 
 
+def test_clear_expired_sqlite_on_a_first_version_table_creates_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE sessions (key TEXT PRIMARY KEY, data TEXT, successor TEXT,"
+            " expires REAL NOT NULL, user_id TEXT)"
+        )
+        conn.execute("INSERT INTO sessions VALUES ('gone', NULL, NULL, 0, NULL)")
+    conn.close()
+    status, out, err = run(capsys, "clear-expired", "--store", f"sqlite:///{path}")
+    assert (status, out, err) == (0, "deleted 1 expired sessions\n", "")
+    with sqlite3.connect(path) as conn:
+        tables = [
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+    conn.close()
+    assert tables == ["sessions"]
+
+
 def test_clear_expired_sqlite_relative_path(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,7 +1,7 @@
 """PostgresSessionStore: versioned records in a PostgreSQL table, through asyncpg.
 
-Tables, created by the first call under an advisory transaction lock (so two processes never
-race on the DDL)::
+Tables, made by the first call under an advisory transaction lock (so two processes never race
+on the DDL); when both are there and migrated, no DDL runs, so the app's role needs none::
 
     CREATE TABLE IF NOT EXISTS sessionware_sessions (key TEXT PRIMARY KEY, data TEXT NOT NULL,
         version BIGINT NOT NULL DEFAULT 1, expires TIMESTAMPTZ NOT NULL);
@@ -53,8 +53,10 @@ _TABLE = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]{0,62}\.)?([A-Za-z_][A-Za-z0-9_]{0
 _SQL = {  # {now} is clock_timestamp(): the time now, even inside a transaction
     "create": "CREATE TABLE IF NOT EXISTS {t} (key TEXT PRIMARY KEY, data TEXT NOT NULL,"
     " version BIGINT NOT NULL DEFAULT 1, expires TIMESTAMPTZ NOT NULL)",
-    "has_version": "SELECT true FROM pg_attribute WHERE attrelid = '{t}'::regclass"
-    " AND attname = 'version' AND NOT attisdropped",
+    "has_version": "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('{t}')"
+    " AND attname = 'version' AND NOT attisdropped)",
+    "ready": "SELECT to_regclass('{t}_users') IS NOT NULL AND EXISTS (SELECT FROM pg_attribute"
+    " WHERE attrelid = to_regclass('{t}') AND attname = 'version' AND NOT attisdropped)",
     "add_version": "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 1",
     "drop_tombstones": "DELETE FROM {t} WHERE data IS NULL",
     "expiry": "CREATE INDEX IF NOT EXISTS {i}_expires ON {t} (expires)",
@@ -163,15 +165,18 @@ class PostgresSessionStore(UserSessionsMixin):
             raise StoreError(f"PostgreSQL store failed to {op}: {exc!r}") from exc
 
     async def _create_tables(self) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            # Serialise the DDL: concurrent CREATE ... IF NOT EXISTS can still collide.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.table)
-            await conn.execute(self._sql["create"])
-            if not await conn.fetchval(self._sql["has_version"]):  # ALTER locks even if a no-op
-                await conn.execute(self._sql["add_version"])
-                await conn.execute(self._sql["drop_tombstones"])
-            for name in ("expiry", "users", "users_expiry"):
-                await conn.execute(self._sql[name])
+        async with self._pool.acquire() as conn:
+            if await conn.fetchval(self._sql["ready"]):  # no DDL: the role may not run any
+                return
+            async with conn.transaction():
+                # Serialise the DDL: concurrent CREATE ... IF NOT EXISTS can still collide.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.table)
+                await conn.execute(self._sql["create"])
+                if not await conn.fetchval(self._sql["has_version"]):  # a first-version table
+                    await conn.execute(self._sql["add_version"])
+                    await conn.execute(self._sql["drop_tombstones"])
+                for name in ("expiry", "users", "users_expiry"):
+                    await conn.execute(self._sql[name])
 
     async def _query(self, op: str, method: str, name: str, *args: Any) -> Any:
         """``conn.<method>(<statement name>, *args)`` on a pooled connection."""
@@ -190,10 +195,12 @@ class PostgresSessionStore(UserSessionsMixin):
     async def put(
         self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
     ) -> Version | None:
+        # A TEXT column: non-UTF-8 bytes (never the repository's) are kept unreadable, as U+FFFD.
+        text = data.decode("utf-8", "replace")
         if expect is ABSENT:
-            args: tuple[Any, ...] = ("create_record", id, data.decode(), ttl)
+            args: tuple[Any, ...] = ("create_record", id, text, ttl)
         else:
-            args = ("replace", id, data.decode(), ttl, expect)
+            args = ("replace", id, text, ttl, expect)
         version = await self._query("put", "fetchval", *args)
         return None if version is None else int(version)
 

@@ -162,7 +162,8 @@ class SQLiteSessionStore(UserSessionsMixin):
     async def put(
         self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
     ) -> Version | None:
-        now, text = self._clock(), data.decode()
+        # A TEXT column: non-UTF-8 bytes (never the repository's) are kept unreadable, as U+FFFD.
+        now, text = self._clock(), data.decode("utf-8", "replace")
         expires = now + ttl.total_seconds()
         step: tuple[str, tuple[Any, ...]]
         if expect is ABSENT:
@@ -189,13 +190,15 @@ class SQLiteSessionStore(UserSessionsMixin):
         await self._run("remove from the user index", ("index_remove", (user, id)))
 
     async def index_members(self, user: str) -> list[str]:
-        rows, _ = await self._run("list a user", ("index_members", (user, self._clock())))
+        rows, _ = await self._run("list the user index", ("index_members", (user, self._clock())))
         return [row[0] for row in rows]
 
     async def clear_expired(self) -> int:
         """Delete expired records and index entries; return how many rows went."""
         now = self._clock()
-        _, changed = await self._run("clear expired", ("purge", (now,)), ("purge_users", (now,)))
+        _, changed = await self._run(
+            "clear expired rows", ("purge", (now,)), ("purge_users", (now,))
+        )
         return changed
 
     async def aclose(self) -> None:

@@ -195,9 +195,7 @@ class StoreContract:
         key, _ = await repository.create({"cart": [1]}, StoredState(), TTL)
         login = await _load(repository, key)
         await _save(repository, await _load(repository, key), Changes(set={"csrf": "t1"}))
-        renewed = await repository.renew(
-            login, {"cart": [1], "user": "ada"}, Changes(set={"user": "ada"}), StoredState(), TTL
-        )
+        renewed = await repository.renew(login, Changes(set={"user": "ada"}), StoredState(), TTL)
         assert isinstance(renewed, tuple)
         new_key, _ = renewed
         assert (await _load(repository, new_key)).state == {
@@ -211,7 +209,7 @@ class StoreContract:
         key, _ = await repository.create({"a": 1}, StoredState(), TTL)
         slow = await _load(repository, key)
         renewed = await repository.renew(
-            await _load(repository, key), {"a": 1}, Changes(), StoredState(), TTL
+            await _load(repository, key), Changes(), StoredState(), TTL
         )
         assert isinstance(renewed, tuple)
         saved = await _save(repository, slow, Changes(set={"late": True}))
@@ -221,10 +219,8 @@ class StoreContract:
     async def test_two_renewals_leave_one_session(self, repository: Repository) -> None:
         key, _ = await repository.create({"a": 1}, StoredState(), TTL)
         first, second = await _load(repository, key), await _load(repository, key)
-        won = await repository.renew(first, {"a": 1}, Changes(), StoredState(), TTL)
-        lost = await repository.renew(
-            second, {"a": 1, "b": 2}, Changes(set={"b": 2}), StoredState(), TTL
-        )
+        won = await repository.renew(first, Changes(), StoredState(), TTL)
+        lost = await repository.renew(second, Changes(set={"b": 2}), StoredState(), TTL)
         assert isinstance(won, tuple) and isinstance(lost, Saved) and lost.moved
         assert (await _load(repository, won[0])).state == {"a": 1, "b": 2}
 
@@ -232,7 +228,7 @@ class StoreContract:
         key, _ = await repository.create({"a": 1}, StoredState(), TTL)
         logout = await _load(repository, key)
         renewed = await repository.renew(
-            await _load(repository, key), {"a": 1}, Changes(), StoredState(), TTL
+            await _load(repository, key), Changes(), StoredState(), TTL
         )
         assert isinstance(renewed, tuple)
         await repository.purge(logout)
@@ -244,7 +240,7 @@ class StoreContract:
         current = key
         for _ in range(repository.max_hops + 1):
             renewed = await repository.renew(
-                await _load(repository, current), {"a": 1}, Changes(), StoredState(), TTL
+                await _load(repository, current), Changes(), StoredState(), TTL
             )
             assert isinstance(renewed, tuple)
             current = renewed[0]
@@ -287,7 +283,7 @@ class StoreContract:
         renewing = await _load(repository, key)
         # The renewal's new record is filed before the old one is buried: either way it ends.
         assert await repository.delete_all_for("ada") == 1
-        assert await repository.renew(renewing, {"n": 1}, Changes(), StoredState(), TTL) is None
+        assert await repository.renew(renewing, Changes(), StoredState(), TTL) is None
         assert await repository.sessions_for("ada") == []
 
 
@@ -306,4 +302,4 @@ async def _load(repository: Repository, key: SessionKey) -> Loaded:
 
 
 async def _save(repository: Repository, loaded: Loaded, changes: Changes) -> Saved | None:
-    return await repository.save(loaded, changes.apply(loaded.state), changes, StoredState(), TTL)
+    return await repository.save(loaded, changes, StoredState(), TTL)
