@@ -24,6 +24,7 @@ MODULES = [
     "sessionware",
     "sessionware.stores",
     "sessionware.flash",
+    "sessionware.csrf",
     "sessionware.testing",
     "sessionware.integrations.fastapi",
     "sessionware.integrations.starlette",

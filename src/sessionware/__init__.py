@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sessionware.config import BrowserSession, PersistentSession, TtlExtensionPolicy
 from sessionware.crypto import ContentSecurity, Key
+from sessionware.csrf import CSRFMiddleware, csrf_token
 from sessionware.errors import SessionwareError
 from sessionware.flash import flash, get_flashed_messages
 from sessionware.middleware import SessionMiddleware, get_session
@@ -19,6 +20,7 @@ from sessionware.session import (
 
 __all__ = [
     "BrowserSession",
+    "CSRFMiddleware",
     "ContentSecurity",
     "Key",
     "PersistentSession",
@@ -32,6 +34,7 @@ __all__ = [
     "SessionUpdateError",
     "SessionwareError",
     "TtlExtensionPolicy",
+    "csrf_token",
     "flash",
     "get_flashed_messages",
     "get_session",

@@ -71,14 +71,45 @@ def _b64(text: str) -> bytes | None:
     return data if base64.b64encode(data).decode("ascii") == text else None
 
 
-def _clean(cookie: str, name: str) -> str:
-    """The sealed value from what a user pasted: the value, ``name=value`` or a Set-Cookie line."""
+_COOKIE_NAME = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+)=(?!=*$)")
+_ATTRIBUTES = frozenset(
+    ("path", "domain", "max-age", "expires", "samesite", "secure", "httponly", "partitioned")
+)
+
+
+def _names(pieces: Sequence[str]) -> list[str]:
+    """The cookie names in ``name=value`` pieces, Set-Cookie attributes left out, and so is the
+    43 characters before the ``=`` that ends a signed cookie's base64 MAC."""
+    names = []
+    for piece in pieces:
+        found = _COOKIE_NAME.match(piece)
+        if found is None or found.group(1).lower() in _ATTRIBUTES:
+            continue
+        if len(found.group(1)) == _MAC_B64 - 1 and _b64(piece[:_MAC_B64]) is not None:
+            continue
+        names.append(found.group(1))
+    return names
+
+
+def _pick(cookie: str, name: str) -> tuple[str, list[str]]:
+    """The raw value of the cookie ``name`` in what a user pasted, and the other names seen.
+
+    Takes the bare value, ``name=value``, a ``Cookie:`` header (``a=1; id=...``) or a
+    ``Set-Cookie:`` line; without a piece called ``name``, the first piece is the value.
+    """
     text = cookie.strip()
-    if text.lower().startswith("set-cookie:"):
-        text = text[len("set-cookie:") :].strip()
-    text = text.split(";", 1)[0].strip()
-    if text.startswith(name + "="):
-        text = text[len(name) + 1 :]
+    for header in ("set-cookie:", "cookie:"):
+        if text.lower().startswith(header):
+            text = text[len(header) :].strip()
+            break
+    pieces = [piece.strip(" \t") for piece in text.split(";")]
+    for piece in pieces:
+        if piece.startswith(name + "="):
+            return piece[len(name) + 1 :], []
+    return pieces[0], _names(pieces)
+
+
+def _unquote(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] == '"':
         text = text[1:-1]
     if "%" in text:
@@ -87,6 +118,21 @@ def _clean(cookie: str, name: str) -> str:
         except UnicodeDecodeError:
             raise DecodeError("not a cookie value: its %-escapes are not UTF-8") from None
     return text
+
+
+def _open(cookie: str, keys: Sequence[Key], security: ContentSecurity, name: str) -> str:
+    """The plaintext a session cookie carries (a state or a server-side key), or ``DecodeError``."""
+    raw, others = _pick(cookie, name)
+    try:
+        return _unseal(_unquote(raw), keys, security, name)
+    except DecodeError as exc:
+        if not others:
+            raise
+        listed = ", ".join(repr(n) for n in dict.fromkeys(others))
+        raise DecodeError(
+            f"no cookie named {name!r} in the input, which holds cookies named {listed}: pass"
+            f" --name with the session cookie's name (the first piece did not open: {exc})"
+        ) from None
 
 
 def decode_cookie(
@@ -98,9 +144,26 @@ def decode_cookie(
 ) -> StoredState:
     """Open a session cookie and parse the state it carries, or raise ``DecodeError`` saying why.
 
-    ``cookie`` may be the bare value (%-encoded or not), ``name=value`` or a Set-Cookie line.
+    ``cookie`` may be the bare value (%-encoded or not), ``name=value``, a Cookie header holding
+    it among others, or a Set-Cookie line.
     """
-    value = _clean(cookie, name)
+    plain = _open(cookie, keys, security, name)
+    if is_generated_key(plain):
+        raise DecodeError(
+            "this is a server-side session key, not a state: look it up in the store"
+            f" (the key is {plain})"
+        )
+    return _state(plain)
+
+
+def _state(plain: str) -> StoredState:
+    try:
+        return decode_state(plain)
+    except DeserializationError as exc:
+        raise DecodeError(f"not a session state: {exc}") from None
+
+
+def _unseal(value: str, keys: Sequence[Key], security: ContentSecurity, name: str) -> str:
     mode = {
         ContentSecurity.PRIVATE: "private (the default)",
         ContentSecurity.SIGNED: "--signed",
@@ -134,26 +197,53 @@ def decode_cookie(
             f"authentication failed: the cookie was not sealed {mode} with this key{bound}, or"
             " it was altered"
         )
-    plain = opened[0]
-    if is_generated_key(plain):
-        raise DecodeError(
-            "this is a server-side session key; look it up in the store (Redis: GET"
-            f" session:{plain}; SQL: WHERE key = '{plain}')"
-        )
-    try:
-        return decode_state(plain)
-    except DeserializationError as exc:
-        raise DecodeError(f"not a session state: {exc}") from None
+    return opened[0]
 
 
 def _when(stamp: float) -> str:
     return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
 
 
+def _secret_keys(secrets: Sequence[str]) -> list[Key]:
+    """The keys the Starlette drop-in derives from its ``secret_key`` values."""
+    if not secrets:
+        return []
+    try:
+        from sessionware.integrations.starlette import derive_key
+    except ImportError as exc:
+        raise DecodeError(f"--secret needs Starlette, as the drop-in does ({exc})") from None
+    try:
+        return [derive_key(secret) for secret in secrets]
+    except ValueError as exc:
+        raise DecodeError(f"--secret: {exc}") from None
+
+
 def _decode(args: argparse.Namespace) -> int:
     security = args.security or ContentSecurity.PRIVATE
+    keys: list[Key] = args.key or []
+    secrets: list[str] = args.secret or []
+    if not keys and not secrets:
+        print(
+            "sessionware decode: give the app's key with --key HEX, or the Starlette drop-in's"
+            " secret_key with --secret TEXT",
+            file=sys.stderr,
+        )
+        return 2
+    # The drop-in names its cookie "session", as Starlette does.
+    name: str = args.name or ("session" if secrets and not keys else "id")
     try:
-        state = decode_cookie(args.cookie, args.key, security=security, name=args.name)
+        plain = _open(args.cookie, [*keys, *_secret_keys(secrets)], security, name)
+        if is_generated_key(plain):
+            print(plain)
+            prefix: str = args.key_prefix
+            print(
+                "a server-side session key: the state is in the store. Redis:"
+                f" GET {prefix}{plain} (--key-prefix sets the store's key_prefix); SQLite and"
+                " PostgreSQL: the row of the store's table whose key is the one printed",
+                file=sys.stderr,
+            )
+            return 0
+        state = _state(plain)
     except DecodeError as exc:
         print(f"sessionware decode: {exc}", file=sys.stderr)
         return 1
@@ -210,6 +300,14 @@ async def _run_batches(
         progress.close()
 
 
+def _no_table(table: str, default: str) -> str:
+    return (
+        f"no table {table!r} here: pass --table with the table the store was given (its table="
+        f" argument; the default is {default}), or check the database in the URL. The store"
+        " creates its table on first use, so a store never used has nothing to clear"
+    )
+
+
 def _clear_sqlite(location: str, table: str, batch: int) -> int:
     path = location[len("sqlite:///") :]
     if not path or not os.path.isfile(path):
@@ -249,6 +347,9 @@ def _clear_sqlite(location: str, table: str, batch: int) -> int:
             while conn.execute(index_sql, (now, batch)).rowcount == batch:
                 pass
         return deleted
+    except sqlite3.OperationalError as exc:
+        hint = f"; {_no_table(table, 'sessions')}" if "no such table" in str(exc) else ""
+        raise RuntimeError(f"SQLite: {exc}{hint}") from exc
     except sqlite3.Error as exc:
         raise RuntimeError(f"SQLite: {exc}") from exc
     finally:
@@ -294,6 +395,10 @@ async def _clear_postgres(dsn: str, table: str, batch: int) -> int:
             while (await conn.execute(index_sql, now, batch)).split()[-1] == str(batch):
                 pass
         return deleted
+    except asyncpg.UndefinedTableError as exc:
+        raise RuntimeError(
+            f"PostgreSQL: {exc}; {_no_table(table, 'sessionware_sessions')}"
+        ) from exc
     except asyncpg.PostgresError as exc:
         raise RuntimeError(f"PostgreSQL: {exc}") from exc
     finally:
@@ -313,11 +418,8 @@ def _clear_expired(args: argparse.Namespace) -> int:
             table = args.table or "sessionware_sessions"
             deleted = asyncio.run(_clear_postgres(location, table, args.batch_size))
         elif scheme in ("redis", "rediss", "unix"):
-            print(
-                "Redis expires sessions by itself (every key carries its TTL); nothing to clear",
-                file=sys.stderr,
-            )
-            deleted = 0
+            print("nothing to do: Redis expires sessions by itself (every key carries its TTL)")
+            return 0
         else:
             raise RuntimeError(
                 f"unknown store {location!r}: use sqlite:///path or postgresql://user@host/db"
@@ -379,14 +481,24 @@ def _parser() -> argparse.ArgumentParser:
         description="Open a session cookie with the app's key and print the state it carries as"
         " JSON, or say exactly why it does not open.",
     )
-    decode.add_argument("cookie", metavar="COOKIE", help="the cookie value, or name=value")
+    decode.add_argument(
+        "cookie",
+        metavar="COOKIE",
+        help="the cookie value, name=value, a Cookie header holding it, or a Set-Cookie line",
+    )
     decode.add_argument(
         "--key",
-        required=True,
         action="append",
         type=_hex_key,
         metavar="HEX",
         help="the 128-hex-character key; repeat for old keys still accepted",
+    )
+    decode.add_argument(
+        "--secret",
+        action="append",
+        metavar="TEXT",
+        help="a secret_key of the Starlette drop-in (sessionware.integrations.starlette), instead"
+        " of --key; repeat for fallback_secret_keys. The cookie name then defaults to session",
     )
     mode = decode.add_mutually_exclusive_group()
     mode.add_argument(
@@ -403,7 +515,16 @@ def _parser() -> argparse.ArgumentParser:
         const=ContentSecurity.SIGNED_ACTIX,
         help="the cookie is signed as actix-session does (SIGNED_ACTIX)",
     )
-    decode.add_argument("--name", default="id", help="the cookie's name (default: id)")
+    decode.add_argument(
+        "--name", help="the cookie's name (default: id; session with --secret alone)"
+    )
+    decode.add_argument(
+        "--key-prefix",
+        default="session:",
+        metavar="PREFIX",
+        help="the Redis store's key_prefix, for the lookup shown with a server-side key"
+        " (default: session:)",
+    )
     decode.set_defaults(run=_decode)
 
     clear = commands.add_parser(

@@ -99,9 +99,19 @@ class PersistentSession:
         return self.session_ttl
 
 
-# RFC 6265 token characters for the name; path and domain may not hold ';', ',', space or controls.
+# RFC 6265 token characters for the name; path and domain must be printable ASCII without ';' or ','.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_UNSAFE = re.compile(r"[\x00-\x20;,\x7f]")
+_UNSAFE = re.compile(r"[^\x21-\x7e]|[;,]")
+
+
+def _fault(text: str) -> str:
+    """Which character of ``text`` a cookie attribute cannot hold, and where."""
+    found = _UNSAFE.search(text)
+    if found is None:
+        return ""
+    char = found.group()
+    shown = repr(char) if char.isprintable() and char != " " else f"U+{ord(char):04X}"
+    return f" (character {found.start() + 1} is {shown})"
 
 
 @dataclass(frozen=True)
@@ -123,15 +133,24 @@ class CookieSettings:
                 f"cookie_name {self.name!r} is not a valid cookie name: use letters, digits and"
                 " !#$%&'*+-.^_`|~ only (no spaces, ';', ',', '=' or control characters)"
             )
-        if not self.path.startswith("/") or _UNSAFE.search(self.path):
+        path: object = self.path
+        if not isinstance(path, str) or not path.startswith("/") or _UNSAFE.search(path):
+            where = _fault(path) if isinstance(path, str) else ""
             raise ValueError(
-                f"cookie_path {self.path!r} must start with '/' and hold no ';', ',', spaces or"
-                " control characters"
+                f"cookie_path {self.path!r} must start with '/' and hold only printable ASCII:"
+                f" no ';', ',', spaces, control or non-ASCII characters{where}; percent-encode"
+                " such characters (urllib.parse.quote(path))"
             )
-        if self.domain is not None and (not self.domain or _UNSAFE.search(self.domain)):
+        domain: object = self.domain
+        if domain is not None and (
+            not isinstance(domain, str) or not domain or _UNSAFE.search(domain)
+        ):
+            where = _fault(domain) if isinstance(domain, str) else ""
             raise ValueError(
-                f"cookie_domain {self.domain!r} must be a host name without ';', ',', spaces or"
-                " control characters (or None for no Domain attribute)"
+                f"cookie_domain {self.domain!r} must be a host name in printable ASCII, without"
+                f" ';', ',', spaces, control or non-ASCII characters{where}; write an"
+                " internationalised name in its IDNA form ('xn--...', from"
+                " name.encode('idna').decode()) or pass None for no Domain attribute"
             )
         same_site = self.same_site.lower() if isinstance(self.same_site, str) else self.same_site
         if same_site not in ("lax", "strict", "none", None):
@@ -143,12 +162,23 @@ class CookieSettings:
             raise ValueError("cookie_same_site='none' needs cookie_secure=True (browsers drop it)")
         if self.partitioned and not self.secure:
             raise ValueError("cookie_partitioned=True needs cookie_secure=True (browsers drop it)")
-        if self.name.startswith("__Host-") and (
-            self.domain is not None or self.path != "/" or not self.secure
-        ):
+        # RFC 6265bis §4.1.3: browsers match the prefixes case-insensitively.
+        prefix = self.name[:9].lower()
+        if prefix.startswith("__host-"):
+            problems = [
+                *(["cookie_secure=True"] if not self.secure else []),
+                *(["cookie_path='/'"] if self.path != "/" else []),
+                *(["cookie_domain=None"] if self.domain is not None else []),
+            ]
+            if problems:
+                raise ValueError(
+                    f"the cookie name {self.name!r} has the '__Host-' prefix (matched in any"
+                    " case), which browsers only keep with cookie_secure=True, cookie_path='/'"
+                    f" and no cookie_domain: set {', '.join(problems)} or rename the cookie"
+                )
+        if prefix == "__secure-" and not self.secure:
             raise ValueError(
-                "a '__Host-' cookie needs cookie_secure=True, cookie_path='/' and no"
-                " cookie_domain (browsers drop it otherwise)"
+                f"the cookie name {self.name!r} has the '__Secure-' prefix (matched in any case),"
+                " which browsers only keep with cookie_secure=True: set cookie_secure=True or"
+                " rename the cookie"
             )
-        if self.name.startswith("__Secure-") and not self.secure:
-            raise ValueError("a '__Secure-' cookie needs cookie_secure=True")

@@ -30,7 +30,8 @@ _MAX_SEALED_LEN: Final = 4096
 _SIGNED_TAG: Final = b"sessionware-signed-v1\x00"
 _HEX_DIGITS: Final = frozenset(string.hexdigits)
 _HOW_TO: Final = (
-    "use Key.generate() or Key.derive_from(secret); `sessionware keygen` prints one as hex"
+    "for a new key use Key.generate(), or `sessionware keygen` (128 hex characters) and"
+    " Key.from_hex(...)"
 )
 
 
@@ -50,7 +51,8 @@ class Key:
             )
         if len(master) < _KEY_LEN:
             raise ValueError(
-                f"Key needs at least {_KEY_LEN} bytes of key material, got {len(master)}; {_HOW_TO}"
+                f"Key needs at least {_KEY_LEN} bytes of key material, got {len(master)};"
+                f" {_HOW_TO}; from a secret of 32 or more random bytes, Key.derive_from(secret)"
             )
         self._signing = bytes(master[:32])
         self._encryption = bytes(master[32:_KEY_LEN])
@@ -71,8 +73,11 @@ class Key:
             raise TypeError(f"Key.derive_from needs bytes, not {type(master).__name__}")
         if len(master) < _MIN_DERIVE_LEN:
             raise ValueError(
-                f"Key.derive_from needs at least {_MIN_DERIVE_LEN} bytes, got {len(master)}; "
-                f"{_HOW_TO}"
+                f"Key.derive_from needs at least {_MIN_DERIVE_LEN} bytes of random secret, got"
+                f" {len(master)}; it is not a password hash, so a short or guessable secret gives"
+                " a guessable key. For a new key use Key.generate(), or `sessionware keygen` and"
+                " Key.from_hex(...); to derive one, pass 32 or more random bytes"
+                " (secrets.token_bytes(32))"
             )
         hkdf = HKDFExpand(algorithm=hashes.SHA256(), length=_KEY_LEN, info=_DERIVE_INFO)
         return cls(hkdf.derive(bytes(master)))
@@ -83,11 +88,17 @@ class Key:
         if not isinstance(text, str):
             raise TypeError(f"Key.from_hex needs a str, not {type(text).__name__}")
         text = text.strip()
-        if len(text) != 2 * _KEY_LEN or not _HEX_DIGITS.issuperset(text):
-            raise ValueError(
-                f"Key.from_hex needs exactly {2 * _KEY_LEN} hex characters "
-                f"(got {len(text)} characters); {_HOW_TO}"
-            )
+        wanted = f"Key.from_hex needs exactly {2 * _KEY_LEN} hex characters (64 bytes)"
+        if text[:2] in ("0x", "0X"):
+            raise ValueError(f"{wanted} without a '0x' prefix: drop the leading '0x'")
+        for position, char in enumerate(text, 1):
+            if char not in _HEX_DIGITS:
+                shown = repr(char) if char.isprintable() else f"U+{ord(char):04X}"
+                raise ValueError(
+                    f"{wanted}; character {position} is {shown}, not a hex digit (0-9, a-f)"
+                )
+        if len(text) != 2 * _KEY_LEN:
+            raise ValueError(f"{wanted}, got {len(text)}; {_HOW_TO}")
         return cls(bytes.fromhex(text))
 
     @property

@@ -4,7 +4,8 @@ It shows each thing a session does: signing in (the key is renewed, the state ke
 bound to the user), a counter, a cart of nested data changed in place, flash messages across a
 redirect, signing out (purge), a page with what the session holds and the attributes its cookie is
 sent with, and a page listing the user's active sessions (never their keys) with "sign out other
-devices". HTML forms only, no JavaScript; every value shown is HTML-escaped.
+devices". HTML forms only, no JavaScript; every value shown is HTML-escaped, and every form
+carries the session's CSRF token (``CSRFMiddleware`` refuses a POST without it).
 
 Sessions go to SQLite by default, in a file in ``data_dir``; the key comes from
 ``SESSIONWARE_KEY`` (128 hex characters) or from a key file kept beside the database, so a
@@ -13,6 +14,7 @@ restart keeps everyone signed in. Needs Starlette and uvicorn: ``pip install 'se
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import getpass
 import html
@@ -28,6 +30,7 @@ from urllib.parse import parse_qs
 
 try:
     from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -40,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 from sessionware.config import CookieSettings
 from sessionware.cookies import session_cookie
 from sessionware.crypto import Key
+from sessionware.csrf import CSRF_KEY, CSRFMiddleware, csrf_token
 from sessionware.flash import flash, get_flashed_messages
 from sessionware.middleware import SessionMiddleware, get_session
 from sessionware.session import Session
@@ -85,12 +89,28 @@ table { border-collapse: collapse } td, th { border: 1px solid #ccc; padding: .2
 """
 
 
+# A cookie on a blue tile, as SVG: browsers ask for /favicon.ico on every first visit.
+_FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+    '<rect width="32" height="32" rx="6" fill="#1f5fbf"/>'
+    '<circle cx="16" cy="16" r="10" fill="#e0b064"/>'
+    '<circle cx="12" cy="13" r="1.8" fill="#6b3e1e"/><circle cx="19" cy="12" r="1.5" fill="#6b3e1e"/>'
+    '<circle cx="14" cy="20" r="1.6" fill="#6b3e1e"/><circle cx="20" cy="19" r="1.8" fill="#6b3e1e"/>'
+    "</svg>"
+)
+
+
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
 def _page(
-    title: str, body: str, flashes: list[tuple[str, str]], *, signed_in: bool = False
+    title: str,
+    body: str,
+    flashes: list[tuple[str, str]],
+    *,
+    signed_in: bool = False,
+    status_code: int = 200,
 ) -> HTMLResponse:
     sessions_link = '<a href="/sessions">Your active sessions</a>' if signed_in else ""
     notes = "".join(
@@ -99,11 +119,34 @@ def _page(
     )
     return HTMLResponse(
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<title>{_e(title)} - sessionware demo</title><style>{_STYLE}</style></head><body>"
+        f"<title>{_e(title)} - sessionware demo</title>"
+        f'<link rel=icon href="/favicon.svg" type="image/svg+xml"><style>{_STYLE}</style>'
+        "</head><body>"
         f'<nav><a href="/">Home</a><a href="/session">What the session holds</a>{sessions_link}'
         "</nav>"
-        f"<h1>{_e(title)}</h1>{notes}{body}</body></html>"
+        f"<h1>{_e(title)}</h1>{notes}{body}</body></html>",
+        status_code=status_code,
     )
+
+
+async def favicon(request: Request) -> Response:
+    """The demo's icon (served for /favicon.ico too, which browsers ask for unprompted)."""
+    return Response(
+        _FAVICON,
+        media_type="image/svg+xml",
+        headers={"cache-control": "public, max-age=86400"},
+    )
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """A page in the demo's style for an unknown path or method, with a way back home."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    if status == 405:
+        title, text = "Method not allowed", "This page does not take that kind of request."
+    else:
+        title, text = "Page not found", "There is no page at this address."
+    body = f'<p id="not-found">{_e(text)} <a href="/">Back to the demo</a>.</p>'
+    return _page(title, body, [], status_code=status)
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -113,6 +156,11 @@ async def _form(request: Request) -> dict[str, str]:
         return {}
     fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=20)
     return {name: values[0].strip() for name, values in fields.items()}
+
+
+def _csrf(session: Session) -> str:
+    """The hidden field that lets a form through ``CSRFMiddleware``."""
+    return f'<input type=hidden name=csrf_token value="{csrf_token(session)}">'
 
 
 def _user(session: Session) -> str | None:
@@ -157,14 +205,14 @@ async def home(request: Request) -> Response:
     if user is None:
         who = (
             "<p>You are not signed in.</p>"
-            '<form method=post action="/login"><label>Name '
+            f'<form method=post action="/login">{_csrf(session)}<label>Name '
             f"<input name=username required maxlength={_MAX_TEXT} autocomplete=off></label> "
             "<button>Sign in</button></form>"
         )
     else:
         who = (
             f'<p>Signed in as <strong id="user">{_e(user)}</strong>.</p>'
-            '<form method=post action="/logout"><button>Sign out</button></form>'
+            f'<form method=post action="/logout">{_csrf(session)}<button>Sign out</button></form>'
         )
     counter = session.get("counter", 0)
     rows = "".join(
@@ -178,9 +226,9 @@ async def home(request: Request) -> Response:
     )
     body = (
         f"{who}<h2>Counter</h2><p>You pressed the button <strong id=counter>{_e(counter)}</strong>"
-        ' times.</p><form method=post action="/counter"><button>Press</button></form>'
-        f"<h2>Cart</h2>{cart}"
-        '<form method=post action="/cart"><label>Item '
+        f' times.</p><form method=post action="/counter">{_csrf(session)}<button>Press</button>'
+        f"</form><h2>Cart</h2>{cart}"
+        f'<form method=post action="/cart">{_csrf(session)}<label>Item '
         f"<input name=item required maxlength={_MAX_TEXT} autocomplete=off></label> "
         "<label>Quantity <input name=qty type=number min=1 max=99 value=1></label> "
         "<button>Add to cart</button></form>"
@@ -245,7 +293,10 @@ def _inspector(store_label: str) -> Callable[[Request], Any]:
     async def show_session(request: Request) -> Response:
         session = get_session(request)
         flashes = get_flashed_messages(session, with_categories=True)
-        held = json.dumps(dict(session.entries()), indent=2, ensure_ascii=False, sort_keys=True)
+        entries = dict(session.entries())
+        if CSRF_KEY in entries:  # the secret stays out of pages: forms get masked tokens
+            entries[CSRF_KEY] = "(the CSRF secret, not shown)"
+        held = json.dumps(entries, indent=2, ensure_ascii=False, sort_keys=True)
         sent = request.cookies.get(COOKIE.name)
         cookie = (
             f"<p>Your browser sent the cookie <code>{_e(COOKIE.name)}</code>: {len(sent)}"
@@ -261,6 +312,9 @@ def _inspector(store_label: str) -> Callable[[Request], Any]:
             f'<pre id="attributes">{_e(attributes)}</pre>'
             "<ul><li>HttpOnly: page scripts cannot read it.</li>"
             "<li>SameSite=Lax: other sites cannot make your browser POST with it.</li>"
+            "<li>Pages of the same site can (another port of this host, a sibling"
+            " subdomain), so every form also carries a CSRF token, which such a page cannot"
+            " read.</li>"
             "<li>No Max-Age: a browser-session cookie, gone when the browser closes; the state"
             " lives one day from its last change.</li></ul>"
             f'<p id="why-not-secure">{_WHY_NOT_SECURE}</p>'
@@ -315,7 +369,7 @@ def _sessions_page(store: SessionStore) -> Callable[[Request], Any]:
             f"{rows}</table>"
             "<p>Last activity is the last time the session changed; the session keys stay in"
             " the store and are never shown.</p>"
-            '<form method=post action="/sessions/sign-out-others">'
+            f'<form method=post action="/sessions/sign-out-others">{_csrf(session)}'
             "<button>Sign out other devices</button></form>"
         )
         return _page(title, body, flashes, signed_in=True)
@@ -367,7 +421,10 @@ def create_app(*, store: SessionStore, key: Key, store_label: str = "") -> Starl
             Route("/session", _inspector(store_label or type(store).__name__)),
             Route("/sessions", _sessions_page(store)),
             Route("/sessions/sign-out-others", _sign_out_others(store), methods=["POST"]),
+            Route("/favicon.svg", favicon),
+            Route("/favicon.ico", favicon),
         ],
+        exception_handlers={404: not_found, 405: not_found},
         middleware=[
             Middleware(
                 SessionMiddleware,
@@ -378,7 +435,8 @@ def create_app(*, store: SessionStore, key: Key, store_label: str = "") -> Starl
                 cookie_http_only=COOKIE.http_only,
                 cookie_same_site=COOKIE.same_site,
                 cookie_path=COOKIE.path,
-            )
+            ),
+            Middleware(CSRFMiddleware),
         ],
         lifespan=lifespan,
     )
@@ -436,6 +494,31 @@ def _open_store(spec: str, data_dir: Path) -> tuple[SessionStore, str, bool]:
     raise ValueError(f"unknown store {spec!r}: use sqlite, memory or a redis:// URL")
 
 
+def _check_reachable(spec: str) -> None:
+    """Ping a Redis ``--store`` once before serving, so a server that is not there fails now with
+    a message, not as an empty 503 on every page later. ``ConnectionError`` saying what to do."""
+    if not spec.startswith(("redis://", "rediss://", "unix://")):
+        return
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    async def ping() -> None:
+        client = Redis.from_url(spec, socket_connect_timeout=5, socket_timeout=5)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(ping())
+    except (RedisError, OSError) as exc:
+        where = spec.split("@")[-1]  # never the password
+        raise ConnectionError(
+            f"cannot reach Redis at {where} ({type(exc).__name__}: {exc}); start Redis there,"
+            " fix the URL, or run the demo with --store sqlite (the default) or --store memory"
+        ) from None
+
+
 def serve(
     *,
     store: str = "sqlite",
@@ -454,8 +537,9 @@ def serve(
         if store != "memory":
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         sessions, label, durable = _open_store(store, directory)
+        _check_reachable(store)
         key, key_source = load_key(directory if durable else None)
-    except (OSError, ValueError, ImportError) as exc:
+    except (OSError, ValueError, ImportError, ConnectionError) as exc:
         print(f"sessionware demo: {exc}", file=sys.stderr)
         return 1
     shown_host = f"[{host}]" if ":" in host else host

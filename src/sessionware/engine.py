@@ -23,8 +23,9 @@ renewed    ``renew`` (new record, then the old one becomes its tombstone)   the 
 unchanged  ``touch`` under ON_EVERY_REQUEST, else nothing                   if Max-Age
 =========  ==============================================================  ==================
 
-Responses with status 500 or above persist nothing. A cookie opened with an older key of the
-ring is sent back sealed with the current one.
+Responses with status 500 or above persist nothing, nor do requests whose session was
+discarded (``Seam.discard``: a request the CSRF check refused). A cookie opened with an
+older key of the ring is sent back sealed with the current one.
 """
 
 from __future__ import annotations
@@ -215,12 +216,13 @@ class SessionEngine:
         """
         session = context.session
         context.finished = True
+        persist = status_code < 500 and not Seam.discarded(session)
         cookie: str | None = None
-        if status_code < 500 and (session.accessed or (self._touch and context.cookies)):
+        if persist and (session.accessed or (self._touch and context.cookies)):
             if not session.accessed:
                 await self._guarded(self.load(context))
             cookie = await self._guarded(self._persist(context))
-        if self.server_side and status_code < 500 and (context.loaded or not session.accessed):
+        if self.server_side and persist and (context.loaded or not session.accessed):
             Seam.allow_late_writes(session, _NO_NEW_KEY)
         else:
             Seam.freeze(session, _NO_NEW_KEY)

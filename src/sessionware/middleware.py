@@ -75,7 +75,12 @@ class SessionMiddleware:
             )
         ring = [key] if key is not None else list(keys or ())
         if not ring or not all(isinstance(k, Key) for k in ring):
-            raise TypeError("key/keys must be sessionware.Key objects (see Key.from_hex)")
+            raise TypeError(
+                "keys= is an empty list: give at least one sessionware.Key, the current key"
+                " first (Key.from_hex(...); `sessionware keygen` prints one)"
+                if not ring
+                else "key/keys must be sessionware.Key objects (see Key.from_hex)"
+            )
         self.app: ASGIApp = app
         options: dict[str, Any] = {
             "keys": ring,

@@ -26,7 +26,6 @@ Everything that keeps sessions correct under concurrency lives here, so a store 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -432,6 +431,8 @@ def _state(state: Mapping[str, Any], meta: StoredState) -> StoredState:
 
 async def _backoff(attempt: int) -> None:
     """A random pause that grows with contention, so competing writers spread out."""
+    import asyncio  # here, so importing the engine pulls in no event loop machinery
+
     await asyncio.sleep(random.random() * min(0.05, 0.0005 * 2**attempt))
 
 

@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+CSRF_KEY = "_csrf"
+"""The session key ``sessionware.csrf`` keeps its secret under; ``renew()`` drops it."""
 _MISSING: Any = object()
 _CONTAINERS = (dict, list)
 
@@ -90,6 +92,7 @@ class Session(dict[str, Any]):
     __slots__ = (
         "_accessed",
         "_cleared",
+        "_discarded",
         "_frozen",
         "_id",
         "_key",
@@ -110,6 +113,7 @@ class Session(dict[str, Any]):
         self._status = SessionStatus.UNCHANGED
         self._accessed = False
         self._cleared = False
+        self._discarded = False
         self._set: set[str] = set()
         self._removed: set[str] = set()
         self._origin: str | None = None
@@ -430,12 +434,17 @@ class Session(dict[str, Any]):
         _clear(self)
 
     def renew(self) -> None:
-        """Keep the state under a new key (call it at login, to prevent session fixation)."""
+        """Keep the state under a new key (call it at login, to prevent session fixation).
+
+        The CSRF secret is dropped, so a token issued before the login is no longer accepted.
+        """
         if self._status is SessionStatus.PURGED:
             return
         if self._late:
             raise SessionError(self._late)
         self._write()
+        if _contains(self, CSRF_KEY):
+            self.remove(CSRF_KEY)
         self._status = SessionStatus.RENEWED
 
 
@@ -469,6 +478,15 @@ class Seam:
         _clear(session)
         _update(session, state)
         session._key, session._id, session._user, session._origin = key, id, user, origin
+
+    @staticmethod
+    def discard(session: Session) -> None:
+        """Persist nothing for this request, whatever its status (a refused request: CSRF)."""
+        session._discarded = True
+
+    @staticmethod
+    def discarded(session: Session) -> bool:
+        return session._discarded
 
     @staticmethod
     def allow_late_writes(session: Session, reason: str) -> None:

@@ -9,13 +9,19 @@ from typing import Any
 
 import pytest
 
-from sessionware import Key
+from sessionware import Key, csrf_token
+from sessionware.csrf import CSRF_KEY
 from sessionware.demo import KEY_FILE, create_app, default_data_dir, load_key
 from sessionware.demo import _open_store as open_store
 from sessionware.stores import CookieSessionStore, MemorySessionStore
 from sessionware.testing import read_session
 from tests.client import Response, request
 from tests.integration.helpers import post_form
+
+
+def live_sessions(store: MemorySessionStore) -> int:
+    """How many records of the memory store are live sessions (not tombstones)."""
+    return sum(1 for _, data, _ in store._records.values() if not data.startswith(b'{"v":0,'))
 
 
 def text_of(html: str, element_id: str) -> str:
@@ -35,11 +41,25 @@ def with_agent(app: Any, agent: str) -> Any:
 
 
 class Device:
-    """One browser: a User-Agent and a cookie jar holding the demo's ``id`` cookie."""
+    """One browser: a User-Agent and a cookie jar holding the demo's ``id`` cookie.
 
-    def __init__(self, app: Any, agent: str) -> None:
+    Its form posts carry the session's CSRF token, as the demo's forms do: minted from the
+    secret in the store (so no page view consumes a flash), after a visit to the home page
+    when the session has no secret yet (a new visitor, or just after signing in).
+    """
+
+    def __init__(self, app: Any, agent: str = "Browser/1.0") -> None:
+        self.raw = app
         self.app = with_agent(app, agent)
         self.jar: dict[str, str] = {}
+
+    async def token(self) -> str:
+        state = await read_session(self.raw, self.jar["id"]) if "id" in self.jar else {}
+        if CSRF_KEY not in state:
+            page = await self.get("/")
+            assert 'name=csrf_token value="' in page.text
+            state = await read_session(self.raw, self.jar["id"])
+        return csrf_token(dict(state))
 
     def keep(self, r: Response) -> Response:
         cookie = r.cookie()
@@ -54,22 +74,25 @@ class Device:
         return self.keep(await request(self.app, "GET", path, cookies=self.jar))
 
     async def post(self, path: str, fields: dict[str, str] | None = None) -> Response:
-        return self.keep(await post_form(self.app, path, fields or {}, cookies=self.jar))
+        fields = {"csrf_token": await self.token(), **(fields or {})}
+        return self.keep(await post_form(self.app, path, fields, cookies=self.jar))
 
 
 async def test_a_visit_from_sign_in_to_sign_out() -> None:
     store = MemorySessionStore()
     app = create_app(store=store, key=Key.generate(), store_label="memory")
-    page = await request(app, "GET", "/")
-    assert "You are not signed in" in page.text and page.cookie() is None
-
-    r = await post_form(app, "/cart", {"item": "apple", "qty": "2"})
-    assert (r.status, r.header("location")) == (303, "/")
-    anonymous = r.cookie()
+    browser = Device(app)
+    page = await browser.get("/")
+    assert "You are not signed in" in page.text
+    anonymous = page.cookie()  # the forms' CSRF token starts a session holding its secret
     assert anonymous is not None and "secure" not in anonymous.attrs
     assert "httponly" in anonymous.attrs and anonymous.attrs["samesite"] == "Lax"
+    assert list(await read_session(app, anonymous.value)) == [CSRF_KEY]
 
-    r = await post_form(app, "/login", {"username": "ada"}, cookies={"id": anonymous.value})
+    r = await browser.post("/cart", {"item": "apple", "qty": "2"})
+    assert (r.status, r.header("location")) == (303, "/")
+
+    r = await browser.post("/login", {"username": "ada"})
     signed_in = r.cookie()
     assert signed_in is not None
     assert await read_session(app, anonymous.value) == {}  # renewed: the old key is gone
@@ -77,29 +100,46 @@ async def test_a_visit_from_sign_in_to_sign_out() -> None:
     assert state["user"]["name"] == "ada" and state["cart"]["items"] == [
         {"name": "apple", "qty": 2}
     ]
+    assert CSRF_KEY not in state  # renewed: the next page's forms get a new secret
 
-    cookies = {"id": signed_in.value}
-    r = await post_form(app, "/cart", {"item": "apple", "qty": "3"}, cookies=cookies)
+    page = await browser.get("/")
+    assert page.text.count('class="flash') == 2  # the cart note and the welcome, once
+    r = await browser.post("/cart", {"item": "apple", "qty": "3"})
     assert r.cookie() is not None  # the in-place change of the nested cart was saved
-    await post_form(app, "/counter", {}, cookies=cookies)
-    page = await request(app, "GET", "/", cookies=cookies)
+    await browser.post("/counter")
+    page = await browser.get("/")
     assert text_of(page.text, "user") == "ada" and text_of(page.text, "counter") == "1"
     assert "<td>apple</td><td>5</td>" in page.text
-    assert page.text.count('class="flash') == 3  # welcome and two cart notes, once
-    again = await request(app, "GET", "/", cookies={"id": (page.cookie() or signed_in).value})
-    assert 'class="flash' not in again.text
+    assert page.text.count('class="flash') == 1
+    assert 'class="flash' not in (await browser.get("/")).text
 
-    r = await post_form(app, "/logout", {}, cookies={"id": (page.cookie() or signed_in).value})
+    r = await browser.post("/logout")
     removal = r.cookie()
     assert removal is not None and removal.is_removal and live_sessions(store) == 0
     assert r.header("location") == "/?signed_out=1"
-    page = await request(app, "GET", "/?signed_out=1")
+    page = await browser.get("/?signed_out=1")
     assert "the session was purged" in page.text and "You are not signed in" in page.text
+    assert list(await read_session(app, browser.jar["id"])) == [CSRF_KEY]  # a new one
+
+
+async def test_a_form_post_without_the_token_changes_nothing() -> None:
+    store = MemorySessionStore()
+    app = create_app(store=store, key=Key.generate())
+    browser = Device(app)
+    await browser.post("/counter")
+    before = await read_session(app, browser.jar["id"])
+    for fields in ({}, {"csrf_token": "forged"}, {"csrf_token": await Device(app).token()}):
+        r = await post_form(app, "/counter", fields, cookies=browser.jar)
+        assert r.status == 403 and r.cookie() is None
+        r = await post_form(app, "/logout", fields, cookies=browser.jar)
+        assert r.status == 403 and r.cookie() is None
+    assert await read_session(app, browser.jar["id"]) == before
+    assert text_of((await browser.get("/")).text, "counter") == "1"
 
 
 async def test_everything_the_user_typed_is_escaped() -> None:
     app = create_app(store=MemorySessionStore(), key=Key.generate())
-    r = await post_form(app, "/login", {"username": '<script>alert("x")</script>'})
+    r = await Device(app).post("/login", {"username": '<script>alert("x")</script>'})
     cookie = r.cookie()
     assert cookie is not None
     for path in ("/", "/session"):
@@ -109,24 +149,26 @@ async def test_everything_the_user_typed_is_escaped() -> None:
 
 async def test_bad_form_input_is_refused_with_a_flash() -> None:
     app = create_app(store=MemorySessionStore(), key=Key.generate())
-    r = await post_form(app, "/cart", {"item": "pear", "qty": "1000"})
-    cookie = r.cookie()
-    assert cookie is not None
-    assert await read_session(app, cookie.value) == {
-        "_flashes": [["error", "Give the item a name and a quantity from 1 to 99."]]
-    }
-    r = await post_form(app, "/login", {"username": "  "})
-    assert r.cookie() is not None
+    browser = Device(app)
+    await browser.post("/cart", {"item": "pear", "qty": "1000"})
+    state = dict(await read_session(app, browser.jar["id"]))
+    assert state.pop(CSRF_KEY)
+    assert state == {"_flashes": [["error", "Give the item a name and a quantity from 1 to 99."]]}
+    r = await Device(app).post("/login", {"username": "  "})
+    assert r.status == 303 and r.cookie() is not None
 
 
 async def test_the_session_page_shows_entries_and_cookie_attributes() -> None:
     app = create_app(store=MemorySessionStore(), key=Key.generate(), store_label="memory store")
     page = await request(app, "GET", "/session")
     assert "sent no session cookie" in page.text
-    cookie = (await post_form(app, "/counter", {})).cookie()
-    assert cookie is not None
-    page = await request(app, "GET", "/session", cookies={"id": cookie.value})
-    assert "&quot;counter&quot;: 1" in text_of(page.text, "entries")
+    browser = Device(app)
+    await browser.post("/counter")
+    page = await browser.get("/session")
+    entries = text_of(page.text, "entries")
+    assert "&quot;counter&quot;: 1" in entries
+    secret = (await read_session(app, browser.jar["id"]))[CSRF_KEY]
+    assert secret not in page.text and "(the CSRF secret, not shown)" in entries
     assert text_of(page.text, "attributes") == "HttpOnly; SameSite=Lax; Path=/"
     assert "without</em> Secure" in page.text and "memory store" in page.text
 
@@ -181,9 +223,7 @@ async def test_two_devices_list_their_sessions_and_one_signs_out_the_other() -> 
     assert len(re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", current)) == 3
     infos = await store.sessions_for("ada")
     assert len(infos) == 2
-    for info in infos:  # neither the store's keys nor the cookies reach the page
-        assert info.key not in page.text
-    for jar in (laptop.jar, phone.jar):
+    for jar in (laptop.jar, phone.jar):  # no cookie (nor the key inside it) reaches the page
         assert jar["id"] not in page.text
 
     r = await laptop.post("/sessions/sign-out-others")
@@ -234,3 +274,58 @@ async def test_the_sessions_page_when_not_signed_in() -> None:
     r = await device.post("/sessions/sign-out-others")
     assert (r.status, r.header("location")) == (303, "/")
     assert "Sign in first." in (await device.get("/")).text
+
+
+# -- the edges a first visit hits (issue 16 item 14) -----------------------------------------
+
+
+async def test_an_unknown_page_is_a_styled_404_with_a_way_home() -> None:
+    app = create_app(store=MemorySessionStore(), key=Key.generate())
+    r = await request(app, "GET", "/no/such/page")
+    assert r.status == 404 and r.header("content-type") == "text/html; charset=utf-8"
+    assert "<style>" in r.text and "<h1>Page not found</h1>" in r.text
+    assert '<a href="/">Back to the demo</a>' in r.text and text_of(r.text, "not-found")
+    assert r.cookie() is None  # nothing stored for a stray request
+    r = await request(app, "GET", "/login")  # a POST-only page
+    assert r.status == 405 and "<h1>Method not allowed</h1>" in r.text and "<style>" in r.text
+
+
+async def test_the_demo_has_a_favicon() -> None:
+    app = create_app(store=MemorySessionStore(), key=Key.generate())
+    assert '<link rel=icon href="/favicon.svg"' in (await request(app, "GET", "/")).text
+    for path in ("/favicon.svg", "/favicon.ico"):
+        r = await request(app, "GET", path)
+        assert r.status == 200 and r.header("content-type") == "image/svg+xml"
+        assert r.text.startswith("<svg ") and r.cookie() is None
+
+
+def test_an_unreachable_redis_fails_at_startup(tmp_path: Path) -> None:
+    """A closed port: a message and exit 1 before serving, not empty 503s on every page."""
+    import subprocess
+    import sys
+
+    from tests.services import free_port
+
+    port = free_port()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from sessionware.cli import main; sys.exit(main())",
+            "demo",
+            "--store",
+            f"redis://user:hunter2@127.0.0.1:{port}/0",
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"sessionware demo: cannot reach Redis at 127.0.0.1:{port}/0" in result.stderr
+    assert "--store sqlite" in result.stderr and "hunter2" not in result.stderr
+    assert "sessionware demo on http://" not in result.stderr  # it never started serving

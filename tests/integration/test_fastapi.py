@@ -12,7 +12,7 @@ from starlette.middleware.sessions import SessionMiddleware as StarletteSessionM
 
 from sessionware import Key, SessionMiddleware
 from sessionware.integrations.fastapi import SessionDep, session_model
-from sessionware.stores import LoadError, MemorySessionStore, SessionKey, StoredState
+from sessionware.stores import MemorySessionStore, Record, StoreError
 from sessionware.testing import make_session_cookie
 from tests.client import RecordingStore, request
 

@@ -385,3 +385,32 @@ async def test_json_response_of_session() -> None:
         raise response.exception
     assert response.json() == {"session": {"k": "v"}, "is_dict": True}
     assert response.header("vary") == "Cookie"  # serialising the session counts as reading it
+
+
+# -- a guessable secret_key (issue 16 item 9) ------------------------------------------------
+
+
+async def bare(scope: object, receive: object, send: object) -> None:  # pragma: no cover
+    pass
+
+
+@pytest.mark.parametrize("secret", ["dev-secret", Secret("x" * 31), "é" * 15])
+def test_a_short_secret_key_logs_one_warning(
+    secret: str | Secret, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="sessionware"):
+        SessionMiddleware(bare, secret_key=secret)  # type: ignore[arg-type]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, caplog.text
+    message = warnings[0].getMessage()
+    assert "shorter than 32" in message and "token_hex" in message
+    assert str(secret) not in message  # the secret itself is never logged
+
+
+@pytest.mark.parametrize("secret", [SECRET, "x" * 32, Key.generate()])
+def test_a_long_secret_key_logs_nothing(
+    secret: str | Key, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("DEBUG", logger="sessionware"):
+        SessionMiddleware(bare, secret_key=secret)  # type: ignore[arg-type]
+    assert caplog.records == []

@@ -39,8 +39,7 @@ from sessionware.repository import Repository
 from sessionware.stores import MemorySessionStore, generate_session_key
 from sessionware.stores.redis import RedisSessionStore
 from tests.acceptance.apps import make_app
-from tests.client import stored
-from tests.client import RecordingStore, request, websocket
+from tests.client import RecordingStore, request, stored, websocket
 from tests.factories.redis import Server
 from tests.security.apps import (
     Probes,
@@ -1087,7 +1086,9 @@ async def test_row_41_store_returns_garbage(
             assert await read(app, enc(seal(PRIVATE, key, "id", target))) == {}
             assert len(warnings(caplog)) == 1
         target = generate_session_key()
-        await admin.lpush(redis_name(store.inner, target), "x")  # WRONGTYPE: the error path, not a new session
+        await admin.lpush(
+            redis_name(store.inner, target), "x"
+        )  # WRONGTYPE: the error path, not a new session
         _opaque(
             await request(app, "GET", "/all", cookies={"id": enc(seal(PRIVATE, key, "id", target))})
         )

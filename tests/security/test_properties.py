@@ -30,7 +30,6 @@ from sessionware.crypto import seal, unseal
 from sessionware.stores import (
     CookieSessionStore,
     MemorySessionStore,
-    SessionKey,
     SessionStore,
     generate_session_key,
 )

@@ -111,13 +111,99 @@ def test_decode_notes_an_expired_cookie(capsys: pytest.CaptureFixture[str]) -> N
     assert status == 0 and "(expired: the middleware would ignore it)" in err
 
 
-def test_decode_says_a_server_side_key_is_one(capsys: pytest.CaptureFixture[str]) -> None:
+def test_decode_prints_a_server_side_key_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 16 item 12: it worked, so the status is 0; the lookup uses the store's prefix."""
     session_key = generate_session_key()
     sealed = seal(ContentSecurity.PRIVATE, KEY, "id", session_key)
     status, out, err = run(capsys, "decode", sealed, "--key", HEX)
-    assert (status, out) == (1, "")
-    assert "this is a server-side session key; look it up in the store" in err
+    assert (status, out) == (0, f"{session_key}\n")
+    assert "a server-side session key: the state is in the store" in err
     assert f"GET session:{session_key}" in err
+    status, out, err = run(capsys, "decode", sealed, "--key", HEX, "--key-prefix", "app1:")
+    assert (status, out) == (0, f"{session_key}\n")
+    assert f"GET app1:{session_key}" in err and "GET session:" not in err
+    status, out, err = run(capsys, "decode", sealed, "--key", HEX, "--key-prefix", "")
+    assert status == 0 and f"GET {session_key} " in err  # actix's default: no prefix
+
+
+def test_decode_cookie_still_refuses_a_server_side_key() -> None:
+    from sessionware.cli import DecodeError, decode_cookie
+
+    sealed = seal(ContentSecurity.PRIVATE, KEY, "id", generate_session_key())
+    with pytest.raises(DecodeError, match="server-side session key, not a state"):
+        decode_cookie(sealed, [KEY])
+
+
+def test_decode_finds_the_session_cookie_in_a_cookie_header(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 16 item 12: ``foo=bar; id=<cookie>`` said "not base64"."""
+    from urllib.parse import quote
+
+    sealed = seal(ContentSecurity.PRIVATE, KEY, "id", cookie_state({"a": 1}))
+    for pasted in (
+        f"foo=bar; id={sealed}",
+        f"Cookie: foo=bar; id={quote(sealed, safe='')}; theme=dark",
+        f"Set-Cookie: id={quote(sealed, safe='')}; HttpOnly; SameSite=Lax; Path=/",
+    ):
+        status, out, err = run(capsys, "decode", pasted, "--key", HEX)
+        assert status == 0, err
+        assert json.loads(out) == {"a": 1}
+    named = seal(ContentSecurity.PRIVATE, KEY, "sid", cookie_state({"b": 2}))
+    status, out, _ = run(capsys, "decode", f"foo=bar; sid={named}", "--key", HEX, "--name", "sid")
+    assert status == 0 and json.loads(out) == {"b": 2}
+
+
+@pytest.mark.parametrize(
+    "pasted",
+    ["foo=bar; sid=SEALED", "Set-Cookie: sid=SEALED; Path=/; HttpOnly", "sid=SEALED"],
+)
+def test_decode_names_the_cookie_name_problem(
+    capsys: pytest.CaptureFixture[str], pasted: str
+) -> None:
+    sealed = seal(ContentSecurity.PRIVATE, KEY, "sid", cookie_state({"a": 1}))
+    status, out, err = run(capsys, "decode", pasted.replace("SEALED", sealed), "--key", HEX)
+    assert (status, out) == (1, "")
+    assert "no cookie named 'id' in the input, which holds cookies named" in err
+    assert "'sid'" in err and "--name" in err and "'path'" not in err.lower()
+
+
+def test_decode_opens_a_starlette_drop_in_cookie_with_secret(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 16 item 12: the drop-in derives its key from ``secret_key``; ``--secret`` does too."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from sessionware.integrations.starlette import SessionMiddleware as DropIn
+    from tests.client import request
+
+    secret, old = "a long random secret for the drop-in test, 48 bytes", "x" * 40
+
+    async def write(req: Request) -> JSONResponse:
+        req.session["cart"] = ["apple"]
+        return JSONResponse({})
+
+    for secret_key, fallbacks in ((secret, []), (old, [])):
+        app = Starlette(
+            routes=[Route("/", write)],
+            middleware=[Middleware(DropIn, secret_key=secret_key, fallback_secret_keys=fallbacks)],
+        )
+        response = asyncio.run(request(app, "GET", "/"))
+        line = response.set_cookies[0].line
+        status, out, err = run(capsys, "decode", line, "--secret", secret, "--secret", old)
+        assert status == 0, err
+        assert json.loads(out) == {"cart": ["apple"]}
+    status, _, err = run(capsys, "decode", line, "--secret", "some other secret, long enough")
+    assert status == 1 and "authentication failed" in err and "'session'" in err
+
+
+def test_decode_needs_a_key_or_a_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(capsys, "decode", "abc")
+    assert status == 2 and "--key HEX" in err and "--secret TEXT" in err
 
 
 OTHER_HEX = (Key.generate().signing_key * 2).hex()
@@ -278,9 +364,34 @@ def test_clear_expired_explains_what_is_wrong(
 
 
 def test_clear_expired_on_redis_has_nothing_to_do(capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, err = run(capsys, "clear-expired", "--store", "redis://127.0.0.1:6379/0")
-    assert (status, out) == (0, "deleted 0 expired sessions\n")
-    assert "Redis expires sessions by itself" in err
+    """Issue 16 item 12: "nothing to do" on stdout, nothing on stderr, status 0."""
+    for url in ("redis://127.0.0.1:6379/0", "rediss://example.com", "unix:///tmp/redis.sock"):
+        status, out, err = run(capsys, "clear-expired", "--store", url)
+        assert (status, err) == (0, "")
+        assert out.startswith("nothing to do: Redis expires sessions by itself"), out
+
+
+def test_clear_expired_sqlite_missing_table_gets_a_hint(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).close()
+    status, out, err = run(capsys, "clear-expired", "--store", f"sqlite:///{path}")
+    assert (status, out) == (1, "")
+    assert "no such table: sessions" in err and "pass --table" in err
+
+
+@pytest.mark.postgres
+def test_clear_expired_postgres_missing_table_gets_a_hint(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 16 item 12: a table that does not exist says what to pass."""
+    require("PostgreSQL", "127.0.0.1", 5432)
+    table = f"sessionware_cli_missing_{uuid.uuid4().hex}"
+    status, out, err = run(capsys, "clear-expired", "--store", DSN, "--table", table)
+    assert (status, out) == (1, "")
+    assert "does not exist" in err
+    assert f"no table '{table}' here: pass --table" in err and "sessionware_sessions" in err
 
 
 def test_clear_expired_batch_size_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
@@ -359,3 +470,19 @@ def test_demo_without_its_extras_says_what_to_install(
     monkeypatch.setitem(sys.modules, "sessionware.demo", None)  # as if Starlette were missing
     status, _, err = run(capsys, "demo", "--store", "bogus")  # never serves, whatever happens
     assert status == 1 and err.startswith("sessionware demo: import of sessionware.demo halted")
+
+
+def test_a_signed_cookie_whose_mac_looks_like_a_name_is_not_taken_for_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A signed value is ``<43 base64 chars>=<json>``: that is no cookie called the MAC."""
+    sealed = next(
+        s
+        for n in range(10_000)
+        if "/" not in (s := seal(ContentSecurity.SIGNED, KEY, "id", cookie_state({"n": n})))[:43]
+    )
+    status, out, err = run(capsys, "decode", sealed, "--key", OTHER_HEX, "--signed")
+    assert (status, out) == (1, "")
+    assert err.startswith("sessionware decode: authentication failed"), err
+    status, out, _ = run(capsys, "decode", sealed, "--key", HEX, "--signed")
+    assert status == 0 and "n" in json.loads(out)

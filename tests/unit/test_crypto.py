@@ -660,3 +660,35 @@ def test_unseal_never_raises_after_a_valid_prefix(mode: ContentSecurity, suffix:
     sealed = seal(mode, key, "id", "state")
     expected = None if suffix else ("state", 0)
     assert unseal(mode, [key], "id", sealed + suffix) == expected
+
+
+# --- messages that name the fault (issue 16 item 9) --------------------------------------------
+
+
+def test_from_hex_names_the_bad_character_and_its_position() -> None:
+    with pytest.raises(ValueError, match=r"character 128 is 'z', not a hex digit") as info:
+        Key.from_hex("0" * 127 + "z")
+    assert "got 128" not in str(info.value)
+    with pytest.raises(ValueError, match=r"character 3 is U\+2028"):
+        Key.from_hex("00\u2028" + "0" * 125)
+
+
+@pytest.mark.parametrize("text", ["0x" + "ab" * 64, "0X" + "ab" * 63])
+def test_from_hex_names_a_0x_prefix(text: str) -> None:
+    with pytest.raises(ValueError, match="drop the leading '0x'"):
+        Key.from_hex(text)
+
+
+@pytest.mark.parametrize("size", [0, 127, 129, 256])
+def test_from_hex_gives_the_actual_length(size: int) -> None:
+    with pytest.raises(ValueError, match=rf"needs exactly 128 hex characters .*, got {size};"):
+        Key.from_hex("a" * size)
+
+
+def test_derive_from_a_password_advises_a_real_fix() -> None:
+    with pytest.raises(ValueError, match="got 8") as info:
+        Key.derive_from(b"password")
+    message = str(info.value)
+    assert "Key.generate()" in message and "sessionware keygen" in message
+    assert "32 or more random bytes" in message and "not a password hash" in message
+    assert "Key.derive_from(secret)" not in message  # the old advice sent users back to itself

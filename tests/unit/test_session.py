@@ -16,13 +16,18 @@ from sessionware import (
     SessionStatus,
     SessionUpdateError,
 )
+from sessionware.session import Seam
+from sessionware.state import encode_state
 
 UNCHANGED, CHANGED = SessionStatus.UNCHANGED, SessionStatus.CHANGED
 PURGED, RENEWED = SessionStatus.PURGED, SessionStatus.RENEWED
 
 
 def loaded(**state: object) -> Session:
-    return Session(state)
+    """A session as the engine fills it from a stored record."""
+    session = Session()
+    Seam.fill(session, state, origin=encode_state(state))
+    return session
 
 
 # -- SPEC §7.3 tests/session.rs --------------------------------------------------------------
@@ -293,7 +298,7 @@ def test_popitem_update_and_ior_mark_changed() -> None:
 def test_in_place_mutation_is_a_change() -> None:
     session = loaded(cart=["apple"], n=1)
     session["cart"].append("pear")
-    status, changes = session._changes()
+    status, changes = Seam.changes(session)[:2]
     assert status is CHANGED
     assert dict(changes.set) == {"cart": ["apple", "pear"]}
     assert not changes.cleared and not changes.removed
@@ -303,31 +308,31 @@ def test_reads_alone_are_not_a_change() -> None:
     session = loaded(cart=["apple"], profile={"a": 1})
     assert session["cart"] == ["apple"]
     assert session.accessed
-    assert session._changes()[0] is UNCHANGED
+    assert Seam.changes(session)[0] is UNCHANGED
 
 
 def test_changes_carry_sets_removals_and_clears() -> None:
     session = loaded(a=1, b=2, c=3)
     session["a"] = 10
     del session["b"]
-    status, changes = session._changes()
+    status, changes = Seam.changes(session)[:2]
     assert status is CHANGED
     assert dict(changes.set) == {"a": 10} and changes.removed == {"b"}
     session.clear()
     session["z"] = 1
-    _, changes = session._changes()
+    _, changes = Seam.changes(session)[:2]
     assert changes.cleared and dict(changes.set) == {"z": 1}
 
 
 def test_untouched_session_is_not_accessed() -> None:
     session = loaded(a=1)
     assert not session.accessed
-    assert session._changes()[0] is UNCHANGED
+    assert Seam.changes(session)[0] is UNCHANGED
 
 
 def test_frozen_session_refuses_writes_but_reads() -> None:
     session = loaded(a=1)
-    session._freeze("the response has started")
+    Seam.freeze(session, "the response has started")
     assert session["a"] == 1
     with pytest.raises(SessionError, match="response has started"):
         session["a"] = 2
@@ -381,9 +386,9 @@ async def test_lazy_session_refuses_use_before_load() -> None:
 
     async def loader() -> None:
         calls.append(1)
-        session._fill({"a": 1}, "k" * 64, None)
+        Seam.fill(session, {"a": 1}, key="k" * 64)
 
-    session._defer(loader)
+    Seam.defer(session, loader)
     assert not session.loaded
     with pytest.raises(SessionNotLoadedError):
         session["a"]

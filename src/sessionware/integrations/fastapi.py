@@ -5,21 +5,26 @@ HTTP or WebSocket, and get the request's ``Session``, already loaded (so it work
 ``SessionMiddleware(lazy=True)`` too). ``session_model(User)`` validates the whole session as a
 pydantic model on the way in, for endpoints that need, say, a signed-in user.
 
+``CSRFProtected`` checks the session's CSRF token on one route, as ``CSRFMiddleware`` does for
+every route: ``@app.post("/transfer", dependencies=[CSRFProtected])``.
+
 FastAPI is imported here and nowhere else in sessionware.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException
 from pydantic import BaseModel, ValidationError
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 
-from sessionware.session import Session
+from sessionware.csrf import SAFE_METHODS, verify_csrf_token
+from sessionware.session import Seam, Session
 
-__all__ = ["SessionDep", "session_model"]
+__all__ = ["CSRFProtected", "SessionDep", "session_model"]
 
 logger = logging.getLogger("sessionware")
 
@@ -94,3 +99,39 @@ def session_model(model: type[M]) -> Any:
 
     dependency.__name__ = f"session_{model.__name__}"
     return Annotated[model, Depends(dependency)]
+
+
+_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+_CAN_PARSE_FORMS = importlib.util.find_spec("python_multipart") is not None
+
+
+async def _csrf_protected(request: Request) -> None:
+    """Refuse the request with 403 unless it carries the session's CSRF token (unsafe methods)."""
+    session = request.scope.get("session")
+    if not isinstance(session, Session):
+        raise RuntimeError(_missing(session))
+    if request.method in SAFE_METHODS:
+        return
+    await session.load()
+    token = request.headers.get("x-csrf-token")
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if token is None and media in _FORMS and _CAN_PARSE_FORMS:
+        # Starlette keeps the parsed form on the request: the endpoint's Form(...) reads it too.
+        try:
+            value = (await request.form()).get("csrf_token")
+        except Exception:  # a malformed body holds no token
+            value = None
+        token = value if isinstance(value, str) else None
+    if not verify_csrf_token(session, token):
+        Seam.discard(session)
+        reason = "missing" if token is None else "incorrect"
+        logger.info("CSRF token %s: %s %s refused", reason, request.method, request.url.path)
+        raise HTTPException(status_code=403, detail=f"CSRF token {reason}")
+
+
+CSRFProtected: Any = Depends(_csrf_protected)
+"""A per-route CSRF check: ``dependencies=[CSRFProtected]`` (or ``_: Annotated[None, CSRFProtected]``).
+
+Unsafe methods need the session's token (``sessionware.csrf_token``) in the ``X-CSRF-Token``
+header or the ``csrf_token`` form field; otherwise 403 and the session is not saved.
+"""

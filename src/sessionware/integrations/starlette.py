@@ -14,6 +14,7 @@ Same parameters, defaults and meanings as Starlette 1.10's class; ``request.sess
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Final, Literal
@@ -31,6 +32,11 @@ from sessionware.stores.base import Absent, Record, RecordStore, Version
 from sessionware.stores.cookie import CookieSessionStore
 
 __all__ = ["KEY_DERIVATION_CONTEXT", "SessionMiddleware", "derive_key"]
+
+logger = logging.getLogger("sessionware")
+
+MIN_SECRET_BYTES: Final = 32
+"""A ``secret_key`` shorter than this (in UTF-8 bytes) is logged as a WARNING at construction."""
 
 KEY_DERIVATION_CONTEXT: Final = b"sessionware starlette drop-in\x00"
 """Prefix hashed with a ``secret_key`` before HKDF; changing it would log every user out."""
@@ -126,6 +132,8 @@ class SessionMiddleware(_core.SessionMiddleware):
                     f"{option}= is set by the Starlette parameter {parameter} here; pass that"
                     " instead (or use sessionware.SessionMiddleware for its own parameters)"
                 )
+        if isinstance(secret_key, (str, Secret)):
+            _warn_if_short(str(secret_key))
         if isinstance(fallback_secret_keys, (str, Secret, Key)):
             raise TypeError("fallback_secret_keys is a list of secrets, not a single one")
         lifecycle = sessionware_options.pop("lifecycle", None)
@@ -178,6 +186,19 @@ class SessionMiddleware(_core.SessionMiddleware):
             await send(message)
 
         return sender
+
+
+def _warn_if_short(secret: str) -> None:
+    """One WARNING for a guessable ``secret_key``: whoever guesses it can forge sessions."""
+    size = len(secret.encode("utf-8", "surrogatepass"))
+    if 0 < size < MIN_SECRET_BYTES:
+        logger.warning(
+            "the drop-in SessionMiddleware's secret_key is %d bytes, shorter than %d: anyone who"
+            " guesses it can read and forge sessions. Use a long random secret, e.g. the output"
+            " of `python -c 'import secrets; print(secrets.token_hex(32))'`",
+            size,
+            MIN_SECRET_BYTES,
+        )
 
 
 def _lifecycle(max_age: int | None) -> BrowserSession | PersistentSession:
