@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -68,7 +69,8 @@ def make_app(store: UserIndexedStore) -> Starlette:
 
 
 async def test_sign_out_other_devices_then_this_one(server_store: SessionStore) -> None:
-    assert isinstance(server_store, UserIndexedStore)
+    if not isinstance(server_store, UserIndexedStore):
+        pytest.skip("the store has no per-user index")  # memcached: NotSupportedError
     app = make_app(server_store)
     devices: dict[str, dict[str, str]] = {}
 

@@ -34,9 +34,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ABSENT",
+    "CachedSessionStore",
     "CookieSessionStore",
     "LoadError",
+    "MemcachedSessionStore",
     "MemorySessionStore",
+    "MySQLSessionStore",
     "NotSupportedError",
     "PostgresSessionStore",
     "Record",
@@ -76,6 +79,9 @@ _LAZY = {
     "RedisSessionStore": "sessionware.stores.redis",
     "SQLiteSessionStore": "sessionware.stores.sqlite",
     "PostgresSessionStore": "sessionware.stores.postgres",
+    "MySQLSessionStore": "sessionware.stores.mysql",
+    "MemcachedSessionStore": "sessionware.stores.memcached",
+    "CachedSessionStore": "sessionware.stores.cached",
 }
 
 
