@@ -12,7 +12,6 @@ from sessionware.crypto import ContentSecurity, Key
 from sessionware.engine import (
     ClientSideEngine,
     PersistError,
-    SessionContext,
     SessionEngine,
     make_engine,
 )
@@ -127,17 +126,65 @@ class SessionMiddleware:
                 await _refuse(kind, send, exc.status_code)
                 return
         scope["session"] = context.session
-        sender = _Sender(self, context, send, scope)
+        started = refused = False
+
+        async def persist_late() -> None:
+            """Save what changed since the response started; the response can't change now."""
+            try:
+                await engine.persist_late(context)
+            except PersistError as exc:
+                logger.error("session changes made after the response started were lost: %s", exc)
+
+        async def sender(message: Message) -> None:
+            """Persist the session as the response starts and add its headers; then save later
+            changes before the last streamed message goes out (server-side stores only)."""
+            nonlocal started, refused
+            kind = message["type"]
+            if kind == "http.response.start":
+                started = True
+                original = message.get("headers", ())
+                try:
+                    headers = await engine.finish(context, message["status"], original)
+                except PersistError as exc:
+                    logger.error("session not saved: %s", exc)
+                    refused = True
+                    await _refuse("http", send, exc.status_code)
+                    return
+                if headers is not original:  # the session added headers: a new message
+                    message = {**message, "headers": headers}
+                    if not self._warned_insecure:
+                        self._check_scheme(scope, headers)
+            elif kind == "websocket.accept":
+                started = True
+                try:
+                    added = await engine.finish(context, 101, [])
+                except PersistError as exc:
+                    logger.error("session not saved: %s", exc)
+                    refused = True
+                    await _refuse("websocket", send, exc.status_code)
+                    return
+                cookies = [(n, v) for n, v in added if n == b"set-cookie"]
+                if cookies:
+                    message = {**message, "headers": [*message.get("headers", ()), *cookies]}
+            elif refused:
+                return
+            elif context.loaded is not None and (
+                kind in ("websocket.send", "websocket.close")
+                or (kind == "http.response.body" and not message.get("more_body", False))
+            ):
+                await persist_late()
+            await send(message)
+
         try:
             await self.app(scope, receive, sender)
         except PersistError as exc:  # a lazy load failed inside the handler
-            if sender.started:
+            if started:
                 raise
             logger.error("session not loaded: %s", exc)
             await _refuse(kind, send, exc.status_code)
             return
-        if context.loaded is not None:  # changes made after the last message (background tasks)
-            await sender.persist_late()
+        if context.loaded is not None and started and not refused:
+            await persist_late()  # changes made after the last message (background tasks)
 
     def _check_scheme(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> None:
         """Warn once when a Secure cookie goes to a plain-http client that will drop it."""
@@ -163,64 +210,6 @@ class SessionMiddleware:
             " scheme (uvicorn --proxy-headers --forwarded-allow-ips=...).",
             host[:100],
         )
-
-
-class _Sender:
-    """Wraps ``send``: persists the session as the response starts and adds its headers; then
-    saves later changes before each streamed message goes out (server-side stores only)."""
-
-    def __init__(
-        self, middleware: SessionMiddleware, context: SessionContext, send: Send, scope: Scope
-    ) -> None:
-        self.middleware, self.engine = middleware, middleware.engine
-        self.context, self.send, self.scope = context, send, scope
-        self.started = self.refused = False
-
-    async def __call__(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            self.started = True
-            original = message.get("headers", ())
-            try:
-                headers = await self.engine.finish(self.context, message["status"], original)
-            except PersistError as exc:
-                logger.error("session not saved: %s", exc)
-                self.refused = True
-                await _refuse("http", self.send, exc.status_code)
-                return
-            if headers is not original:  # the session added headers: a new message, theirs kept
-                message = {**message, "headers": headers}
-                if not self.middleware._warned_insecure:
-                    self.middleware._check_scheme(self.scope, headers)
-        elif kind == "websocket.accept":
-            self.started = True
-            try:
-                added = await self.engine.finish(self.context, 101, [])
-            except PersistError as exc:
-                logger.error("session not saved: %s", exc)
-                self.refused = True
-                await _refuse("websocket", self.send, exc.status_code)
-                return
-            cookies = [(n, v) for n, v in added if n == b"set-cookie"]
-            if cookies:
-                message = {**message, "headers": [*message.get("headers", ()), *cookies]}
-        elif self.refused:
-            return
-        elif self.context.loaded is not None and (
-            kind in ("websocket.send", "websocket.close")
-            or (kind == "http.response.body" and not message.get("more_body", False))
-        ):
-            await self.persist_late()
-        await self.send(message)
-
-    async def persist_late(self) -> None:
-        """Save what changed since the response started; the response itself can't change now."""
-        if not self.started or self.refused:
-            return
-        try:
-            await self.engine.persist_late(self.context)
-        except PersistError as exc:
-            logger.error("session changes made after the response started were lost: %s", exc)
 
 
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})

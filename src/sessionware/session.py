@@ -89,44 +89,29 @@ class Session(dict[str, Any]):
     ``json.dumps(session)`` and ``JSONResponse(request.session)`` work as with Starlette's.
     """
 
-    __slots__ = (
-        "_accessed",
-        "_cleared",
-        "_discarded",
-        "_ended",
-        "_frozen",
-        "_id",
-        "_key",
-        "_late",
-        "_loader",
-        "_opener",
-        "_origin",
-        "_removed",
-        "_set",
-        "_status",
-        "_user",
-        "_user_changed",
-    )
+    # Defaults live on the class, so a request that never uses its session pays for no more
+    # than an empty dict; writers create the sets they need.
+    _status = SessionStatus.UNCHANGED
+    _accessed = False
+    _cleared = False
+    _set: set[str] | None = None
+    _removed: set[str] | None = None
+    _origin: str | None = None
+    _frozen: str | None = None
+    _loader: Callable[[], Awaitable[None]] | None = None
+    _opener: Callable[[], None] | None = None
+    _late: str | None = None
+    _key: str | None = None
+    _id: str | None = None
+    _user: str | None = None
+    _user_changed = False
+    _discarded = False
+    _ended = False
     __hash__ = None
 
     def __init__(self, state: Mapping[str, Any] | None = None) -> None:
-        super().__init__(state or ())
-        self._status = SessionStatus.UNCHANGED
-        self._accessed = False
-        self._cleared = False
-        self._discarded = False
-        self._ended = False
-        self._set: set[str] = set()
-        self._removed: set[str] = set()
-        self._origin: str | None = None
-        self._frozen: str | None = None
-        self._loader: Callable[[], Awaitable[None]] | None = None
-        self._opener: Callable[[], None] | None = None
-        self._late: str | None = None
-        self._key: str | None = None
-        self._id: str | None = None
-        self._user: str | None = None
-        self._user_changed = False
+        if state:
+            super().__init__(state)
 
     def __repr__(self) -> str:
         return f"<Session {self._status.name} keys={sorted(_keys(self))!r}>"
@@ -321,8 +306,11 @@ class Session(dict[str, Any]):
             return
         self._write()
         _setitem(self, key, value)
+        if self._set is None:
+            self._set = set()
         self._set.add(key)
-        self._removed.discard(key)
+        if self._removed:
+            self._removed.discard(key)
 
     __setitem__ = insert
 
@@ -335,8 +323,11 @@ class Session(dict[str, Any]):
             return None
         self._write()
         value = _pop(self, key, None)
+        if self._removed is None:
+            self._removed = set()
         self._removed.add(key)
-        self._set.discard(key)
+        if self._set:
+            self._set.discard(key)
         return value
 
     def remove_as(self, key: str, type_: type[T]) -> T | Any:
@@ -387,8 +378,7 @@ class Session(dict[str, Any]):
         self._write()
         _clear(self)
         self._cleared = True
-        self._set.clear()
-        self._removed.clear()
+        self._set = self._removed = None
 
     @overload
     def update(self, key: str, fn: Callable[[Any], Any], /) -> None: ...
@@ -516,8 +506,7 @@ class Seam:
         session._key, session._id, session._origin = key, id, origin
         session._status = SessionStatus.UNCHANGED
         session._cleared = session._user_changed = False
-        session._set.clear()
-        session._removed.clear()
+        session._set = session._removed = None
 
     @staticmethod
     def defer_open(session: Session, opener: Callable[[], None]) -> None:
@@ -547,8 +536,13 @@ class Seam:
         status = session._status
         if not session._accessed or status is SessionStatus.PURGED:
             return status, _NO_CHANGES, None
-        state_json = _encode_state(session)
         origin = session._origin
+        if status is SessionStatus.UNCHANGED and not session._user_changed:
+            if origin is None:
+                return status, _NO_CHANGES, None  # a new session, only read
+            if origin.count("{") == 2 and "[" not in origin and origin.startswith(ENVELOPE_HEAD):
+                return status, _NO_CHANGES, None  # no container: nothing can change in place
+        state_json = _encode_state(session)
         user = session._user if session._user_changed else KEEP
         if (
             status is SessionStatus.UNCHANGED
@@ -563,12 +557,12 @@ class Seam:
             status = SessionStatus.CHANGED
         if session._cleared:
             return status, Changes.replace(dict(_items(session)), user), state_json
-        written = session._set | mutated
+        written = (session._set or set()) | mutated
         return (
             status,
             Changes(
                 set={key: _getitem(session, key) for key in written if _contains(session, key)},
-                removed=frozenset(session._removed),
+                removed=frozenset(session._removed or ()),
                 user=user,
             ),
             state_json,
@@ -602,7 +596,7 @@ def _mutated(session: Session, origin: str | None) -> set[str]:
     candidates = [
         key
         for key, value in _items(session)
-        if type(value) in _CONTAINERS and key not in session._set
+        if type(value) in _CONTAINERS and not (session._set and key in session._set)
     ]
     if not candidates or origin is None:
         return set()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sessionware.config import CookieSettings
-from sessionware.cookies import find_cookies, removal_cookie, session_cookie
+from sessionware.cookies import _find_cookies, find_cookies, removal_cookie, session_cookie
 
 
 def find(*headers: str, name: str = "id") -> list[str]:
@@ -83,3 +85,17 @@ def test_removal_cookie_carries_every_attribute() -> None:
         "id=; HttpOnly; SameSite=None; Secure; Path=/app; Domain=example.com; Max-Age=0;"
         " Expires=Thu, 21 Aug 2025 10:00:00 GMT; Partitioned"
     )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet=st.sampled_from(list('id=; \t"%2Fab\u00e9x')), max_size=30).map(
+            lambda t: t.encode("latin-1")
+        ),
+        min_size=1,
+        max_size=2,
+    )
+)
+def test_the_fast_path_finds_what_the_general_parser_finds(headers: list[bytes]) -> None:
+    assert find_cookies(headers, "id") == _find_cookies(headers, "id")
