@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
-from sessionware.stores.base import Absent, Record, RecordStore, UserIndex, Version
+from sessionware.stores.base import Absent, Record, RecordStore, StoreError, UserIndex, Version
 
 __all__ = [
     "ConflictEnded",
@@ -141,7 +141,8 @@ class ConflictEnded(SessionEvent):
 @dataclass(frozen=True, slots=True)
 class StoreFailed(SessionEvent):
     """A record-store call raised: ``operation`` (get, put, touch, delete, index_add, ...),
-    ``store`` (its class name) and ``error`` (the exception's type name, never its message)."""
+    ``store`` (its class name) and ``error`` (the type name of the driver's exception, e.g.
+    ``ConnectionError``, or of the exception itself; never its message)."""
 
     kind: ClassVar[str] = "store_error"
     operation: str
@@ -199,7 +200,9 @@ class ObservedStore:
             return await call
         except Exception as exc:
             if self._on_event is not None:
-                emit(self._on_event, StoreFailed(operation, self.name, type(exc).__name__))
+                cause = exc.__cause__ if isinstance(exc, StoreError) else None
+                error = type(cause or exc).__name__  # the driver's error, not its message
+                emit(self._on_event, StoreFailed(operation, self.name, error))
             raise
         finally:
             if self._timer is not None:
