@@ -187,7 +187,7 @@ class ObservedStore:
     ) -> None:
         self.inner = inner
         self.hash_keys = bool(getattr(inner, "hash_keys", True))
-        self.name = getattr(inner, "name", None) or type(inner).__name__
+        self.name: str = inner.name if isinstance(inner, ObservedStore) else type(inner).__name__
         self._on_event = on_event
         self._timer = timer
 
