@@ -34,8 +34,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sessionware.events import (
+    ConflictEnded,
+    EventHook,
+    MergeRetry,
+    ObservedStore,
+    SessionExpired,
+    emit,
+)
 from sessionware.state import DeserializationError, StoredState, decode_state, encode_state
 from sessionware.stores.base import (
     ABSENT,
@@ -51,9 +59,6 @@ from sessionware.stores.base import (
     generate_session_key,
     is_generated_key,
 )
-
-if TYPE_CHECKING:
-    from sessionware.events import EventHook
 
 __all__ = ["KEEP", "Changes", "Loaded", "Repository", "Saved"]
 
@@ -142,34 +147,27 @@ class Repository:
         self.max_hops = max_hops
         self.hash_keys = bool(getattr(store, "hash_keys", True))
         self.index: UserIndex | None = store if isinstance(store, UserIndex) else None
+        self.store_name = store.name if isinstance(store, ObservedStore) else type(store).__name__
         self.on_event: EventHook | None = None
         if on_event is not None:
             self.observe(on_event)
 
     def observe(self, on_event: EventHook) -> None:
         """Send events to ``on_event``, and the store's failures too (its calls get wrapped)."""
-        from sessionware.events import ObservedStore
-
         self.on_event = on_event
         self.store = ObservedStore(self.store, on_event=on_event)
         self.index = self.store if isinstance(self.store, UserIndex) else None
 
     def _emit(self, event: Any) -> None:
-        from sessionware.events import emit
-
         if self.on_event is not None:
             emit(self.on_event, event)
 
     def _retried(self, operation: str) -> None:
         if self.on_event is not None:
-            from sessionware.events import MergeRetry
-
             self._emit(MergeRetry(operation))
 
     def _gave_up(self, operation: str, reason: str = "attempts") -> None:
         if self.on_event is not None:
-            from sessionware.events import ConflictEnded
-
             self._emit(ConflictEnded(operation, reason))  # type: ignore[arg-type]
 
     def id_of(self, key: str) -> str:
@@ -193,8 +191,6 @@ class Repository:
             if legacy is not None and not legacy.data.startswith(_TOMBSTONE):
                 return await self._adopt(key, id, legacy, ttl)
         if record is None and self.on_event is not None:
-            from sessionware.events import SessionExpired
-
             self._emit(SessionExpired("idle"))  # the store dropped it at its TTL
         if record is None or record.data.startswith(_TOMBSTONE):
             return None
@@ -446,7 +442,7 @@ class Repository:
     def _require_index(self) -> UserIndex:
         if self.index is None:
             raise NotSupportedError(
-                f"{type(self.store).__name__} keeps no per-user index: listing or ending a"
+                f"{self.store_name} keeps no per-user index: listing or ending a"
                 " user's sessions needs a store that has one (Redis, SQL, memory)"
             )
         return self.index

@@ -11,6 +11,7 @@ import pytest
 
 import sessionware.engine
 import sessionware.events
+import sessionware.repository
 from sessionware import BrowserSession, Key, SessionMiddleware
 from sessionware.events import (
     ConflictEnded,
@@ -227,8 +228,9 @@ async def test_unset_no_event_is_built(kind: str, monkeypatch: pytest.MonkeyPatc
         cls = getattr(sessionware.events, name)
         if isinstance(cls, type) and issubclass(cls, SessionEvent):
             monkeypatch.setattr(sessionware.events, name, refuse)
-            if hasattr(sessionware.engine, name):
-                monkeypatch.setattr(sessionware.engine, name, refuse)
+            for module in (sessionware.engine, sessionware.repository):
+                if hasattr(module, name):
+                    monkeypatch.setattr(module, name, refuse)
     clock = Clock()
     store: Any = (
         MemorySessionStore(clock=clock) if kind == "memory" else CookieSessionStore(clock=clock)
