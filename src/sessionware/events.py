@@ -173,7 +173,13 @@ class ObservedStore:
     with ``timer``, every call's latency. It has the per-user index only when ``inner`` has it.
     """
 
-    def __new__(cls, inner: RecordStore, **options: Any) -> Any:
+    def __new__(
+        cls,
+        inner: RecordStore,
+        *,
+        on_event: EventHook | None = None,
+        timer: CallTimer | None = None,
+    ) -> Any:
         if cls is ObservedStore and isinstance(inner, UserIndex):
             cls = _ObservedIndexed
         return super().__new__(cls)
