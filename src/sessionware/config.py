@@ -49,8 +49,8 @@ def _check_touch_after(
         raise TypeError(
             f"touch_after must be a datetime.timedelta or None, not {type(touch_after).__name__}"
         )
-    if touch_after <= timedelta(0):
-        raise ValueError(f"touch_after must be positive, got {touch_after}")
+    if touch_after < timedelta(seconds=1):  # expiry times are stored in whole seconds
+        raise ValueError(f"touch_after must be at least one second, got {touch_after}")
     if touch_after >= ttl:
         raise ValueError(
             f"touch_after ({touch_after}) must be shorter than {ttl_name} ({ttl}): a session"

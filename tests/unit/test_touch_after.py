@@ -194,8 +194,10 @@ def test_touch_after_is_checked_at_construction() -> None:
         BrowserSession(state_ttl=TTL, state_ttl_extension_policy=every, touch_after=TTL)
     with pytest.raises(ValueError, match="shorter than session_ttl"):
         PersistentSession(session_ttl=TTL, ttl_extension_policy=every, touch_after=TTL * 2)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="at least one second"):
         BrowserSession(state_ttl_extension_policy=every, touch_after=timedelta(0))
+    with pytest.raises(ValueError, match="at least one second"):
+        BrowserSession(state_ttl_extension_policy=every, touch_after=timedelta(milliseconds=500))
     with pytest.raises(TypeError, match="timedelta"):
         BrowserSession(state_ttl_extension_policy=every, touch_after=30)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ON_EVERY_REQUEST"):
@@ -245,3 +247,22 @@ async def test_redis_command_counts() -> None:
         assert commands.count("GET") == 200
         writes = [c for c in commands if c != "GET"]
         assert writes == ["EVAL"], writes  # one compare-and-set rewrite, no EXPIRE
+
+
+async def test_a_record_without_an_expiry_is_extended_once_then_debounced() -> None:
+    """An actix-written record carries no ``expires``: the first extension writes one."""
+    clock = Clock()
+    inner = MemorySessionStore(clock=clock)
+    store = RecordingStore(inner)
+    browser = Browser(middleware(store, clock))
+    await browser.get("/login")
+    engine: Any = browser.asgi.engine
+    context = engine.begin([f"id={browser.cookie}".encode()])
+    await engine.load(context)
+    loaded = context.loaded
+    await inner.put(loaded.id, b'{"v":1,"state":{"user":"ada"}}', TTL, expect=loaded.version)
+    store.calls.clear()
+    for _ in range(50):
+        clock.now += 0.2
+        assert (await browser.get()).text == "ada"
+    assert store.writes == ["put"]
