@@ -26,6 +26,11 @@ unchanged  ``touch`` under ON_EVERY_REQUEST, else nothing                   if M
 Responses with status 500 or above persist nothing, nor do requests whose session was
 discarded (``Seam.discard``: a request the CSRF check refused). A cookie opened with an
 older key of the ring is sent back sealed with the current one.
+
+With ``touch_after``, an unchanged session is extended only once its record's (or sealed
+cookie's) ``expires`` shows that long since the last extension, and server-side by ``refresh``
+(a rewrite carrying the new ``expires``) instead of ``touch``. ``on_event`` gets
+``sessionware.events`` from here and from the repository.
 """
 
 from __future__ import annotations
