@@ -25,9 +25,11 @@ MODULES = [
     "sessionware.stores",
     "sessionware.flash",
     "sessionware.csrf",
+    "sessionware.events",
     "sessionware.testing",
     "sessionware.integrations.fastapi",
     "sessionware.integrations.starlette",
+    "sessionware.integrations.opentelemetry",
 ]
 WIDTH = 96
 HEADER = (

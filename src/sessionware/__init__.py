@@ -6,6 +6,19 @@ from sessionware.config import BrowserSession, PersistentSession, TtlExtensionPo
 from sessionware.crypto import ContentSecurity, Key
 from sessionware.csrf import CSRFMiddleware, csrf_token
 from sessionware.errors import SessionwareError
+from sessionware.events import (
+    ConflictEnded,
+    DecodeFailed,
+    MergeRetry,
+    SessionCreated,
+    SessionEvent,
+    SessionExpired,
+    SessionLoaded,
+    SessionPurged,
+    SessionRenewed,
+    SessionRevoked,
+    StoreFailed,
+)
 from sessionware.flash import flash, get_flashed_messages
 from sessionware.middleware import SessionMiddleware, get_session
 from sessionware.session import (
@@ -21,18 +34,29 @@ from sessionware.session import (
 __all__ = [
     "BrowserSession",
     "CSRFMiddleware",
+    "ConflictEnded",
     "ContentSecurity",
+    "DecodeFailed",
     "Key",
+    "MergeRetry",
     "PersistentSession",
     "Session",
+    "SessionCreated",
     "SessionError",
+    "SessionEvent",
+    "SessionExpired",
     "SessionGetError",
     "SessionInsertError",
+    "SessionLoaded",
     "SessionMiddleware",
     "SessionNotLoadedError",
+    "SessionPurged",
+    "SessionRenewed",
+    "SessionRevoked",
     "SessionStatus",
     "SessionUpdateError",
     "SessionwareError",
+    "StoreFailed",
     "TtlExtensionPolicy",
     "csrf_token",
     "flash",

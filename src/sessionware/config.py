@@ -39,22 +39,52 @@ def _check_ttl(name: str, ttl: timedelta | None, *, optional: bool = False) -> N
         raise ValueError(f"{name} must be at least one second, got {ttl}")
 
 
+def _check_touch_after(
+    touch_after: timedelta | None, ttl: timedelta, ttl_name: str, policy: TtlExtensionPolicy
+) -> None:
+    """``touch_after`` debounces ON_EVERY_REQUEST extensions, so it must be shorter than the TTL."""
+    if touch_after is None:
+        return
+    if not isinstance(touch_after, timedelta):
+        raise TypeError(
+            f"touch_after must be a datetime.timedelta or None, not {type(touch_after).__name__}"
+        )
+    if touch_after < timedelta(seconds=1):  # expiry times are stored in whole seconds
+        raise ValueError(f"touch_after must be at least one second, got {touch_after}")
+    if touch_after >= ttl:
+        raise ValueError(
+            f"touch_after ({touch_after}) must be shorter than {ttl_name} ({ttl}): a session"
+            " extended less often than it lives would expire while in use"
+        )
+    if policy is not TtlExtensionPolicy.ON_EVERY_REQUEST:
+        raise ValueError(
+            "touch_after only applies with TtlExtensionPolicy.ON_EVERY_REQUEST (under"
+            " ON_STATE_CHANGES a request that changes nothing never extends the session)"
+        )
+
+
 @dataclass(frozen=True)
 class BrowserSession:
     """The cookie lasts until the browser closes (no Max-Age); the state lives ``state_ttl``.
 
     ``max_age`` is an absolute timeout counted from the session's creation, whatever its activity.
+    ``touch_after`` (ON_EVERY_REQUEST only): extend the TTL only once that long has passed since
+    the last extension, so a burst of requests costs one store write, not one each.
     """
 
     state_ttl: timedelta = timedelta(days=1)
     state_ttl_extension_policy: TtlExtensionPolicy = TtlExtensionPolicy.ON_STATE_CHANGES
     max_age: timedelta | None = None
+    touch_after: timedelta | None = None
 
     def __post_init__(self) -> None:
         _check_ttl("state_ttl", self.state_ttl)
         _check_ttl("max_age", self.max_age, optional=True)
         if not isinstance(self.state_ttl_extension_policy, TtlExtensionPolicy):
             raise TypeError("state_ttl_extension_policy must be a TtlExtensionPolicy")
+        _check_touch_after(
+            self.touch_after, self.state_ttl, "state_ttl", self.state_ttl_extension_policy
+        )
 
     @property
     def ttl(self) -> timedelta:
@@ -74,17 +104,23 @@ class PersistentSession:
     """The cookie and the state both live ``session_ttl`` (the cookie carries Max-Age).
 
     ``max_age`` is an absolute timeout counted from the session's creation, whatever its activity.
+    ``touch_after`` (ON_EVERY_REQUEST only): extend the TTL only once that long has passed since
+    the last extension, so a burst of requests costs one store write, not one each.
     """
 
     session_ttl: timedelta = timedelta(days=1)
     ttl_extension_policy: TtlExtensionPolicy = TtlExtensionPolicy.ON_STATE_CHANGES
     max_age: timedelta | None = None
+    touch_after: timedelta | None = None
 
     def __post_init__(self) -> None:
         _check_ttl("session_ttl", self.session_ttl)
         _check_ttl("max_age", self.max_age, optional=True)
         if not isinstance(self.ttl_extension_policy, TtlExtensionPolicy):
             raise TypeError("ttl_extension_policy must be a TtlExtensionPolicy")
+        _check_touch_after(
+            self.touch_after, self.session_ttl, "session_ttl", self.ttl_extension_policy
+        )
 
     @property
     def ttl(self) -> timedelta:

@@ -26,6 +26,11 @@ unchanged  ``touch`` under ON_EVERY_REQUEST, else nothing                   if M
 Responses with status 500 or above persist nothing, nor do requests whose session was
 discarded (``Seam.discard``: a request the CSRF check refused). A cookie opened with an
 older key of the ring is sent back sealed with the current one.
+
+With ``touch_after``, an unchanged session is extended only once its record's (or sealed
+cookie's) ``expires`` shows that long since the last extension, and server-side by ``refresh``
+(a rewrite carrying the new ``expires``) instead of ``touch``. ``on_event`` gets
+``sessionware.events`` from here and from the repository.
 """
 
 from __future__ import annotations
@@ -42,6 +47,18 @@ from sessionware.config import TtlExtensionPolicy as Policy
 from sessionware.cookies import MAX_SET_COOKIE_BYTES, find_cookies, removal_cookie, session_cookie
 from sessionware.crypto import ContentSecurity, Key, seal, unseal
 from sessionware.errors import SessionwareError
+from sessionware.events import (
+    DecodeFailed,
+    EventHook,
+    SessionCreated,
+    SessionEvent,
+    SessionExpired,
+    SessionLoaded,
+    SessionPurged,
+    SessionRenewed,
+    SessionRevoked,
+    emit,
+)
 from sessionware.repository import ENDED, Loaded, Repository
 from sessionware.session import Seam, Session, SessionError, SessionStatus
 from sessionware.state import DeserializationError, StoredState
@@ -97,7 +114,17 @@ _NO_NEW_KEY = (
 class SessionContext:
     """One request's session, with what the engine remembers between its two phases."""
 
-    __slots__ = ("agent", "cookies", "created", "finished", "key", "loaded", "reissue", "session")
+    __slots__ = (
+        "agent",
+        "cookies",
+        "created",
+        "expires",
+        "finished",
+        "key",
+        "loaded",
+        "reissue",
+        "session",
+    )
 
     def __init__(self, cookies: list[bytes], agent: str | None) -> None:
         self.session = Session()
@@ -107,6 +134,8 @@ class SessionContext:
         self.key: SessionKey | None = None
         self.loaded: Loaded | None = None
         self.created: float | None = None
+        self.expires: float | None = None
+        """The opened sealed cookie's expiry (client-side), for ``touch_after``."""
         self.reissue = False
         self.finished = False
 
@@ -132,6 +161,7 @@ class SessionEngine:
         cookie: CookieSettings,
         lifecycle: BrowserSession | PersistentSession,
         clock: Callable[[], float] = time.time,
+        on_event: EventHook | None = None,
     ) -> None:
         if not keys:
             raise ValueError("at least one Key is needed to seal session cookies")
@@ -139,6 +169,10 @@ class SessionEngine:
             raise TypeError("lifecycle must be a BrowserSession or a PersistentSession")
         if not isinstance(security, ContentSecurity):
             raise TypeError("content_security must be a ContentSecurity member")
+        if on_event is not None and not callable(on_event):
+            raise TypeError(
+                f"on_event must be a callable taking one event, not {type(on_event).__name__}"
+            )
         self.keys = tuple(keys)
         self.security = security
         self.cookie = cookie
@@ -146,6 +180,13 @@ class SessionEngine:
         self.clock = clock
         self.ttl = lifecycle.ttl
         self._touch = lifecycle.policy is Policy.ON_EVERY_REQUEST
+        touch_after = lifecycle.touch_after
+        self._touch_window = (
+            None if touch_after is None else (self.ttl - touch_after).total_seconds()
+        )
+        """With ``touch_after``: extend only when less than this many seconds remain."""
+        self.on_event = on_event
+        """Receives ``sessionware.events``; when ``None`` no event is built."""
         self._prefix = f"{cookie.name}=".encode("latin-1")
         max_age = lifecycle.cookie_max_age
         self.cookie_max_age = None if max_age is None else int(max_age.total_seconds())
@@ -171,6 +212,8 @@ class SessionEngine:
             opened = unseal(self.security, self.keys, self.cookie.name, value)
             if opened is None:
                 logger.warning("session cookie %s did not open; ignored", fingerprint(value))
+                if self.on_event is not None:
+                    self._emit(DecodeFailed("cookie"))
                 continue
             if self._acceptable(opened[0]):
                 return opened
@@ -178,6 +221,17 @@ class SessionEngine:
 
     def _acceptable(self, plain: str) -> bool:
         return True
+
+    def _emit(self, event: SessionEvent) -> None:
+        """Hand ``event`` to ``on_event`` (callers check it is set before building the event)."""
+        if self.on_event is not None:
+            emit(self.on_event, event)
+
+    def _due(self, expires: float | None) -> bool:
+        """Whether an unchanged session's TTL is extended now: always, unless ``touch_after`` is
+        set and the last extension (``expires`` - TTL) is more recent than that."""
+        window = self._touch_window
+        return window is None or expires is None or expires - self.clock() <= window
 
     async def load(self, context: SessionContext) -> Session:
         """Load the cookie's session into ``context.session``; raise ``PersistError``."""
@@ -305,6 +359,8 @@ class ServerSideEngine(SessionEngine):
         if is_generated_key(plain):
             return True
         logger.warning("session key %s has the wrong shape; ignored", fingerprint(plain))
+        if self.on_event is not None:
+            self._emit(DecodeFailed("cookie"))
         return False
 
     async def load(self, context: SessionContext) -> Session:
@@ -317,6 +373,8 @@ class ServerSideEngine(SessionEngine):
             loaded = await self.repository.load(key, self.ttl)
         except DeserializationError:
             logger.warning("session %s holds unreadable state; starting anew", fingerprint(key))
+            if self.on_event is not None:
+                self._emit(DecodeFailed("state"))
             loaded = None
         except Exception as exc:
             raise PersistError(f"session store failed to load: {_safe(exc)}") from exc
@@ -326,10 +384,14 @@ class ServerSideEngine(SessionEngine):
             return context.session
         if loaded is not None and self._expired(loaded.state.created):
             logger.info("session %s passed its absolute timeout", fingerprint(key))
+            if self.on_event is not None:
+                self._emit(SessionExpired("absolute"))
             loaded = None
         if loaded is None:
             self._start_empty(context)
             return context.session
+        if self.on_event is not None:
+            self._emit(SessionLoaded())
         context.key, context.loaded, context.reissue = key, loaded, opened[1] > 0
         context.created = loaded.state.created
         state = loaded.state
@@ -345,9 +407,17 @@ class ServerSideEngine(SessionEngine):
         if status is SessionStatus.UNCHANGED:
             if key is None or loaded is None:
                 return None
-            if self._touch:
-                if not await repository.touch(loaded, ttl):
+            if self._touch and self._due(loaded.state.expires):
+                if self._touch_window is None:
+                    alive = await repository.touch(loaded, ttl)
+                else:  # rewritten, so the record says when it was last extended
+                    refreshed = await repository.refresh(loaded, ttl)
+                    alive = refreshed is not None
+                    context.loaded = refreshed
+                if not alive:
                     logger.warning("session %s had ended; its cookie is removed", fingerprint(key))
+                    if self.on_event is not None:
+                        self._emit(SessionRevoked("touch"))
                     return self._ended(context)
                 if self.cookie_max_age is not None:
                     return self._cookie(key)
@@ -357,16 +427,22 @@ class ServerSideEngine(SessionEngine):
                 return None
             await repository.purge(loaded)
             logger.info("session %s purged", fingerprint(key))
+            if self.on_event is not None:
+                self._emit(SessionPurged())
             return self._ended(context)
         state, meta = Seam.state(session), self._meta(context)
         if loaded is None:
             if not (state or meta.user):
                 return None
             new_key, stored = await repository.create(state, meta, ttl)
+            if self.on_event is not None:
+                self._emit(SessionCreated())
         elif status is SessionStatus.RENEWED:
             renewed = await repository.renew(loaded, changes, meta, ttl)
             if renewed is None:
                 logger.warning("session %s ended while renewing it", fingerprint(loaded.id))
+                if self.on_event is not None:
+                    self._emit(SessionRevoked("renew"))
                 return self._ended(context)
             if not isinstance(renewed, tuple):  # another request renewed it first
                 logger.info("session %s was renewed by another request", fingerprint(loaded.id))
@@ -374,6 +450,8 @@ class ServerSideEngine(SessionEngine):
                 return None
             new_key, stored = renewed
             logger.info("session %s renewed as %s", fingerprint(loaded.id), fingerprint(stored.id))
+            if self.on_event is not None:
+                self._emit(SessionRenewed())
         else:
             saved = await repository.save(loaded, changes, meta, ttl)
             if saved is None:
@@ -382,6 +460,8 @@ class ServerSideEngine(SessionEngine):
                     " dropped and its cookie removed",
                     fingerprint(loaded.id),
                 )
+                if self.on_event is not None:
+                    self._emit(SessionRevoked("save"))
                 return self._ended(context)
             context.loaded = saved.loaded
             Seam.rebase(session, key, saved.loaded.id, state_json)
@@ -403,6 +483,8 @@ class ServerSideEngine(SessionEngine):
             return
         if status is SessionStatus.PURGED:
             await self._guarded(self.repository.purge(loaded))
+            if self.on_event is not None:
+                self._emit(SessionPurged())
             context.key = context.loaded = None
             Seam.freeze(session, "the session was purged")
             return
@@ -413,6 +495,8 @@ class ServerSideEngine(SessionEngine):
                 "session %s ended while the response streamed; later changes were dropped",
                 fingerprint(loaded.id),
             )
+            if self.on_event is not None:
+                self._emit(SessionRevoked("late_save"))
             context.key = context.loaded = None
             Seam.freeze(session, "the session ended while the response was streaming")
             return
@@ -443,13 +527,23 @@ class ClientSideEngine(SessionEngine):
                     "session cookie %s holds unreadable state; starting anew",
                     fingerprint(opened[0]),
                 )
+                if self.on_event is not None:
+                    self._emit(DecodeFailed("state"))
+            else:
+                if state is None and self.on_event is not None:
+                    self._emit(SessionExpired("idle"))
         if state is not None and self._expired(state.created):
             logger.info("session cookie passed its absolute timeout")
+            if self.on_event is not None:
+                self._emit(SessionExpired("absolute"))
             state = None
         if opened is None or state is None:
             self._start_empty(context)
             return
+        if self.on_event is not None:
+            self._emit(SessionLoaded())
         context.created, context.reissue = state.created, opened[1] > 0
+        context.expires = state.expires
         context.key = SessionKey(opened[0])
         Seam.fill(context.session, state, user=state.user, origin=opened[0])
 
@@ -466,17 +560,21 @@ class ClientSideEngine(SessionEngine):
         session, had = context.session, context.key is not None
         status, _, state_json = Seam.changes(session)
         if status is SessionStatus.PURGED:
+            if had and self.on_event is not None:
+                self._emit(SessionPurged())
             return self._ended(context) if had else None
         if status is SessionStatus.UNCHANGED:
             if not had:
                 return None
-            if not self._touch:
+            if not (self._touch and self._due(context.expires)):
                 return self._cookie(context.key) if context.reissue and context.key else None
         state = StoredState(
             Seam.state(session), created=context.created or self.clock(), user=Seam.user(session)
         )
         if not (had or state or state.user):
             return None
+        if self.on_event is not None and (not had or status is SessionStatus.RENEWED):
+            self._emit(SessionRenewed() if had else SessionCreated())
         return self._cookie(self.store.dump(state, self.ttl, state_json=state_json))
 
 
@@ -488,11 +586,15 @@ def make_engine(store: object, **options: Any) -> SessionEngine:
     """
     if isinstance(store, CookieSessionStore):
         return ClientSideEngine(store=store, **options)
+    on_event = options.get("on_event")
     if isinstance(store, Repository):
+        if on_event is not None and store.on_event is None:
+            store.observe(on_event)
         return ServerSideEngine(repository=store, **options)
     if isinstance(store, RecordStore) and not isinstance(store, type):
         clock = options.get("clock", time.time)
-        return ServerSideEngine(repository=Repository(store, clock=clock), **options)
+        repository = Repository(store, clock=clock, on_event=on_event)
+        return ServerSideEngine(repository=repository, **options)
     raise TypeError(_not_a_store(store))
 
 

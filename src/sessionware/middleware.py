@@ -15,6 +15,7 @@ from sessionware.engine import (
     SessionEngine,
     make_engine,
 )
+from sessionware.events import EventHook
 from sessionware.repository import Repository
 from sessionware.session import Session
 from sessionware.stores.base import RecordStore
@@ -46,6 +47,9 @@ class SessionMiddleware:
     With ``lazy=True`` a server-side store is not asked until the handler calls
     ``await session.load()`` (``SessionDep`` does), so requests that ignore the session cost no
     store I/O; using the session before that raises ``SessionNotLoadedError``.
+
+    ``on_event`` receives the ``sessionware.events`` (created, loaded, store_error, ...) for
+    metrics; unset, no event is built (docs/telemetry.md).
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class SessionMiddleware:
         lifecycle: BrowserSession | PersistentSession | None = None,
         lazy: bool = False,
         clock: Callable[[], float] = time.time,
+        on_event: EventHook | None = None,
     ) -> None:
         if (key is None) == (keys is None):
             raise ValueError(
@@ -95,6 +100,7 @@ class SessionMiddleware:
             ),
             "lifecycle": lifecycle if lifecycle is not None else BrowserSession(),
             "clock": clock,
+            "on_event": on_event,
         }
         self.engine: SessionEngine = make_engine(store, **options)
         # The cookie store needs no I/O to load, so laziness would only cost.

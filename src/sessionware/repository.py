@@ -36,6 +36,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from sessionware.events import (
+    ConflictEnded,
+    EventHook,
+    MergeRetry,
+    ObservedStore,
+    SessionExpired,
+    emit,
+)
 from sessionware.state import DeserializationError, StoredState, decode_state, encode_state
 from sessionware.stores.base import (
     ABSENT,
@@ -130,7 +138,8 @@ class Repository:
     """Loads, creates, writes, renews and ends sessions in ``store`` (see the module docstring).
 
     ``clock`` gives the metadata times (created, last write, expiry); ``tombstone_ttl`` is how
-    long a renewed or purged record is remembered.
+    long a renewed or purged record is remembered; ``on_event`` receives ``sessionware.events``
+    (lost races, contention, store failures, idle expiry).
     """
 
     def __init__(
@@ -140,6 +149,7 @@ class Repository:
         clock: Callable[[], float] = time.time,
         tombstone_ttl: timedelta = TOMBSTONE_TTL,
         max_hops: int = 16,
+        on_event: EventHook | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -147,6 +157,28 @@ class Repository:
         self.max_hops = max_hops
         self.hash_keys = bool(getattr(store, "hash_keys", True))
         self.index: UserIndex | None = store if isinstance(store, UserIndex) else None
+        self.store_name = store.name if isinstance(store, ObservedStore) else type(store).__name__
+        self.on_event: EventHook | None = None
+        if on_event is not None:
+            self.observe(on_event)
+
+    def observe(self, on_event: EventHook) -> None:
+        """Send events to ``on_event``, and the store's failures too (its calls get wrapped)."""
+        self.on_event = on_event
+        self.store = ObservedStore(self.store, on_event=on_event)
+        self.index = self.store if isinstance(self.store, UserIndex) else None
+
+    def _emit(self, event: Any) -> None:
+        if self.on_event is not None:
+            emit(self.on_event, event)
+
+    def _retried(self, operation: str) -> None:
+        if self.on_event is not None:
+            self._emit(MergeRetry(operation))
+
+    def _gave_up(self, operation: str, reason: str = "attempts") -> None:
+        if self.on_event is not None:
+            self._emit(ConflictEnded(operation, reason))  # type: ignore[arg-type]
 
     def id_of(self, key: str) -> str:
         """The id a session with ``key`` is filed under."""
@@ -168,6 +200,8 @@ class Repository:
             legacy = await self.store.get(key)  # filed in clear by the first version
             if legacy is not None and not legacy.data.startswith(_TOMBSTONE):
                 return await self._adopt(key, id, legacy, ttl)
+        if record is None and self.on_event is not None:
+            self._emit(SessionExpired("idle"))  # the store dropped it at its TTL
         if record is None:
             return None
         if record.data.startswith(_TOMBSTONE):
@@ -203,12 +237,18 @@ class Repository:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def _encode(self, state: Mapping[str, Any], meta: StoredState, ttl: timedelta) -> bytes:
+    def _encode(
+        self,
+        state: Mapping[str, Any],
+        meta: StoredState,
+        ttl: timedelta,
+        seen: float | None = None,
+    ) -> bytes:
         now = self.clock()
         record = StoredState(
             state,
             created=meta.created or now,
-            seen=now,
+            seen=now if seen is None else seen,
             expires=now + ttl.total_seconds(),
             user=meta.user,
             agent=meta.agent if meta.user is not None else None,
@@ -259,16 +299,20 @@ class Repository:
                     await self._file(user, current.user, id, ttl)
                     stored = Loaded(_state(merged, record_meta), id, new, data.decode())
                     return Saved(id != first_id, stored)
+                self._retried("save")
                 await _backoff(attempt)
             record, fresh, successor = await self._read(id)
             while fresh is None:  # ended, or renewed: follow it to its successor
                 if successor is None or hops >= self.max_hops:
+                    if successor is not None:
+                        self._gave_up("save", "hops")
                     return None
                 hops += 1
                 id = successor
                 record, fresh, successor = await self._read(id)
             assert record is not None
             current, version = fresh, record.version
+        self._gave_up("save")
         raise StoreError(f"the session kept changing: gave up after {_ATTEMPTS} attempts")
 
     async def touch(self, loaded: Loaded, ttl: timedelta) -> bool:
@@ -277,6 +321,33 @@ class Repository:
             return False
         await self._file(loaded.state.user, loaded.state.user, loaded.id, ttl)
         return True
+
+    async def refresh(self, loaded: Loaded, ttl: timedelta) -> Loaded | None:
+        """Extend a session's life by rewriting its record with a new ``expires``, so the record
+        itself says when it was last extended (``touch_after``); ``None`` if it has ended.
+
+        A lost race needs no retry: the write that won extended the session too.
+        """
+        state = loaded.state
+        data = self._encode(state, state, ttl, seen=state.seen)
+        version = await self.store.put(loaded.id, data, ttl, expect=loaded.version)
+        if version is None:
+            record, fresh, successor = await self._read(loaded.id)
+            if fresh is not None and record is not None:
+                return Loaded(fresh, loaded.id, record.version, record.data.decode())
+            # Renewed by another request: that one sends the new key; this one leaves it be.
+            return loaded if successor is not None else None
+        await self._file(state.user, state.user, loaded.id, ttl)
+        now = self.clock()
+        stored = StoredState(
+            state,
+            created=state.created or now,
+            expires=now + ttl.total_seconds(),
+            seen=state.seen,
+            user=state.user,
+            agent=state.agent,
+        )
+        return Loaded(stored, loaded.id, version, data.decode())
 
     async def renew(
         self, loaded: Loaded, changes: Changes, meta: StoredState, ttl: timedelta
@@ -313,10 +384,12 @@ class Repository:
                     await self._purge(old_id)
                     return None
                 new = Loaded(_state(merged, record_meta), new.id, version, data.decode())
+                self._retried("renew")
                 await _backoff(attempt)
         except BaseException:
             await _quietly(self.store.delete(new.id))
             raise
+        self._gave_up("renew")
         raise StoreError(f"the session kept changing: gave up after {_ATTEMPTS} attempts")
 
     async def purge(self, loaded: Loaded) -> None:
@@ -348,7 +421,10 @@ class Repository:
                 continue
             if owner is not None and (fresh is None or fresh.user != owner):
                 return False
+            if version is not None:
+                self._retried("purge")
             version, user = record.version, fresh.user if fresh is not None else None
+        self._gave_up("purge")
         raise StoreError(f"the session kept changing: gave up after {_ATTEMPTS} attempts")
 
     async def _end(self, loaded: Loaded) -> None:
@@ -378,7 +454,7 @@ class Repository:
     def _require_index(self) -> UserIndex:
         if self.index is None:
             raise NotSupportedError(
-                f"{type(self.store).__name__} keeps no per-user index: listing or ending a"
+                f"{self.store_name} keeps no per-user index: listing or ending a"
                 " user's sessions needs a store that has one (Redis, SQL, memory)"
             )
         return self.index

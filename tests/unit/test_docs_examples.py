@@ -20,7 +20,7 @@ from tests.docs_examples import (
 )
 
 EXAMPLES = python_examples()
-LANGUAGES = {"python", "sh", "console", "sql", "json", "diff", "js"}
+LANGUAGES = {"python", "sh", "console", "sql", "json", "diff", "js", "promql"}
 
 
 def test_every_fenced_block_names_its_language() -> None:
