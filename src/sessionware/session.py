@@ -92,6 +92,7 @@ class Session(dict[str, Any]):
     __slots__ = (
         "_accessed",
         "_cleared",
+        "_device",
         "_discarded",
         "_frozen",
         "_id",
@@ -125,6 +126,7 @@ class Session(dict[str, Any]):
         self._id: str | None = None
         self._user: str | None = None
         self._user_changed = False
+        self._device: bool | None = None  # DBSC: None = not configured, True = bind requested
 
     def __repr__(self) -> str:
         return f"<Session {self._status.name} keys={sorted(_keys(self))!r}>"
@@ -171,6 +173,26 @@ class Session(dict[str, Any]):
         self._write()
         self._user = user_id
         self._user_changed = True
+
+    def bind_device(self) -> None:
+        """Offer the browser to bind this session to a key it keeps on the device (DBSC).
+
+        The response carries ``Secure-Session-Registration``; a browser with DBSC registers, and
+        from then on the session's cookie stops working within ``credential_ttl`` anywhere but
+        on that device. Browsers without DBSC keep a normal session. Call it at login, after
+        ``renew()``: it replaces any earlier binding with one to the device in front of you.
+        """
+        if self._device is None:
+            raise SessionError(
+                "device binding is not configured: pass device_binding=DeviceBinding() to"
+                " SessionMiddleware (it needs a server-side store)"
+            )
+        if self._status is SessionStatus.PURGED:
+            return
+        if self._late:  # the registration header could no longer be sent
+            raise SessionError(self._late)
+        self._write()
+        self._device = True
 
     @property
     def loaded(self) -> bool:
@@ -478,6 +500,20 @@ class Seam:
         _clear(session)
         _update(session, state)
         session._key, session._id, session._user, session._origin = key, id, user, origin
+
+    @staticmethod
+    def offer_device(session: Session) -> None:
+        """Device binding is configured: ``bind_device()`` may be called (``sessionware.dbsc``)."""
+        if session._device is None:
+            session._device = False
+
+    @staticmethod
+    def take_device_request(session: Session) -> bool:
+        """Whether ``bind_device()`` was called since the last write; it is answered now."""
+        if session._device is not True:
+            return False
+        session._device = False
+        return True
 
     @staticmethod
     def discard(session: Session) -> None:
