@@ -5,6 +5,7 @@ from __future__ import annotations
 from sessionware.config import BrowserSession, PersistentSession, TtlExtensionPolicy
 from sessionware.crypto import ContentSecurity, Key
 from sessionware.csrf import CSRFMiddleware, csrf_token
+from sessionware.dbsc import DeviceBinding
 from sessionware.errors import SessionwareError
 from sessionware.flash import flash, get_flashed_messages
 from sessionware.middleware import SessionMiddleware, get_session
@@ -22,6 +23,7 @@ __all__ = [
     "BrowserSession",
     "CSRFMiddleware",
     "ContentSecurity",
+    "DeviceBinding",
     "Key",
     "PersistentSession",
     "Session",

@@ -36,8 +36,7 @@ from sessionware.cookies import _attributes, find_cookies, session_cookie
 from sessionware.crypto import ContentSecurity, Key, seal, unseal
 
 if TYPE_CHECKING:
-    from sessionware.state import StoredState
-    from sessionware.stores.base import SessionKey
+    from sessionware.repository import Loaded
 
 __all__ = [
     "ALGORITHMS",
@@ -45,6 +44,7 @@ __all__ = [
     "Binding",
     "DeviceBinder",
     "DeviceBinding",
+    "DeviceRequest",
     "ProofError",
     "SessionHost",
     "StaleChallengeError",
@@ -130,12 +130,27 @@ class Binding:
             return cls(bid, counter)
         if alg not in _JWK_FIELDS or not isinstance(jwk, dict):
             return None
-        if not all(isinstance(jwk.get(name), str) for name in _JWK_FIELDS[alg]):
+        if not all(_ascii(jwk.get(name)) for name in _JWK_FIELDS[alg]):
             return None
         at = data.get("at", 0)
         if type(at) is not int or at < 0:
             return None
         return cls(bid, counter, alg, {name: jwk[name] for name in _JWK_FIELDS[alg]}, at)
+
+
+def _ascii(value: Any) -> bool:
+    return isinstance(value, str) and value.isascii()
+
+
+@dataclass
+class DeviceRequest:
+    """One request's part in device binding: its Cookie header values (the credential cookie is
+    among them), whether its session proved its binding (for ``require_for``), and the
+    ``Secure-Session-Registration`` value its response is to carry."""
+
+    cookies: list[bytes]
+    bound: bool = False
+    registration: str | None = None
 
 
 def pack_credential(binding_id: str, valid_until: float) -> str:
@@ -422,16 +437,12 @@ class SessionHost(Protocol):
 
     clock: Any
 
-    async def binding_record(
-        self, cookie_headers: list[bytes]
-    ) -> tuple[SessionKey, StoredState] | None:
+    async def binding_record(self, cookie_headers: list[bytes]) -> Loaded | None:
         """The live session the request's session cookie names, without the device check."""
 
-    async def store_binding(
-        self, key: SessionKey, record: StoredState
-    ) -> tuple[SessionKey, str | None] | None:
-        """Write ``record`` (its ``device`` changed); the key it lives under and, if that is a
-        new key, the session cookie to send for it; ``None`` if the session has ended."""
+    async def store_binding(self, loaded: Loaded, device: dict[str, Any]) -> bool:
+        """Store ``device`` as the binding of the record ``loaded`` is, its state left as it is,
+        only if nothing wrote the record since it was read; whether it was stored."""
 
 
 def _ended(session_id: str | None) -> bytes:
@@ -471,11 +482,10 @@ async def serve(
     sid = _sf_string(session_id)
     found = await host.binding_record(cookies)
     registering = path == binder.config.registration_path
-    binding = Binding.from_record(found[1].device) if found is not None else None
+    binding = Binding.from_record(found.state.device) if found is not None else None
     if found is None or binding is None:
         logger.info("DBSC %s for no session", "registration" if registering else "refresh")
         return (401, _plain(), b"") if registering else (200, _json(), _ended(sid))
-    key, record = found
     if not registering and (not binding.registered or (sid is not None and sid != binding.id)):
         return 200, _json(), _ended(sid)
     if not registering and response is None:
@@ -494,17 +504,35 @@ async def serve(
     except ProofError as exc:
         logger.warning("DBSC proof refused: %s", exc)
         return 400, _plain(), b""
-    record.device = updated.to_record()
-    stored = await host.store_binding(key, record)
-    if stored is None:
-        return (401, _plain(), b"") if registering else (200, _json(), _ended(sid))
+    if not await host.store_binding(found, updated.to_record()):
+        return await _lost_race(binder, host, cookies, registering, sid, now)
     out = _json()
     out.append((b"set-cookie", binder.credential_cookie(updated, now).encode("latin-1")))
-    if stored[1] is not None:
-        out.append((b"set-cookie", stored[1].encode("latin-1")))
     if registering:
         logger.info("DBSC session registered (%s)", updated.algorithm)
     return 200, out, binder.instructions(updated, origin)
+
+
+async def _lost_race(
+    binder: DeviceBinder,
+    host: SessionHost,
+    cookies: list[bytes],
+    registering: bool,
+    sid: str | None,
+    now: float,
+) -> tuple[int, Headers, bytes]:
+    """The answer when the record changed between reading it and storing the proof's result
+    (a second refresh with the same challenge, a request writing the session, a logout)."""
+    logger.info(
+        "DBSC %s lost a race with another write", "registration" if registering else "refresh"
+    )
+    found = await host.binding_record(cookies)
+    binding = Binding.from_record(found.state.device) if found is not None else None
+    if binding is None or (not registering and not binding.registered):
+        return (401, _plain(), b"") if registering else (200, _json(), _ended(sid))
+    if registering:
+        return 400, _plain(), b""
+    return 403, [(b"secure-session-challenge", binder.challenge_header(binding, now))], b""
 
 
 def _plain() -> Headers:

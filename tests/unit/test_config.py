@@ -133,6 +133,7 @@ def test_public_names_are_exactly_these() -> None:
             "BrowserSession",
             "CSRFMiddleware",
             "ContentSecurity",
+            "DeviceBinding",
             "Key",
             "PersistentSession",
             "Session",
