@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from sessionware import DeviceBinding, Key, PersistentSession, SessionMiddleware, get_session
-from sessionware.dbsc import REGISTRATION_GRACE
+from sessionware.dbsc import REGISTRATION_GRACE, serve
 from sessionware.session import SessionError
 from sessionware.stores import (
     CookieSessionStore,
@@ -453,6 +453,86 @@ async def test_sign_out_everywhere_ends_every_binding(
         assert (await laptop.post("/everywhere")).json() == {"ended": 2}
         assert (await refresh(laptop, laptop_device, laptop_sid)).json()["continue"] is False
     assert (await refresh(browser, device, sid)).json()["continue"] is False
+
+
+# -- races with other writes ---------------------------------------------------------------------
+
+
+def cookie_header(client: httpx.AsyncClient) -> bytes:
+    return "; ".join(f"{c.name}={c.value}" for c in client.cookies.jar).encode("latin-1")
+
+
+class Interleaved:
+    """The engine as the DBSC endpoints see it, running ``during`` between reading the record
+    and storing the proof's result: the window two copies of one proof could share."""
+
+    def __init__(self, engine: Any, during: Callable[[], Awaitable[Any]]) -> None:
+        self.engine, self.during, self.clock = engine, during, engine.clock
+
+    async def binding_record(self, cookie_headers: list[bytes]) -> Any:
+        found = await self.engine.binding_record(cookie_headers)
+        await self.during()
+        return found
+
+    async def store_binding(self, loaded: Any, device: dict[str, Any]) -> bool:
+        return bool(await self.engine.store_binding(loaded, device))
+
+
+async def test_one_refresh_proof_sent_twice_at_once_is_accepted_once(
+    browser: httpx.AsyncClient, clock: Clock
+) -> None:
+    device = Device()
+    sid = await register(browser, device)
+    clock.now += 601
+    browser.cookies.delete("id-bound")
+    first = await browser.post(REFRESH, headers={"sec-secure-session-id": sid})
+    proof = device.refresh(refresh_challenge(first.headers["secure-session-challenge"]))
+    proved = {"sec-secure-session-id": sid, "secure-session-response": proof}
+    inner: list[httpx.Response] = []
+
+    async def the_other_copy() -> None:
+        inner.append(await browser.post(REFRESH, headers=proved))
+
+    middleware = browser.app  # type: ignore[attr-defined]
+    headers = [
+        (b"cookie", cookie_header(browser)),
+        *((k.encode(), v.encode()) for k, v in proved.items()),
+    ]
+    host = Interleaved(middleware.engine, the_other_copy)
+    status, answer, _ = await serve(middleware.binder, host, "POST", REFRESH, headers, BASE)
+    assert inner[0].status_code == 200, "the copy that stored first is accepted"
+    assert status == 403, "the other lost the race: it gets a fresh challenge, no credential"
+    assert not any(name == b"set-cookie" for name, _ in answer)
+    challenge = dict(answer)[b"secure-session-challenge"].decode()
+    again = await browser.post(
+        REFRESH,
+        headers={
+            "sec-secure-session-id": sid,
+            "secure-session-response": device.refresh(refresh_challenge(challenge)),
+        },
+    )
+    assert again.status_code == 200, "the device answers the fresh challenge"
+
+
+async def test_a_write_racing_a_refresh_keeps_the_refreshed_binding(
+    browser: httpx.AsyncClient, clock: Clock
+) -> None:
+    device = Device()
+    sid = await register(browser, device)
+    engine = browser.app.engine  # type: ignore[attr-defined]
+    context = engine.begin([cookie_header(browser)])
+    await engine.load(context)  # a slow request loads the bound record...
+    browser.cookies.delete("id-bound")
+    first = await browser.post(REFRESH, headers={"sec-secure-session-id": sid})
+    proof = device.refresh(refresh_challenge(first.headers["secure-session-challenge"]))
+    proved = {"sec-secure-session-id": sid, "secure-session-response": proof}
+    assert (await browser.post(REFRESH, headers=proved)).status_code == 200  # ...a refresh...
+    context.session["slow"] = True
+    await engine.finish(context, 200, [])  # ...and it writes after the refresh
+    browser.cookies.delete("id-bound")
+    replay = await browser.post(REFRESH, headers=proved)
+    assert replay.status_code == 403, "the write kept the used challenge used"
+    assert (await browser.get("/me")).json()["state"] == {"role": "user", "slow": True}
 
 
 # -- progressive enhancement and require_for ------------------------------------------------------
