@@ -477,8 +477,8 @@ class ServerSideEngine(SessionEngine):
             return None
         except Exception as exc:
             raise PersistError(f"session store failed to load: {_safe(exc)}") from exc
-        if loaded is None or self._expired(loaded.state.created):
-            return None
+        if not isinstance(loaded, Loaded) or self._expired(loaded.state.created):
+            return None  # absent, ended, or past its absolute timeout
         return loaded
 
     async def store_binding(self, loaded: Loaded, device: dict[str, Any]) -> bool:
