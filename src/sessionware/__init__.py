@@ -5,6 +5,7 @@ from __future__ import annotations
 from sessionware.config import BrowserSession, PersistentSession, TtlExtensionPolicy
 from sessionware.crypto import ContentSecurity, Key
 from sessionware.csrf import CSRFMiddleware, csrf_token
+from sessionware.dbsc import DeviceBinding
 from sessionware.errors import SessionwareError
 from sessionware.events import (
     ConflictEnded,
@@ -37,6 +38,7 @@ __all__ = [
     "ConflictEnded",
     "ContentSecurity",
     "DecodeFailed",
+    "DeviceBinding",
     "Key",
     "MergeRetry",
     "PersistentSession",

@@ -38,13 +38,14 @@ _SAME_SITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 _UNSAFE = re.compile("[^" + re.escape(_SAFE) + "]")
 
 
-def find_cookies(headers: Sequence[bytes], name: str) -> list[str]:
+def find_cookies(headers: Iterable[bytes], name: str) -> list[str]:
     """The values of the cookies called ``name``, in header order, at most ``MAX_CANDIDATES``.
 
     ``headers`` are the raw values of every Cookie header (HTTP/2 may split one into several).
     Values over 4096 bytes or that do not percent-decode to UTF-8 are skipped.
     """
-    if len(headers) == 1:  # the common case, one name=value found by C-level searches alone
+    if isinstance(headers, Sequence) and len(headers) == 1:
+        # The common case: one name=value, found by C-level searches alone.
         text = headers[0].decode("latin-1")
         prefix = name + "="
         at = text.find(prefix)

@@ -31,6 +31,13 @@ With ``touch_after``, an unchanged session is extended only once its record's (o
 cookie's) ``expires`` shows that long since the last extension, and server-side by ``refresh``
 (a rewrite carrying the new ``expires``) instead of ``touch``. ``on_event`` gets
 ``sessionware.events`` from here and from the repository.
+
+Device binding (``sessionware.dbsc``, optional, server-side only) hooks in through a few small
+methods of their own: ``_begin_device`` keeps the Cookie headers (the credential is among them),
+``_device_check`` refuses a bound record whose credential is missing or lapsed, ``_start_binding``
+puts a new binding into the write after ``bind_device()`` (the repository carries an existing one
+through every write, renewal included), ``_offer_registration`` sends the registration header;
+``binding_record`` and ``store_binding`` serve the DBSC endpoints.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession
 from sessionware.config import TtlExtensionPolicy as Policy
@@ -63,6 +70,7 @@ from sessionware.repository import ENDED, Loaded, Repository
 from sessionware.session import Seam, Session, SessionError, SessionStatus
 from sessionware.state import DeserializationError, StoredState
 from sessionware.stores.base import (
+    NotSupportedError,
     RecordStore,
     SaveError,
     SessionKey,
@@ -70,6 +78,9 @@ from sessionware.stores.base import (
     is_generated_key,
 )
 from sessionware.stores.cookie import CookieSessionStore
+
+if TYPE_CHECKING:
+    from sessionware.dbsc import DeviceBinder, DeviceRequest
 
 __all__ = [
     "ClientSideEngine",
@@ -118,6 +129,7 @@ class SessionContext:
         "agent",
         "cookies",
         "created",
+        "device",
         "expires",
         "finished",
         "key",
@@ -138,6 +150,8 @@ class SessionContext:
         """The opened sealed cookie's expiry (client-side), for ``touch_after``."""
         self.reissue = False
         self.finished = False
+        self.device: DeviceRequest | None = None
+        """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
 
     def __repr__(self) -> str:
         key = None if self.key is None else f"#{fingerprint(self.key)}"
@@ -162,6 +176,7 @@ class SessionEngine:
         lifecycle: BrowserSession | PersistentSession,
         clock: Callable[[], float] = time.time,
         on_event: EventHook | None = None,
+        device: DeviceBinder | None = None,
     ) -> None:
         if not keys:
             raise ValueError("at least one Key is needed to seal session cookies")
@@ -178,6 +193,7 @@ class SessionEngine:
         self.cookie = cookie
         self.lifecycle = lifecycle
         self.clock = clock
+        self.device = device
         self.ttl = lifecycle.ttl
         self._touch = lifecycle.policy is Policy.ON_EVERY_REQUEST
         touch_after = lifecycle.touch_after
@@ -201,10 +217,15 @@ class SessionEngine:
 
         ``user_agent`` (the User-Agent header) is kept, shortened, for sessions bound to a user.
         """
-        prefix = self._prefix
+        prefix, every = self._prefix, None
+        if self.device is not None:
+            cookie_headers = every = list(cookie_headers)
         cookies = [value for value in cookie_headers if prefix in value]
         agent = user_agent[:120].decode("latin-1") if user_agent else None
-        return SessionContext(cookies, agent)
+        context = SessionContext(cookies, agent)
+        if every is not None:
+            self._begin_device(context, every)
+        return context
 
     def open(self, context: SessionContext) -> tuple[str, int] | None:
         """The plaintext of the first session cookie that opens, and the ring index it opened with."""
@@ -283,7 +304,10 @@ class SessionEngine:
             context.loaded = None  # nothing more is saved for this response
         if cookie is None and not (session.accessed or context.cookies):
             return headers
-        return _add_headers(headers, cookie)
+        out = _add_headers(headers, cookie)
+        if context.device is not None:
+            self._offer_registration(context, out)
+        return out
 
     async def persist_late(self, context: SessionContext) -> None:
         """Save changes made after the response head went out (streaming, WebSocket)."""
@@ -315,12 +339,54 @@ class SessionEngine:
             ) from exc
 
     def _meta(self, context: SessionContext) -> StoredState:
-        """The metadata a write stores beside the state: creation, the bound user, its agent."""
+        """The metadata a write stores beside the state: creation, the bound user, its agent,
+        and a new device binding if one was asked for (``None``: the record's stays)."""
         return StoredState(
             created=context.created or self.clock(),
             user=Seam.user(context.session),
             agent=context.agent,
+            device=None if self.device is None else self._start_binding(context),
         )
+
+    # -- device binding (sessionware.dbsc) ---------------------------------------------------
+
+    def _begin_device(self, context: SessionContext, cookie_headers: list[bytes]) -> None:
+        """Keep every Cookie header value (the credential is among them); allow bind_device()."""
+        from sessionware.dbsc import DeviceRequest
+
+        context.device = DeviceRequest(cookie_headers)
+        Seam.offer_device(context.session)
+
+    def _device_check(self, context: SessionContext, key: str, loaded: Loaded) -> Loaded | None:
+        """``loaded`` if this request may use it: a device-bound record only with a credential
+        that has not lapsed (or while its binding is pending). Notes whether it proved one."""
+        if self.device is None or context.device is None or loaded.state.device is None:
+            return loaded
+        proven = self.device.check(loaded.state.device, context.device.cookies, self.clock())
+        if proven is None:
+            logger.info(
+                "session %s is device-bound; its credential is missing or lapsed", fingerprint(key)
+            )
+            return None
+        context.device.bound = proven
+        return loaded
+
+    def _start_binding(self, context: SessionContext) -> dict[str, Any] | None:
+        """A new pending binding for the record when ``bind_device()`` was called, else ``None``."""
+        if self.device is None or not Seam.take_device_request(context.session):
+            return None
+        binding, registration = self.device.start(self.clock())
+        if context.device is not None:
+            context.device.registration = registration
+        return binding.to_record()
+
+    def _offer_registration(self, context: SessionContext, headers: Headers) -> None:
+        """Add ``Secure-Session-Registration`` when this response stored a new binding."""
+        device = context.device
+        if device is not None and device.registration is not None:
+            if context.key is not None:
+                headers.append((b"secure-session-registration", device.registration.encode()))
+            device.registration = None
 
     def _ended(self, context: SessionContext) -> str:
         """Forget the session; the removal cookie to send."""
@@ -387,6 +453,8 @@ class ServerSideEngine(SessionEngine):
             if self.on_event is not None:
                 self._emit(SessionExpired("absolute"))
             loaded = None
+        if loaded is not None and self.device is not None:
+            loaded = self._device_check(context, key, loaded)
         if loaded is None:
             self._start_empty(context)
             return context.session
@@ -432,7 +500,7 @@ class ServerSideEngine(SessionEngine):
             return self._ended(context)
         state, meta = Seam.state(session), self._meta(context)
         if loaded is None:
-            if not (state or meta.user):
+            if not (state or meta.user or meta.device):
                 return None
             new_key, stored = await repository.create(state, meta, ttl)
             if self.on_event is not None:
@@ -469,6 +537,32 @@ class ServerSideEngine(SessionEngine):
         context.key, context.loaded = new_key, stored
         Seam.rebase(session, new_key, stored.id, state_json)
         return self._cookie(new_key)
+
+    async def binding_record(self, cookie_headers: list[bytes]) -> Loaded | None:
+        """DBSC endpoints: the live record the session cookie names, without the device check.
+
+        Raises ``PersistError`` when the store fails."""
+        opened = self.open(self.begin(cookie_headers))
+        if opened is None:
+            return None
+        key = SessionKey(opened[0])
+        try:
+            loaded = await self.repository.load(key, self.ttl)
+        except DeserializationError:
+            return None
+        except Exception as exc:
+            raise PersistError(f"session store failed to load: {_safe(exc)}") from exc
+        if not isinstance(loaded, Loaded) or self._expired(loaded.state.created):
+            return None  # absent, ended, or past its absolute timeout
+        return loaded
+
+    async def store_binding(self, loaded: Loaded, device: dict[str, Any]) -> bool:
+        """DBSC endpoints: store ``device`` as the record's binding, its state as it is, only
+        if nothing wrote the record since ``loaded`` was read (one compare-and-set)."""
+        state = loaded.state
+        meta = StoredState(created=state.created, user=state.user, agent=state.agent, device=device)
+        stored = await self._guarded(self.repository.replace(loaded, state, meta, self.ttl))
+        return stored is not None
 
     async def persist_late(self, context: SessionContext) -> None:
         loaded = context.loaded
@@ -508,6 +602,11 @@ class ClientSideEngine(SessionEngine):
     """The cookie carries the state itself, sealed; nothing is stored on the server."""
 
     def __init__(self, *, store: CookieSessionStore, **options: object) -> None:
+        if options.get("device") is not None:
+            raise NotSupportedError(
+                "device binding keeps the device's key in the session record: use a server-side"
+                " store (memory, Redis, SQLite, PostgreSQL), not the cookie store"
+            )
         super().__init__(**options)  # type: ignore[arg-type]
         self.store = self.backend = store
 

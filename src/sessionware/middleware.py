@@ -9,9 +9,12 @@ from typing import Any
 
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession, SameSite
 from sessionware.crypto import ContentSecurity, Key
+from sessionware.dbsc import DeviceBinding, serve
 from sessionware.engine import (
     ClientSideEngine,
     PersistError,
+    ServerSideEngine,
+    SessionContext,
     SessionEngine,
     make_engine,
 )
@@ -50,6 +53,8 @@ class SessionMiddleware:
 
     ``on_event`` receives the ``sessionware.events`` (created, loaded, store_error, ...) for
     metrics; unset, no event is built (docs/telemetry.md).
+    With ``device_binding=DeviceBinding(...)`` (server-side stores) it also serves the DBSC
+    registration and refresh endpoints, and ``session.bind_device()`` becomes available.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class SessionMiddleware:
         lazy: bool = False,
         clock: Callable[[], float] = time.time,
         on_event: EventHook | None = None,
+        device_binding: DeviceBinding | None = None,
     ) -> None:
         if (key is None) == (keys is None):
             raise ValueError(
@@ -86,21 +92,27 @@ class SessionMiddleware:
                 else "key/keys must be sessionware.Key objects (see Key.from_hex)"
             )
         self.app: ASGIApp = app
+        cookie = CookieSettings(
+            name=cookie_name,
+            secure=cookie_secure,
+            http_only=cookie_http_only,
+            same_site=cookie_same_site,
+            path=cookie_path,
+            domain=cookie_domain,
+            partitioned=cookie_partitioned,
+        )
+        if device_binding is not None and not isinstance(device_binding, DeviceBinding):
+            raise TypeError("device_binding must be a sessionware.DeviceBinding")
+        # The binder shares the key ring and the session cookie's attributes.
+        self.binder = device_binding.runtime(keys=ring, cookie=cookie) if device_binding else None
         options: dict[str, Any] = {
             "keys": ring,
             "security": content_security,
-            "cookie": CookieSettings(
-                name=cookie_name,
-                secure=cookie_secure,
-                http_only=cookie_http_only,
-                same_site=cookie_same_site,
-                path=cookie_path,
-                domain=cookie_domain,
-                partitioned=cookie_partitioned,
-            ),
+            "cookie": cookie,
             "lifecycle": lifecycle if lifecycle is not None else BrowserSession(),
             "clock": clock,
             "on_event": on_event,
+            "device": self.binder,
         }
         self.engine: SessionEngine = make_engine(store, **options)
         # The cookie store needs no I/O to load, so laziness would only cost.
@@ -113,6 +125,9 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         engine = self.engine
+        if self.binder is not None and kind == "http" and self.binder.endpoint(scope["path"]):
+            await self._serve_binding(scope, send)
+            return
         cookies, agent = [], None
         for name, value in scope["headers"]:
             if name == b"cookie":
@@ -131,6 +146,8 @@ class SessionMiddleware:
                 logger.error("session not loaded: %s", exc)
                 await _refuse(kind, send, exc.status_code)
                 return
+        if self.binder is not None and not await self._device_allowed(scope, context, send):
+            return
         scope["session"] = context.session
         started = refused = False
 
@@ -191,6 +208,42 @@ class SessionMiddleware:
             return
         if context.loaded is not None and started and not refused:
             await persist_late()  # changes made after the last message (background tasks)
+
+    async def _serve_binding(self, scope: Scope, send: Send) -> None:
+        """Answer a DBSC registration or refresh request (``sessionware.dbsc.serve``)."""
+        assert self.binder is not None and isinstance(self.engine, ServerSideEngine)
+        host = next((v for n, v in scope["headers"] if n == b"host"), None)
+        origin = f"{scope.get('scheme', 'https')}://{host.decode('latin-1')}" if host else None
+        try:
+            status, headers, body = await serve(
+                self.binder, self.engine, scope["method"], scope["path"], scope["headers"], origin
+            )
+        except PersistError as exc:
+            logger.error("device binding not served: %s", exc)
+            await _refuse("http", send, exc.status_code)
+            return
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _device_allowed(self, scope: Scope, context: SessionContext, send: Send) -> bool:
+        """``require_for``: whether the path needs no binding or the session proved it; when
+        not, the request is refused (403)."""
+        assert self.binder is not None
+        if not self.binder.required(scope["path"]):
+            return True
+        kind = scope["type"]
+        if self.lazy:
+            try:
+                await self.engine.load(context)
+            except PersistError as exc:
+                logger.error("session not loaded: %s", exc)
+                await _refuse(kind, send, exc.status_code)
+                return False
+        if context.device is None or not context.device.bound:
+            await _refuse(kind, send, 403)
+            return False
+        return True
 
     def _check_scheme(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> None:
         """Warn once when a Secure cookie goes to a plain-http client that will drop it."""

@@ -252,6 +252,7 @@ class Repository:
             expires=now + ttl.total_seconds(),
             user=meta.user,
             agent=meta.agent if meta.user is not None else None,
+            device=meta.device,
         )
         return encode_state(record).encode("utf-8")
 
@@ -392,6 +393,22 @@ class Repository:
         self._gave_up("renew")
         raise StoreError(f"the session kept changing: gave up after {_ATTEMPTS} attempts")
 
+    async def replace(
+        self, loaded: Loaded, state: Mapping[str, Any], meta: StoredState, ttl: timedelta
+    ) -> Loaded | None:
+        """Write ``state`` with ``meta`` over the record ``loaded`` came from, only if nothing
+        wrote it since: one compare-and-set, no merge, no retry. ``None``: it changed or ended.
+
+        For a write whose decision rests on the record as read (a DBSC proof checked against
+        the binding it holds), which must not land on a record that moved on meanwhile.
+        """
+        data = self._encode(state, meta, ttl)
+        version = await self.store.put(loaded.id, data, ttl, expect=loaded.version)
+        if version is None:
+            return None
+        await self._file(meta.user, loaded.state.user, loaded.id, ttl)
+        return Loaded(_state(state, meta), loaded.id, version, data.decode())
+
     async def purge(self, loaded: Loaded) -> None:
         """End the session (and, if it was renewed meanwhile, the session it was renewed to)."""
         await self._purge(loaded.id, loaded.version, loaded.state.user)
@@ -509,12 +526,20 @@ def _successor(data: bytes) -> str | None:
 
 
 def _meta(current: StoredState, meta: StoredState, user: str | None) -> StoredState:
-    """The metadata a write stores: created from the record, the rest from this request."""
-    return StoredState(created=current.created or meta.created, user=user, agent=meta.agent)
+    """The metadata a write stores: created from the record, the rest from this request; the
+    device binding from the record too, unless this request started a new one."""
+    return StoredState(
+        created=current.created or meta.created,
+        user=user,
+        agent=meta.agent,
+        device=current.device if meta.device is None else meta.device,
+    )
 
 
 def _state(state: Mapping[str, Any], meta: StoredState) -> StoredState:
-    return StoredState(state, created=meta.created, user=meta.user, agent=meta.agent)
+    return StoredState(
+        state, created=meta.created, user=meta.user, agent=meta.agent, device=meta.device
+    )
 
 
 async def _backoff(attempt: int) -> None:

@@ -107,6 +107,7 @@ class Session(dict[str, Any]):
     _user_changed = False
     _discarded = False
     _ended = False
+    _device: bool | None = None  # DBSC: None = not configured, True = bind requested
     __hash__ = None
 
     def __init__(self, state: Mapping[str, Any] | None = None) -> None:
@@ -166,6 +167,26 @@ class Session(dict[str, Any]):
         self._write()
         self._user = user_id
         self._user_changed = True
+
+    def bind_device(self) -> None:
+        """Offer the browser to bind this session to a key it keeps on the device (DBSC).
+
+        The response carries ``Secure-Session-Registration``; a browser with DBSC registers, and
+        from then on the session's cookie stops working within ``credential_ttl`` anywhere but
+        on that device. Browsers without DBSC keep a normal session. Call it at login, after
+        ``renew()``: it replaces any earlier binding with one to the device in front of you.
+        """
+        if self._device is None:
+            raise SessionError(
+                "device binding is not configured: pass device_binding=DeviceBinding() to"
+                " SessionMiddleware (it needs a server-side store)"
+            )
+        if self._status is SessionStatus.PURGED:
+            return
+        if self._late:  # the registration header could no longer be sent
+            raise SessionError(self._late)
+        self._write()
+        self._device = True
 
     @property
     def loaded(self) -> bool:
@@ -483,6 +504,20 @@ class Seam:
     def mark_ended(session: Session) -> None:
         """The cookie named a session that has ended (``Session.ended_elsewhere``)."""
         session._ended = True
+
+    @staticmethod
+    def offer_device(session: Session) -> None:
+        """Device binding is configured: ``bind_device()`` may be called (``sessionware.dbsc``)."""
+        if session._device is None:
+            session._device = False
+
+    @staticmethod
+    def take_device_request(session: Session) -> bool:
+        """Whether ``bind_device()`` was called since the last write; it is answered now."""
+        if session._device is not True:
+            return False
+        session._device = False
+        return True
 
     @staticmethod
     def discard(session: Session) -> None:

@@ -1,7 +1,8 @@
 """The stored state format: actix-session's versioned envelope, legacy 0.11 read and write.
 
 Write: ``{"v":1,"state":{...}}`` plus optional metadata fields actix ignores (``created``,
-``expires``, ``seen``: Unix seconds; ``user``, ``agent``: the bound user and a user-agent summary). Read (SPEC §4.4): the v1 envelope; an object whose values are all
+``expires``, ``seen``: Unix seconds; ``user``, ``agent``: the bound user and a user-agent summary;
+``device``: the device binding, a JSON object ``sessionware.dbsc`` reads). Read (SPEC §4.4): the v1 envelope; an object whose values are all
 strings is the legacy 0.11 format (each value is JSON text); any other object is the state itself.
 JSON only: no pickle, no NaN or infinity, no lone surrogates, nesting at most ``MAX_DEPTH`` deep: a
 state that decodes but could not be encoded again is unreadable, so it never fails later.
@@ -47,10 +48,11 @@ class StoredState(dict[str, Any]):
 
     It is a plain ``dict`` for every other purpose. ``created``, ``expires`` and ``seen`` (last
     write) are Unix seconds; ``user`` is the user the session is bound to and ``agent`` a short
-    user-agent summary; each is ``None`` when the record did not carry it (an actix record, say).
+    user-agent summary; ``device`` the device binding (``sessionware.dbsc``); each is ``None``
+    when the record did not carry it (an actix record, say).
     """
 
-    __slots__ = ("agent", "created", "expires", "origin", "seen", "user")
+    __slots__ = ("agent", "created", "device", "expires", "origin", "seen", "user")
 
     def __init__(
         self,
@@ -61,6 +63,7 @@ class StoredState(dict[str, Any]):
         seen: float | None = None,
         user: str | None = None,
         agent: str | None = None,
+        device: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(state)
         self.created = created
@@ -68,6 +71,7 @@ class StoredState(dict[str, Any]):
         self.seen = seen
         self.user = user
         self.agent = agent
+        self.device = device
         self.origin: str | None = None
         """The stored text this state was read from, when a store keeps it (it is not written):
         passed back on ``update``, it lets a store compare-and-set without reading again."""
@@ -81,6 +85,7 @@ class StoredState(dict[str, Any]):
             seen=self.seen,
             user=self.user,
             agent=self.agent,
+            device=self.device,
         )
 
 
@@ -139,6 +144,8 @@ def encode_state(
             parts.append(f',"user":{_dumps(state.user)}')
         if state.agent is not None:
             parts.append(f',"agent":{_dumps(state.agent)}')
+        if state.device is not None:
+            parts.append(f',"device":{_dumps(state.device)}')
     if created is not None:
         parts.append(f',"created":{int(created)}')
     if expires is not None:
@@ -176,6 +183,8 @@ def decode_state(raw: str | bytes) -> StoredState:
         # JSON may spell a lone surrogate (\ud800), which no JSON encoder will write back.
         try:
             check_value(dict(result))
+            if result.device is not None:
+                check_value(result.device)
         except ValueError as exc:
             raise DeserializationError(f"session state cannot be stored again: {exc}") from None
     return result
@@ -200,6 +209,7 @@ def _decode_object(data: Any) -> StoredState:
             seen=_timestamp(data, "seen"),
             user=_text(data, "user"),
             agent=_text(data, "agent"),
+            device=_object(data, "device"),
         )
     if all(isinstance(value, str) for value in data.values()):
         try:
@@ -235,6 +245,13 @@ def _text(data: Mapping[str, Any], field: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise DeserializationError(f"session metadata field {field!r} is not a string")
+
+
+def _object(data: Mapping[str, Any], field: str) -> dict[str, Any] | None:
+    value = data.get(field)
+    if value is None or isinstance(value, dict):
+        return value
+    raise DeserializationError(f"session metadata field {field!r} is not an object")
 
 
 def _reject_constant(name: str) -> Any:

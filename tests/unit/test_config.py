@@ -135,6 +135,7 @@ def test_public_names_are_exactly_these() -> None:
             "ConflictEnded",
             "ContentSecurity",
             "DecodeFailed",
+            "DeviceBinding",
             "Key",
             "MergeRetry",
             "PersistentSession",
