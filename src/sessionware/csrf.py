@@ -15,10 +15,11 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from sessionware.middleware import ASGIApp, Message, Receive, Scope, Send
 from sessionware.session import CSRF_KEY, Seam, Session
 
 __all__ = [
@@ -30,12 +31,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("sessionware")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 """Methods that pass unchecked: they must not change anything on the server."""
