@@ -347,6 +347,7 @@ class Repository:
             seen=state.seen,
             user=state.user,
             agent=state.agent,
+            device=state.device,
         )
         return Loaded(stored, loaded.id, version, data.decode())
 
