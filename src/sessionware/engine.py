@@ -289,6 +289,9 @@ class SessionEngine:
         Raises ``PersistError`` when the backend fails or the cookie would be too large. After it,
         a server-side session with a stored record still takes changes (``persist_late``).
         """
+        untouched = self.finish_untouched(context, status_code, headers)
+        if untouched is not None:
+            return untouched
         session = context.session
         context.finished = True
         persist = status_code < 500 and not Seam.discarded(session)
@@ -305,6 +308,30 @@ class SessionEngine:
         if cookie is None and not (session.accessed or context.cookies):
             return headers
         out = _add_headers(headers, cookie)
+        if context.device is not None:
+            self._offer_registration(context, out)
+        return out
+
+    def finish_untouched(
+        self, context: SessionContext, status_code: int, headers: Headers
+    ) -> Headers | None:
+        """``finish`` without a coroutine for a session nothing used and nothing persists (no
+        touch is due); ``None`` when ``finish`` has work to do."""
+        session = context.session
+        if session.accessed:
+            return None
+        persist = status_code < 500 and not Seam.discarded(session)
+        if persist and self._touch and context.cookies:
+            return None
+        context.finished = True
+        if self.server_side and persist:
+            Seam.allow_late_writes(session, _NO_NEW_KEY)
+        else:
+            Seam.freeze(session, _NO_NEW_KEY)
+            context.loaded = None
+        if not context.cookies:
+            return headers
+        out = _add_headers(headers, None)
         if context.device is not None:
             self._offer_registration(context, out)
         return out
@@ -720,23 +747,38 @@ def _safe(exc: BaseException) -> str:
 
 
 def _add_headers(headers: Headers, cookie: str | None) -> Headers:
-    """``headers`` with ``Vary: Cookie`` merged in and, with a cookie, Set-Cookie and caching."""
+    """``headers`` with ``Vary: Cookie`` merged in and, with a cookie, Set-Cookie and caching.
+
+    When the app set no Vary (the common case) its headers are copied as they are, not rebuilt.
+    """
+    if type(headers) is not list:
+        headers = list(headers)
+    names = [name.lower() for name, _ in headers]
+    if b"vary" in names:
+        out = _merge_vary(headers)
+    else:
+        out = headers.copy()
+        out.append(_VARY)
+    if cookie is not None:
+        out.append((b"set-cookie", cookie.encode("latin-1")))
+        if b"cache-control" not in names:
+            out.append(_PRIVATE)
+    return out
+
+
+_VARY = (b"vary", b"Cookie")
+_PRIVATE = (b"cache-control", b"private")
+
+
+def _merge_vary(headers: Headers) -> Headers:
+    """``headers`` with ``Cookie`` added to the first Vary header, unless it names it or ``*``."""
     out: Headers = []
-    vary_done = cache_set = False
+    vary_done = False
     for name, value in headers:
-        lower = name.lower()
-        if lower == b"vary" and not vary_done:
+        if not vary_done and name.lower() == b"vary":
             tokens = {t.strip().lower() for t in value.split(b",")}
             if b"cookie" not in tokens and b"*" not in tokens:
                 value += b", Cookie"
             vary_done = True
-        elif lower == b"cache-control":
-            cache_set = True
         out.append((name, value))
-    if not vary_done:
-        out.append((b"vary", b"Cookie"))
-    if cookie is not None:
-        out.append((b"set-cookie", cookie.encode("latin-1")))
-        if not cache_set:
-            out.append((b"cache-control", b"private"))
     return out
