@@ -179,7 +179,7 @@ def decode_state(raw: str | bytes) -> StoredState:
     result = _decode_object(data)
     if too_deep(result, text):
         raise DeserializationError(f"session state nests more than {MAX_DEPTH} deep")
-    if _SURROGATE_ESCAPE.search(text):
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
         # JSON may spell a lone surrogate (\ud800), which no JSON encoder will write back.
         try:
             check_value(dict(result))
@@ -269,12 +269,17 @@ def _finite(text: str) -> float:
 _decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite).decode
 
 
+_MAX_TIMESTAMP = 2**40
+
+
 def _timestamp(data: Mapping[str, Any], field: str) -> float | None:
     value = data.get(field)
     if value is None:
         return None
+    if type(value) is int and 0 <= value < _MAX_TIMESTAMP:  # what encode_state writes
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise DeserializationError(f"session metadata field {field!r} is not a timestamp")
-    if not 0 <= value < 2**40:
+    if not 0 <= value < _MAX_TIMESTAMP:
         raise DeserializationError(f"session metadata field {field!r} is out of range")
     return float(value)
