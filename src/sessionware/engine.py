@@ -51,7 +51,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession
 from sessionware.config import TtlExtensionPolicy as Policy
-from sessionware.cookies import MAX_SET_COOKIE_BYTES, find_cookies, removal_cookie, session_cookie
+from sessionware.cookies import (
+    MAX_SET_COOKIE_BYTES,
+    cookie_suffix,
+    find_cookies,
+    removal_cookie,
+    session_cookie,
+)
 from sessionware.crypto import ContentSecurity, Key, seal, unseal
 from sessionware.errors import SessionwareError
 from sessionware.events import (
@@ -134,6 +140,7 @@ class SessionContext:
         "finished",
         "key",
         "loaded",
+        "opener",
         "reissue",
         "session",
     )
@@ -152,6 +159,13 @@ class SessionContext:
         self.finished = False
         self.device: DeviceRequest | None = None
         """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
+        self.opener: ClientSideEngine | None = None
+        """The engine that opens the cookie at the session's first use (``defer_open``)."""
+
+    def __call__(self) -> None:
+        """Open the cookie into the session (the session's deferred opener: no closure needed)."""
+        if self.opener is not None:
+            self.opener.open_now(self)
 
     def __repr__(self) -> str:
         key = None if self.key is None else f"#{fingerprint(self.key)}"
@@ -206,7 +220,17 @@ class SessionEngine:
         self._prefix = f"{cookie.name}=".encode("latin-1")
         max_age = lifecycle.cookie_max_age
         self.cookie_max_age = None if max_age is None else int(max_age.total_seconds())
+        self._base64 = security is ContentSecurity.PRIVATE
+
+    @property
+    def cookie_max_age(self) -> int | None:
         """The cookie's Max-Age in seconds; ``None`` for a cookie that ends with the browser."""
+        return self._cookie_max_age
+
+    @cookie_max_age.setter
+    def cookie_max_age(self, max_age: int | None) -> None:
+        self._cookie_max_age = max_age
+        self._cookie_suffix = cookie_suffix(self.cookie, max_age)  # every Set-Cookie's tail
 
     # -- request phase -----------------------------------------------------------------------
 
@@ -220,7 +244,10 @@ class SessionEngine:
         prefix, every = self._prefix, None
         if self.device is not None:
             cookie_headers = every = list(cookie_headers)
-        cookies = [value for value in cookie_headers if prefix in value]
+        if type(cookie_headers) is list and len(cookie_headers) == 1:  # the common case
+            cookies = cookie_headers if prefix in cookie_headers[0] else []
+        else:
+            cookies = [value for value in cookie_headers if prefix in value]
         agent = user_agent[:120].decode("latin-1") if user_agent else None
         context = SessionContext(cookies, agent)
         if every is not None:
@@ -422,8 +449,14 @@ class SessionEngine:
 
     def _cookie(self, value: str) -> str:
         sealed = seal(self.security, self.keys[0], self.cookie.name, value)
-        line = session_cookie(self.cookie, sealed, self.cookie_max_age)
-        size = len(line.encode("utf-8"))
+        line = session_cookie(
+            self.cookie,
+            sealed,
+            self.cookie_max_age,
+            suffix=self._cookie_suffix,
+            base64=self._base64,
+        )
+        size = len(line) if line.isascii() else len(line.encode("utf-8"))
         if size > MAX_SET_COOKIE_BYTES:
             raise PersistError(
                 f"the session cookie would be {size} bytes, over the {MAX_SET_COOKIE_BYTES}-byte"
@@ -676,7 +709,8 @@ class ClientSideEngine(SessionEngine):
     def defer_open(self, context: SessionContext) -> None:
         """Open the cookie at the session's first use (a request that ignores it costs nothing)."""
         if context.cookies:
-            Seam.defer_open(context.session, lambda: self.open_now(context))
+            context.opener = self
+            Seam.defer_open(context.session, context)
 
     async def load(self, context: SessionContext) -> Session:
         self.open_now(context)

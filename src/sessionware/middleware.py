@@ -117,6 +117,7 @@ class SessionMiddleware:
         self.engine: SessionEngine = make_engine(store, **options)
         # The cookie store needs no I/O to load, so laziness would only cost.
         self.lazy = lazy and self.engine.server_side
+        self._client_side = isinstance(self.engine, ClientSideEngine)
         self._warned_insecure = not cookie_secure
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -135,8 +136,8 @@ class SessionMiddleware:
             elif name == b"user-agent":
                 agent = value
         context = engine.begin(cookies, agent)
-        if isinstance(engine, ClientSideEngine):
-            engine.defer_open(context)  # no I/O: the session opens at its first use
+        if self._client_side:
+            engine.defer_open(context)  # type: ignore[attr-defined]  # no I/O: the session opens at its first use
         elif self.lazy:
             engine.defer(context)
         else:
