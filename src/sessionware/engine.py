@@ -344,19 +344,20 @@ class SessionEngine:
     ) -> Headers | None:
         """``finish`` without a coroutine for a session nothing used and nothing persists (no
         touch is due); ``None`` when ``finish`` has work to do."""
-        session = context.session
-        if session.accessed:
-            return None
-        persist = status_code < 500 and not Seam.discarded(session)
-        if persist and self._touch and context.cookies:
+        cookies = context.cookies
+        settled = Seam.close_untouched(
+            context.session,
+            status_code < 500,
+            self._touch and bool(cookies),
+            self.server_side,
+            _NO_NEW_KEY,
+        )
+        if not settled:
             return None
         context.finished = True
-        if self.server_side and persist:
-            Seam.allow_late_writes(session, _NO_NEW_KEY)
-        else:
-            Seam.freeze(session, _NO_NEW_KEY)
-            context.loaded = None
-        if not context.cookies:
+        if settled == 2:
+            context.loaded = None  # nothing more is saved for this response
+        if not cookies:
             return headers
         out = _add_headers(headers, None)
         if context.device is not None:
@@ -787,15 +788,21 @@ def _add_headers(headers: Headers, cookie: str | None) -> Headers:
     """
     if type(headers) is not list:
         headers = list(headers)
-    names = [name.lower() for name, _ in headers]
-    if b"vary" in names:
+    vary = cache_set = False
+    for name, _ in headers:  # a loop: cheaper than any comprehension for a few headers
+        lower = name.lower()
+        if lower == b"vary":
+            vary = True
+        elif lower == b"cache-control":
+            cache_set = True
+    if vary:
         out = _merge_vary(headers)
     else:
         out = headers.copy()
         out.append(_VARY)
     if cookie is not None:
         out.append((b"set-cookie", cookie.encode("latin-1")))
-        if b"cache-control" not in names:
+        if not cache_set:
             out.append(_PRIVATE)
     return out
 

@@ -169,10 +169,10 @@ class SessionMiddleware:
                         refused = True
                         await _refuse("http", send, exc.status_code)
                         return
+                    if headers is not original and not self._warned_insecure:
+                        self._check_scheme(scope, headers)  # an untouched session sets no cookie
                 if headers is not original:  # the session added headers: a new message
                     message = {**message, "headers": headers}
-                    if not self._warned_insecure:
-                        self._check_scheme(scope, headers)
             elif kind == "websocket.accept":
                 started = True
                 try:

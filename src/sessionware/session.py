@@ -529,6 +529,25 @@ class Seam:
         return session._discarded
 
     @staticmethod
+    def close_untouched(
+        session: Session, persist: bool, touch: bool, late: bool, reason: str
+    ) -> int:
+        """At the response start, settle a session nothing used, in one call: ``0`` when it was
+        used, or when ``touch`` (a due extension) applies to a request that persists (``persist``
+        and not discarded); else ``1`` with later writes allowed (``late``, a persisting request)
+        or ``2`` with the session frozen, both saying ``reason`` for a refused new key."""
+        if session._accessed:
+            return 0
+        persist = persist and not session._discarded
+        if persist and touch:
+            return 0
+        if persist and late:
+            session._late = reason
+            return 1
+        session._frozen = reason
+        return 2
+
+    @staticmethod
     def allow_late_writes(session: Session, reason: str) -> None:
         """After the response head: changes are still saved, but a new key (renew) is refused."""
         session._late = reason
