@@ -11,10 +11,11 @@ state that decodes but could not be encoded again is unreadable, so it never fai
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 from sessionware.errors import SessionwareError
 
@@ -171,7 +172,7 @@ def decode_state(raw: str | bytes) -> StoredState:
     """Parse any format actix-session reads into a ``StoredState``; raise ``DeserializationError``."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        data = _decode(text)
+        data = _decode_object_text(text)
     except (ValueError, RecursionError, TypeError) as exc:
         raise DeserializationError(
             f"session state is not valid JSON: {type(exc).__name__}"
@@ -195,6 +196,27 @@ def _decode_object(data: Any) -> StoredState:
         raise DeserializationError("session state is not a JSON object")
     version = data.get("v")
     state = data.get("state")
+    if version == 1 and type(version) is int and type(state) is dict:
+        # The envelope as encode_state writes it, checked inline; anything else (floats, a
+        # device binding, a bad field) takes the general path below, which names the problem.
+        created, expires, seen = data.get("created"), data.get("expires"), data.get("seen")
+        user, agent = data.get("user"), data.get("agent")
+        if (
+            (created is None or (type(created) is int and 0 <= created < _MAX_TIMESTAMP))
+            and (expires is None or (type(expires) is int and 0 <= expires < _MAX_TIMESTAMP))
+            and (seen is None or (type(seen) is int and 0 <= seen < _MAX_TIMESTAMP))
+            and (user is None or type(user) is str)
+            and (agent is None or type(agent) is str)
+            and data.get("device") is None
+        ):
+            return StoredState(
+                state,
+                created=None if created is None else float(created),
+                expires=None if expires is None else float(expires),
+                seen=None if seen is None else float(seen),
+                user=user,
+                agent=agent,
+            )
     if (
         isinstance(state, dict)
         and isinstance(version, (int, float))
@@ -266,7 +288,23 @@ def _finite(text: str) -> float:
 
 
 # One decoder for every call: json.loads(..., parse_constant=...) builds a new one each time.
-_decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite).decode
+_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite)
+_decode = _decoder.decode
+# The C scanner that decode() wraps in Python (typeshed types make_scanner oddly).
+_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(cast(Any, _decoder))
+
+
+def _decode_object_text(text: str) -> Any:
+    """``_decode(text)`` for a JSON object with nothing around it (what the stores and cookies
+    hold), straight through the C scanner; anything else, or any error, goes to ``_decode``."""
+    if text[:1] == "{" and text[-1:] == "}":
+        try:
+            value, end = _scan(text, 0)
+        except Exception:  # _decode raises the error this input deserves
+            return _decode(text)
+        if end == len(text):
+            return value
+    return _decode(text)
 
 
 _MAX_TIMESTAMP = 2**40
