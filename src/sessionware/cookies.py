@@ -60,13 +60,12 @@ def find_cookies(headers: Iterable[bytes], name: str) -> list[str]:
             if not head or head.endswith(";"):
                 end = text.find(";", at)
                 value = text[at + len(prefix) : None if end == -1 else end].rstrip(" \t")
-                if (
-                    value
-                    and len(value) <= MAX_VALUE_BYTES
-                    and '"' not in value
-                    and "%" not in value
-                ):
-                    return [value]
+                if value and len(value) <= MAX_VALUE_BYTES and '"' not in value:
+                    if "%" in value:  # a sealed value's base64 escapes, as _find_cookies undoes
+                        for escaped, char in _BASE64_ESCAPES:
+                            value = value.replace(escaped, char)
+                    if "%" not in value:
+                        return [value]
     return _find_cookies(headers, name)
 
 

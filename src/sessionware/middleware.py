@@ -135,7 +135,9 @@ class SessionMiddleware:
                 cookies.append(value)
             elif name == b"user-agent":
                 agent = value
-        context = engine.begin(cookies, agent)
+        context = engine.begin(
+            cookies, None if self._client_side else agent
+        )  # only records keep it
         if self._client_side:
             engine.defer_open(context)  # type: ignore[attr-defined]  # no I/O: the session opens at its first use
         elif self.lazy:
