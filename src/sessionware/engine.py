@@ -159,13 +159,19 @@ class SessionContext:
         self.finished = False
         self.device: DeviceRequest | None = None
         """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
-        self.opener: ClientSideEngine | None = None
-        """The engine that opens the cookie at the session's first use (``defer_open``)."""
+        self.opener: SessionEngine | None = None
+        """The engine that opens the cookie (``defer_open``) or loads the session (``defer``) at
+        the session's first use."""
 
     def __call__(self) -> None:
         """Open the cookie into the session (the session's deferred opener: no closure needed)."""
-        if self.opener is not None:
+        if isinstance(self.opener, ClientSideEngine):
             self.opener.open_now(self)
+
+    def load_deferred(self) -> Awaitable[Session]:
+        """Load the session (its deferred loader, as a bound method: no closure needed)."""
+        assert self.opener is not None
+        return self.opener.load(self)
 
     def __repr__(self) -> str:
         key = None if self.key is None else f"#{fingerprint(self.key)}"
@@ -288,10 +294,8 @@ class SessionEngine:
     def defer(self, context: SessionContext) -> None:
         """Load on the first ``await session.load()`` instead of now (``lazy=True``)."""
 
-        async def loader() -> None:
-            await self.load(context)
-
-        Seam.defer(context.session, loader)
+        context.opener = self
+        Seam.defer(context.session, context.load_deferred)
 
     def _expired(self, created: float | None) -> bool:
         max_age = self.lifecycle.max_age

@@ -98,7 +98,7 @@ class Session(dict[str, Any]):
     _removed: set[str] | None = None
     _origin: str | None = None
     _frozen: str | None = None
-    _loader: Callable[[], Awaitable[None]] | None = None
+    _loader: Callable[[], Awaitable[object]] | None = None
     _opener: Callable[[], None] | None = None
     _late: str | None = None
     _key: str | None = None
@@ -569,7 +569,7 @@ class Seam:
         _setitem(session, _PENDING, None)
 
     @staticmethod
-    def defer(session: Session, loader: Callable[[], Awaitable[None]]) -> None:
+    def defer(session: Session, loader: Callable[[], Awaitable[object]]) -> None:
         """Load through ``loader`` at the first ``await load()``; refuse access until then."""
         session._loader = loader
         _setitem(session, _PENDING, None)
