@@ -14,6 +14,7 @@ import json
 import json.scanner
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -33,7 +34,26 @@ __all__ = [
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-_dumps = _encoder.encode
+# JSONEncoder.encode builds its C encoder on every call through two Python-level methods; on
+# Python >= 3.11 the C encoder is built here directly, with a fresh circular-reference map per
+# call as iterencode gives it (so nothing is shared between calls or threads).
+_make_c_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_encode_text = json.encoder.encode_basestring
+
+
+def _dumps_c(value: Any) -> str:
+    """``_encoder.encode(value)``, straight through the C encoder."""
+    if type(value) is str:
+        return _encode_text(value)
+    encode = _make_c_encoder(
+        {}, _encoder.default, _encode_text, None, ":", ",", False, False, False
+    )
+    return "".join(encode(value, 0))
+
+
+_dumps: Callable[[Any], str] = (
+    _dumps_c if _make_c_encoder is not None and sys.version_info >= (3, 11) else _encoder.encode
+)
 
 MAX_DEPTH = 128
 """How deeply containers may nest in a session value (far beyond any real session; well within
