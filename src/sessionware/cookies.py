@@ -16,7 +16,13 @@ from urllib.parse import quote, unquote
 
 from sessionware.config import CookieSettings
 
-__all__ = ["MAX_SET_COOKIE_BYTES", "find_cookies", "removal_cookie", "session_cookie"]
+__all__ = [
+    "MAX_SET_COOKIE_BYTES",
+    "cookie_suffix",
+    "find_cookies",
+    "removal_cookie",
+    "session_cookie",
+]
 
 MAX_SET_COOKIE_BYTES = 4096
 """Browsers keep cookies up to 4096 bytes of name, value and attributes; past that they drop them."""
@@ -54,13 +60,12 @@ def find_cookies(headers: Iterable[bytes], name: str) -> list[str]:
             if not head or head.endswith(";"):
                 end = text.find(";", at)
                 value = text[at + len(prefix) : None if end == -1 else end].rstrip(" \t")
-                if (
-                    value
-                    and len(value) <= MAX_VALUE_BYTES
-                    and '"' not in value
-                    and "%" not in value
-                ):
-                    return [value]
+                if value and len(value) <= MAX_VALUE_BYTES and '"' not in value:
+                    if "%" in value:  # a sealed value's base64 escapes, as _find_cookies undoes
+                        for escaped, char in _BASE64_ESCAPES:
+                            value = value.replace(escaped, char)
+                    if "%" not in value:
+                        return [value]
     return _find_cookies(headers, name)
 
 
@@ -125,15 +130,34 @@ def _percent_encode(value: str) -> str:
     return value
 
 
-def session_cookie(settings: CookieSettings, value: str, max_age: int | None) -> str:
-    """The Set-Cookie value carrying ``value`` (already sealed), percent-encoded as actix does."""
-    encoded = _percent_encode(value)
-    line = f"{settings.name}={encoded}{_attributes(settings)}"
+def cookie_suffix(settings: CookieSettings, max_age: int | None) -> str:
+    """What follows the value in a session Set-Cookie (attributes, Max-Age, Partitioned): the
+    same for every response of one configuration, so a caller computes it once."""
+    line = _attributes(settings)
     if max_age is not None:
         line += f"; Max-Age={max_age}"
     if settings.partitioned:
         line += "; Partitioned"
     return line
+
+
+def session_cookie(
+    settings: CookieSettings,
+    value: str,
+    max_age: int | None,
+    *,
+    suffix: str | None = None,
+    base64: bool = False,
+) -> str:
+    """The Set-Cookie value carrying ``value`` (already sealed), percent-encoded as actix does.
+
+    ``suffix`` is ``cookie_suffix(settings, max_age)`` when the caller has it; ``base64`` says
+    ``value`` is standard base64 (a PRIVATE seal), where only ``/`` and ``=`` need escaping.
+    """
+    encoded = value.replace("/", "%2F").replace("=", "%3D") if base64 else _percent_encode(value)
+    if suffix is None:
+        suffix = cookie_suffix(settings, max_age)
+    return f"{settings.name}={encoded}{suffix}"
 
 
 def removal_cookie(settings: CookieSettings, now: float | None = None) -> str:

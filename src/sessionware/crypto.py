@@ -9,6 +9,7 @@ import enum
 import hmac
 import secrets
 import string
+import sys
 from collections.abc import Sequence
 from typing import Final
 
@@ -168,8 +169,8 @@ def seal(security: ContentSecurity, key: Key, name: str, value: str) -> str:
     return base64.b64encode(hmac.digest(key._signing, msg, "sha256")).decode("ascii") + value
 
 
-def _b64decode_strict(text: str) -> bytes | None:
-    """Canonical padded standard base64 only; ``None`` for anything else."""
+def _b64decode_reencoded(text: str) -> bytes | None:
+    """Canonical padded standard base64 only; ``None`` for anything else (Python 3.10)."""
     if not text.isascii():
         return None
     raw = text.encode("ascii")
@@ -180,6 +181,30 @@ def _b64decode_strict(text: str) -> bytes | None:
     if base64.b64encode(data) != raw:  # non-zero trailing bits, e.g. "YWJ=" for "YWI="
         return None
     return data
+
+
+_B64_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_B64_VALUE: Final = {char: index for index, char in enumerate(_B64_ALPHABET)}
+
+
+def _b64decode_strict_mode(text: str) -> bytes | None:
+    """``_b64decode_reencoded`` without the re-encode: binascii's strict mode refuses what is not
+    base64 alphabet and padding; the length and the padded quantum's unused bits are checked here."""
+    if len(text) % 4 or not text.isascii():
+        return None
+    raw = text.encode("ascii")
+    try:
+        data = binascii.a2b_base64(raw, strict_mode=True)  # type: ignore[call-arg,unused-ignore]
+    except binascii.Error:
+        return None
+    if raw[-1:] == b"=":  # the bits the padding leaves unused must be zero, e.g. "YWJ=" is not
+        two = raw[-2:] == b"=="
+        if _B64_VALUE.get(raw[-3 if two else -2], 0x0F) & (0x0F if two else 0x03):
+            return None
+    return data
+
+
+_b64decode_strict = _b64decode_strict_mode if sys.version_info >= (3, 11) else _b64decode_reencoded
 
 
 def unseal(

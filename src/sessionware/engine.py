@@ -51,7 +51,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession
 from sessionware.config import TtlExtensionPolicy as Policy
-from sessionware.cookies import MAX_SET_COOKIE_BYTES, find_cookies, removal_cookie, session_cookie
+from sessionware.cookies import (
+    MAX_SET_COOKIE_BYTES,
+    cookie_suffix,
+    find_cookies,
+    removal_cookie,
+    session_cookie,
+)
 from sessionware.crypto import ContentSecurity, Key, seal, unseal
 from sessionware.errors import SessionwareError
 from sessionware.events import (
@@ -134,6 +140,7 @@ class SessionContext:
         "finished",
         "key",
         "loaded",
+        "opener",
         "reissue",
         "session",
     )
@@ -152,6 +159,19 @@ class SessionContext:
         self.finished = False
         self.device: DeviceRequest | None = None
         """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
+        self.opener: SessionEngine | None = None
+        """The engine that opens the cookie (``defer_open``) or loads the session (``defer``) at
+        the session's first use."""
+
+    def __call__(self) -> None:
+        """Open the cookie into the session (the session's deferred opener: no closure needed)."""
+        if isinstance(self.opener, ClientSideEngine):
+            self.opener.open_now(self)
+
+    def load_deferred(self) -> Awaitable[Session]:
+        """Load the session (its deferred loader, as a bound method: no closure needed)."""
+        assert self.opener is not None
+        return self.opener.load(self)
 
     def __repr__(self) -> str:
         key = None if self.key is None else f"#{fingerprint(self.key)}"
@@ -206,7 +226,17 @@ class SessionEngine:
         self._prefix = f"{cookie.name}=".encode("latin-1")
         max_age = lifecycle.cookie_max_age
         self.cookie_max_age = None if max_age is None else int(max_age.total_seconds())
+        self._base64 = security is ContentSecurity.PRIVATE
+
+    @property
+    def cookie_max_age(self) -> int | None:
         """The cookie's Max-Age in seconds; ``None`` for a cookie that ends with the browser."""
+        return self._cookie_max_age
+
+    @cookie_max_age.setter
+    def cookie_max_age(self, max_age: int | None) -> None:
+        self._cookie_max_age = max_age
+        self._cookie_suffix = cookie_suffix(self.cookie, max_age)  # every Set-Cookie's tail
 
     # -- request phase -----------------------------------------------------------------------
 
@@ -220,7 +250,10 @@ class SessionEngine:
         prefix, every = self._prefix, None
         if self.device is not None:
             cookie_headers = every = list(cookie_headers)
-        cookies = [value for value in cookie_headers if prefix in value]
+        if type(cookie_headers) is list and len(cookie_headers) == 1:  # the common case
+            cookies = cookie_headers if prefix in cookie_headers[0] else []
+        else:
+            cookies = [value for value in cookie_headers if prefix in value]
         agent = user_agent[:120].decode("latin-1") if user_agent else None
         context = SessionContext(cookies, agent)
         if every is not None:
@@ -261,10 +294,8 @@ class SessionEngine:
     def defer(self, context: SessionContext) -> None:
         """Load on the first ``await session.load()`` instead of now (``lazy=True``)."""
 
-        async def loader() -> None:
-            await self.load(context)
-
-        Seam.defer(context.session, loader)
+        context.opener = self
+        Seam.defer(context.session, context.load_deferred)
 
     def _expired(self, created: float | None) -> bool:
         max_age = self.lifecycle.max_age
@@ -289,6 +320,9 @@ class SessionEngine:
         Raises ``PersistError`` when the backend fails or the cookie would be too large. After it,
         a server-side session with a stored record still takes changes (``persist_late``).
         """
+        untouched = self.finish_untouched(context, status_code, headers)
+        if untouched is not None:
+            return untouched
         session = context.session
         context.finished = True
         persist = status_code < 500 and not Seam.discarded(session)
@@ -305,6 +339,31 @@ class SessionEngine:
         if cookie is None and not (session.accessed or context.cookies):
             return headers
         out = _add_headers(headers, cookie)
+        if context.device is not None:
+            self._offer_registration(context, out)
+        return out
+
+    def finish_untouched(
+        self, context: SessionContext, status_code: int, headers: Headers
+    ) -> Headers | None:
+        """``finish`` without a coroutine for a session nothing used and nothing persists (no
+        touch is due); ``None`` when ``finish`` has work to do."""
+        cookies = context.cookies
+        settled = Seam.close_untouched(
+            context.session,
+            status_code < 500,
+            self._touch and bool(cookies),
+            self.server_side,
+            _NO_NEW_KEY,
+        )
+        if not settled:
+            return None
+        context.finished = True
+        if settled == 2:
+            context.loaded = None  # nothing more is saved for this response
+        if not cookies:
+            return headers
+        out = _add_headers(headers, None)
         if context.device is not None:
             self._offer_registration(context, out)
         return out
@@ -395,8 +454,14 @@ class SessionEngine:
 
     def _cookie(self, value: str) -> str:
         sealed = seal(self.security, self.keys[0], self.cookie.name, value)
-        line = session_cookie(self.cookie, sealed, self.cookie_max_age)
-        size = len(line.encode("utf-8"))
+        line = session_cookie(
+            self.cookie,
+            sealed,
+            self.cookie_max_age,
+            suffix=self._cookie_suffix,
+            base64=self._base64,
+        )
+        size = len(line) if line.isascii() else len(line.encode("utf-8"))
         if size > MAX_SET_COOKIE_BYTES:
             raise PersistError(
                 f"the session cookie would be {size} bytes, over the {MAX_SET_COOKIE_BYTES}-byte"
@@ -649,7 +714,8 @@ class ClientSideEngine(SessionEngine):
     def defer_open(self, context: SessionContext) -> None:
         """Open the cookie at the session's first use (a request that ignores it costs nothing)."""
         if context.cookies:
-            Seam.defer_open(context.session, lambda: self.open_now(context))
+            context.opener = self
+            Seam.defer_open(context.session, context)
 
     async def load(self, context: SessionContext) -> Session:
         self.open_now(context)
@@ -720,23 +786,44 @@ def _safe(exc: BaseException) -> str:
 
 
 def _add_headers(headers: Headers, cookie: str | None) -> Headers:
-    """``headers`` with ``Vary: Cookie`` merged in and, with a cookie, Set-Cookie and caching."""
-    out: Headers = []
-    vary_done = cache_set = False
-    for name, value in headers:
+    """``headers`` with ``Vary: Cookie`` merged in and, with a cookie, Set-Cookie and caching.
+
+    When the app set no Vary (the common case) its headers are copied as they are, not rebuilt.
+    """
+    if type(headers) is not list:
+        headers = list(headers)
+    vary = cache_set = False
+    for name, _ in headers:  # a loop: cheaper than any comprehension for a few headers
         lower = name.lower()
-        if lower == b"vary" and not vary_done:
+        if lower == b"vary":
+            vary = True
+        elif lower == b"cache-control":
+            cache_set = True
+    if vary:
+        out = _merge_vary(headers)
+    else:
+        out = headers.copy()
+        out.append(_VARY)
+    if cookie is not None:
+        out.append((b"set-cookie", cookie.encode("latin-1")))
+        if not cache_set:
+            out.append(_PRIVATE)
+    return out
+
+
+_VARY = (b"vary", b"Cookie")
+_PRIVATE = (b"cache-control", b"private")
+
+
+def _merge_vary(headers: Headers) -> Headers:
+    """``headers`` with ``Cookie`` added to the first Vary header, unless it names it or ``*``."""
+    out: Headers = []
+    vary_done = False
+    for name, value in headers:
+        if not vary_done and name.lower() == b"vary":
             tokens = {t.strip().lower() for t in value.split(b",")}
             if b"cookie" not in tokens and b"*" not in tokens:
                 value += b", Cookie"
             vary_done = True
-        elif lower == b"cache-control":
-            cache_set = True
         out.append((name, value))
-    if not vary_done:
-        out.append((b"vary", b"Cookie"))
-    if cookie is not None:
-        out.append((b"set-cookie", cookie.encode("latin-1")))
-        if not cache_set:
-            out.append((b"cache-control", b"private"))
     return out

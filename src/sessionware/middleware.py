@@ -117,6 +117,7 @@ class SessionMiddleware:
         self.engine: SessionEngine = make_engine(store, **options)
         # The cookie store needs no I/O to load, so laziness would only cost.
         self.lazy = lazy and self.engine.server_side
+        self._client_side = isinstance(self.engine, ClientSideEngine)
         self._warned_insecure = not cookie_secure
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -134,9 +135,11 @@ class SessionMiddleware:
                 cookies.append(value)
             elif name == b"user-agent":
                 agent = value
-        context = engine.begin(cookies, agent)
-        if isinstance(engine, ClientSideEngine):
-            engine.defer_open(context)  # no I/O: the session opens at its first use
+        context = engine.begin(
+            cookies, None if self._client_side else agent
+        )  # only records keep it
+        if self._client_side:
+            engine.defer_open(context)  # type: ignore[attr-defined]  # no I/O: the session opens at its first use
         elif self.lazy:
             engine.defer(context)
         else:
@@ -151,13 +154,6 @@ class SessionMiddleware:
         scope["session"] = context.session
         started = refused = False
 
-        async def persist_late() -> None:
-            """Save what changed since the response started; the response can't change now."""
-            try:
-                await engine.persist_late(context)
-            except PersistError as exc:
-                logger.error("session changes made after the response started were lost: %s", exc)
-
         async def sender(message: Message) -> None:
             """Persist the session as the response starts and add its headers; then save later
             changes before the last streamed message goes out (server-side stores only)."""
@@ -166,17 +162,19 @@ class SessionMiddleware:
             if kind == "http.response.start":
                 started = True
                 original = message.get("headers", ())
-                try:
-                    headers = await engine.finish(context, message["status"], original)
-                except PersistError as exc:
-                    logger.error("session not saved: %s", exc)
-                    refused = True
-                    await _refuse("http", send, exc.status_code)
-                    return
+                headers = engine.finish_untouched(context, message["status"], original)
+                if headers is None:
+                    try:
+                        headers = await engine.finish(context, message["status"], original)
+                    except PersistError as exc:
+                        logger.error("session not saved: %s", exc)
+                        refused = True
+                        await _refuse("http", send, exc.status_code)
+                        return
+                    if headers is not original and not self._warned_insecure:
+                        self._check_scheme(scope, headers)  # an untouched session sets no cookie
                 if headers is not original:  # the session added headers: a new message
                     message = {**message, "headers": headers}
-                    if not self._warned_insecure:
-                        self._check_scheme(scope, headers)
             elif kind == "websocket.accept":
                 started = True
                 try:
@@ -195,7 +193,7 @@ class SessionMiddleware:
                 kind in ("websocket.send", "websocket.close")
                 or (kind == "http.response.body" and not message.get("more_body", False))
             ):
-                await persist_late()
+                await _persist_late(engine, context)
             await send(message)
 
         try:
@@ -207,7 +205,9 @@ class SessionMiddleware:
             await _refuse(kind, send, exc.status_code)
             return
         if context.loaded is not None and started and not refused:
-            await persist_late()  # changes made after the last message (background tasks)
+            await _persist_late(
+                engine, context
+            )  # changes made after the last message (background tasks)
 
     async def _serve_binding(self, scope: Scope, send: Send) -> None:
         """Answer a DBSC registration or refresh request (``sessionware.dbsc.serve``)."""
@@ -269,6 +269,14 @@ class SessionMiddleware:
             " scheme (uvicorn --proxy-headers --forwarded-allow-ips=...).",
             host[:100],
         )
+
+
+async def _persist_late(engine: SessionEngine, context: SessionContext) -> None:
+    """Save what changed since the response started; the response can't change now."""
+    try:
+        await engine.persist_late(context)
+    except PersistError as exc:
+        logger.error("session changes made after the response started were lost: %s", exc)
 
 
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})

@@ -98,7 +98,7 @@ class Session(dict[str, Any]):
     _removed: set[str] | None = None
     _origin: str | None = None
     _frozen: str | None = None
-    _loader: Callable[[], Awaitable[None]] | None = None
+    _loader: Callable[[], Awaitable[object]] | None = None
     _opener: Callable[[], None] | None = None
     _late: str | None = None
     _key: str | None = None
@@ -529,6 +529,25 @@ class Seam:
         return session._discarded
 
     @staticmethod
+    def close_untouched(
+        session: Session, persist: bool, touch: bool, late: bool, reason: str
+    ) -> int:
+        """At the response start, settle a session nothing used, in one call: ``0`` when it was
+        used, or when ``touch`` (a due extension) applies to a request that persists (``persist``
+        and not discarded); else ``1`` with later writes allowed (``late``, a persisting request)
+        or ``2`` with the session frozen, both saying ``reason`` for a refused new key."""
+        if session._accessed:
+            return 0
+        persist = persist and not session._discarded
+        if persist and touch:
+            return 0
+        if persist and late:
+            session._late = reason
+            return 1
+        session._frozen = reason
+        return 2
+
+    @staticmethod
     def allow_late_writes(session: Session, reason: str) -> None:
         """After the response head: changes are still saved, but a new key (renew) is refused."""
         session._late = reason
@@ -550,7 +569,7 @@ class Seam:
         _setitem(session, _PENDING, None)
 
     @staticmethod
-    def defer(session: Session, loader: Callable[[], Awaitable[None]]) -> None:
+    def defer(session: Session, loader: Callable[[], Awaitable[object]]) -> None:
         """Load through ``loader`` at the first ``await load()``; refuse access until then."""
         session._loader = loader
         _setitem(session, _PENDING, None)

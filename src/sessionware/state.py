@@ -11,10 +11,12 @@ state that decodes but could not be encoded again is unreadable, so it never fai
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
 import re
-from collections.abc import Mapping
-from typing import Any
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 from sessionware.errors import SessionwareError
 
@@ -32,7 +34,26 @@ __all__ = [
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-_dumps = _encoder.encode
+# JSONEncoder.encode builds its C encoder on every call through two Python-level methods; on
+# Python >= 3.11 the C encoder is built here directly, with a fresh circular-reference map per
+# call as iterencode gives it (so nothing is shared between calls or threads).
+_make_c_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_encode_text = json.encoder.encode_basestring
+
+
+def _dumps_c(value: Any) -> str:
+    """``_encoder.encode(value)``, straight through the C encoder."""
+    if type(value) is str:
+        return _encode_text(value)
+    encode = _make_c_encoder(
+        {}, _encoder.default, _encode_text, None, ":", ",", False, False, False
+    )
+    return "".join(encode(value, 0))
+
+
+_dumps: Callable[[Any], str] = (
+    _dumps_c if _make_c_encoder is not None and sys.version_info >= (3, 11) else _encoder.encode
+)
 
 MAX_DEPTH = 128
 """How deeply containers may nest in a session value (far beyond any real session; well within
@@ -171,7 +192,7 @@ def decode_state(raw: str | bytes) -> StoredState:
     """Parse any format actix-session reads into a ``StoredState``; raise ``DeserializationError``."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        data = _decode(text)
+        data = _decode_object_text(text)
     except (ValueError, RecursionError, TypeError) as exc:
         raise DeserializationError(
             f"session state is not valid JSON: {type(exc).__name__}"
@@ -179,7 +200,7 @@ def decode_state(raw: str | bytes) -> StoredState:
     result = _decode_object(data)
     if too_deep(result, text):
         raise DeserializationError(f"session state nests more than {MAX_DEPTH} deep")
-    if _SURROGATE_ESCAPE.search(text):
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
         # JSON may spell a lone surrogate (\ud800), which no JSON encoder will write back.
         try:
             check_value(dict(result))
@@ -195,6 +216,27 @@ def _decode_object(data: Any) -> StoredState:
         raise DeserializationError("session state is not a JSON object")
     version = data.get("v")
     state = data.get("state")
+    if version == 1 and type(version) is int and type(state) is dict:
+        # The envelope as encode_state writes it, checked inline; anything else (floats, a
+        # device binding, a bad field) takes the general path below, which names the problem.
+        created, expires, seen = data.get("created"), data.get("expires"), data.get("seen")
+        user, agent = data.get("user"), data.get("agent")
+        if (
+            (created is None or (type(created) is int and 0 <= created < _MAX_TIMESTAMP))
+            and (expires is None or (type(expires) is int and 0 <= expires < _MAX_TIMESTAMP))
+            and (seen is None or (type(seen) is int and 0 <= seen < _MAX_TIMESTAMP))
+            and (user is None or type(user) is str)
+            and (agent is None or type(agent) is str)
+            and data.get("device") is None
+        ):
+            return StoredState(
+                state,
+                created=None if created is None else float(created),
+                expires=None if expires is None else float(expires),
+                seen=None if seen is None else float(seen),
+                user=user,
+                agent=agent,
+            )
     if (
         isinstance(state, dict)
         and isinstance(version, (int, float))
@@ -266,15 +308,36 @@ def _finite(text: str) -> float:
 
 
 # One decoder for every call: json.loads(..., parse_constant=...) builds a new one each time.
-_decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite).decode
+_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite)
+_decode = _decoder.decode
+# The C scanner that decode() wraps in Python (typeshed types make_scanner oddly).
+_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(cast(Any, _decoder))
+
+
+def _decode_object_text(text: str) -> Any:
+    """``_decode(text)`` for a JSON object with nothing around it (what the stores and cookies
+    hold), straight through the C scanner; anything else, or any error, goes to ``_decode``."""
+    if text[:1] == "{" and text[-1:] == "}":
+        try:
+            value, end = _scan(text, 0)
+        except Exception:  # _decode raises the error this input deserves
+            return _decode(text)
+        if end == len(text):
+            return value
+    return _decode(text)
+
+
+_MAX_TIMESTAMP = 2**40
 
 
 def _timestamp(data: Mapping[str, Any], field: str) -> float | None:
     value = data.get(field)
     if value is None:
         return None
+    if type(value) is int and 0 <= value < _MAX_TIMESTAMP:  # what encode_state writes
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise DeserializationError(f"session metadata field {field!r} is not a timestamp")
-    if not 0 <= value < 2**40:
+    if not 0 <= value < _MAX_TIMESTAMP:
         raise DeserializationError(f"session metadata field {field!r} is out of range")
     return float(value)
