@@ -15,6 +15,7 @@ import importlib
 import inspect
 import re
 import sys
+import typing
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -219,7 +220,8 @@ def _inline(func: Any) -> str:
 
 def _entry(module: ModuleType, name: str) -> str:
     obj = getattr(module, name)
-    if inspect.isclass(obj):
+    # A generic alias (``Callable[...]``) passes isclass on some Pythons: it is an assignment.
+    if inspect.isclass(obj) and typing.get_origin(obj) is None:
         return _class(name, obj)
     if inspect.isroutine(obj):
         signature = _async(obj) + (_signature(obj, name) or name)

@@ -138,6 +138,16 @@ class SQLiteSessionStore(UserSessionsMixin):
         return rows, changed
 
     def _connect(self) -> sqlite3.Connection:
+        deadline = time.monotonic() + self._busy_timeout
+        while True:  # switching to WAL may say "locked" at once while another process sets up
+            try:
+                return self._set_up()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def _set_up(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
