@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
+from dataclasses import dataclass
 
 import pytest
 
@@ -34,3 +37,28 @@ def require_executable(name: str, path: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}; CI must have it installed", pytrace=False)
     pytest.skip(message)
+
+
+@dataclass
+class ServerProcess:
+    """A server a test started for itself on 127.0.0.1:``port``; ``stop()`` kills it by PID."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=5)
+
+    def wait_listening(self, what: str, seconds: float = 5.0) -> None:
+        """Return once the port accepts connections; stop it and raise if it never does."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"{what} on port {self.port} did not start")

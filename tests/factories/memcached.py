@@ -9,16 +9,13 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from sessionware.stores.memcached import MemcachedSessionStore
-from tests.services import free_port, require_executable
+from tests.services import ServerProcess, free_port, require_executable
 
 SERVER_SIDE = True
 
@@ -38,21 +35,12 @@ async def store() -> AsyncIterator[MemcachedSessionStore]:
         await sessions.aclose()
 
 
-@dataclass
-class Server:
+class Server(ServerProcess):
     """A ``memcached`` of a test's own; ``stop()`` kills it by its PID."""
-
-    process: subprocess.Popen[bytes]
-    port: int
 
     @property
     def url(self) -> str:
         return f"memcached://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=5)
 
 
 def start_server(port: int | None = None) -> Server:
@@ -65,12 +53,5 @@ def start_server(port: int | None = None) -> Server:
     if os.geteuid() == 0:
         argv += ["-u", "nobody"]  # memcached refuses to run as root without -u
     server = Server(subprocess.Popen(argv, stderr=subprocess.DEVNULL), port)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and server.process.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return server
-        except OSError:
-            time.sleep(0.02)
-    server.stop()
-    raise RuntimeError(f"memcached on port {port} did not start")
+    server.wait_listening("memcached")
+    return server

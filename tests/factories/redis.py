@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import pytest
 from redis.asyncio import Redis
 
 from sessionware.stores.redis import RedisSessionStore
-from tests.services import free_port, require
+from tests.services import ServerProcess, free_port, require
 
 SERVER_SIDE = True
 URL = "redis://127.0.0.1:6379/0"
@@ -65,21 +62,12 @@ def require_binary(name: str) -> str:
     return path
 
 
-@dataclass
-class Server:
+class Server(ServerProcess):
     """A ``redis-server`` of a test's own; ``stop()`` kills it."""
-
-    process: subprocess.Popen[bytes]
-    port: int
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=5)
 
 
 def start_server(
@@ -94,12 +82,5 @@ def start_server(
     argv += ["--appendonly", "no", "--daemonize", "no", "--dir", directory, *options]
     with open(os.path.join(directory, f"redis-{port}.log"), "wb") as log:
         server = Server(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), port)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and server.process.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return server
-        except OSError:
-            time.sleep(0.02)
-    server.stop()
-    raise RuntimeError(f"redis-server on port {port} did not start; see its log in {directory}")
+    server.wait_listening(f"redis-server (log in {directory})")
+    return server
