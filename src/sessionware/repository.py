@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -44,7 +43,15 @@ from sessionware.events import (
     SessionExpired,
     emit,
 )
-from sessionware.state import DeserializationError, StoredState, decode_state, encode_state
+from sessionware.state import (
+    TOMBSTONE_HEAD,
+    DeserializationError,
+    StoredState,
+    decode_state,
+    encode_state,
+    encode_tombstone,
+    read_tombstone,
+)
 from sessionware.stores.base import (
     ABSENT,
     TOMBSTONE_TTL,
@@ -62,7 +69,6 @@ from sessionware.stores.base import (
 
 __all__ = ["ENDED", "KEEP", "Changes", "Loaded", "Repository", "Saved"]
 
-_TOMBSTONE = b'{"v":0,'
 _ATTEMPTS = 64
 """Bound on lost compare-and-set races (and key collisions) before giving up with a 503."""
 _HEX64 = frozenset("0123456789abcdef")
@@ -198,13 +204,13 @@ class Repository:
         record = await self.store.get(id)
         if record is None and self.hash_keys and is_generated_key(key):
             legacy = await self.store.get(key)  # filed in clear by the first version
-            if legacy is not None and not legacy.data.startswith(_TOMBSTONE):
+            if legacy is not None and not legacy.data.startswith(TOMBSTONE_HEAD):
                 return await self._adopt(key, id, legacy, ttl)
         if record is None and self.on_event is not None:
             self._emit(SessionExpired("idle"))  # the store dropped it at its TTL
         if record is None:
             return None
-        if record.data.startswith(_TOMBSTONE):
+        if record.data.startswith(TOMBSTONE_HEAD):
             return ENDED  # type: ignore[no-any-return]
         return _loaded(id, record)
 
@@ -228,8 +234,8 @@ class Repository:
         record = await self.store.get(id)
         if record is None:
             return None, None, None
-        if record.data.startswith(_TOMBSTONE):
-            return record, None, _successor(record.data)
+        if record.data.startswith(TOMBSTONE_HEAD):
+            return record, None, read_tombstone(record.data)[1]
         try:
             return record, _loaded(id, record).state, None
         except DeserializationError:
@@ -432,7 +438,7 @@ class Repository:
             record, fresh, successor = await self._read(id)
             if record is None:
                 return False
-            if fresh is None and record.data.startswith(_TOMBSTONE):
+            if fresh is None and record.data.startswith(TOMBSTONE_HEAD):
                 if successor is None or hops >= self.max_hops:
                     return False
                 id, version, hops = successor, None, hops + 1
@@ -450,8 +456,8 @@ class Repository:
         await self._purge(loaded.id, loaded.version, loaded.state.user)
 
     async def _bury(self, id: str, version: Version, successor: str | None) -> Version | None:
-        data = json.dumps({"v": 0, "state": {}, "successor": successor}, separators=(",", ":"))
-        return await self.store.put(id, data.encode(), self.tombstone_ttl, expect=version)
+        data = encode_tombstone(successor).encode()
+        return await self.store.put(id, data, self.tombstone_ttl, expect=version)
 
     async def _file(self, user: str | None, old: str | None, id: str, ttl: timedelta) -> None:
         """Keep the user index in step with a record: filed under ``user``, not under ``old``."""
@@ -516,14 +522,6 @@ def _loaded(id: str, record: Record) -> Loaded:
     except UnicodeDecodeError:
         raise DeserializationError("stored session is not UTF-8") from None
     return Loaded(decode_state(text), id, record.version, text)
-
-
-def _successor(data: bytes) -> str | None:
-    try:
-        successor = json.loads(data).get("successor")
-    except (ValueError, AttributeError):
-        return None
-    return successor if isinstance(successor, str) else None
 
 
 def _meta(current: StoredState, meta: StoredState, user: str | None) -> StoredState:

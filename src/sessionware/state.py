@@ -22,6 +22,7 @@ from sessionware.errors import SessionwareError
 
 __all__ = [
     "MAX_DEPTH",
+    "TOMBSTONE_HEAD",
     "DeserializationError",
     "StoredState",
     "check_value",
@@ -73,7 +74,7 @@ class StoredState(dict[str, Any]):
     when the record did not carry it (an actix record, say).
     """
 
-    __slots__ = ("agent", "created", "device", "expires", "origin", "seen", "user")
+    __slots__ = ("agent", "created", "device", "expires", "seen", "user")
 
     def __init__(
         self,
@@ -93,21 +94,6 @@ class StoredState(dict[str, Any]):
         self.user = user
         self.agent = agent
         self.device = device
-        self.origin: str | None = None
-        """The stored text this state was read from, when a store keeps it (it is not written):
-        passed back on ``update``, it lets a store compare-and-set without reading again."""
-
-    def with_state(self, state: Mapping[str, Any], *, created: float | None = None) -> StoredState:
-        """``state`` with this one's metadata (and ``created`` if given, else this one's)."""
-        return StoredState(
-            state,
-            created=self.created if created is None else created,
-            expires=self.expires,
-            seen=self.seen,
-            user=self.user,
-            agent=self.agent,
-            device=self.device,
-        )
 
 
 def check_value(value: Any) -> str:
@@ -269,10 +255,14 @@ def encode_tombstone(successor: str | None) -> str:
     return _dumps({"v": 0, "state": {}, "successor": successor})
 
 
+TOMBSTONE_HEAD = b'{"v":0,'
+"""How every tombstone starts (and no state record does): a cheap test before any parsing."""
+
+
 def read_tombstone(raw: str | bytes) -> tuple[bool, str | None]:
     """``(True, successor)`` if ``raw`` is a tombstone from ``encode_tombstone``, else ``(False, None)``."""
     head = raw[:16] if isinstance(raw, str) else raw[:16].decode("latin-1")
-    if not head.startswith('{"v":0,'):
+    if not head.startswith(TOMBSTONE_HEAD.decode()):
         return False, None
     try:
         data = json.loads(raw)
