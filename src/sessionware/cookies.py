@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from email.utils import formatdate
 from urllib.parse import quote, unquote
 
@@ -22,6 +22,7 @@ __all__ = [
     "find_cookies",
     "removal_cookie",
     "session_cookie",
+    "single_cookie",
 ]
 
 MAX_SET_COOKIE_BYTES = 4096
@@ -50,23 +51,36 @@ def find_cookies(headers: Iterable[bytes], name: str) -> list[str]:
     ``headers`` are the raw values of every Cookie header (HTTP/2 may split one into several).
     Values over 4096 bytes or that do not percent-decode to UTF-8 are skipped.
     """
-    if isinstance(headers, Sequence) and len(headers) == 1:
-        # The common case: one name=value, found by C-level searches alone.
-        text = headers[0].decode("latin-1")
-        prefix = name + "="
-        at = text.find(prefix)
-        if at != -1 and text.find(prefix, at + 1) == -1:
-            head = text[:at].rstrip(" \t")
-            if not head or head.endswith(";"):
-                end = text.find(";", at)
-                value = text[at + len(prefix) : None if end == -1 else end].rstrip(" \t")
-                if value and len(value) <= MAX_VALUE_BYTES and '"' not in value:
-                    if "%" in value:  # a sealed value's base64 escapes, as _find_cookies undoes
-                        for escaped, char in _BASE64_ESCAPES:
-                            value = value.replace(escaped, char)
-                    if "%" not in value:
-                        return [value]
+    if type(headers) is list and len(headers) == 1:
+        value = single_cookie(headers[0], _prefix(name))
+        if value is not None:
+            return [value]
     return _find_cookies(headers, name)
+
+
+@functools.lru_cache(maxsize=64)
+def _prefix(name: str) -> bytes:
+    return f"{name}=".encode("latin-1")
+
+
+def single_cookie(header: bytes, prefix: bytes) -> str | None:
+    """The common case of ``find_cookies``, found by C-level searches alone: the value of the one
+    cookie ``prefix`` (``name=``) names in ``header``; ``None`` when ``find_cookies`` must look
+    (no such cookie, two, quotes, or escapes other than a sealed value's base64 ones)."""
+    at = header.find(prefix)
+    if at == -1 or header.find(prefix, at + 1) != -1:
+        return None
+    if at and not header[:at].rstrip(b" \t").endswith(b";"):
+        return None
+    end = header.find(b";", at)
+    value = header[at + len(prefix) : None if end == -1 else end].rstrip(b" \t")
+    if not value or len(value) > MAX_VALUE_BYTES or b'"' in value:
+        return None
+    if b"%" in value:  # a sealed value's base64 escapes, as _find_cookies undoes them
+        value = value.replace(b"%2F", b"/").replace(b"%3D", b"=")
+        if b"%" in value:
+            return None
+    return value.decode("latin-1")
 
 
 def _find_cookies(headers: Iterable[bytes], name: str) -> list[str]:

@@ -7,6 +7,7 @@ import base64
 import binascii
 import enum
 import hmac
+import os
 import secrets
 import string
 import sys
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
-__all__ = ["ContentSecurity", "Key", "seal", "unseal"]
+__all__ = ["ContentSecurity", "Key", "Sealer", "seal", "unseal"]
 
 _KEY_LEN: Final = 64
 _MIN_DERIVE_LEN: Final = 32
@@ -156,17 +157,92 @@ def seal(security: ContentSecurity, key: Key, name: str, value: str) -> str:
     - SIGNED_ACTIX: ``b64std(HMAC-SHA256(signing_key, value))`` (44 chars) then ``value``.
     - SIGNED: the same layout, with the MAC over :func:`_signed_message` ``(name, value)``.
     """
-    if security is ContentSecurity.PRIVATE:
-        nonce = secrets.token_bytes(_NONCE_LEN)
-        sealed = key._aead.encrypt(nonce, value.encode(), name.encode())
-        return base64.b64encode(nonce + sealed).decode("ascii")
-    if security is ContentSecurity.SIGNED:
-        msg = _signed_message(name.encode(), value.encode())
-    elif security is ContentSecurity.SIGNED_ACTIX:
-        msg = value.encode()
-    else:
+    if not isinstance(security, ContentSecurity):
         raise TypeError(f"unknown content security: {security!r}")
-    return base64.b64encode(hmac.digest(key._signing, msg, "sha256")).decode("ascii") + value
+    return Sealer(security, (key,), name).seal(value)
+
+
+def unseal(
+    security: ContentSecurity, keys: Sequence[Key], name: str, sealed: str
+) -> tuple[str, int] | None:
+    """Open ``sealed`` with the first key of ``keys`` that authenticates it.
+
+    Returns ``(value, index of that key)``, or ``None`` if no key opens it or the input is
+    malformed in any way. Never raises on any ``sealed`` string; more than 4096 characters are
+    rejected before any decoding.
+    """
+    if not isinstance(security, ContentSecurity):
+        return None
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return None
+    return Sealer(security, keys, name).open(sealed)
+
+
+class Sealer:
+    """``seal`` and ``unseal`` for one cookie name, key ring and mode, with everything that does
+    not depend on the value (the name's bytes, the ciphers) prepared once."""
+
+    __slots__ = ("_aeads", "_name", "_signing", "open", "seal", "security")
+
+    def __init__(self, security: ContentSecurity, keys: Sequence[Key], name: str) -> None:
+        self.security = security
+        self._name = name.encode()
+        self._aeads = tuple(key._aead for key in keys)
+        self._signing = tuple(key._signing for key in keys)
+        private = security is ContentSecurity.PRIVATE
+        self.seal = self._seal_private if private else self._seal_signed
+        self.open = self._open_private if private else self._open_signed
+
+    def _seal_private(self, value: str) -> str:
+        """Seal with the ring's first key (the engine refuses an empty ring at construction)."""
+        nonce = os.urandom(_NONCE_LEN)
+        sealed = self._aeads[0].encrypt(nonce, value.encode(), self._name)
+        return binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
+
+    def _message(self, value: bytes) -> bytes:
+        if self.security is ContentSecurity.SIGNED:
+            return _signed_message(self._name, value)
+        return value
+
+    def _seal_signed(self, value: str) -> str:
+        mac = hmac.digest(self._signing[0], self._message(value.encode()), "sha256")
+        return binascii.b2a_base64(mac, newline=False).decode("ascii") + value
+
+    def _open_private(self, sealed: str) -> tuple[str, int] | None:
+        if len(sealed) > _MAX_SEALED_LEN:
+            return None
+        blob = _b64decode_strict(sealed)
+        if blob is None or len(blob) < _NONCE_LEN + _TAG_LEN:
+            return None
+        nonce, ciphertext, name = blob[:_NONCE_LEN], blob[_NONCE_LEN:], self._name
+        for index, aead in enumerate(self._aeads):
+            try:
+                plain = aead.decrypt(nonce, ciphertext, name)
+            except (InvalidTag, ValueError):
+                continue
+            try:
+                return plain.decode(), index
+            except UnicodeDecodeError:
+                return None
+        return None
+
+    def _open_signed(self, sealed: str) -> tuple[str, int] | None:
+        if len(sealed) > _MAX_SEALED_LEN or len(sealed) < _MAC_B64_LEN:
+            return None
+        mac = _b64decode_strict(sealed[:_MAC_B64_LEN])
+        if mac is None or len(mac) != _MAC_LEN:
+            return None
+        value = sealed[_MAC_B64_LEN:]
+        try:
+            msg = self._message(value.encode())
+        except UnicodeEncodeError:  # lone surrogates
+            return None
+        for index, signing in enumerate(self._signing):
+            if hmac.compare_digest(hmac.digest(signing, msg, "sha256"), mac):
+                return value, index
+        return None
 
 
 def _b64decode_reencoded(text: str) -> bytes | None:
@@ -183,81 +259,25 @@ def _b64decode_reencoded(text: str) -> bytes | None:
     return data
 
 
-_B64_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_B64_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _B64_VALUE: Final = {char: index for index, char in enumerate(_B64_ALPHABET)}
 
 
 def _b64decode_strict_mode(text: str) -> bytes | None:
     """``_b64decode_reencoded`` without the re-encode: binascii's strict mode refuses what is not
-    base64 alphabet and padding; the length and the padded quantum's unused bits are checked here."""
-    if len(text) % 4 or not text.isascii():
+    base64 alphabet and padding (and a str that is not ASCII); the length and the padded
+    quantum's unused bits are checked here."""
+    if len(text) % 4:
         return None
-    raw = text.encode("ascii")
     try:
-        data = binascii.a2b_base64(raw, strict_mode=True)  # type: ignore[call-arg,unused-ignore]
-    except binascii.Error:
+        data = binascii.a2b_base64(text, strict_mode=True)  # type: ignore[call-arg,unused-ignore]
+    except (binascii.Error, ValueError):
         return None
-    if raw[-1:] == b"=":  # the bits the padding leaves unused must be zero, e.g. "YWJ=" is not
-        two = raw[-2:] == b"=="
-        if _B64_VALUE.get(raw[-3 if two else -2], 0x0F) & (0x0F if two else 0x03):
+    if text[-1:] == "=":  # the bits the padding leaves unused must be zero, e.g. "YWJ=" is not
+        two = text[-2:] == "=="
+        if _B64_VALUE.get(text[-3 if two else -2], 0x0F) & (0x0F if two else 0x03):
             return None
     return data
 
 
 _b64decode_strict = _b64decode_strict_mode if sys.version_info >= (3, 11) else _b64decode_reencoded
-
-
-def unseal(
-    security: ContentSecurity, keys: Sequence[Key], name: str, sealed: str
-) -> tuple[str, int] | None:
-    """Open ``sealed`` with the first key of ``keys`` that authenticates it.
-
-    Returns ``(value, index of that key)``, or ``None`` if no key opens it or the input is
-    malformed in any way. Never raises on any ``sealed`` string; more than 4096 characters are
-    rejected before any decoding.
-    """
-    if len(sealed) > _MAX_SEALED_LEN:
-        return None
-    try:
-        name_b = name.encode()
-    except UnicodeEncodeError:
-        return None
-    if security is ContentSecurity.PRIVATE:
-        return _open_private(keys, name_b, sealed)
-    if len(sealed) < _MAC_B64_LEN:
-        return None
-    mac = _b64decode_strict(sealed[:_MAC_B64_LEN])
-    if mac is None or len(mac) != _MAC_LEN:
-        return None
-    value = sealed[_MAC_B64_LEN:]
-    try:
-        value_b = value.encode()
-    except UnicodeEncodeError:  # lone surrogates
-        return None
-    if security is ContentSecurity.SIGNED:
-        msg = _signed_message(name_b, value_b)
-    elif security is ContentSecurity.SIGNED_ACTIX:
-        msg = value_b
-    else:
-        return None
-    for index, key in enumerate(keys):
-        if hmac.compare_digest(hmac.digest(key._signing, msg, "sha256"), mac):
-            return value, index
-    return None
-
-
-def _open_private(keys: Sequence[Key], name: bytes, sealed: str) -> tuple[str, int] | None:
-    blob = _b64decode_strict(sealed)
-    if blob is None or len(blob) < _NONCE_LEN + _TAG_LEN:
-        return None
-    nonce, ciphertext = blob[:_NONCE_LEN], blob[_NONCE_LEN:]
-    for index, key in enumerate(keys):
-        try:
-            plain = key._aead.decrypt(nonce, ciphertext, name)
-        except (InvalidTag, ValueError):
-            continue
-        try:
-            return plain.decode(), index
-        except UnicodeDecodeError:
-            return None
-    return None

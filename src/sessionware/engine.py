@@ -57,8 +57,9 @@ from sessionware.cookies import (
     find_cookies,
     removal_cookie,
     session_cookie,
+    single_cookie,
 )
-from sessionware.crypto import ContentSecurity, Key, seal, unseal
+from sessionware.crypto import ContentSecurity, Key, Sealer
 from sessionware.errors import SessionwareError
 from sessionware.events import (
     DecodeFailed,
@@ -224,6 +225,10 @@ class SessionEngine:
         self.on_event = on_event
         """Receives ``sessionware.events``; when ``None`` no event is built."""
         self._prefix = f"{cookie.name}=".encode("latin-1")
+        self.sealer = Sealer(security, self.keys, cookie.name)
+        max_age = lifecycle.max_age
+        self._max_age = None if max_age is None else max_age.total_seconds()
+        """The absolute timeout in seconds, if any."""
         max_age = lifecycle.cookie_max_age
         self.cookie_max_age = None if max_age is None else int(max_age.total_seconds())
         self._base64 = security is ContentSecurity.PRIVATE
@@ -236,6 +241,7 @@ class SessionEngine:
     @cookie_max_age.setter
     def cookie_max_age(self, max_age: int | None) -> None:
         self._cookie_max_age = max_age
+        self._cookie_head = f"{self.cookie.name}="
         self._cookie_suffix = cookie_suffix(self.cookie, max_age)  # every Set-Cookie's tail
 
     # -- request phase -----------------------------------------------------------------------
@@ -260,20 +266,34 @@ class SessionEngine:
             self._begin_device(context, every)
         return context
 
+    def start(
+        self, cookie_headers: list[bytes], user_agent: bytes | None, lazy: bool
+    ) -> SessionContext:
+        """``begin``, then defer the loading to the first ``await session.load()`` (``lazy``)."""
+        context = self.begin(cookie_headers, user_agent)
+        if lazy:
+            self.defer(context)
+        return context
+
     def open(self, context: SessionContext) -> tuple[str, int] | None:
         """The plaintext of the first session cookie that opens, and the ring index it opened with."""
-        for value in find_cookies(context.cookies, self.cookie.name):
-            opened = unseal(self.security, self.keys, self.cookie.name, value)
+        cookies = context.cookies
+        value = single_cookie(cookies[0], self._prefix) if len(cookies) == 1 else None
+        values = find_cookies(cookies, self.cookie.name) if value is None else (value,)
+        opener = self.sealer.open
+        for value in values:
+            opened = opener(value)
             if opened is None:
                 logger.warning("session cookie %s did not open; ignored", fingerprint(value))
                 if self.on_event is not None:
                     self._emit(DecodeFailed("cookie"))
                 continue
-            if self._acceptable(opened[0]):
+            if not self.server_side or self._acceptable(opened[0]):
                 return opened
         return None
 
     def _acceptable(self, plain: str) -> bool:
+        """Whether an opened cookie's plaintext can name a session (server-side: a key's shape)."""
         return True
 
     def _emit(self, event: SessionEvent) -> None:
@@ -298,12 +318,8 @@ class SessionEngine:
         Seam.defer(context.session, context.load_deferred)
 
     def _expired(self, created: float | None) -> bool:
-        max_age = self.lifecycle.max_age
-        return (
-            max_age is not None
-            and created is not None
-            and (self.clock() - created >= max_age.total_seconds())
-        )
+        max_age = self._max_age
+        return max_age is not None and created is not None and self.clock() - created >= max_age
 
     def _start_empty(self, context: SessionContext) -> None:
         context.key = context.loaded = None
@@ -320,7 +336,7 @@ class SessionEngine:
         Raises ``PersistError`` when the backend fails or the cookie would be too large. After it,
         a server-side session with a stored record still takes changes (``persist_late``).
         """
-        untouched = self.finish_untouched(context, status_code, headers)
+        untouched = SessionEngine.finish_sync(self, context, status_code, headers)
         if untouched is not None:
             return untouched
         session = context.session
@@ -343,11 +359,11 @@ class SessionEngine:
             self._offer_registration(context, out)
         return out
 
-    def finish_untouched(
+    def finish_sync(
         self, context: SessionContext, status_code: int, headers: Headers
     ) -> Headers | None:
-        """``finish`` without a coroutine for a session nothing used and nothing persists (no
-        touch is due); ``None`` when ``finish`` has work to do."""
+        """``finish`` without a coroutine where no I/O is needed (here: a session nothing used
+        and nothing persists, no touch due); ``None`` when ``finish`` has work to do."""
         cookies = context.cookies
         settled = Seam.close_untouched(
             context.session,
@@ -363,7 +379,7 @@ class SessionEngine:
             context.loaded = None  # nothing more is saved for this response
         if not cookies:
             return headers
-        out = _add_headers(headers, None)
+        out = _with_vary(headers)
         if context.device is not None:
             self._offer_registration(context, out)
         return out
@@ -384,18 +400,8 @@ class SessionEngine:
             return await call
         except PersistError:
             raise
-        except SessionError as exc:  # a value changed in place into something not JSON
-            raise PersistError(f"session not stored: {exc}", status_code=500) from exc
-        except SaveError as exc:
-            if exc.serialization:
-                raise PersistError(f"session not stored: {exc}", status_code=500) from exc
-            raise PersistError(f"session store failed: {exc}") from exc
-        except StoreError as exc:
-            raise PersistError(f"session store failed: {exc}") from exc
         except Exception as exc:
-            raise PersistError(
-                f"session store failed: {type(exc).__name__} #{fingerprint(str(exc))}"
-            ) from exc
+            raise _persist_error(exc) from exc
 
     def _meta(self, context: SessionContext) -> StoredState:
         """The metadata a write stores beside the state: creation, the bound user, its agent,
@@ -453,14 +459,15 @@ class SessionEngine:
         return removal_cookie(self.cookie, self.clock())
 
     def _cookie(self, value: str) -> str:
-        sealed = seal(self.security, self.keys[0], self.cookie.name, value)
-        line = session_cookie(
-            self.cookie,
-            sealed,
-            self.cookie_max_age,
-            suffix=self._cookie_suffix,
-            base64=self._base64,
-        )
+        """The Set-Cookie line carrying ``value`` sealed (percent-encoded as ``session_cookie``
+        does); ``PersistError`` when browsers would drop it for its size."""
+        sealed = self.sealer.seal(value)
+        if self._base64:  # a PRIVATE seal is standard base64: only these two need escaping
+            escaped = sealed.replace("/", "%2F").replace("=", "%3D")
+            line = f"{self._cookie_head}{escaped}{self._cookie_suffix}"
+        else:
+            suffix = self._cookie_suffix
+            line = session_cookie(self.cookie, sealed, self.cookie_max_age, suffix=suffix)
         size = len(line) if line.isascii() else len(line.encode("utf-8"))
         if size > MAX_SET_COOKIE_BYTES:
             raise PersistError(
@@ -708,22 +715,60 @@ class ClientSideEngine(SessionEngine):
             self._emit(SessionLoaded())
         context.created, context.reissue = state.created, opened[1] > 0
         context.expires = state.expires
-        context.key = SessionKey(opened[0])
+        context.key = opened[0]  # type: ignore[assignment]  # the sealed plaintext, not a record key
         Seam.fill(context.session, state, user=state.user, origin=opened[0])
 
-    def defer_open(self, context: SessionContext) -> None:
-        """Open the cookie at the session's first use (a request that ignores it costs nothing)."""
+    def start(
+        self, cookie_headers: list[bytes], user_agent: bytes | None = None, lazy: bool = True
+    ) -> SessionContext:
+        """``begin``; the cookie is opened at the session's first use, without I/O (a request
+        that ignores its session costs nothing more)."""
+        context = self.begin(cookie_headers)
         if context.cookies:
             context.opener = self
             Seam.defer_open(context.session, context)
+        return context
 
     async def load(self, context: SessionContext) -> Session:
         self.open_now(context)
         return context.session
 
+    def finish_sync(
+        self, context: SessionContext, status_code: int, headers: Headers
+    ) -> Headers | None:
+        """All of ``finish``: the cookie is opened and sealed without I/O. Raises ``PersistError``."""
+        session, cookies = context.session, context.cookies
+        context.finished = True
+        if Seam.close_untouched(
+            session, status_code < 500, self._touch and bool(cookies), False, _NO_NEW_KEY
+        ):
+            return _with_vary(headers) if cookies else headers
+        cookie: str | None = None
+        if status_code < 500 and not Seam.discarded(session):
+            try:
+                if not session.accessed:  # an extension is due: the cookie is sealed anew
+                    self.open_now(context)
+                cookie = self._persist_now(context)
+            except PersistError:
+                raise
+            except Exception as exc:
+                raise _persist_error(exc) from exc
+        Seam.freeze(session, _NO_NEW_KEY)
+        if cookie is None and not (session.accessed or context.cookies):
+            return headers
+        return _add_headers(headers, cookie)
+
+    async def finish(self, context: SessionContext, status_code: int, headers: Headers) -> Headers:
+        out = self.finish_sync(context, status_code, headers)
+        assert out is not None
+        return out
+
     async def _persist(self, context: SessionContext) -> str | None:
+        return self._persist_now(context)
+
+    def _persist_now(self, context: SessionContext) -> str | None:
         session, had = context.session, context.key is not None
-        status, _, state_json = Seam.changes(session)
+        status, _, state_json = Seam.changes(session, delta=False)
         if status is SessionStatus.PURGED:
             if had and self.on_event is not None:
                 self._emit(SessionPurged())
@@ -778,6 +823,17 @@ def _not_a_store(store: object) -> str:
     )
 
 
+def _persist_error(exc: Exception) -> PersistError:
+    """The ``PersistError`` a failure while persisting maps to, its message safe to log."""
+    if isinstance(exc, SessionError):  # a value changed in place into something not JSON
+        return PersistError(f"session not stored: {exc}", status_code=500)
+    if isinstance(exc, SaveError) and exc.serialization:
+        return PersistError(f"session not stored: {exc}", status_code=500)
+    if isinstance(exc, StoreError):
+        return PersistError(f"session store failed: {exc}")
+    return PersistError(f"session store failed: {type(exc).__name__} #{fingerprint(str(exc))}")
+
+
 def _safe(exc: BaseException) -> str:
     """A store failure for a log line: our own errors say it safely; others only by type."""
     if isinstance(exc, SessionwareError):
@@ -808,6 +864,17 @@ def _add_headers(headers: Headers, cookie: str | None) -> Headers:
         out.append((b"set-cookie", cookie.encode("latin-1")))
         if not cache_set:
             out.append(_PRIVATE)
+    return out
+
+
+def _with_vary(headers: Headers) -> Headers:
+    """``_add_headers(headers, None)`` for the common case: a copy of the app's headers with
+    ``Vary: Cookie`` appended; only a header of Vary's length is lowered and compared."""
+    for name, _ in headers:
+        if len(name) == 4 and name.lower() == b"vary":
+            return _merge_vary(list(headers))
+    out = headers.copy() if type(headers) is list else list(headers)
+    out.append(_VARY)
     return out
 
 

@@ -135,14 +135,8 @@ class SessionMiddleware:
                 cookies.append(value)
             elif name == b"user-agent":
                 agent = value
-        context = engine.begin(
-            cookies, None if self._client_side else agent
-        )  # only records keep it
-        if self._client_side:
-            engine.defer_open(context)  # type: ignore[attr-defined]  # no I/O: the session opens at its first use
-        elif self.lazy:
-            engine.defer(context)
-        else:
+        context = engine.start(cookies, agent, self.lazy)
+        if not (self.lazy or self._client_side):
             try:
                 await engine.load(context)
             except PersistError as exc:
@@ -162,17 +156,18 @@ class SessionMiddleware:
             if kind == "http.response.start":
                 started = True
                 original = message.get("headers", ())
-                headers = engine.finish_untouched(context, message["status"], original)
-                if headers is None:
-                    try:
+                try:
+                    headers = engine.finish_sync(context, message["status"], original)
+                    if headers is None:
                         headers = await engine.finish(context, message["status"], original)
-                    except PersistError as exc:
-                        logger.error("session not saved: %s", exc)
-                        refused = True
-                        await _refuse("http", send, exc.status_code)
-                        return
-                    if headers is not original and not self._warned_insecure:
-                        self._check_scheme(scope, headers)  # an untouched session sets no cookie
+                except PersistError as exc:
+                    logger.error("session not saved: %s", exc)
+                    refused = True
+                    await _refuse("http", send, exc.status_code)
+                    return
+                insecure = not self._warned_insecure and scope.get("scheme") in ("http", "ws")
+                if insecure and headers is not original:
+                    self._check_scheme(scope, headers)
                 if headers is not original:  # the session added headers: a new message
                     message = {**message, "headers": headers}
             elif kind == "websocket.accept":

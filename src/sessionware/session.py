@@ -580,9 +580,10 @@ class Seam:
         session._frozen = reason
 
     @staticmethod
-    def changes(session: Session) -> tuple[SessionStatus, Changes, str | None]:
+    def changes(session: Session, delta: bool = True) -> tuple[SessionStatus, Changes, str | None]:
         """The effective status (in-place mutations count), the delta to store, and the state
         as JSON when it had to be encoded (one encode, at the end, settles validity and changes).
+        With ``delta=False`` (a backend that stores the whole state) no delta is built.
 
         Raises ``SessionError`` naming the key whose value was changed into something that is
         not JSON.
@@ -604,11 +605,15 @@ class Seam:
             and (origin is None or state_unchanged(origin, state_json))
         ):
             return status, _NO_CHANGES, state_json
+        if not delta and status is not SessionStatus.UNCHANGED:
+            return status, _NO_CHANGES, state_json
         mutated = _mutated(session, origin)
         if status is SessionStatus.UNCHANGED:
             if not mutated and user is KEEP:
                 return status, _NO_CHANGES, state_json
             status = SessionStatus.CHANGED
+        if not delta:
+            return status, _NO_CHANGES, state_json
         if session._cleared:
             return status, Changes.replace(dict(_items(session)), user), state_json
         written = (session._set or set()) | mutated

@@ -35,26 +35,26 @@ __all__ = [
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-# JSONEncoder.encode builds its C encoder on every call through two Python-level methods; on
-# Python >= 3.11 the C encoder is built here directly, with a fresh circular-reference map per
-# call as iterencode gives it (so nothing is shared between calls or threads).
 _make_c_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
 _encode_text = json.encoder.encode_basestring
+# On Python >= 3.11 one C encoder serves every call: without a circular-reference map it holds
+# no state (a cycle ends in RecursionError, which check_value reports as too deep), and calling
+# it directly skips the two Python-level methods JSONEncoder.encode goes through.
+_c_encode: Any = (
+    _make_c_encoder(None, _encoder.default, _encode_text, None, ":", ",", False, False, False)
+    if _make_c_encoder is not None and sys.version_info >= (3, 11)
+    else None
+)
 
 
 def _dumps_c(value: Any) -> str:
-    """``_encoder.encode(value)``, straight through the C encoder."""
+    """``_encoder.encode(value)``, straight through the shared C encoder."""
     if type(value) is str:
         return _encode_text(value)
-    encode = _make_c_encoder(
-        {}, _encoder.default, _encode_text, None, ":", ",", False, False, False
-    )
-    return "".join(encode(value, 0))
+    return "".join(_c_encode(value, 0))
 
 
-_dumps: Callable[[Any], str] = (
-    _dumps_c if _make_c_encoder is not None and sys.version_info >= (3, 11) else _encoder.encode
-)
+_dumps: Callable[[Any], str] = _dumps_c if _c_encode is not None else _encoder.encode
 
 MAX_DEPTH = 128
 """How deeply containers may nest in a session value (far beyond any real session; well within
@@ -106,7 +106,7 @@ def check_value(value: Any) -> str:
         raise ValueError("value is nested too deeply to be stored as JSON") from None
     except UnicodeEncodeError:
         raise ValueError("value holds a lone surrogate, which is not valid UTF-8") from None
-    if too_deep(value, text):
+    if text.count("[") + text.count("{") > MAX_DEPTH and too_deep(value, text):
         raise ValueError(f"value nests containers more than {MAX_DEPTH} deep")
     return text
 
@@ -183,8 +183,10 @@ def decode_state(raw: str | bytes) -> StoredState:
         raise DeserializationError(
             f"session state is not valid JSON: {type(exc).__name__}"
         ) from None
-    result = _decode_object(data)
-    if too_deep(result, text):
+    result = _envelope(data) if type(data) is dict else None
+    if result is None:
+        result = _decode_object(data)
+    if text.count("[") + text.count("{") > MAX_DEPTH and too_deep(result, text):
         raise DeserializationError(f"session state nests more than {MAX_DEPTH} deep")
     if "\\u" in text and _SURROGATE_ESCAPE.search(text):
         # JSON may spell a lone surrogate (\ud800), which no JSON encoder will write back.
@@ -197,32 +199,40 @@ def decode_state(raw: str | bytes) -> StoredState:
     return result
 
 
+def _envelope(data: dict[str, Any]) -> StoredState | None:
+    """The v1 envelope exactly as ``encode_state`` writes it (integer times, text user and
+    agent, no device), checked inline; ``None`` for anything else, which ``_decode_object``
+    reads or names the problem of."""
+    state = data.get("state")
+    version = data.get("v")
+    if type(state) is not dict or version != 1 or type(version) is not int or "device" in data:
+        return None
+    created, expires, seen = data.get("created"), data.get("expires"), data.get("seen")
+    user, agent = data.get("user"), data.get("agent")
+    if (
+        (created is None or (type(created) is int and 0 <= created < _MAX_TIMESTAMP))
+        and (expires is None or (type(expires) is int and 0 <= expires < _MAX_TIMESTAMP))
+        and (seen is None or (type(seen) is int and 0 <= seen < _MAX_TIMESTAMP))
+        and (user is None or type(user) is str)
+        and (agent is None or type(agent) is str)
+    ):
+        result = StoredState(state)
+        if created is not None:
+            result.created = created
+        if expires is not None:
+            result.expires = expires
+        if seen is not None:
+            result.seen = seen
+        result.user, result.agent = user, agent
+        return result
+    return None
+
+
 def _decode_object(data: Any) -> StoredState:
     if not isinstance(data, dict):
         raise DeserializationError("session state is not a JSON object")
     version = data.get("v")
     state = data.get("state")
-    if version == 1 and type(version) is int and type(state) is dict:
-        # The envelope as encode_state writes it, checked inline; anything else (floats, a
-        # device binding, a bad field) takes the general path below, which names the problem.
-        created, expires, seen = data.get("created"), data.get("expires"), data.get("seen")
-        user, agent = data.get("user"), data.get("agent")
-        if (
-            (created is None or (type(created) is int and 0 <= created < _MAX_TIMESTAMP))
-            and (expires is None or (type(expires) is int and 0 <= expires < _MAX_TIMESTAMP))
-            and (seen is None or (type(seen) is int and 0 <= seen < _MAX_TIMESTAMP))
-            and (user is None or type(user) is str)
-            and (agent is None or type(agent) is str)
-            and data.get("device") is None
-        ):
-            return StoredState(
-                state,
-                created=None if created is None else float(created),
-                expires=None if expires is None else float(expires),
-                seen=None if seen is None else float(seen),
-                user=user,
-                agent=agent,
-            )
     if (
         isinstance(state, dict)
         and isinstance(version, (int, float))
