@@ -247,9 +247,9 @@ class RecordingCookieStore(CookieSessionStore):
         self.calls.append("get")
         return self.inner.open(text)
 
-    def dump(self, state: Any, ttl: timedelta, *, state_json: str | None = None) -> str:
+    def dump(self, state: Any, ttl: timedelta, **options: Any) -> str:
         self.calls.append("put")
-        return self.inner.dump(state, ttl, state_json=state_json)
+        return self.inner.dump(state, ttl, **options)
 
 
 class Gate:

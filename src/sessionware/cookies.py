@@ -76,11 +76,14 @@ def single_cookie(header: bytes, prefix: bytes) -> str | None:
     value = header[at + len(prefix) : None if end == -1 else end].rstrip(b" \t")
     if not value or len(value) > MAX_VALUE_BYTES or b'"' in value:
         return None
-    if b"%" in value:  # a sealed value's base64 escapes, as _find_cookies undoes them
-        value = value.replace(b"%2F", b"/").replace(b"%3D", b"=")
-        if b"%" in value:
+    text = value.decode("latin-1")
+    if "%" in text:  # a sealed value's base64 escapes ('=' only pads the end), as _find_cookies
+        text = text.replace("%2F", "/")
+        if text.endswith("%3D"):
+            text = text[:-6] + "==" if text.endswith("%3D%3D") else text[:-3] + "="
+        if "%" in text:
             return None
-    return value.decode("latin-1")
+    return text
 
 
 def _find_cookies(headers: Iterable[bytes], name: str) -> list[str]:

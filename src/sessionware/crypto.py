@@ -216,6 +216,13 @@ class Sealer:
         blob = _b64decode_strict(sealed)
         if blob is None or len(blob) < _NONCE_LEN + _TAG_LEN:
             return None
+        if len(self._aeads) == 1:  # one key: no loop, no index to count
+            try:
+                return self._aeads[0].decrypt(
+                    blob[:_NONCE_LEN], blob[_NONCE_LEN:], self._name
+                ).decode(), 0
+            except (InvalidTag, ValueError, UnicodeDecodeError):  # a bad tag, or not UTF-8
+                return None
         nonce, ciphertext, name = blob[:_NONCE_LEN], blob[_NONCE_LEN:], self._name
         for index, aead in enumerate(self._aeads):
             try:

@@ -130,39 +130,28 @@ _NO_NEW_KEY = (
 
 
 class SessionContext:
-    """One request's session, with what the engine remembers between its two phases."""
+    """One request's session, with what the engine remembers between its two phases.
 
-    __slots__ = (
-        "agent",
-        "cookies",
-        "created",
-        "device",
-        "expires",
-        "finished",
-        "key",
-        "loaded",
-        "opener",
-        "reissue",
-        "session",
-    )
+    Defaults live on the class, so a request pays only for what it sets."""
+
+    key: SessionKey | None = None
+    loaded: Loaded | None = None
+    created: float | None = None
+    expires: float | None = None
+    """The opened sealed cookie's expiry (client-side), for ``touch_after``."""
+    reissue = False
+    finished = False
+    device: DeviceRequest | None = None
+    """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
+    opener: SessionEngine | None = None
+    """The engine that opens the cookie (client-side) or loads the session (``defer``) at the
+    session's first use."""
 
     def __init__(self, cookies: list[bytes], agent: str | None) -> None:
         self.session = Session()
         self.cookies = cookies
         """Cookie header values that may hold the session cookie (kept: Vary depends on them)."""
         self.agent = agent
-        self.key: SessionKey | None = None
-        self.loaded: Loaded | None = None
-        self.created: float | None = None
-        self.expires: float | None = None
-        """The opened sealed cookie's expiry (client-side), for ``touch_after``."""
-        self.reissue = False
-        self.finished = False
-        self.device: DeviceRequest | None = None
-        """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
-        self.opener: SessionEngine | None = None
-        """The engine that opens the cookie (``defer_open``) or loads the session (``defer``) at
-        the session's first use."""
 
     def __call__(self) -> None:
         """Open the cookie into the session (the session's deferred opener: no closure needed)."""
@@ -703,7 +692,7 @@ class ClientSideEngine(SessionEngine):
             else:
                 if state is None and self.on_event is not None:
                     self._emit(SessionExpired("idle"))
-        if state is not None and self._expired(state.created):
+        if state is not None and self._max_age is not None and self._expired(state.created):
             logger.info("session cookie passed its absolute timeout")
             if self.on_event is not None:
                 self._emit(SessionExpired("absolute"))
@@ -754,9 +743,9 @@ class ClientSideEngine(SessionEngine):
             except Exception as exc:
                 raise _persist_error(exc) from exc
         Seam.freeze(session, _NO_NEW_KEY)
-        if cookie is None and not (session.accessed or context.cookies):
-            return headers
-        return _add_headers(headers, cookie)
+        if cookie is not None:
+            return _add_headers(headers, cookie)
+        return _with_vary(headers) if session.accessed or context.cookies else headers
 
     async def finish(self, context: SessionContext, status_code: int, headers: Headers) -> Headers:
         out = self.finish_sync(context, status_code, headers)
@@ -778,14 +767,19 @@ class ClientSideEngine(SessionEngine):
                 return None
             if not (self._touch and self._due(context.expires)):
                 return self._cookie(context.key) if context.reissue and context.key else None
-        state = StoredState(
-            Seam.state(session), created=context.created or self.clock(), user=Seam.user(session)
-        )
-        if not (had or state or state.user):
+        user, store = Seam.user(session), self.store
+        state = Seam.state(session) if state_json is None or store.legacy_format else _UNREAD
+        if not (had or user or (state_json != "{}" if state_json is not None else state)):
             return None
         if self.on_event is not None and (not had or status is SessionStatus.RENEWED):
             self._emit(SessionRenewed() if had else SessionCreated())
-        return self._cookie(self.store.dump(state, self.ttl, state_json=state_json))
+        created = context.created or self.clock()
+        text = store.dump(state, self.ttl, state_json=state_json, created=created, user=user)
+        return self._cookie(text)
+
+
+_UNREAD: Mapping[str, Any] = {}
+"""What ``dump`` gets as the state when it is given the state's JSON: it does not read it."""
 
 
 def make_engine(store: object, **options: Any) -> SessionEngine:

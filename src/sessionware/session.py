@@ -203,8 +203,9 @@ class Session(dict[str, Any]):
             opener, self._opener = self._opener, None
             _clear(self)
             opener()
-        loader, self._loader = self._loader, None
+        loader = self._loader
         if loader is not None:
+            self._loader = None
             _clear(self)
             try:
                 await loader()
@@ -495,10 +496,13 @@ class Seam:
         """Take what was loaded (the session has not been used yet); it is loaded now.
 
         ``origin`` is the envelope the state was decoded from, to tell later what changed."""
-        session._loader = session._opener = None
+        if session._loader is not None or session._opener is not None:
+            session._loader = session._opener = None
         _clear(session)
         _update(session, state)
-        session._key, session._id, session._user, session._origin = key, id, user, origin
+        if key is not None or session._key is not None:
+            session._key, session._id = key, id
+        session._user, session._origin = user, origin
 
     @staticmethod
     def mark_ended(session: Session) -> None:

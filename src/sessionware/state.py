@@ -74,7 +74,13 @@ class StoredState(dict[str, Any]):
     when the record did not carry it (an actix record, say).
     """
 
-    __slots__ = ("agent", "created", "device", "expires", "seen", "user")
+    # Defaults on the class: building one sets only the fields a record carries.
+    created: float | None = None
+    expires: float | None = None
+    seen: float | None = None
+    user: str | None = None
+    agent: str | None = None
+    device: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -87,13 +93,19 @@ class StoredState(dict[str, Any]):
         agent: str | None = None,
         device: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(state)
-        self.created = created
-        self.expires = expires
-        self.seen = seen
-        self.user = user
-        self.agent = agent
-        self.device = device
+        dict.__init__(self, state)
+        if created is not None:
+            self.created = created
+        if expires is not None:
+            self.expires = expires
+        if seen is not None:
+            self.seen = seen
+        if user is not None:
+            self.user = user
+        if agent is not None:
+            self.agent = agent
+        if device is not None:
+            self.device = device
 
 
 def check_value(value: Any) -> str:
@@ -130,35 +142,39 @@ def encode_state(
     *,
     created: float | None = None,
     expires: float | None = None,
+    user: str | None = None,
     legacy: bool = False,
     state_json: str | None = None,
 ) -> str:
     """Serialise ``state`` as the v1 envelope (or, with ``legacy``, the actix 0.11 map of JSON texts).
 
-    ``created`` and ``expires`` default to the ones a ``StoredState`` carries; ``state_json`` is
-    ``state`` already encoded (``check_value``), to save encoding it again. The state comes first
-    (``ENVELOPE_HEAD``), so ``state_unchanged`` can compare it with one ``startswith``.
+    ``created``, ``expires`` and ``user`` default to the ones a ``StoredState`` carries;
+    ``state_json`` is ``state`` already encoded (``check_value``), to save encoding it again (then
+    ``state`` itself is not read). The state comes first (``ENVELOPE_HEAD``), so
+    ``state_unchanged`` can compare it with one ``startswith``.
     """
     if legacy:
         return _dumps({key: _dumps(value) for key, value in state.items()})
-    parts = [ENVELOPE_HEAD, _dumps(state) if state_json is None else state_json]
+    text = ENVELOPE_HEAD + (_dumps(state) if state_json is None else state_json)
     if isinstance(state, StoredState):
         created = state.created if created is None else created
         expires = state.expires if expires is None else expires
+        user = state.user if user is None else user
         if state.seen is not None:
-            parts.append(f',"seen":{int(state.seen)}')
-        if state.user is not None:
-            parts.append(f',"user":{_dumps(state.user)}')
+            text += f',"seen":{int(state.seen)}'
+        if user is not None:
+            text += f',"user":{_dumps(user)}'
         if state.agent is not None:
-            parts.append(f',"agent":{_dumps(state.agent)}')
+            text += f',"agent":{_dumps(state.agent)}'
         if state.device is not None:
-            parts.append(f',"device":{_dumps(state.device)}')
+            text += f',"device":{_dumps(state.device)}'
+    elif user is not None:
+        text += f',"user":{_dumps(user)}'
     if created is not None:
-        parts.append(f',"created":{int(created)}')
+        text += f',"created":{int(created)}'
     if expires is not None:
-        parts.append(f',"expires":{int(expires)}')
-    parts.append("}")
-    return "".join(parts)
+        text += f',"expires":{int(expires)}'
+    return text + "}"
 
 
 ENVELOPE_HEAD = '{"v":1,"state":'
@@ -178,7 +194,12 @@ def decode_state(raw: str | bytes) -> StoredState:
     """Parse any format actix-session reads into a ``StoredState``; raise ``DeserializationError``."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        data = _decode_object_text(text)
+        try:  # a JSON object with nothing around it (what stores and cookies hold): the C scanner
+            data, end = _scan(text, 0)
+        except Exception:  # _decode raises the error this input deserves
+            end = -1
+        if end != len(text) or text[-1:] != "}":
+            data = _decode(text)
     except (ValueError, RecursionError, TypeError) as exc:
         raise DeserializationError(
             f"session state is not valid JSON: {type(exc).__name__}"
@@ -218,12 +239,15 @@ def _envelope(data: dict[str, Any]) -> StoredState | None:
     ):
         result = StoredState(state)
         if created is not None:
-            result.created = created
+            result.created = float(created)
         if expires is not None:
-            result.expires = expires
+            result.expires = float(expires)
         if seen is not None:
-            result.seen = seen
-        result.user, result.agent = user, agent
+            result.seen = float(seen)
+        if user is not None:
+            result.user = user
+        if agent is not None:
+            result.agent = agent
         return result
     return None
 
@@ -312,19 +336,6 @@ _decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite
 _decode = _decoder.decode
 # The C scanner that decode() wraps in Python (typeshed types make_scanner oddly).
 _scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(cast(Any, _decoder))
-
-
-def _decode_object_text(text: str) -> Any:
-    """``_decode(text)`` for a JSON object with nothing around it (what the stores and cookies
-    hold), straight through the C scanner; anything else, or any error, goes to ``_decode``."""
-    if text[:1] == "{" and text[-1:] == "}":
-        try:
-            value, end = _scan(text, 0)
-        except Exception:  # _decode raises the error this input deserves
-            return _decode(text)
-        if end == len(text):
-            return value
-    return _decode(text)
 
 
 _MAX_TIMESTAMP = 2**40

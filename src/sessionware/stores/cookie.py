@@ -38,7 +38,7 @@ class CookieSessionStore:
     def __init__(
         self, *, legacy_format: bool = False, clock: Callable[[], float] = time.time
     ) -> None:
-        self._legacy = legacy_format
+        self.legacy_format = legacy_format
         self._clock = clock
 
     def open(self, text: str) -> StoredState | None:
@@ -55,11 +55,23 @@ class CookieSessionStore:
         return state
 
     def dump(
-        self, state: Mapping[str, Any], ttl: timedelta, *, state_json: str | None = None
+        self,
+        state: Mapping[str, Any],
+        ttl: timedelta,
+        *,
+        state_json: str | None = None,
+        created: float | None = None,
+        user: str | None = None,
     ) -> str:
-        """The plaintext to seal for ``state`` (the engine refuses a cookie over 4096 bytes)."""
-        expires = None if self._legacy else self._clock() + ttl.total_seconds()
-        return encode_state(state, expires=expires, legacy=self._legacy, state_json=state_json)
+        """The plaintext to seal for ``state`` (the engine refuses a cookie over 4096 bytes).
+
+        ``created`` and ``user`` default to a ``StoredState``'s; with ``state_json`` (the state
+        already encoded) and without ``legacy_format``, ``state`` itself is not read."""
+        legacy = self.legacy_format
+        expires = None if legacy else self._clock() + ttl.total_seconds()
+        return encode_state(
+            state, created=created, expires=expires, user=user, legacy=legacy, state_json=state_json
+        )
 
     async def sessions_for(self, user_id: str) -> list[SessionInfo]:
         """Not supported: the sessions live in the browsers, not here."""
