@@ -141,6 +141,8 @@ class SessionContext:
     """The opened sealed cookie's expiry (client-side), for ``touch_after``."""
     reissue = False
     finished = False
+    sent_cookie = False
+    """Whether the response carries a session Set-Cookie (the adapter's plain-http warning)."""
     device: DeviceRequest | None = None
     """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
     opener: SessionEngine | None = None
@@ -343,6 +345,7 @@ class SessionEngine:
             context.loaded = None  # nothing more is saved for this response
         if cookie is None and not (session.accessed or context.cookies):
             return headers
+        context.sent_cookie = cookie is not None
         out = _add_headers(headers, cookie)
         if context.device is not None:
             self._offer_registration(context, out)
@@ -728,9 +731,8 @@ class ClientSideEngine(SessionEngine):
         """All of ``finish``: the cookie is opened and sealed without I/O. Raises ``PersistError``."""
         session, cookies = context.session, context.cookies
         context.finished = True
-        if Seam.close_untouched(
-            session, status_code < 500, self._touch and bool(cookies), False, _NO_NEW_KEY
-        ):
+        Seam.freeze(session, _NO_NEW_KEY)  # the cookie is sealed now or never
+        if not session.accessed and not (self._touch and cookies):
             return _with_vary(headers) if cookies else headers
         cookie: str | None = None
         if status_code < 500 and not Seam.discarded(session):
@@ -742,8 +744,8 @@ class ClientSideEngine(SessionEngine):
                 raise
             except Exception as exc:
                 raise _persist_error(exc) from exc
-        Seam.freeze(session, _NO_NEW_KEY)
         if cookie is not None:
+            context.sent_cookie = True
             return _add_headers(headers, cookie)
         return _with_vary(headers) if session.accessed or context.cookies else headers
 

@@ -165,9 +165,8 @@ class SessionMiddleware:
                     refused = True
                     await _refuse("http", send, exc.status_code)
                     return
-                insecure = not self._warned_insecure and scope.get("scheme") in ("http", "ws")
-                if insecure and headers is not original:
-                    self._check_scheme(scope, headers)
+                if context.sent_cookie and not self._warned_insecure:
+                    self._check_scheme(scope)
                 if headers is not original:  # the session added headers: a new message
                     message = {**message, "headers": headers}
             elif kind == "websocket.accept":
@@ -240,11 +239,9 @@ class SessionMiddleware:
             return False
         return True
 
-    def _check_scheme(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> None:
+    def _check_scheme(self, scope: Scope) -> None:
         """Warn once when a Secure cookie goes to a plain-http client that will drop it."""
-        if scope.get("scheme") not in ("http", "ws") or not any(
-            name == b"set-cookie" for name, _ in headers
-        ):
+        if scope.get("scheme") not in ("http", "ws"):
             return
         host = ""
         for name, value in scope.get("headers", ()):

@@ -133,14 +133,16 @@ class Session(dict[str, Any]):
     def key(self) -> str | None:
         """The key a server-side store files this session under (``None`` for a new session or
         the cookie store). Treat it as a secret: never log it."""
-        self._read()
+        if not self._accessed:
+            self._read()
         return self._key
 
     @property
     def id(self) -> str | None:
         """The session's id at rest (the SHA-256 of its key): safe to show, e.g. to mark "this
         device" in ``store.sessions_for(user)``. ``None`` for a new session or the cookie store."""
-        self._read()
+        if not self._accessed:
+            self._read()
         return self._id
 
     @property
@@ -148,13 +150,15 @@ class Session(dict[str, Any]):
         """Whether the request's cookie named a session that has since been ended (signed out
         from another device, purged or renewed by another request): the session is now empty.
         Known while the ended session's tombstone lasts (five minutes by default)."""
-        self._read()
+        if not self._accessed:
+            self._read()
         return self._ended
 
     @property
     def user_id(self) -> str | None:
         """The user this session is bound to with ``bind_user``, if any."""
-        self._read()
+        if not self._accessed:
+            self._read()
         return self._user
 
     def bind_user(self, user_id: str | None) -> None:
@@ -230,27 +234,33 @@ class Session(dict[str, Any]):
         self._accessed = True
 
     def __getitem__(self, key: str) -> Any:
-        self._read()
+        if not self._accessed:
+            self._read()
         return _getitem(self, key)
 
     def __contains__(self, key: object) -> bool:
-        self._read()
+        if not self._accessed:
+            self._read()
         return _contains(self, key)
 
     def __iter__(self) -> Iterator[str]:
-        self._read()
+        if not self._accessed:
+            self._read()
         return iter(list(_keys(self)))
 
     def __reversed__(self) -> Iterator[str]:
-        self._read()
+        if not self._accessed:
+            self._read()
         return iter(list(_keys(self))[::-1])
 
     def __len__(self) -> int:
-        self._read()
+        if not self._accessed:
+            self._read()
         return _len(self)
 
     def __eq__(self, other: object) -> bool:
-        self._read()
+        if not self._accessed:
+            self._read()
         return _eq(self, other)
 
     def __ne__(self, other: object) -> bool:
@@ -267,7 +277,8 @@ class Session(dict[str, Any]):
 
     def copy(self) -> dict[str, Any]:
         """A plain ``dict`` with the same items."""
-        self._read()
+        if not self._accessed:
+            self._read()
         return dict(_items(self))
 
     def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
@@ -278,7 +289,8 @@ class Session(dict[str, Any]):
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value under ``key``, or ``default``."""
-        self._read()
+        if not self._accessed:
+            self._read()
         return _get(self, key, default)
 
     def contains_key(self, key: str) -> bool:
@@ -287,7 +299,8 @@ class Session(dict[str, Any]):
 
     def entries(self) -> Mapping[str, Any]:
         """A read-only view of the whole state."""
-        self._read()
+        if not self._accessed:
+            self._read()
         return MappingProxyType(self)
 
     def get_as(self, key: str, type_: type[T]) -> T | None:
@@ -313,7 +326,8 @@ class Session(dict[str, Any]):
     def _write(self) -> None:
         if self._frozen:
             raise SessionError(self._frozen)
-        self._read()
+        if not self._accessed:
+            self._read()
         if self._status is SessionStatus.UNCHANGED:
             self._status = SessionStatus.CHANGED
 
@@ -381,7 +395,8 @@ class Session(dict[str, Any]):
 
     def popitem(self) -> tuple[str, Any]:
         """Remove and return the most recently inserted item."""
-        self._read()
+        if not self._accessed:
+            self._read()
         if not _len(self):
             raise KeyError("popitem(): session is empty")
         key = next(reversed(_keys(self)))
@@ -451,7 +466,8 @@ class Session(dict[str, Any]):
         """End the session: its record is deleted and the client told to drop the cookie."""
         if self._frozen:
             raise SessionError(self._frozen)
-        self._read()
+        if not self._accessed:
+            self._read()
         self._status = SessionStatus.PURGED
         _clear(self)
 

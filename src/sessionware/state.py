@@ -226,9 +226,22 @@ def _envelope(data: dict[str, Any]) -> StoredState | None:
     reads or names the problem of."""
     state = data.get("state")
     version = data.get("v")
-    if type(state) is not dict or version != 1 or type(version) is not int or "device" in data:
+    if type(state) is not dict or version != 1 or type(version) is not int:
         return None
-    created, expires, seen = data.get("created"), data.get("expires"), data.get("seen")
+    created, expires = data.get("created"), data.get("expires")
+    if (
+        len(data) == 4  # exactly what the cookie store writes
+        and type(created) is int
+        and type(expires) is int
+        and 0 <= created < _MAX_TIMESTAMP
+        and 0 <= expires < _MAX_TIMESTAMP
+    ):
+        result = StoredState(state)
+        result.created, result.expires = float(created), float(expires)
+        return result
+    if "device" in data:
+        return None
+    seen = data.get("seen")
     user, agent = data.get("user"), data.get("agent")
     if (
         (created is None or (type(created) is int and 0 <= created < _MAX_TIMESTAMP))
