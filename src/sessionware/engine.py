@@ -681,34 +681,37 @@ class ClientSideEngine(SessionEngine):
     def open_now(self, context: SessionContext) -> None:
         """Open the cookie and fill the session, without I/O (at the session's first use)."""
         opened = self.open(context)
-        state = None
-        if opened is not None:
-            try:
-                state = self.store.open(opened[0])
-            except DeserializationError:
-                logger.warning(
-                    "session cookie %s holds unreadable state; starting anew",
-                    fingerprint(opened[0]),
-                )
-                if self.on_event is not None:
-                    self._emit(DecodeFailed("state"))
-            else:
-                if state is None and self.on_event is not None:
-                    self._emit(SessionExpired("idle"))
+        if opened is None:
+            self._start_empty(context)
+            return
+        plain = opened[0]
+        try:
+            state = self.store.open(plain)
+        except DeserializationError:
+            logger.warning(
+                "session cookie %s holds unreadable state; starting anew", fingerprint(plain)
+            )
+            if self.on_event is not None:
+                self._emit(DecodeFailed("state"))
+            state = None
+        else:
+            if state is None and self.on_event is not None:
+                self._emit(SessionExpired("idle"))
         if state is not None and self._max_age is not None and self._expired(state.created):
             logger.info("session cookie passed its absolute timeout")
             if self.on_event is not None:
                 self._emit(SessionExpired("absolute"))
             state = None
-        if opened is None or state is None:
+        if state is None:
             self._start_empty(context)
             return
         if self.on_event is not None:
             self._emit(SessionLoaded())
-        context.created, context.reissue = state.created, opened[1] > 0
-        context.expires = state.expires
-        context.key = opened[0]  # type: ignore[assignment]  # the sealed plaintext, not a record key
-        Seam.fill(context.session, state, user=state.user, origin=opened[0])
+        context.created, context.expires = state.created, state.expires
+        if opened[1]:
+            context.reissue = True
+        context.key = plain  # type: ignore[assignment]  # the sealed plaintext, not a record key
+        Seam.fill(context.session, state, None, None, state.user, plain)
 
     def start(
         self, cookie_headers: list[bytes], user_agent: bytes | None = None, lazy: bool = True

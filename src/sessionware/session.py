@@ -336,11 +336,20 @@ class Session(dict[str, Any]):
 
         Raises ``SessionInsertError`` before changing anything if the value cannot be stored.
         """
-        _check_key(key)
-        _check_value(key, value)
-        if self._status is SessionStatus.PURGED:
+        if type(key) is not str or not key.isascii():
+            _check_key(key)
+        kind = type(value)
+        if not (
+            (kind is int and -_INT_BOUND < value < _INT_BOUND)
+            or (kind is str and value.isascii())
+            or value is None
+            or kind is bool
+        ):
+            _check_value(key, value)
+        if self._status is _PURGED:
             return
-        self._write()
+        if self._frozen or not self._accessed or self._status is _UNCHANGED:
+            self._write()
         _setitem(self, key, value)
         if self._set is None:
             self._set = set()
@@ -503,7 +512,6 @@ class Seam:
     def fill(
         session: Session,
         state: Mapping[str, Any],
-        *,
         key: str | None = None,
         id: str | None = None,
         user: str | None = None,
@@ -711,7 +719,7 @@ def _check_value(key: str, value: Any) -> None:
     elif (
         value is None
         or kind is bool
-        or (kind is int and -(2**63) < value < 2**63)
+        or (kind is int and -_INT_BOUND < value < _INT_BOUND)
         or (kind is float and math.isfinite(value))
     ):
         return
@@ -735,6 +743,10 @@ def _check_user(user_id: Any) -> None:
 
 
 _NO_CHANGES = Changes()
+_INT_BOUND = 2**63
+"""Integers strictly inside ±2**63 need no encoding to be checked (every JSON reader keeps them)."""
+_PURGED = SessionStatus.PURGED
+_UNCHANGED = SessionStatus.UNCHANGED
 # Held in an unloaded session's dict storage, so C code that reads dicts (json's encoder checks
 # the size before calling items()) takes the slow path through this class and loads it first.
 _PENDING = "\x00sessionware: not loaded yet"

@@ -155,7 +155,11 @@ def encode_state(
     """
     if legacy:
         return _dumps({key: _dumps(value) for key, value in state.items()})
-    text = ENVELOPE_HEAD + (_dumps(state) if state_json is None else state_json)
+    body = _dumps(state) if state_json is None else state_json
+    plain = user is None and not isinstance(state, StoredState)
+    if plain and created is not None and expires is not None:  # what the cookie store writes
+        return f'{ENVELOPE_HEAD}{body},"created":{int(created)},"expires":{int(expires)}}}'
+    text = ENVELOPE_HEAD + body
     if isinstance(state, StoredState):
         created = state.created if created is None else created
         expires = state.expires if expires is None else expires
