@@ -734,23 +734,26 @@ class ClientSideEngine(SessionEngine):
         """All of ``finish``: the cookie is opened and sealed without I/O. Raises ``PersistError``."""
         session, cookies = context.session, context.cookies
         context.finished = True
-        Seam.freeze(session, _NO_NEW_KEY)  # the cookie is sealed now or never
-        if not session.accessed and not (self._touch and cookies):
-            return _with_vary(headers) if cookies else headers
-        cookie: str | None = None
-        if status_code < 500 and not Seam.discarded(session):
-            try:
-                if not session.accessed:  # an extension is due: the cookie is sealed anew
-                    self.open_now(context)
-                cookie = self._persist_now(context)
-            except PersistError:
-                raise
-            except Exception as exc:
-                raise _persist_error(exc) from exc
+        try:  # the cookie is sealed now or never: the session takes no more writes
+            accessed, persist, status, state_json = Seam.close(
+                session, status_code < 500, _NO_NEW_KEY
+            )
+            if not accessed and persist and self._touch and cookies:
+                self.open_now(context)  # an extension may be due: the cookie is sealed anew
+                status = SessionStatus.UNCHANGED
+            cookie = None
+            if status is not None and (
+                status is not SessionStatus.UNCHANGED or self._touch or context.reissue
+            ):
+                cookie = self._persist_now(context, status, state_json)
+        except PersistError:
+            raise
+        except Exception as exc:
+            raise _persist_error(exc) from exc
         if cookie is not None:
             context.sent_cookie = True
             return _add_headers(headers, cookie)
-        return _with_vary(headers) if session.accessed or context.cookies else headers
+        return _with_vary(headers) if accessed or cookies else headers
 
     async def finish(self, context: SessionContext, status_code: int, headers: Headers) -> Headers:
         out = self.finish_sync(context, status_code, headers)
@@ -758,11 +761,14 @@ class ClientSideEngine(SessionEngine):
         return out
 
     async def _persist(self, context: SessionContext) -> str | None:
-        return self._persist_now(context)
+        status, _, state_json = Seam.changes(context.session, delta=False)
+        return self._persist_now(context, status, state_json)
 
-    def _persist_now(self, context: SessionContext) -> str | None:
+    def _persist_now(
+        self, context: SessionContext, status: SessionStatus, state_json: str | None
+    ) -> str | None:
+        """The Set-Cookie to send for the session's ``status`` (``Seam.changes``), if any."""
         session, had = context.session, context.key is not None
-        status, _, state_json = Seam.changes(session, delta=False)
         if status is SessionStatus.PURGED:
             if had and self.on_event is not None:
                 self._emit(SessionPurged())

@@ -292,7 +292,7 @@ async def _refuse(kind: str, send: Send, status: int) -> None:
 def get_session(request_or_scope: Any) -> Session:
     """The session of a request (Starlette/FastAPI/Litestar ``Request``, WebSocket) or ASGI scope."""
     scope = getattr(request_or_scope, "scope", request_or_scope)
-    session = scope.get("session") if isinstance(scope, Mapping) else None
+    session = scope.get("session") if type(scope) is dict or isinstance(scope, Mapping) else None
     if not isinstance(session, Session):
         raise RuntimeError(_NOT_INSTALLED)
     return session

@@ -576,6 +576,21 @@ class Seam:
         return 2
 
     @staticmethod
+    def close(
+        session: Session, persist: bool, reason: str
+    ) -> tuple[bool, bool, SessionStatus | None, str | None]:
+        """The response starts and nothing is written after it (client-side): freeze the
+        session (saying ``reason``) and return, in one call, whether it was used, whether the
+        request persists (``persist`` and not discarded), and ``changes``' status and state JSON
+        for a used session that persists (``None`` otherwise)."""
+        session._frozen = reason
+        persist = persist and not session._discarded
+        if not (session._accessed and persist):
+            return session._accessed, persist, None, None
+        status, _, state_json = Seam.changes(session, False)
+        return True, True, status, state_json
+
+    @staticmethod
     def allow_late_writes(session: Session, reason: str) -> None:
         """After the response head: changes are still saved, but a new key (renew) is refused."""
         session._late = reason
