@@ -244,15 +244,11 @@ class SessionEngine:
 
         ``user_agent`` (the User-Agent header) is kept, shortened, for sessions bound to a user.
         """
-        prefix, every = self._prefix, None
+        every = None
         if self.device is not None:
             cookie_headers = every = list(cookie_headers)
-        if type(cookie_headers) is list and len(cookie_headers) == 1:  # the common case
-            cookies = cookie_headers if prefix in cookie_headers[0] else []
-        else:
-            cookies = [value for value in cookie_headers if prefix in value]
         agent = user_agent[:120].decode("latin-1") if user_agent else None
-        context = SessionContext(cookies, agent)
+        context = SessionContext(_candidates(cookie_headers, self._prefix), agent)
         if every is not None:
             self._begin_device(context, every)
         return context
@@ -718,7 +714,7 @@ class ClientSideEngine(SessionEngine):
     ) -> SessionContext:
         """``begin``; the cookie is opened at the session's first use, without I/O (a request
         that ignores its session costs nothing more)."""
-        context = self.begin(cookie_headers)
+        context = SessionContext(_candidates(cookie_headers, self._prefix), None)
         if context.cookies:
             context.opener = self
             Seam.defer_open(context.session, context)
@@ -826,6 +822,13 @@ def _not_a_store(store: object) -> str:
         " SQLiteSessionStore('sessions.db'), PostgresSessionStore.from_dsn(...),"
         f" MemorySessionStore() or CookieSessionStore(); got {got}"
     )
+
+
+def _candidates(cookie_headers: Iterable[bytes], prefix: bytes) -> list[bytes]:
+    """The Cookie header values that may hold the session cookie (they name it)."""
+    if type(cookie_headers) is list and len(cookie_headers) == 1:  # the common case
+        return cookie_headers if prefix in cookie_headers[0] else []
+    return [value for value in cookie_headers if prefix in value]
 
 
 def _persist_error(exc: Exception) -> PersistError:

@@ -148,47 +148,62 @@ class SessionMiddleware:
         scope["session"] = context.session
         started = refused = False
 
-        async def sender(message: Message) -> None:
-            """Persist the session as the response starts and add its headers; then save later
-            changes before the last streamed message goes out (server-side stores only)."""
-            nonlocal started, refused
-            kind = message["type"]
-            if kind == "http.response.start":
-                started = True
-                original = message.get("headers", ())
-                try:
-                    headers = engine.finish_sync(context, message["status"], original)
-                    if headers is None:
-                        headers = await engine.finish(context, message["status"], original)
-                except PersistError as exc:
-                    logger.error("session not saved: %s", exc)
-                    refused = True
-                    await _refuse("http", send, exc.status_code)
+        if kind == "http":
+
+            async def sender(message: Message) -> None:
+                """Persist the session as the response starts and add its headers; then save later
+                changes before the last body message goes out (server-side stores only)."""
+                nonlocal started, refused
+                if message["type"] == "http.response.start":
+                    started = True
+                    original = message.get("headers", ())
+                    try:
+                        headers = engine.finish_sync(context, message["status"], original)
+                        if headers is None:
+                            headers = await engine.finish(context, message["status"], original)
+                    except PersistError as exc:
+                        logger.error("session not saved: %s", exc)
+                        refused = True
+                        await _refuse("http", send, exc.status_code)
+                        return
+                    if context.sent_cookie and not self._warned_insecure:
+                        self._check_scheme(scope)
+                    if headers is not original:  # the session added headers: a new message
+                        message = {**message, "headers": headers}
+                elif refused:
                     return
-                if context.sent_cookie and not self._warned_insecure:
-                    self._check_scheme(scope)
-                if headers is not original:  # the session added headers: a new message
-                    message = {**message, "headers": headers}
-            elif kind == "websocket.accept":
-                started = True
-                try:
-                    added = await engine.finish(context, 101, [])
-                except PersistError as exc:
-                    logger.error("session not saved: %s", exc)
-                    refused = True
-                    await _refuse("websocket", send, exc.status_code)
+                elif (
+                    context.loaded is not None
+                    and message["type"] == "http.response.body"
+                    and not message.get("more_body", False)
+                ):
+                    await _persist_late(engine, context)
+                await send(message)
+
+        else:
+
+            async def sender(message: Message) -> None:
+                """Persist the session as the handshake is accepted (its cookie goes with it); then
+                save later changes before each message goes out (server-side stores only)."""
+                nonlocal started, refused
+                kind = message["type"]
+                if kind == "websocket.accept":
+                    started = True
+                    try:
+                        added = await engine.finish(context, 101, [])
+                    except PersistError as exc:
+                        logger.error("session not saved: %s", exc)
+                        refused = True
+                        await _refuse("websocket", send, exc.status_code)
+                        return
+                    cookies = [(n, v) for n, v in added if n == b"set-cookie"]
+                    if cookies:
+                        message = {**message, "headers": [*message.get("headers", ()), *cookies]}
+                elif refused:
                     return
-                cookies = [(n, v) for n, v in added if n == b"set-cookie"]
-                if cookies:
-                    message = {**message, "headers": [*message.get("headers", ()), *cookies]}
-            elif refused:
-                return
-            elif context.loaded is not None and (
-                kind in ("websocket.send", "websocket.close")
-                or (kind == "http.response.body" and not message.get("more_body", False))
-            ):
-                await _persist_late(engine, context)
-            await send(message)
+                elif context.loaded is not None and kind in ("websocket.send", "websocket.close"):
+                    await _persist_late(engine, context)
+                await send(message)
 
         try:
             await self.app(scope, receive, sender)
