@@ -47,7 +47,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession
 from sessionware.config import TtlExtensionPolicy as Policy
@@ -351,21 +351,29 @@ class SessionEngine:
         self, context: SessionContext, status_code: int, headers: Headers
     ) -> Headers | None:
         """``finish`` without a coroutine where no I/O is needed (here: a session nothing used
-        and nothing persists, no touch due); ``None`` when ``finish`` has work to do."""
-        cookies = context.cookies
+        and nothing persists, or one only read; no touch due, no cookie to reissue); ``None``
+        when ``finish`` has work to do."""
+        cookies, session = context.cookies, context.session
+        touch = self._touch and bool(cookies)
         settled = Seam.close_untouched(
-            context.session,
-            status_code < 500,
-            self._touch and bool(cookies),
-            self.server_side,
-            _NO_NEW_KEY,
+            session, status_code < 500, touch, self.server_side, _NO_NEW_KEY
         )
+        vary = bool(cookies)
         if not settled:
-            return None
+            if touch or context.reissue or status_code >= 500:
+                return None
+            if Seam.discarded(session) or not Seam.only_read(session):
+                return None
+            # Nothing to store and no cookie; later writes to a stored record are still saved.
+            if context.loaded is not None:
+                Seam.allow_late_writes(session, _NO_NEW_KEY)
+            else:
+                Seam.freeze(session, _NO_NEW_KEY)
+            settled, vary = 1, True  # a used session varies by Cookie
         context.finished = True
         if settled == 2:
             context.loaded = None  # nothing more is saved for this response
-        if not cookies:
+        if not vary:
             return headers
         out = _with_vary(headers)
         if context.device is not None:
@@ -494,7 +502,7 @@ class ServerSideEngine(SessionEngine):
         if opened is None:
             self._start_empty(context)
             return context.session
-        key = SessionKey(opened[0])
+        key = cast(SessionKey, opened[0])  # _acceptable checked it has a generated key's shape
         try:
             loaded = await self.repository.load(key, self.ttl)
         except DeserializationError:
@@ -523,9 +531,7 @@ class ServerSideEngine(SessionEngine):
         context.key, context.loaded, context.reissue = key, loaded, opened[1] > 0
         context.created = loaded.state.created
         state = loaded.state
-        Seam.fill(
-            context.session, state, key=key, id=loaded.id, user=state.user, origin=loaded.text
-        )
+        Seam.fill(context.session, state, key, loaded.id, state.user, loaded.text)
         return context.session
 
     async def _persist(self, context: SessionContext) -> str | None:

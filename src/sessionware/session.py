@@ -576,6 +576,18 @@ class Seam:
         return 2
 
     @staticmethod
+    def only_read(session: Session) -> bool:
+        """Whether the session is certainly unchanged without encoding it: nothing was written
+        through it (the bound user included), and it is new or holds no container that could
+        have changed in place."""
+        if session._status is not _UNCHANGED or session._user_changed:
+            return False
+        origin = session._origin
+        return origin is None or (
+            origin.count("{") == 2 and "[" not in origin and origin.startswith(ENVELOPE_HEAD)
+        )
+
+    @staticmethod
     def close(
         session: Session, persist: bool, reason: str
     ) -> tuple[bool, bool, SessionStatus | None, str | None]:
@@ -634,12 +646,9 @@ class Seam:
         status = session._status
         if not session._accessed or status is SessionStatus.PURGED:
             return status, _NO_CHANGES, None
+        if Seam.only_read(session):
+            return status, _NO_CHANGES, None
         origin = session._origin
-        if status is SessionStatus.UNCHANGED and not session._user_changed:
-            if origin is None:
-                return status, _NO_CHANGES, None  # a new session, only read
-            if origin.count("{") == 2 and "[" not in origin and origin.startswith(ENVELOPE_HEAD):
-                return status, _NO_CHANGES, None  # no container: nothing can change in place
         state_json = _encode_state(session)
         user = session._user if session._user_changed else KEEP
         if (
