@@ -587,7 +587,7 @@ class ServerSideEngine(SessionEngine):
             if self.on_event is not None:
                 self._emit(SessionRenewed())
         else:
-            saved = await repository.save(loaded, changes, meta, ttl)
+            saved = await repository.save(loaded, changes, meta, ttl, state_json)
             if saved is None:
                 logger.warning(
                     "session %s was ended by another request; this request's changes are"

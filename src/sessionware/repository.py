@@ -249,7 +249,9 @@ class Repository:
         meta: StoredState,
         ttl: timedelta,
         seen: float | None = None,
+        state_json: str | None = None,
     ) -> bytes:
+        """The record for ``state`` (``state_json``: it already encoded) with ``meta``."""
         now = self.clock()
         record = StoredState(
             state,
@@ -260,7 +262,7 @@ class Repository:
             agent=meta.agent if meta.user is not None else None,
             device=meta.device,
         )
-        return encode_state(record).encode("utf-8")
+        return encode_state(record, state_json=state_json).encode("utf-8")
 
     async def create(
         self, state: Mapping[str, Any], meta: StoredState, ttl: timedelta
@@ -277,10 +279,20 @@ class Repository:
         raise StoreError(f"no free session id after {_ATTEMPTS} attempts")
 
     async def save(
-        self, loaded: Loaded, changes: Changes, meta: StoredState, ttl: timedelta
+        self,
+        loaded: Loaded,
+        changes: Changes,
+        meta: StoredState,
+        ttl: timedelta,
+        state_json: str | None = None,
     ) -> Saved | None:
-        """Write ``changes`` into the session ``loaded`` came from; ``None``: it has ended."""
-        return await self._merge(loaded.id, loaded.version, loaded.state, changes, meta, ttl)
+        """Write ``changes`` into the session ``loaded`` came from; ``None``: it has ended.
+
+        ``state_json``: the request's whole state as JSON (``loaded.state`` with ``changes``
+        applied), written as it is while the record is still the one loaded."""
+        return await self._merge(
+            loaded.id, loaded.version, loaded.state, changes, meta, ttl, state_json
+        )
 
     async def _merge(
         self,
@@ -290,22 +302,25 @@ class Repository:
         changes: Changes,
         meta: StoredState,
         ttl: timedelta,
+        state_json: str | None = None,
     ) -> Saved | None:
         """The merge loop: put ``changes`` on top of ``current`` at ``version``; on a lost race
         read again (following renewals) and retry. Without a ``version`` it reads first, and
-        the write counts as moved (it lands in a renewal's successor)."""
+        the write counts as moved (it lands in a renewal's successor). ``state_json``, if given,
+        is ``current`` with ``changes`` applied, already encoded (first attempt only)."""
         first_id, hops = id if version is not None else "", 0
         for attempt in range(_ATTEMPTS):
             if version is not None:
                 merged = changes.apply(current)
                 user = current.user if changes.user is KEEP else changes.user
                 record_meta = _meta(current, meta, user)
-                data = self._encode(merged, record_meta, ttl)
+                data = self._encode(merged, record_meta, ttl, state_json=state_json)
                 new = await self.store.put(id, data, ttl, expect=version)
                 if new is not None:
                     await self._file(user, current.user, id, ttl)
                     stored = Loaded(_state(merged, record_meta), id, new, data.decode())
                     return Saved(id != first_id, stored)
+                state_json = None  # another write landed first: merged onto it from now on
                 self._retried("save")
                 await _backoff(attempt)
             record, fresh, successor = await self._read(id)
