@@ -149,11 +149,12 @@ class SessionContext:
     """The engine that opens the cookie (client-side) or loads the session (``defer``) at the
     session's first use."""
 
-    def __init__(self, cookies: list[bytes], agent: str | None) -> None:
+    def __init__(self, cookies: list[bytes], agent: bytes | None) -> None:
         self.session = Session()
         self.cookies = cookies
         """Cookie header values that may hold the session cookie (kept: Vary depends on them)."""
         self.agent = agent
+        """The User-Agent header, kept (shortened, when written) for sessions bound to a user."""
 
     def __call__(self) -> None:
         """Open the cookie into the session (the session's deferred opener: no closure needed)."""
@@ -247,8 +248,7 @@ class SessionEngine:
         every = None
         if self.device is not None:
             cookie_headers = every = list(cookie_headers)
-        agent = user_agent[:120].decode("latin-1") if user_agent else None
-        context = SessionContext(_candidates(cookie_headers, self._prefix), agent)
+        context = SessionContext(_candidates(cookie_headers, self._prefix), user_agent)
         if every is not None:
             self._begin_device(context, every)
         return context
@@ -405,7 +405,7 @@ class SessionEngine:
         return StoredState(
             created=context.created or self.clock(),
             user=Seam.user(context.session),
-            agent=context.agent,
+            agent=context.agent[:120].decode("latin-1") if context.agent else None,
             device=None if self.device is None else self._start_binding(context),
         )
 
