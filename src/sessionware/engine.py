@@ -150,7 +150,7 @@ class SessionContext:
     session's first use."""
 
     def __init__(self, cookies: list[bytes], agent: bytes | None) -> None:
-        self.session = Session()
+        self.session = dict.__new__(Session)  # Session() without its __init__
         self.cookies = cookies
         """Cookie header values that may hold the session cookie (kept: Vary depends on them)."""
         self.agent = agent

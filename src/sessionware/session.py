@@ -599,6 +599,8 @@ class Seam:
         persist = persist and not session._discarded
         if not (session._accessed and persist):
             return session._accessed, persist, None, None
+        if Seam.only_read(session):
+            return True, True, _UNCHANGED, None
         status, _, state_json = Seam.changes(session, False)
         return True, True, status, state_json
 

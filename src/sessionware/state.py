@@ -240,7 +240,8 @@ def _envelope(data: dict[str, Any]) -> StoredState | None:
         and 0 <= created < _MAX_TIMESTAMP
         and 0 <= expires < _MAX_TIMESTAMP
     ):
-        result = StoredState(state)
+        result = _new_state(StoredState)
+        _fill_state(result, state)
         result.created, result.expires = float(created), float(expires)
         return result
     if "device" in data:
@@ -356,6 +357,9 @@ _scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(cast(An
 
 
 _MAX_TIMESTAMP = 2**40
+# StoredState(state) in C calls alone: the dict's __new__ (no __init__), then its update.
+_new_state = dict.__new__
+_fill_state = dict.update
 
 
 def _timestamp(data: Mapping[str, Any], field: str) -> float | None:
