@@ -864,10 +864,10 @@ def _add_headers(headers: Headers, cookie: str | None) -> Headers:
         headers = list(headers)
     vary = cache_set = False
     for name, _ in headers:  # a loop: cheaper than any comprehension for a few headers
-        lower = name.lower()
-        if lower == b"vary":
+        size = len(name)
+        if size == 4 and name.lower() == b"vary":
             vary = True
-        elif lower == b"cache-control":
+        elif size == 13 and name.lower() == b"cache-control":
             cache_set = True
     if vary:
         out = _merge_vary(headers)

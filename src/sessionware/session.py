@@ -648,7 +648,7 @@ class Seam:
         status = session._status
         if not session._accessed or status is SessionStatus.PURGED:
             return status, _NO_CHANGES, None
-        if Seam.only_read(session):
+        if status is _UNCHANGED and Seam.only_read(session):
             return status, _NO_CHANGES, None
         origin = session._origin
         state_json = _encode_state(session)
