@@ -164,14 +164,13 @@ def session_cookie(
     max_age: int | None,
     *,
     suffix: str | None = None,
-    base64: bool = False,
 ) -> str:
     """The Set-Cookie value carrying ``value`` (already sealed), percent-encoded as actix does.
 
-    ``suffix`` is ``cookie_suffix(settings, max_age)`` when the caller has it; ``base64`` says
-    ``value`` is standard base64 (a PRIVATE seal), where only ``/`` and ``=`` need escaping.
+    ``suffix`` is ``cookie_suffix(settings, max_age)`` when the caller has it. (The engine
+    writes a PRIVATE seal's line itself: standard base64 needs only ``/`` and ``=`` escaped.)
     """
-    encoded = value.replace("/", "%2F").replace("=", "%3D") if base64 else _percent_encode(value)
+    encoded = _percent_encode(value)
     if suffix is None:
         suffix = cookie_suffix(settings, max_age)
     return f"{settings.name}={encoded}{suffix}"

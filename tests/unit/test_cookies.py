@@ -90,7 +90,7 @@ def test_removal_cookie_carries_every_attribute() -> None:
 @settings(max_examples=400, deadline=None)
 @given(
     st.lists(
-        st.text(alphabet=st.sampled_from(list('id=; \t"%2Fab\u00e9x')), max_size=30).map(
+        st.text(alphabet=st.sampled_from(list('id=; \t"%2F3Dab\u00e9x')), max_size=30).map(
             lambda t: t.encode("latin-1")
         ),
         min_size=1,
@@ -99,3 +99,19 @@ def test_removal_cookie_carries_every_attribute() -> None:
 )
 def test_the_fast_path_finds_what_the_general_parser_finds(headers: list[bytes]) -> None:
     assert find_cookies(headers, "id") == _find_cookies(headers, "id")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("ab%2Fcd%3D", "ab/cd="),
+        ("ab%2Fcd%3D%3D", "ab/cd=="),
+        ("abcd%3D%3D%3D", "abcd==="),
+        ("ab%3Dcd", "ab=cd"),
+        ("ab%2fcd%3d", "ab/cd="),
+        ("ab%41", "abA"),
+    ],
+)
+def test_base64_escapes_decode_wherever_they_are(value: str, expected: str) -> None:
+    header = f"x=1; id={value}".encode()
+    assert find_cookies([header], "id") == [expected] == _find_cookies([header], "id")
