@@ -65,6 +65,8 @@ FLAVORS: dict[str, tuple[str, str]] = {
     "null-mw": ("null", "a do-nothing pure-ASGI middleware that wraps send: the floor"),
     "null-redis-get": ("null", "null middleware doing only one redis-py GET per request"),
     "null-redis-getset": ("null", "null middleware doing only GET, then SET ... EX at start"),
+    "floor-cookie": ("floor", "the issue's floor: one-function cookie sessions, no input checks"),
+    "floor-checked": ("floor", "the same shape with sessionware's checked pieces (_floors.py)"),
     "starlette": ("starlette", "starlette.middleware.sessions.SessionMiddleware (itsdangerous)"),
     "starsessions-cookie": ("starsessions", "starsessions 2.2 CookieStore, load_session()"),
     "starsessions-redis": ("starsessions", "starsessions 2.2 RedisStore, load_session()"),
@@ -186,6 +188,10 @@ async def _starsessions(request: Request) -> MutableMapping[str, Any]:
     return request.session
 
 
+async def _floor(request: Request) -> MutableMapping[str, Any]:
+    return await request.scope["session"].load()  # type: ignore[no-any-return]
+
+
 async def _sessionware(request: Request) -> MutableMapping[str, Any]:
     # A no-op for an eagerly loaded session; the store call itself with lazy=True.
     return await get_session(request).load()
@@ -196,6 +202,7 @@ GETTERS: dict[str, Getter] = {
     "null": _bare,
     "starlette": _starlette,
     "starsessions": _starsessions,
+    "floor": _floor,
     "sessionware": _sessionware,
 }
 
@@ -472,6 +479,16 @@ def build(
                 write=name == "null-redis-getset",
             )
         ]
+    elif family == "floor":
+        import _floors
+
+        floor = (
+            _floors.FloorCookieMiddleware
+            if name == "floor-cookie"
+            else _floors.FloorCheckedMiddleware
+        )
+        middleware = [Middleware(floor, key=Key.generate())]
+        cookie_name = "id"
     elif name == "starlette":
         from starlette.middleware.sessions import SessionMiddleware
 

@@ -49,6 +49,8 @@ DEFAULT = [
     "null-redis-get",
     "null-redis-getset",
     "starlette",
+    "floor-cookie",
+    "floor-checked",
     "starsessions-cookie",
     "starsessions-redis",
     "sw-cookie-private",
@@ -432,7 +434,23 @@ def more_rows() -> list[Row]:
             )
         )
     for name, what in (
+        ("floor-cookie", "floor prototype (the issue's: no input checks)"),
+        ("floor-checked", "floor prototype with sessionware's checked pieces"),
+    ):
+        for kind in ("write", "read"):
+            rows.append(
+                overhead_ratio(
+                    f"{what}, {kind} overhead ÷ Starlette SessionMiddleware's overhead",
+                    None,
+                    name,
+                    "starlette",
+                    kind,
+                )
+            )
+    for name, what in (
         ("null-mw", "null pass-through middleware (the floor)"),
+        ("floor-cookie", "floor prototype (the issue's: no input checks)"),
+        ("floor-checked", "floor prototype with sessionware's checked pieces"),
         ("starlette", "Starlette SessionMiddleware"),
         ("starsessions-cookie", "starsessions cookie"),
         ("starsessions-redis", "starsessions Redis"),
