@@ -123,6 +123,10 @@ class PersistError(SessionwareError):
         self.status_code = status_code
 
 
+_REQUEST_OVER = (
+    "the session's request is over: nothing written to it now can be stored (write to the"
+    " session before the response ends)"
+)
 _NO_NEW_KEY = (
     "the session cannot get a new key once the response has started: its cookie has gone out"
     " (renew, or save a new session, before the response starts)"
@@ -156,12 +160,12 @@ class SessionContext:
         self.agent = agent
         """The User-Agent header, kept (shortened, when written) for sessions bound to a user."""
 
-    def __call__(self) -> None:
+    def __call__(self, session: Session) -> None:
         """Open the cookie into the session (the session's deferred opener: no closure needed)."""
         if isinstance(self.opener, ClientSideEngine):
             self.opener.open_now(self)
 
-    def load_deferred(self) -> Awaitable[Session]:
+    def load_deferred(self, session: Session) -> Awaitable[Session]:
         """Load the session (its deferred loader, as a bound method: no closure needed)."""
         assert self.opener is not None
         return self.opener.load(self)
@@ -172,6 +176,30 @@ class SessionContext:
             f"<SessionContext key={key} cookies={len(self.cookies)}"
             f" loaded={self.loaded is not None} finished={self.finished}>"
         )
+
+
+class _Detached:
+    """Opens or loads, into a context of its own, a session whose request is over: the request's
+    context and its session would otherwise hold each other (a cycle only the collector frees)."""
+
+    __slots__ = ("agent", "cookies", "device", "engine")
+
+    def __init__(self, engine: SessionEngine, context: SessionContext) -> None:
+        self.engine, self.cookies = engine, context.cookies
+        self.agent, self.device = context.agent, context.device
+
+    def _context(self, session: Session) -> SessionContext:
+        context = SessionContext(self.cookies, self.agent)
+        context.session, context.device, context.finished = session, self.device, True
+        return context
+
+    def open(self, session: Session) -> None:
+        engine = self.engine
+        if isinstance(engine, ClientSideEngine):
+            engine.open_now(self._context(session))
+
+    def load(self, session: Session) -> Awaitable[Session]:
+        return self.engine.load(self._context(session))
 
 
 class SessionEngine:
@@ -303,6 +331,16 @@ class SessionEngine:
 
         context.opener = self
         Seam.defer(context.session, context.load_deferred)
+
+    def release(self, context: SessionContext) -> None:
+        """The request is over: its session takes no more writes (none could be stored), and
+        one it never opened or loaded stops referring to the request's context (so both are
+        freed at once, without the garbage collector), opening on its own if read later."""
+        session = context.session
+        Seam.freeze(session, _REQUEST_OVER)
+        if Seam.pending(session):
+            detached = _Detached(self, context)
+            Seam.redefer(session, detached.open, detached.load)
 
     def _expired(self, created: float | None) -> bool:
         max_age = self._max_age
@@ -712,7 +750,7 @@ class ClientSideEngine(SessionEngine):
         context.created, context.expires = state.created, state.expires
         if opened[1]:
             context.reissue = True
-        context.key = plain  # type: ignore[assignment]  # the sealed plaintext, not a record key
+        context.key = cast(SessionKey, plain)  # the sealed plaintext, not a record key
         Seam.fill(context.session, state, None, None, state.user, plain)
 
     def start(

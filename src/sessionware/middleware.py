@@ -206,17 +206,19 @@ class SessionMiddleware:
                 await send(message)
 
         try:
-            await self.app(scope, receive, sender)
-        except PersistError as exc:  # a lazy load failed inside the handler
-            if started:
-                raise
-            logger.error("session not loaded: %s", exc)
-            await _refuse(kind, send, exc.status_code)
-            return
-        if context.loaded is not None and started and not refused:
-            await _persist_late(
-                engine, context
-            )  # changes made after the last message (background tasks)
+            try:
+                await self.app(scope, receive, sender)
+            except PersistError as exc:  # a lazy load failed inside the handler
+                if started:
+                    raise
+                logger.error("session not loaded: %s", exc)
+                await _refuse(kind, send, exc.status_code)
+                return
+            if context.loaded is not None and started and not refused:
+                # changes made after the last message (background tasks)
+                await _persist_late(engine, context)
+        finally:
+            engine.release(context)
 
     async def _serve_binding(self, scope: Scope, send: Send) -> None:
         """Answer a DBSC registration or refresh request (``sessionware.dbsc.serve``)."""

@@ -98,8 +98,8 @@ class Session(dict[str, Any]):
     _removed: set[str] | None = None
     _origin: str | None = None
     _frozen: str | None = None
-    _loader: Callable[[], Awaitable[object]] | None = None
-    _opener: Callable[[], None] | None = None
+    _loader: Callable[[Session], Awaitable[object]] | None = None
+    _opener: Callable[[Session], None] | None = None
     _late: str | None = None
     _key: str | None = None
     _id: str | None = None
@@ -206,13 +206,13 @@ class Session(dict[str, Any]):
         if self._opener is not None:
             opener, self._opener = self._opener, None
             _clear(self)
-            opener()
+            opener(self)
         loader = self._loader
         if loader is not None:
             self._loader = None
             _clear(self)
             try:
-                await loader()
+                await loader(self)
             except BaseException:
                 self._loader = loader
                 raise
@@ -225,7 +225,7 @@ class Session(dict[str, Any]):
         if self._opener is not None:
             opener, self._opener = self._opener, None
             _clear(self)
-            opener()
+            opener(self)
         if self._loader is not None:
             raise SessionNotLoadedError(
                 "this session is loaded lazily: `await session.load()` (or use the"
@@ -620,16 +620,35 @@ class Seam:
         session._set = session._removed = None
 
     @staticmethod
-    def defer_open(session: Session, opener: Callable[[], None]) -> None:
-        """Run ``opener`` (no I/O) at the session's first use, to fill it."""
+    def defer_open(session: Session, opener: Callable[[Session], None]) -> None:
+        """Run ``opener(session)`` (no I/O) at the session's first use, to fill it."""
         session._opener = opener
         _setitem(session, _PENDING, None)
 
     @staticmethod
-    def defer(session: Session, loader: Callable[[], Awaitable[object]]) -> None:
-        """Load through ``loader`` at the first ``await load()``; refuse access until then."""
+    def defer(session: Session, loader: Callable[[Session], Awaitable[object]]) -> None:
+        """Load through ``loader(session)`` at the first ``await load()``; refuse access until
+        then."""
         session._loader = loader
         _setitem(session, _PENDING, None)
+
+    @staticmethod
+    def pending(session: Session) -> bool:
+        """Whether the session still waits to be opened or loaded (``defer_open``, ``defer``)."""
+        return session._opener is not None or session._loader is not None
+
+    @staticmethod
+    def redefer(
+        session: Session,
+        opener: Callable[[Session], None],
+        loader: Callable[[Session], Awaitable[object]],
+    ) -> None:
+        """A pending session is opened by ``opener`` or loaded by ``loader`` (whichever it
+        waits for) from now on."""
+        if session._opener is not None:
+            session._opener = opener
+        elif session._loader is not None:
+            session._loader = loader
 
     @staticmethod
     def freeze(session: Session, reason: str) -> None:

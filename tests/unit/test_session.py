@@ -384,9 +384,9 @@ async def test_lazy_session_refuses_use_before_load() -> None:
     session = Session()
     calls = []
 
-    async def loader() -> None:
+    async def loader(loading: Session) -> None:
         calls.append(1)
-        Seam.fill(session, {"a": 1}, key="k" * 64)
+        Seam.fill(loading, {"a": 1}, key="k" * 64)
 
     Seam.defer(session, loader)
     assert not session.loaded
