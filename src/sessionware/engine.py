@@ -162,11 +162,13 @@ class SessionContext:
 
     def __call__(self, session: Session) -> None:
         """Open the cookie into the session (the session's deferred opener: no closure needed)."""
+        self.session = session  # let go of by ``release`` if the request never used it
         if isinstance(self.opener, ClientSideEngine):
             self.opener.open_now(self)
 
     def load_deferred(self, session: Session) -> Awaitable[Session]:
         """Load the session (its deferred loader, as a bound method: no closure needed)."""
+        self.session = session
         assert self.opener is not None
         return self.opener.load(self)
 
@@ -176,30 +178,6 @@ class SessionContext:
             f"<SessionContext key={key} cookies={len(self.cookies)}"
             f" loaded={self.loaded is not None} finished={self.finished}>"
         )
-
-
-class _Detached:
-    """Opens or loads, into a context of its own, a session whose request is over: the request's
-    context and its session would otherwise hold each other (a cycle only the collector frees)."""
-
-    __slots__ = ("agent", "cookies", "device", "engine")
-
-    def __init__(self, engine: SessionEngine, context: SessionContext) -> None:
-        self.engine, self.cookies = engine, context.cookies
-        self.agent, self.device = context.agent, context.device
-
-    def _context(self, session: Session) -> SessionContext:
-        context = SessionContext(self.cookies, self.agent)
-        context.session, context.device, context.finished = session, self.device, True
-        return context
-
-    def open(self, session: Session) -> None:
-        engine = self.engine
-        if isinstance(engine, ClientSideEngine):
-            engine.open_now(self._context(session))
-
-    def load(self, session: Session) -> Awaitable[Session]:
-        return self.engine.load(self._context(session))
 
 
 class SessionEngine:
@@ -333,14 +311,15 @@ class SessionEngine:
         Seam.defer(context.session, context.load_deferred)
 
     def release(self, context: SessionContext) -> None:
-        """The request is over: its session takes no more writes (none could be stored), and
-        one it never opened or loaded stops referring to the request's context (so both are
-        freed at once, without the garbage collector), opening on its own if read later."""
+        """The request is over: its session takes no more writes (none could be stored); and
+        if it was never opened or loaded, the context stops referring to it (the session still
+        holds the context, its opener), so both are freed without the garbage collector."""
         session = context.session
         Seam.freeze(session, _REQUEST_OVER)
-        if Seam.pending(session):
-            detached = _Detached(self, context)
-            Seam.redefer(session, detached.open, detached.load)
+        if Seam.pending(
+            session
+        ):  # its opener is the context: only one of them may refer to the other
+            del context.session
 
     def _expired(self, created: float | None) -> bool:
         max_age = self._max_age

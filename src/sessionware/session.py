@@ -638,19 +638,6 @@ class Seam:
         return session._opener is not None or session._loader is not None
 
     @staticmethod
-    def redefer(
-        session: Session,
-        opener: Callable[[Session], None],
-        loader: Callable[[Session], Awaitable[object]],
-    ) -> None:
-        """A pending session is opened by ``opener`` or loaded by ``loader`` (whichever it
-        waits for) from now on."""
-        if session._opener is not None:
-            session._opener = opener
-        elif session._loader is not None:
-            session._loader = loader
-
-    @staticmethod
     def freeze(session: Session, reason: str) -> None:
         """Refuse further writes, saying ``reason`` (the response has gone out)."""
         session._frozen = reason
