@@ -207,6 +207,14 @@ GETTERS: dict[str, Getter] = {
 }
 
 
+def build_cookie_name(name: str) -> str | None:
+    """The session cookie's name in configuration ``name`` (``None``: it sets none)."""
+    family = FLAVORS[name][0]
+    if family in ("bare", "null"):
+        return None
+    return "id" if family in ("sessionware", "floor") else "session"
+
+
 def make_app(getter: Getter, middleware: list[Middleware]) -> Starlette:
     """The benchmark app: the same three routes whatever the session library."""
 

@@ -38,7 +38,6 @@ sys.path.insert(0, str(HERE))
 
 import _apps  # noqa: E402
 
-COOKIE_NAMES = {"bare": None, "starlette": "session", "starsessions-cookie": "session"}
 # The cookie store's req/s over the bare app's, per kind of request.
 TARGETS = {"read": 0.85, "write": 0.85, "ignore": 0.95}
 JUDGED = "sw-cookie-private"
@@ -295,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for config in configs:
                 servers[config] = Server(config, prefix, logdir)
-                name = COOKIE_NAMES.get(config, "id" if config.startswith("sw-") else "session")
+                name = _apps.build_cookie_name(config)
                 cookies[config] = seed_cookie(servers[config].port, name)
             cookies["bare"] = bare_cookie()
             if args.warmup > 0:  # imports, caches, the first connections
