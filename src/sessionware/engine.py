@@ -281,7 +281,7 @@ class SessionEngine:
                 if self.on_event is not None:
                     self._emit(DecodeFailed("cookie"))
                 continue
-            if not self.server_side or self._acceptable(opened[0]):
+            if self._acceptable(opened[0]):
                 return opened
         return None
 
@@ -340,7 +340,7 @@ class SessionEngine:
         Raises ``PersistError`` when the backend fails or the cookie would be too large. After it,
         a server-side session with a stored record still takes changes (``persist_late``).
         """
-        untouched = SessionEngine.finish_sync(self, context, status_code, headers)
+        untouched = self.finish_sync(context, status_code, headers)
         if untouched is not None:
             return untouched
         session = context.session
@@ -779,10 +779,6 @@ class ClientSideEngine(SessionEngine):
         assert out is not None
         return out
 
-    async def _persist(self, context: SessionContext) -> str | None:
-        status, _, state_json = Seam.changes(context.session, delta=False)
-        return self._persist_now(context, status, state_json)
-
     def _persist_now(
         self, context: SessionContext, status: SessionStatus, state_json: str | None
     ) -> str | None:
@@ -873,34 +869,19 @@ def _safe(exc: BaseException) -> str:
 
 
 def _add_headers(headers: Headers, cookie: str | None) -> Headers:
-    """``headers`` with ``Vary: Cookie`` merged in and, with a cookie, Set-Cookie and caching.
-
-    When the app set no Vary (the common case) its headers are copied as they are, not rebuilt.
-    """
-    if type(headers) is not list:
-        headers = list(headers)
-    vary = cache_set = False
-    for name, _ in headers:  # a loop: cheaper than any comprehension for a few headers
-        size = len(name)
-        if size == 4 and name.lower() == b"vary":
-            vary = True
-        elif size == 13 and name.lower() == b"cache-control":
-            cache_set = True
-    if vary:
-        out = _merge_vary(headers)
-    else:
-        out = headers.copy()
-        out.append(_VARY)
+    """``headers`` with ``Vary: Cookie`` merged in and, with a cookie, Set-Cookie and caching
+    (``Cache-Control: private`` unless the app set its own)."""
+    out = _with_vary(headers)
     if cookie is not None:
         out.append((b"set-cookie", cookie.encode("latin-1")))
-        if not cache_set:
+        if not any(len(name) == 13 and name.lower() == b"cache-control" for name, _ in headers):
             out.append(_PRIVATE)
     return out
 
 
 def _with_vary(headers: Headers) -> Headers:
-    """``_add_headers(headers, None)`` for the common case: a copy of the app's headers with
-    ``Vary: Cookie`` appended; only a header of Vary's length is lowered and compared."""
+    """A copy of the app's headers with ``Cookie`` added to its Vary, or ``Vary: Cookie``
+    appended when it set none (the common case: only a header of Vary's length is lowered)."""
     for name, _ in headers:
         if len(name) == 4 and name.lower() == b"vary":
             return _merge_vary(list(headers))

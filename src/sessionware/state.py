@@ -155,11 +155,7 @@ def encode_state(
     """
     if legacy:
         return _dumps({key: _dumps(value) for key, value in state.items()})
-    body = _dumps(state) if state_json is None else state_json
-    plain = user is None and not isinstance(state, StoredState)
-    if plain and created is not None and expires is not None:  # what the cookie store writes
-        return f'{ENVELOPE_HEAD}{body},"created":{int(created)},"expires":{int(expires)}}}'
-    text = ENVELOPE_HEAD + body
+    text = ENVELOPE_HEAD + (_dumps(state) if state_json is None else state_json)
     if isinstance(state, StoredState):
         created = state.created if created is None else created
         expires = state.expires if expires is None else expires
@@ -230,44 +226,31 @@ def _envelope(data: dict[str, Any]) -> StoredState | None:
     reads or names the problem of."""
     state = data.get("state")
     version = data.get("v")
-    if type(state) is not dict or version != 1 or type(version) is not int:
+    if type(state) is not dict or version != 1 or type(version) is not int or "device" in data:
         return None
-    created, expires = data.get("created"), data.get("expires")
-    if (
-        len(data) == 4  # exactly what the cookie store writes
-        and type(created) is int
-        and type(expires) is int
-        and 0 <= created < _MAX_TIMESTAMP
-        and 0 <= expires < _MAX_TIMESTAMP
-    ):
-        result = _new_state(StoredState)
-        _fill_state(result, state)
-        result.created, result.expires = float(created), float(expires)
-        return result
-    if "device" in data:
-        return None
-    seen = data.get("seen")
+    created, expires, seen = data.get("created"), data.get("expires"), data.get("seen")
     user, agent = data.get("user"), data.get("agent")
-    if (
+    if not (
         (created is None or (type(created) is int and 0 <= created < _MAX_TIMESTAMP))
         and (expires is None or (type(expires) is int and 0 <= expires < _MAX_TIMESTAMP))
         and (seen is None or (type(seen) is int and 0 <= seen < _MAX_TIMESTAMP))
         and (user is None or type(user) is str)
         and (agent is None or type(agent) is str)
     ):
-        result = StoredState(state)
-        if created is not None:
-            result.created = float(created)
-        if expires is not None:
-            result.expires = float(expires)
-        if seen is not None:
-            result.seen = float(seen)
-        if user is not None:
-            result.user = user
-        if agent is not None:
-            result.agent = agent
-        return result
-    return None
+        return None
+    result = _new_state(StoredState)
+    _fill_state(result, state)
+    if created is not None:
+        result.created = float(created)
+    if expires is not None:
+        result.expires = float(expires)
+    if seen is not None:
+        result.seen = float(seen)
+    if user is not None:
+        result.user = user
+    if agent is not None:
+        result.agent = agent
+    return result
 
 
 def _decode_object(data: Any) -> StoredState:
