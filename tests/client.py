@@ -243,9 +243,9 @@ class RecordingCookieStore(CookieSessionStore):
     def writes(self) -> list[str]:
         return [c for c in self.calls if c != "get"]
 
-    def open(self, text: str) -> Any:
+    def read(self, text: str) -> Any:
         self.calls.append("get")
-        return self.inner.open(text)
+        return self.inner.read(text)
 
     def dump(self, state: Any, ttl: timedelta, **options: Any) -> str:
         self.calls.append("put")

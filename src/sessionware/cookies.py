@@ -68,12 +68,15 @@ def single_cookie(header: bytes, prefix: bytes) -> str | None:
     cookie ``prefix`` (``name=``) names in ``header``; ``None`` when ``find_cookies`` must look
     (no such cookie, two, quotes, or escapes other than a sealed value's base64 ones)."""
     at = header.find(prefix)
-    if at == -1 or header.find(prefix, at + 1) != -1:
-        return None
-    if at and not header[:at].rstrip(b" \t").endswith(b";"):
+    if at == -1 or (at and not header[:at].rstrip(b" \t").endswith(b";")):
         return None
     end = header.find(b";", at)
-    value = header[at + len(prefix) : None if end == -1 else end].rstrip(b" \t")
+    if end == -1:  # the last cookie: no other after it
+        value = header[at + len(prefix) :].rstrip(b" \t")
+    elif header.find(prefix, end) != -1:  # (a sealed value has no '=' to spell one)
+        return None
+    else:
+        value = header[at + len(prefix) : end].rstrip(b" \t")
     if not value or len(value) > MAX_VALUE_BYTES or b'"' in value:
         return None
     text = value.decode("latin-1")

@@ -127,6 +127,10 @@ _REQUEST_OVER = (
     "the session's request is over: nothing written to it now can be stored (write to the"
     " session before the response ends)"
 )
+_SEALED = (
+    "the session's cookie went out with the response: nothing written to it now can be stored"
+    " (write to the session before the response starts)"
+)
 _NO_NEW_KEY = (
     "the session cannot get a new key once the response has started: its cookie has gone out"
     " (renew, or save a new session, before the response starts)"
@@ -150,8 +154,7 @@ class SessionContext:
     device: DeviceRequest | None = None
     """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
     opener: SessionEngine | None = None
-    """The engine that opens the cookie (client-side) or loads the session (``defer``) at the
-    session's first use."""
+    """The engine that loads the session at its first ``await load()`` (``defer``)."""
 
     def __init__(self, cookies: list[bytes], agent: bytes | None) -> None:
         self.session = dict.__new__(Session)  # Session() without its __init__
@@ -159,12 +162,6 @@ class SessionContext:
         """Cookie header values that may hold the session cookie (kept: Vary depends on them)."""
         self.agent = agent
         """The User-Agent header, kept (shortened, when written) for sessions bound to a user."""
-
-    def __call__(self, session: Session) -> None:
-        """Open the cookie into the session (the session's deferred opener: no closure needed)."""
-        self.session = session  # let go of by ``release`` if the request never used it
-        if isinstance(self.opener, ClientSideEngine):
-            self.opener.open_now(self)
 
     def load_deferred(self, session: Session) -> Awaitable[Session]:
         """Load the session (its deferred loader, as a bound method: no closure needed)."""
@@ -268,9 +265,9 @@ class SessionEngine:
             self.defer(context)
         return context
 
-    def open(self, context: SessionContext) -> tuple[str, int] | None:
-        """The plaintext of the first session cookie that opens, and the ring index it opened with."""
-        cookies = context.cookies
+    def open(self, cookies: list[bytes]) -> tuple[str, int] | None:
+        """The plaintext of the first session cookie among ``cookies`` (Cookie header values that
+        name it) that opens, and the ring index it opened with."""
         value = single_cookie(cookies[0], self._prefix) if len(cookies) == 1 else None
         values = find_cookies(cookies, self.cookie.name) if value is None else (value,)
         opener = self.sealer.open
@@ -515,7 +512,7 @@ class ServerSideEngine(SessionEngine):
         return False
 
     async def load(self, context: SessionContext) -> Session:
-        opened = self.open(context)
+        opened = self.open(context.cookies)
         if opened is None:
             self._start_empty(context)
             return context.session
@@ -625,7 +622,7 @@ class ServerSideEngine(SessionEngine):
         """DBSC endpoints: the live record the session cookie names, without the device check.
 
         Raises ``PersistError`` when the store fails."""
-        opened = self.open(self.begin(cookie_headers))
+        opened = self.open(self.begin(cookie_headers).cookies)
         if opened is None:
             return None
         key = SessionKey(opened[0])
@@ -692,118 +689,149 @@ class ClientSideEngine(SessionEngine):
             )
         super().__init__(**options)  # type: ignore[arg-type]
         self.store = self.backend = store
+        self._opener = self._open_into  # bound once, not per request
 
     async def seed(self, state: Mapping[str, Any]) -> str:
         """The Set-Cookie value that carries ``state`` as a new session (for tests)."""
         return self._cookie(self.store.dump(StoredState(state, created=self.clock()), self.ttl))
 
-    def open_now(self, context: SessionContext) -> None:
-        """Open the cookie and fill the session, without I/O (at the session's first use)."""
-        opened = self.open(context)
+    # The client-side path needs no per-request context: the session holds (``Seam.defer_open``)
+    # the Cookie header values until it is first used, then what they opened to: ``_UNOPENED``,
+    # or ``(created, expires, plaintext, ring index)``. Nothing refers back to the session, so it is freed
+    # with its request by reference counting alone.
+
+    def session_for(self, cookie_headers: list[bytes]) -> Session:
+        """A request's session; its cookie is opened at its first use, without I/O (a request
+        that ignores its session costs nothing more)."""
+        if len(cookie_headers) == 1:  # the common case of _candidates
+            if self._prefix in cookie_headers[0]:
+                return Seam.opening(self._opener, cookie_headers)
+            return dict.__new__(Session)  # Session() without its __init__
+        cookies = _candidates(cookie_headers, self._prefix)
+        return Seam.opening(self._opener, cookies) if cookies else dict.__new__(Session)
+
+    def _open_into(self, session: Session, cookies: list[bytes]) -> None:
+        """Open the cookie into the session (its deferred opener, run on the emptied session)."""
+        opened = self.open(cookies)
         if opened is None:
-            self._start_empty(context)
+            Seam.take(session, {}, None, None, _UNOPENED)
             return
         plain = opened[0]
         try:
-            state = self.store.open(plain)
+            fields = self.store.read(plain)
         except DeserializationError:
             logger.warning(
                 "session cookie %s holds unreadable state; starting anew", fingerprint(plain)
             )
             if self.on_event is not None:
                 self._emit(DecodeFailed("state"))
-            state = None
+            fields = None
         else:
-            if state is None and self.on_event is not None:
+            if fields is None and self.on_event is not None:
                 self._emit(SessionExpired("idle"))
-        if state is not None and self._max_age is not None and self._expired(state.created):
+        if fields is not None and self._max_age is not None and self._expired(fields[1]):
             logger.info("session cookie passed its absolute timeout")
             if self.on_event is not None:
                 self._emit(SessionExpired("absolute"))
-            state = None
-        if state is None:
-            self._start_empty(context)
+            fields = None
+        if fields is None:
+            Seam.take(session, {}, None, None, _UNOPENED)
             return
         if self.on_event is not None:
             self._emit(SessionLoaded())
-        context.created, context.expires = state.created, state.expires
-        if opened[1]:
-            context.reissue = True
-        context.key = cast(SessionKey, plain)  # the sealed plaintext, not a record key
-        Seam.fill(context.session, state, None, None, state.user, plain)
+        state, created, expires, user = fields
+        Seam.take(session, state, user, plain, (created, expires, plain, opened[1]))
 
-    def start(
-        self, cookie_headers: list[bytes], user_agent: bytes | None = None, lazy: bool = True
-    ) -> SessionContext:
-        """``begin``; the cookie is opened at the session's first use, without I/O (a request
-        that ignores its session costs nothing more)."""
-        context = SessionContext(_candidates(cookie_headers, self._prefix), None)
-        if context.cookies:
-            context.opener = self
-            Seam.defer_open(context.session, context)
-        return context
-
-    async def load(self, context: SessionContext) -> Session:
-        self.open_now(context)
-        return context.session
-
-    def finish_sync(
-        self, context: SessionContext, status_code: int, headers: Headers
-    ) -> Headers | None:
-        """All of ``finish``: the cookie is opened and sealed without I/O. Raises ``PersistError``."""
-        session, cookies = context.session, context.cookies
-        context.finished = True
-        try:  # the cookie is sealed now or never: the session takes no more writes
-            accessed, persist, status, state_json = Seam.close(
-                session, status_code < 500, _NO_NEW_KEY
+    def respond(self, session: Session, status_code: int, headers: Headers) -> Headers:
+        """The response starts: its headers with the session's own (Vary, and a Set-Cookie
+        when the session's status or the lifecycle asks for one); the session takes no more
+        writes. ``headers`` itself when there is nothing to add. Raises ``PersistError``."""
+        try:
+            accessed, persist, status, state_json, held = Seam.close(
+                session, status_code < 500, _SEALED
             )
-            if not accessed and persist and self._touch and cookies:
-                self.open_now(context)  # an extension may be due: the cookie is sealed anew
-                status = SessionStatus.UNCHANGED
-            cookie = None
-            if status is not None and (
-                status is not SessionStatus.UNCHANGED or self._touch or context.reissue
+            if not accessed:
+                if held is None:  # no session cookie came, and nothing used the session
+                    return headers
+                if not (persist and self._touch):
+                    return _with_vary(headers)
+                if type(held) is list:  # an extension may be due: the cookie is sealed anew
+                    held = Seam.open_pending(session)
+                status = _UNCHANGED
+            elif status is None or (
+                status is _UNCHANGED and not self._touch and not (held and held[3])
             ):
-                cookie = self._persist_now(context, status, state_json)
+                return _with_vary(headers)
+            cookie = self._seal(session, status, state_json, held)
         except PersistError:
             raise
         except Exception as exc:
             raise _persist_error(exc) from exc
-        if cookie is not None:
-            context.sent_cookie = True
-            return _add_headers(headers, cookie)
-        return _with_vary(headers) if accessed or cookies else headers
+        return _with_vary(headers) if cookie is None else _add_headers(headers, cookie)
 
-    async def finish(self, context: SessionContext, status_code: int, headers: Headers) -> Headers:
-        out = self.finish_sync(context, status_code, headers)
-        assert out is not None
-        return out
+    def release_session(self, session: Session) -> None:
+        """The request is over without a response: writes to its session now raise (none could
+        be stored; ``respond`` does the same when the response starts)."""
+        Seam.freeze(session, _REQUEST_OVER)
 
-    def _persist_now(
-        self, context: SessionContext, status: SessionStatus, state_json: str | None
+    def _seal(
+        self, session: Session, status: SessionStatus, state_json: str | None, held: Any
     ) -> str | None:
-        """The Set-Cookie to send for the session's ``status`` (``Seam.changes``), if any."""
-        session, had = context.session, context.key is not None
+        """The Set-Cookie to send for the session's ``status`` (``Seam.close``), if any."""
+        had = bool(held)  # the cookie opened to a live session
         if status is SessionStatus.PURGED:
             if had and self.on_event is not None:
                 self._emit(SessionPurged())
-            return self._ended(context) if had else None
-        if status is SessionStatus.UNCHANGED:
+            return removal_cookie(self.cookie, self.clock()) if had else None
+        if status is _UNCHANGED:
             if not had:
                 return None
-            if not (self._touch and self._due(context.expires)):
-                return self._cookie(context.key) if context.reissue and context.key else None
+            if not (self._touch and self._due(held[1])):
+                return self._cookie(held[2]) if held[3] else None
         user, store = Seam.user(session), self.store
         state = Seam.state(session) if state_json is None or store.legacy_format else _UNREAD
         if not (had or user or (state_json != "{}" if state_json is not None else state)):
             return None
         if self.on_event is not None and (not had or status is SessionStatus.RENEWED):
             self._emit(SessionRenewed() if had else SessionCreated())
-        created = context.created or self.clock()
+        created = (held[0] if had else None) or self.clock()
         text = store.dump(state, self.ttl, state_json=state_json, created=created, user=user)
         return self._cookie(text)
 
+    # The context-based interface every engine has (tests, WebSocket scopes), on the above.
 
+    def begin(
+        self, cookie_headers: Iterable[bytes], user_agent: bytes | None = None
+    ) -> SessionContext:
+        context = SessionContext([], None)
+        context.session = self.session_for(list(cookie_headers))
+        return context
+
+    def start(
+        self, cookie_headers: list[bytes], user_agent: bytes | None = None, lazy: bool = True
+    ) -> SessionContext:
+        return self.begin(cookie_headers)
+
+    async def load(self, context: SessionContext) -> Session:
+        return await context.session.load()
+
+    def finish_sync(
+        self, context: SessionContext, status_code: int, headers: Headers
+    ) -> Headers | None:
+        context.finished = True
+        out = self.respond(context.session, status_code, headers)
+        context.sent_cookie = any(name == b"set-cookie" for name, _ in out)
+        return out
+
+    async def finish(self, context: SessionContext, status_code: int, headers: Headers) -> Headers:
+        out = self.finish_sync(context, status_code, headers)
+        assert out is not None
+        return out
+
+
+_UNOPENED: tuple[()] = ()
+"""What the client-side session holds when its cookie did not open to a live session."""
+_UNCHANGED = SessionStatus.UNCHANGED
 _UNREAD: Mapping[str, Any] = {}
 """What ``dump`` gets as the state when it is given the state's JSON: it does not read it."""
 
@@ -874,7 +902,10 @@ def _add_headers(headers: Headers, cookie: str | None) -> Headers:
     out = _with_vary(headers)
     if cookie is not None:
         out.append((b"set-cookie", cookie.encode("latin-1")))
-        if not any(len(name) == 13 and name.lower() == b"cache-control" for name, _ in headers):
+        for name, _ in headers:
+            if len(name) == 13 and name.lower() == b"cache-control":
+                break
+        else:
             out.append(_PRIVATE)
     return out
 

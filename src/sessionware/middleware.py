@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession, SameSite
 from sessionware.crypto import ContentSecurity, Key
@@ -30,6 +30,7 @@ logger = logging.getLogger("sessionware")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
+Headers = list[tuple[bytes, bytes]]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -118,6 +119,7 @@ class SessionMiddleware:
         # The cookie store needs no I/O to load, so laziness would only cost.
         self.lazy = lazy and self.engine.server_side
         self._client_side = isinstance(self.engine, ClientSideEngine)
+        self._client = cast(ClientSideEngine, self.engine)
         self._warned_insecure = not cookie_secure
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -135,6 +137,37 @@ class SessionMiddleware:
                 cookies.append(value)
             elif name == b"user-agent":
                 agent = value
+        if self._client_side and kind == "http":  # no I/O: no context, no later saves
+            client = self._client
+            session = scope["session"] = client.session_for(cookies)
+            started = refused = False
+
+            async def seal_sender(message: Message) -> None:
+                """Seal the session into the response's headers as the response starts."""
+                nonlocal started, refused
+                if message["type"] == "http.response.start":
+                    started, original = True, message.get("headers", ())
+                    try:
+                        headers = client.respond(session, message["status"], original)
+                    except PersistError as exc:
+                        logger.error("session not saved: %s", exc)
+                        refused = True
+                        await _refuse("http", send, exc.status_code)
+                        return
+                    if headers is not original:  # the session added headers: a new message
+                        message = {**message, "headers": headers}
+                        if not self._warned_insecure:
+                            self._check_scheme(scope, headers)
+                elif refused:
+                    return
+                await send(message)
+
+            try:
+                await self.app(scope, receive, seal_sender)
+            finally:
+                if not started:
+                    client.release_session(session)
+            return
         context = engine.start(cookies, agent, self.lazy)
         if not (self.lazy or self._client_side):
             try:
@@ -256,9 +289,12 @@ class SessionMiddleware:
             return False
         return True
 
-    def _check_scheme(self, scope: Scope) -> None:
-        """Warn once when a Secure cookie goes to a plain-http client that will drop it."""
+    def _check_scheme(self, scope: Scope, headers: Headers | None = None) -> None:
+        """Warn once when a Secure cookie goes to a plain-http client that will drop it (with
+        ``headers``: only if they set one)."""
         if scope.get("scheme") not in ("http", "ws"):
+            return
+        if headers is not None and not any(name == b"set-cookie" for name, _ in headers):
             return
         host = ""
         for name, value in scope.get("headers", ()):

@@ -99,7 +99,10 @@ class Session(dict[str, Any]):
     _origin: str | None = None
     _frozen: str | None = None
     _loader: Callable[[Session], Awaitable[object]] | None = None
-    _opener: Callable[[Session], None] | None = None
+    _opener: Callable[[Session, Any], None] | None = None
+    _held: Any = None
+    """What the engine keeps with the session between the request's two phases (the cookie
+    store's engine: the cookie headers until opened, then what they opened to)."""
     _late: str | None = None
     _key: str | None = None
     _id: str | None = None
@@ -206,7 +209,7 @@ class Session(dict[str, Any]):
         if self._opener is not None:
             opener, self._opener = self._opener, None
             _clear(self)
-            opener(self)
+            opener(self, self._held)
         loader = self._loader
         if loader is not None:
             self._loader = None
@@ -225,7 +228,7 @@ class Session(dict[str, Any]):
         if self._opener is not None:
             opener, self._opener = self._opener, None
             _clear(self)
-            opener(self)
+            opener(self, self._held)
         if self._loader is not None:
             raise SessionNotLoadedError(
                 "this session is loaded lazily: `await session.load()` (or use the"
@@ -529,6 +532,26 @@ class Seam:
         session._user, session._origin = user, origin
 
     @staticmethod
+    def take(
+        session: Session, state: Mapping[str, Any], user: str | None, origin: str | None, held: Any
+    ) -> None:
+        """Fill the session from its deferred opener (``opening``), which runs on an emptied
+        session: ``origin`` is the envelope the state came from; ``held`` what the engine keeps."""
+        _update(session, state)
+        session._user, session._origin, session._held = user, origin, held
+
+    @staticmethod
+    def open_pending(session: Session) -> Any:
+        """Run the session's deferred opener now, if it has not run, without counting as a use
+        of the session; return what the engine holds with it."""
+        opener = session._opener
+        if opener is not None:
+            session._opener = None
+            _clear(session)
+            opener(session, session._held)
+        return session._held
+
+    @staticmethod
     def mark_ended(session: Session) -> None:
         """The cookie named a session that has ended (``Session.ended_elsewhere``)."""
         session._ended = True
@@ -590,19 +613,19 @@ class Seam:
     @staticmethod
     def close(
         session: Session, persist: bool, reason: str
-    ) -> tuple[bool, bool, SessionStatus | None, str | None]:
+    ) -> tuple[bool, bool, SessionStatus | None, str | None, Any]:
         """The response starts and nothing is written after it (client-side): freeze the
         session (saying ``reason``) and return, in one call, whether it was used, whether the
-        request persists (``persist`` and not discarded), and ``changes``' status and state JSON
-        for a used session that persists (``None`` otherwise)."""
+        request persists (``persist`` and not discarded), ``changes``' status and state JSON
+        for a used session that persists (``None`` otherwise), and what the engine holds."""
         session._frozen = reason
         persist = persist and not session._discarded
         if not (session._accessed and persist):
-            return session._accessed, persist, None, None
+            return session._accessed, persist, None, None, session._held
         if Seam.only_read(session):
-            return True, True, _UNCHANGED, None
+            return True, True, _UNCHANGED, None, session._held
         status, _, state_json = Seam.changes(session, False)
-        return True, True, status, state_json
+        return True, True, status, state_json, session._held
 
     @staticmethod
     def allow_late_writes(session: Session, reason: str) -> None:
@@ -620,10 +643,13 @@ class Seam:
         session._set = session._removed = None
 
     @staticmethod
-    def defer_open(session: Session, opener: Callable[[Session], None]) -> None:
-        """Run ``opener(session)`` (no I/O) at the session's first use, to fill it."""
-        session._opener = opener
+    def opening(opener: Callable[[Session, Any], None], held: Any) -> Session:
+        """A new session that runs ``opener(session, held)`` (no I/O) at its first use, to fill
+        it; ``held`` stays with the session for the engine (``close`` returns it)."""
+        session = dict.__new__(Session)  # Session() without its __init__
+        session._opener, session._held = opener, held
         _setitem(session, _PENDING, None)
+        return session
 
     @staticmethod
     def defer(session: Session, loader: Callable[[Session], Awaitable[object]]) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "DeserializationError",
     "StoredState",
     "check_value",
+    "decode_fields",
     "decode_state",
     "encode_state",
     "encode_tombstone",
@@ -118,7 +119,7 @@ def check_value(value: Any) -> str:
         raise ValueError("value is nested too deeply to be stored as JSON") from None
     except UnicodeEncodeError:
         raise ValueError("value holds a lone surrogate, which is not valid UTF-8") from None
-    if text.count("[") + text.count("{") > MAX_DEPTH and too_deep(value, text):
+    if len(text) > MAX_DEPTH and too_deep(value, text):
         raise ValueError(f"value nests containers more than {MAX_DEPTH} deep")
     return text
 
@@ -207,7 +208,7 @@ def decode_state(raw: str | bytes) -> StoredState:
     result = _envelope(data) if type(data) is dict else None
     if result is None:
         result = _decode_object(data)
-    if text.count("[") + text.count("{") > MAX_DEPTH and too_deep(result, text):
+    if len(text) > MAX_DEPTH and too_deep(result, text):
         raise DeserializationError(f"session state nests more than {MAX_DEPTH} deep")
     if "\\u" in text and _SURROGATE_ESCAPE.search(text):
         # JSON may spell a lone surrogate (\ud800), which no JSON encoder will write back.
@@ -218,6 +219,38 @@ def decode_state(raw: str | bytes) -> StoredState:
         except ValueError as exc:
             raise DeserializationError(f"session state cannot be stored again: {exc}") from None
     return result
+
+
+def decode_fields(
+    text: str,
+) -> tuple[dict[str, Any], float | None, float | None, str | None]:
+    """``decode_state``'s state, ``created``, ``expires`` and ``user``, without building a
+    ``StoredState`` for the cookie store's own envelope (``v``, ``state``, ``created``,
+    ``expires``) when no check applies; anything else goes through ``decode_state``."""
+    if "\\u" not in text:
+        try:
+            data, end = _scan(text, 0)
+        except Exception:
+            end = -1
+        if end == len(text) and type(data) is dict and len(data) == 4:
+            try:
+                version, state = data["v"], data["state"]
+                created, expires = data["created"], data["expires"]
+            except KeyError:
+                version = None
+            if (
+                version == 1
+                and type(version) is int
+                and type(state) is dict
+                and type(created) is int
+                and 0 <= created < _MAX_TIMESTAMP
+                and type(expires) is int
+                and 0 <= expires < _MAX_TIMESTAMP
+                and not (len(text) > MAX_DEPTH and too_deep(state, text))
+            ):
+                return state, created, expires, None
+    result = decode_state(text)
+    return result, result.created, result.expires, result.user
 
 
 def _envelope(data: dict[str, Any]) -> StoredState | None:

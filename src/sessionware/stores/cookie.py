@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from sessionware.state import DeserializationError, StoredState, decode_state, encode_state
+from sessionware.state import DeserializationError, StoredState, decode_fields, encode_state
 from sessionware.stores.base import NotSupportedError, SessionInfo
 
 __all__ = ["CookieSessionStore"]
@@ -46,13 +46,26 @@ class CookieSessionStore:
 
         Raises ``DeserializationError`` for anything that is not a state this store wrote.
         """
-        state = decode_state(text)
-        now = self._clock()
-        if state.expires is not None and state.expires <= now:
+        fields = self.read(text)
+        if fields is None:
             return None
-        if state.created is not None and state.created > now + CLOCK_SKEW:
+        state, created, expires, user = fields
+        if isinstance(state, StoredState):
+            return state
+        return StoredState(state, created=created, expires=expires, user=user)
+
+    def read(
+        self, text: str
+    ) -> tuple[dict[str, Any], float | None, float | None, str | None] | None:
+        """``open``'s state with its ``created``, ``expires`` and ``user``, without building a
+        ``StoredState`` (the engine's path); ``None`` once it expired."""
+        fields = decode_fields(text)
+        now, created, expires = self._clock(), fields[1], fields[2]
+        if expires is not None and expires <= now:
+            return None
+        if created is not None and created > now + CLOCK_SKEW:
             raise DeserializationError("session cookie was created in the future")
-        return state
+        return fields
 
     def dump(
         self,
