@@ -278,12 +278,13 @@ class SessionEngine:
                 if self.on_event is not None:
                     self._emit(DecodeFailed("cookie"))
                 continue
-            if self._acceptable(opened[0]):
+            if not self.server_side or self._acceptable(opened[0]):
                 return opened
         return None
 
     def _acceptable(self, plain: str) -> bool:
-        """Whether an opened cookie's plaintext can name a session (server-side: a key's shape)."""
+        """Whether an opened cookie's plaintext can name a session: server-side, a key's shape
+        (client-side, any plaintext does; ``open`` does not ask)."""
         return True
 
     def _emit(self, event: SessionEvent) -> None:

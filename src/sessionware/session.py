@@ -293,7 +293,10 @@ class Session(dict[str, Any]):
     def get(self, key: str, default: Any = None) -> Any:
         """The value under ``key``, or ``default``."""
         if not self._accessed:
-            self._read()
+            if self._opener is None and self._loader is None:  # _read's common case
+                self._accessed = True
+            else:
+                self._read()
         return _get(self, key, default)
 
     def contains_key(self, key: str) -> bool:
@@ -349,14 +352,18 @@ class Session(dict[str, Any]):
             or kind is bool
         ):
             _check_value(key, value)
-        if self._status is _PURGED:
+        status = self._status
+        if status is _PURGED:
             return
-        if self._frozen or not self._accessed or self._status is _UNCHANGED:
+        if self._frozen or not self._accessed:
             self._write()
+        elif status is _UNCHANGED:
+            self._status = _CHANGED
         _setitem(self, key, value)
         if self._set is None:
-            self._set = set()
-        self._set.add(key)
+            self._set = {key}
+        else:
+            self._set.add(key)
         if self._removed:
             self._removed.discard(key)
 
@@ -805,6 +812,7 @@ _INT_BOUND = 2**63
 """Integers strictly inside ±2**63 need no encoding to be checked (every JSON reader keeps them)."""
 _PURGED = SessionStatus.PURGED
 _UNCHANGED = SessionStatus.UNCHANGED
+_CHANGED = SessionStatus.CHANGED
 # Held in an unloaded session's dict storage, so C code that reads dicts (json's encoder checks
 # the size before calling items()) takes the slow path through this class and loads it first.
 _PENDING = "\x00sessionware: not loaded yet"

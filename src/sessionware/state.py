@@ -112,7 +112,7 @@ class StoredState(dict[str, Any]):
 def check_value(value: Any) -> str:
     """Return ``value`` as compact JSON text, or raise ``ValueError``/``TypeError`` saying why not."""
     try:
-        text = _dumps(value)
+        text = "".join(_c_encode(value, 0)) if _c_encode is not None else _encoder.encode(value)
         if not text.isascii():
             text.encode("utf-8")
     except RecursionError:
@@ -156,6 +156,14 @@ def encode_state(
     """
     if legacy:
         return _dumps({key: _dumps(value) for key, value in state.items()})
+    if (  # the cookie store's envelope, in one step
+        state_json is not None
+        and user is None
+        and created is not None
+        and expires is not None
+        and not isinstance(state, StoredState)
+    ):
+        return f'{ENVELOPE_HEAD}{state_json},"created":{int(created)},"expires":{int(expires)}}}'
     text = ENVELOPE_HEAD + (_dumps(state) if state_json is None else state_json)
     if isinstance(state, StoredState):
         created = state.created if created is None else created

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sessionware.state import (
     DeserializationError,
     StoredState,
+    decode_fields,
     decode_state,
     encode_state,
     encode_tombstone,
@@ -87,6 +90,71 @@ def test_unversioned_object_is_the_state() -> None:
 def test_undecodable_input_raises_deserialization_error(raw: str | bytes) -> None:
     with pytest.raises(DeserializationError):
         decode_state(raw)
+    if isinstance(raw, str):  # the cookie store's reader refuses the same, with the same error
+        with pytest.raises(DeserializationError):
+            decode_fields(raw)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=12,
+)
+_TIME = st.none() | st.integers(-5, 2**41) | st.floats(allow_nan=False) | st.text(max_size=2)
+_ENVELOPE_KEYS = ("v", "state", "created", "expires", "user", "device", "x")
+
+
+_COOKIE_ENVELOPE = st.fixed_dictionaries(
+    {
+        "v": st.sampled_from([1, 1.0, 2, True, "1"]),
+        "state": st.dictionaries(st.text(max_size=4), _JSON) | _JSON,
+        "created": _TIME,
+        "expires": _TIME,
+    }
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    _COOKIE_ENVELOPE
+    | st.dictionaries(
+        st.sampled_from(_ENVELOPE_KEYS),
+        st.one_of(st.just(1), _JSON, _TIME, st.dictionaries(st.text(max_size=4), _JSON)),
+        max_size=6,
+    ),
+    st.sampled_from(["", " ", "\\ud800"]),
+)
+def test_decode_fields_reads_what_decode_state_reads(
+    envelope: dict[str, object], tail: str
+) -> None:
+    text = json.dumps(envelope, separators=(",", ":"))
+    if tail.strip():
+        text = text.replace("{", '{"\\ud800":0,', 1) if text != "{}" else '{"\\ud800":0}'
+    else:
+        text += tail
+    try:
+        expected = decode_state(text)
+    except DeserializationError:
+        with pytest.raises(DeserializationError):
+            decode_fields(text)
+        return
+    state, created, expires, user = decode_fields(text)
+    assert state == expected and type(state) in (dict, StoredState)
+    assert (created, expires, user) == (expected.created, expected.expires, expected.user)
+
+
+def test_decode_fields_takes_the_cookie_envelope_without_a_stored_state() -> None:
+    text = encode_state({"n": 1}, created=1700000000, expires=1700003600)
+    state, created, expires, user = decode_fields(text)
+    assert type(state) is dict and state == {"n": 1}
+    assert (created, expires, user) == (1700000000, 1700003600, None)
+    deep = encode_state({"n": [[[[1]]]] * 40}, created=1, expires=2)
+    assert decode_fields(deep)[0] == decode_state(deep)
+    too_deep = encode_state({"n": 1}, created=1, expires=2).replace(
+        '"n":1', '"n":' + "[" * 200 + "]" * 200
+    )
+    with pytest.raises(DeserializationError):
+        decode_fields(too_deep)
 
 
 def test_pickle_is_never_deserialised() -> None:
