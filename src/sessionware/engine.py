@@ -696,10 +696,10 @@ class ClientSideEngine(SessionEngine):
         """The Set-Cookie value that carries ``state`` as a new session (for tests)."""
         return self._cookie(self.store.dump(StoredState(state, created=self.clock()), self.ttl))
 
-    # The client-side path needs no per-request context: the session holds (``Seam.defer_open``)
-    # the Cookie header values until it is first used, then what they opened to: ``_UNOPENED``,
-    # or ``(created, expires, plaintext, ring index)``. Nothing refers back to the session, so it is freed
-    # with its request by reference counting alone.
+    # The client-side path needs no per-request context: the session holds (``Seam.opening``)
+    # the Cookie header values until its first use, then what they opened to: ``_UNOPENED``,
+    # or ``(created, expires, plaintext, ring index)``. Nothing refers back to the session, so
+    # it is freed with its request by reference counting alone.
 
     def session_for(self, cookie_headers: list[bytes]) -> Session:
         """A request's session; its cookie is opened at its first use, without I/O (a request

@@ -667,7 +667,7 @@ class Seam:
 
     @staticmethod
     def pending(session: Session) -> bool:
-        """Whether the session still waits to be opened or loaded (``defer_open``, ``defer``)."""
+        """Whether the session still waits to be opened or loaded (``opening``, ``defer``)."""
         return session._opener is not None or session._loader is not None
 
     @staticmethod

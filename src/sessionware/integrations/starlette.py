@@ -26,7 +26,6 @@ from sessionware.config import BrowserSession, PersistentSession, TtlExtensionPo
 from sessionware.crypto import Key
 from sessionware.middleware import ASGIApp, Message, Receive, Scope, Send
 from sessionware.session import Session, SessionStatus
-from sessionware.state import StoredState
 from sessionware.stores import SessionStore
 from sessionware.stores.base import Absent, Record, RecordStore, Version
 from sessionware.stores.cookie import CookieSessionStore
@@ -249,8 +248,10 @@ class _NeverOpens(CookieSessionStore):
     def __init__(self, inner: CookieSessionStore) -> None:
         self.__dict__.update(inner.__dict__)
 
-    def open(self, text: str) -> StoredState | None:
-        return None
+    def read(
+        self, text: str
+    ) -> tuple[dict[str, Any], float | None, float | None, str | None] | None:
+        return None  # ``open`` reads through it too
 
 
 def _never_loading(store: SessionStore) -> SessionStore:

@@ -1,8 +1,8 @@
 """CookieSessionStore: the client-side backend. The whole state travels in the sealed cookie.
 
 It is not a record store: there is nothing to read or write, so the engine's client-side path
-asks it only to read a cookie's plaintext (``open``) and to write one (``dump``), both without
-I/O. Purging cannot revoke a copy of the cookie kept elsewhere: use a server-side store for that.
+asks it only to read a cookie's plaintext (``read``, which ``open`` wraps: a subclass overrides
+``read``) and to write one (``dump``), both without I/O. Purging cannot revoke a copy of the cookie kept elsewhere: use a server-side store for that.
 """
 
 from __future__ import annotations
