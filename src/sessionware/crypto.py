@@ -213,21 +213,8 @@ class Sealer:
     def _open_private(self, sealed: str) -> tuple[str, int] | None:
         if len(sealed) > _MAX_SEALED_LEN:
             return None
-        if _STRICT_MODE:  # _b64decode_strict_mode, inline
-            if len(sealed) % 4:
-                return None
-            try:
-                blob = binascii.a2b_base64(sealed, strict_mode=True)  # type: ignore[call-arg,unused-ignore]
-            except (binascii.Error, ValueError):
-                return None
-            if sealed[-1:] == "=" and _bad_padding(sealed):
-                return None
-        else:
-            decoded = _b64decode_reencoded(sealed)
-            if decoded is None:
-                return None
-            blob = decoded
-        if len(blob) < _NONCE_LEN + _TAG_LEN:
+        blob = _b64decode_strict(sealed)
+        if blob is None or len(blob) < _NONCE_LEN + _TAG_LEN:
             return None
         if len(self._aeads) == 1:  # one key: no loop, no index to count
             try:
@@ -293,16 +280,11 @@ def _b64decode_strict_mode(text: str) -> bytes | None:
         data = binascii.a2b_base64(text, strict_mode=True)  # type: ignore[call-arg,unused-ignore]
     except (binascii.Error, ValueError):
         return None
-    if text[-1:] == "=" and _bad_padding(text):
-        return None
+    if text[-1:] == "=":  # the bits the padding leaves unused must be zero, e.g. "YWJ=" is not
+        two = text[-2:] == "=="
+        if _B64_VALUE.get(text[-3 if two else -2], 0x0F) & (0x0F if two else 0x03):
+            return None
     return data
 
 
-def _bad_padding(text: str) -> bool:
-    """Whether padded base64 ``text`` leaves non-zero unused bits (e.g. "YWJ=" for "YWI=")."""
-    two = text[-2:] == "=="
-    return bool(_B64_VALUE.get(text[-3 if two else -2], 0x0F) & (0x0F if two else 0x03))
-
-
-_STRICT_MODE: Final = sys.version_info >= (3, 11)
-_b64decode_strict = _b64decode_strict_mode if _STRICT_MODE else _b64decode_reencoded
+_b64decode_strict = _b64decode_strict_mode if sys.version_info >= (3, 11) else _b64decode_reencoded

@@ -75,7 +75,7 @@ from sessionware.events import (
 )
 from sessionware.repository import ENDED, Loaded, Repository
 from sessionware.session import Seam, Session, SessionError, SessionStatus
-from sessionware.state import DeserializationError, StoredState
+from sessionware.state import DeserializationError, StateFields, StoredState
 from sessionware.stores.base import (
     NotSupportedError,
     RecordStore,
@@ -145,12 +145,8 @@ class SessionContext:
     key: SessionKey | None = None
     loaded: Loaded | None = None
     created: float | None = None
-    expires: float | None = None
-    """The opened sealed cookie's expiry (client-side), for ``touch_after``."""
     reissue = False
     finished = False
-    sent_cookie = False
-    """Whether the response carries a session Set-Cookie (the adapter's plain-http warning)."""
     device: DeviceRequest | None = None
     """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
     opener: SessionEngine | None = None
@@ -314,9 +310,7 @@ class SessionEngine:
         holds the context, its opener), so both are freed without the garbage collector."""
         session = context.session
         Seam.freeze(session, _REQUEST_OVER)
-        if Seam.pending(
-            session
-        ):  # its opener is the context: only one of them may refer to the other
+        if Seam.pending(session):  # its loader is the context: only one may refer to the other
             del context.session
 
     def _expired(self, created: float | None) -> bool:
@@ -356,7 +350,6 @@ class SessionEngine:
             context.loaded = None  # nothing more is saved for this response
         if cookie is None and not (session.accessed or context.cookies):
             return headers
-        context.sent_cookie = cookie is not None
         out = _add_headers(headers, cookie)
         if context.device is not None:
             self._offer_registration(context, out)
@@ -704,20 +697,24 @@ class ClientSideEngine(SessionEngine):
     def session_for(self, cookie_headers: list[bytes]) -> Session:
         """A request's session; its cookie is opened at its first use, without I/O (a request
         that ignores its session costs nothing more)."""
-        if len(cookie_headers) == 1:  # the common case of _candidates
-            if self._prefix in cookie_headers[0]:
-                return Seam.opening(self._opener, cookie_headers)
-            return dict.__new__(Session)  # Session() without its __init__
         cookies = _candidates(cookie_headers, self._prefix)
         return Seam.opening(self._opener, cookies) if cookies else dict.__new__(Session)
 
     def _open_into(self, session: Session, cookies: list[bytes]) -> None:
         """Open the cookie into the session (its deferred opener, run on the emptied session)."""
         opened = self.open(cookies)
-        if opened is None:
+        fields = None if opened is None else self._read_state(opened[0])
+        if opened is None or fields is None:
             Seam.take(session, {}, None, None, _UNOPENED)
             return
-        plain = opened[0]
+        if self.on_event is not None:
+            self._emit(SessionLoaded())
+        state, created, expires, user = fields
+        Seam.take(session, state, user, opened[0], (created, expires, opened[0], opened[1]))
+
+    def _read_state(self, plain: str) -> StateFields | None:
+        """The live state an opened cookie's plaintext holds (``CookieSessionStore.read``);
+        ``None``, with its log line and event, when it is unreadable, idle or too old."""
         try:
             fields = self.store.read(plain)
         except DeserializationError:
@@ -726,22 +723,17 @@ class ClientSideEngine(SessionEngine):
             )
             if self.on_event is not None:
                 self._emit(DecodeFailed("state"))
-            fields = None
-        else:
-            if fields is None and self.on_event is not None:
+            return None
+        if fields is None:
+            if self.on_event is not None:
                 self._emit(SessionExpired("idle"))
-        if fields is not None and self._max_age is not None and self._expired(fields[1]):
+            return None
+        if self._max_age is not None and self._expired(fields[1]):
             logger.info("session cookie passed its absolute timeout")
             if self.on_event is not None:
                 self._emit(SessionExpired("absolute"))
-            fields = None
-        if fields is None:
-            Seam.take(session, {}, None, None, _UNOPENED)
-            return
-        if self.on_event is not None:
-            self._emit(SessionLoaded())
-        state, created, expires, user = fields
-        Seam.take(session, state, user, plain, (created, expires, plain, opened[1]))
+            return None
+        return fields
 
     def respond(self, session: Session, status_code: int, headers: Headers) -> Headers:
         """The response starts: its headers with the session's own (Vary, and a Set-Cookie
@@ -820,9 +812,7 @@ class ClientSideEngine(SessionEngine):
         self, context: SessionContext, status_code: int, headers: Headers
     ) -> Headers | None:
         context.finished = True
-        out = self.respond(context.session, status_code, headers)
-        context.sent_cookie = any(name == b"set-cookie" for name, _ in out)
-        return out
+        return self.respond(context.session, status_code, headers)
 
     async def finish(self, context: SessionContext, status_code: int, headers: Headers) -> Headers:
         out = self.finish_sync(context, status_code, headers)

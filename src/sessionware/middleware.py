@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession, SameSite
 from sessionware.crypto import ContentSecurity, Key
@@ -118,8 +118,8 @@ class SessionMiddleware:
         self.engine: SessionEngine = make_engine(store, **options)
         # The cookie store needs no I/O to load, so laziness would only cost.
         self.lazy = lazy and self.engine.server_side
-        self._client_side = isinstance(self.engine, ClientSideEngine)
-        self._client = cast(ClientSideEngine, self.engine)
+        self._client = self.engine if isinstance(self.engine, ClientSideEngine) else None
+        """The cookie store's engine: HTTP requests take its own path (no I/O, no context)."""
         self._warned_insecure = not cookie_secure
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -137,8 +137,8 @@ class SessionMiddleware:
                 cookies.append(value)
             elif name == b"user-agent":
                 agent = value
-        if self._client_side and kind == "http":  # no I/O: no context, no later saves
-            client = self._client
+        client = self._client
+        if client is not None and kind == "http":
             session = scope["session"] = client.session_for(cookies)
             started = refused = False
 
@@ -169,7 +169,7 @@ class SessionMiddleware:
                     client.release_session(session)
             return
         context = engine.start(cookies, agent, self.lazy)
-        if not (self.lazy or self._client_side):
+        if not (self.lazy or client is not None):
             try:
                 await engine.load(context)
             except PersistError as exc:
@@ -199,10 +199,10 @@ class SessionMiddleware:
                         refused = True
                         await _refuse("http", send, exc.status_code)
                         return
-                    if context.sent_cookie and not self._warned_insecure:
-                        self._check_scheme(scope)
                     if headers is not original:  # the session added headers: a new message
                         message = {**message, "headers": headers}
+                        if not self._warned_insecure:
+                            self._check_scheme(scope, headers)
                 elif refused:
                     return
                 elif (
@@ -289,12 +289,11 @@ class SessionMiddleware:
             return False
         return True
 
-    def _check_scheme(self, scope: Scope, headers: Headers | None = None) -> None:
-        """Warn once when a Secure cookie goes to a plain-http client that will drop it (with
-        ``headers``: only if they set one)."""
-        if scope.get("scheme") not in ("http", "ws"):
-            return
-        if headers is not None and not any(name == b"set-cookie" for name, _ in headers):
+    def _check_scheme(self, scope: Scope, headers: Headers) -> None:
+        """Warn once when a Secure cookie goes to a plain-http client that will drop it."""
+        if scope.get("scheme") not in ("http", "ws") or not any(
+            name == b"set-cookie" for name, _ in headers
+        ):
             return
         host = ""
         for name, value in scope.get("headers", ()):

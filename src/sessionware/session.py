@@ -207,9 +207,7 @@ class Session(dict[str, Any]):
         handler wants the session; the FastAPI dependency ``SessionDep`` calls it for you.
         """
         if self._opener is not None:
-            opener, self._opener = self._opener, None
-            _clear(self)
-            opener(self, self._held)
+            Seam.open_pending(self)
         loader = self._loader
         if loader is not None:
             self._loader = None
@@ -226,9 +224,7 @@ class Session(dict[str, Any]):
         if self._accessed:
             return
         if self._opener is not None:
-            opener, self._opener = self._opener, None
-            _clear(self)
-            opener(self, self._held)
+            Seam.open_pending(self)
         if self._loader is not None:
             raise SessionNotLoadedError(
                 "this session is loaded lazily: `await session.load()` (or use the"
@@ -293,10 +289,7 @@ class Session(dict[str, Any]):
     def get(self, key: str, default: Any = None) -> Any:
         """The value under ``key``, or ``default``."""
         if not self._accessed:
-            if self._opener is None and self._loader is None:  # _read's common case
-                self._accessed = True
-            else:
-                self._read()
+            self._read()
         return _get(self, key, default)
 
     def contains_key(self, key: str) -> bool:
@@ -352,13 +345,10 @@ class Session(dict[str, Any]):
             or kind is bool
         ):
             _check_value(key, value)
-        status = self._status
-        if status is _PURGED:
+        if self._status is _PURGED:
             return
-        if self._frozen or not self._accessed:
+        if self._frozen or not self._accessed or self._status is _UNCHANGED:
             self._write()
-        elif status is _UNCHANGED:
-            self._status = _CHANGED
         _setitem(self, key, value)
         if self._set is None:
             self._set = {key}
@@ -812,7 +802,6 @@ _INT_BOUND = 2**63
 """Integers strictly inside ±2**63 need no encoding to be checked (every JSON reader keeps them)."""
 _PURGED = SessionStatus.PURGED
 _UNCHANGED = SessionStatus.UNCHANGED
-_CHANGED = SessionStatus.CHANGED
 # Held in an unloaded session's dict storage, so C code that reads dicts (json's encoder checks
 # the size before calling items()) takes the slow path through this class and loads it first.
 _PENDING = "\x00sessionware: not loaded yet"

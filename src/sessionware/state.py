@@ -112,7 +112,7 @@ class StoredState(dict[str, Any]):
 def check_value(value: Any) -> str:
     """Return ``value`` as compact JSON text, or raise ``ValueError``/``TypeError`` saying why not."""
     try:
-        text = "".join(_c_encode(value, 0)) if _c_encode is not None else _encoder.encode(value)
+        text = _dumps(value)
         if not text.isascii():
             text.encode("utf-8")
     except RecursionError:
@@ -203,11 +203,8 @@ def decode_state(raw: str | bytes) -> StoredState:
     """Parse any format actix-session reads into a ``StoredState``; raise ``DeserializationError``."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        try:  # a JSON object with nothing around it (what stores and cookies hold): the C scanner
-            data, end = _scan(text, 0)
-        except Exception:  # _decode raises the error this input deserves
-            end = -1
-        if end != len(text) or text[-1:] != "}":
+        data = _scan_object(text)
+        if data is None:  # _decode reads what the scanner did not, or raises what it deserves
             data = _decode(text)
     except (ValueError, RecursionError, TypeError) as exc:
         raise DeserializationError(
@@ -229,42 +226,42 @@ def decode_state(raw: str | bytes) -> StoredState:
     return result
 
 
-def decode_fields(
-    text: str,
-) -> tuple[dict[str, Any], float | None, float | None, str | None]:
+StateFields = tuple[dict[str, Any], float | None, float | None, str | None]
+"""A state with its ``created``, ``expires`` and ``user`` (``decode_fields``)."""
+
+
+def decode_fields(text: str) -> StateFields:
     """``decode_state``'s state, ``created``, ``expires`` and ``user``, without building a
-    ``StoredState`` for the cookie store's own envelope (``v``, ``state``, ``created``,
-    ``expires``) when no check applies; anything else goes through ``decode_state``."""
-    if "\\u" not in text:
-        try:
-            data, end = _scan(text, 0)
-        except Exception:
-            end = -1
-        if end == len(text) and type(data) is dict and len(data) == 4:
-            try:
-                version, state = data["v"], data["state"]
-                created, expires = data["created"], data["expires"]
-            except KeyError:
-                version = None
-            if (
-                version == 1
-                and type(version) is int
-                and type(state) is dict
-                and type(created) is int
-                and 0 <= created < _MAX_TIMESTAMP
-                and type(expires) is int
-                and 0 <= expires < _MAX_TIMESTAMP
-                and not (len(text) > MAX_DEPTH and too_deep(state, text))
-            ):
-                return state, created, expires, None
+    ``StoredState`` when the text is a v1 envelope no further check applies to (the cookie
+    store's path); anything else goes through ``decode_state``."""
+    if "\\u" not in text:  # a spelled-out surrogate needs decode_state's check
+        data = _scan_object(text)
+        fields = _envelope_fields(data) if type(data) is dict else None
+        if fields is not None and not (len(text) > MAX_DEPTH and too_deep(fields[0], text)):
+            return fields[0], fields[1], fields[2], fields[4]
     result = decode_state(text)
     return result, result.created, result.expires, result.user
 
 
-def _envelope(data: dict[str, Any]) -> StoredState | None:
+def _scan_object(text: str) -> Any:
+    """What ``text`` holds when it is one JSON value with nothing around it ending in ``}`` (what
+    stores and cookies hold), read by the C scanner alone; ``None`` for anything else."""
+    try:
+        data, end = _scan(text, 0)
+    except Exception:
+        return None
+    return data if end == len(text) and text[-1:] == "}" else None
+
+
+_Fields = tuple[
+    dict[str, Any], "int | None", "int | None", "int | None", "str | None", "str | None"
+]
+
+
+def _envelope_fields(data: dict[str, Any]) -> _Fields | None:
     """The v1 envelope exactly as ``encode_state`` writes it (integer times, text user and
-    agent, no device), checked inline; ``None`` for anything else, which ``_decode_object``
-    reads or names the problem of."""
+    agent, no device), checked inline: state, created, expires, seen, user, agent; ``None``
+    for anything else, which ``_decode_object`` reads or names the problem of."""
     state = data.get("state")
     version = data.get("v")
     if type(state) is not dict or version != 1 or type(version) is not int or "device" in data:
@@ -279,6 +276,15 @@ def _envelope(data: dict[str, Any]) -> StoredState | None:
         and (agent is None or type(agent) is str)
     ):
         return None
+    return state, created, expires, seen, user, agent
+
+
+def _envelope(data: dict[str, Any]) -> StoredState | None:
+    """``_envelope_fields`` as a ``StoredState``, built by C calls and the fields it carries."""
+    fields = _envelope_fields(data)
+    if fields is None:
+        return None
+    state, created, expires, seen, user, agent = fields
     result = _new_state(StoredState)
     _fill_state(result, state)
     if created is not None:

@@ -26,6 +26,7 @@ from sessionware.config import BrowserSession, PersistentSession, TtlExtensionPo
 from sessionware.crypto import Key
 from sessionware.middleware import ASGIApp, Message, Receive, Scope, Send
 from sessionware.session import Session, SessionStatus
+from sessionware.state import StateFields
 from sessionware.stores import SessionStore
 from sessionware.stores.base import Absent, Record, RecordStore, Version
 from sessionware.stores.cookie import CookieSessionStore
@@ -248,9 +249,7 @@ class _NeverOpens(CookieSessionStore):
     def __init__(self, inner: CookieSessionStore) -> None:
         self.__dict__.update(inner.__dict__)
 
-    def read(
-        self, text: str
-    ) -> tuple[dict[str, Any], float | None, float | None, str | None] | None:
+    def read(self, text: str) -> StateFields | None:
         return None  # ``open`` reads through it too
 
 

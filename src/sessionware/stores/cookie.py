@@ -2,7 +2,8 @@
 
 It is not a record store: there is nothing to read or write, so the engine's client-side path
 asks it only to read a cookie's plaintext (``read``, which ``open`` wraps: a subclass overrides
-``read``) and to write one (``dump``), both without I/O. Purging cannot revoke a copy of the cookie kept elsewhere: use a server-side store for that.
+``read``) and to write one (``dump``), both without I/O. Purging cannot revoke a copy of the
+cookie kept elsewhere: use a server-side store for that.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from sessionware.state import DeserializationError, StoredState, decode_fields, encode_state
+from sessionware.state import (
+    DeserializationError,
+    StateFields,
+    StoredState,
+    decode_fields,
+    encode_state,
+)
 from sessionware.stores.base import NotSupportedError, SessionInfo
 
 __all__ = ["CookieSessionStore"]
@@ -54,9 +61,7 @@ class CookieSessionStore:
             return state
         return StoredState(state, created=created, expires=expires, user=user)
 
-    def read(
-        self, text: str
-    ) -> tuple[dict[str, Any], float | None, float | None, str | None] | None:
+    def read(self, text: str) -> StateFields | None:
         """``open``'s state with its ``created``, ``expires`` and ``user``, without building a
         ``StoredState`` (the engine's path); ``None`` once it expired."""
         fields = decode_fields(text)
