@@ -150,14 +150,11 @@ class SessionMiddleware:
                     try:
                         headers = client.respond(session, message["status"], original)
                     except PersistError as exc:
-                        logger.error("session not saved: %s", exc)
                         refused = True
-                        await _refuse("http", send, exc.status_code)
+                        await _refuse_unsaved("http", send, exc)
                         return
-                    if headers is not original:  # the session added headers: a new message
-                        message = {**message, "headers": headers}
-                        if not self._warned_insecure:
-                            self._check_scheme(scope, headers)
+                    if headers is not original:
+                        message = self._with_headers(scope, message, headers)
                 elif refused:
                     return
                 await send(message)
@@ -195,14 +192,11 @@ class SessionMiddleware:
                         if headers is None:
                             headers = await engine.finish(context, message["status"], original)
                     except PersistError as exc:
-                        logger.error("session not saved: %s", exc)
                         refused = True
-                        await _refuse("http", send, exc.status_code)
+                        await _refuse_unsaved("http", send, exc)
                         return
-                    if headers is not original:  # the session added headers: a new message
-                        message = {**message, "headers": headers}
-                        if not self._warned_insecure:
-                            self._check_scheme(scope, headers)
+                    if headers is not original:
+                        message = self._with_headers(scope, message, headers)
                 elif refused:
                     return
                 elif (
@@ -225,9 +219,8 @@ class SessionMiddleware:
                     try:
                         added = await engine.finish(context, 101, [])
                     except PersistError as exc:
-                        logger.error("session not saved: %s", exc)
                         refused = True
-                        await _refuse("websocket", send, exc.status_code)
+                        await _refuse_unsaved("websocket", send, exc)
                         return
                     cookies = [(n, v) for n, v in added if n == b"set-cookie"]
                     if cookies:
@@ -289,6 +282,13 @@ class SessionMiddleware:
             return False
         return True
 
+    def _with_headers(self, scope: Scope, message: Message, headers: Headers) -> Message:
+        """A new response start carrying the headers the session added (the app's message is
+        left as it was); the first cookie to a plain-http client is warned about."""
+        if not self._warned_insecure:
+            self._check_scheme(scope, headers)
+        return {**message, "headers": headers}
+
     def _check_scheme(self, scope: Scope, headers: Headers) -> None:
         """Warn once when a Secure cookie goes to a plain-http client that will drop it."""
         if scope.get("scheme") not in ("http", "ws") or not any(
@@ -324,6 +324,12 @@ async def _persist_late(engine: SessionEngine, context: SessionContext) -> None:
 
 
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+
+
+async def _refuse_unsaved(kind: str, send: Send, exc: PersistError) -> None:
+    """The session could not be saved as the response started: log why, answer opaquely."""
+    logger.error("session not saved: %s", exc)
+    await _refuse(kind, send, exc.status_code)
 
 
 async def _refuse(kind: str, send: Send, status: int) -> None:
