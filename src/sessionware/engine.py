@@ -75,7 +75,7 @@ from sessionware.events import (
 )
 from sessionware.repository import ENDED, Loaded, Repository
 from sessionware.session import Seam, Session, SessionError, SessionStatus
-from sessionware.state import DeserializationError, StateFields, StoredState
+from sessionware.state import DeserializationError, StateFields, StoredState, stored_state
 from sessionware.stores.base import (
     NotSupportedError,
     RecordStore,
@@ -143,6 +143,8 @@ class SessionContext:
     Defaults live on the class, so a request pays only for what it sets."""
 
     key: SessionKey | None = None
+    came: tuple[str, str] | None = None
+    """The request's session cookie as ``(key, sealed value)``, when the current key sealed it."""
     loaded: Loaded | None = None
     created: float | None = None
     reissue = False
@@ -244,26 +246,26 @@ class SessionEngine:
 
         ``user_agent`` (the User-Agent header) is kept, shortened, for sessions bound to a user.
         """
+        return self.start(cookie_headers, user_agent, False)
+
+    def start(
+        self, cookie_headers: Iterable[bytes], user_agent: bytes | None, lazy: bool
+    ) -> SessionContext:
+        """The request's context (``begin``), its loading deferred to the first
+        ``await session.load()`` when ``lazy``."""
         every = None
         if self.device is not None:
             cookie_headers = every = list(cookie_headers)
         context = SessionContext(_candidates(cookie_headers, self._prefix), user_agent)
         if every is not None:
             self._begin_device(context, every)
-        return context
-
-    def start(
-        self, cookie_headers: list[bytes], user_agent: bytes | None, lazy: bool
-    ) -> SessionContext:
-        """``begin``, then defer the loading to the first ``await session.load()`` (``lazy``)."""
-        context = self.begin(cookie_headers, user_agent)
         if lazy:
             self.defer(context)
         return context
 
-    def open(self, cookies: list[bytes]) -> tuple[str, int] | None:
+    def open(self, cookies: list[bytes]) -> tuple[str, int, str] | None:
         """The plaintext of the first session cookie among ``cookies`` (Cookie header values that
-        name it) that opens, and the ring index it opened with."""
+        name it) that opens, the ring index it opened with, and the sealed value itself."""
         value = single_cookie(cookies[0], self._prefix) if len(cookies) == 1 else None
         values = find_cookies(cookies, self.cookie.name) if value is None else (value,)
         opener = self.sealer.open
@@ -275,7 +277,7 @@ class SessionEngine:
                     self._emit(DecodeFailed("cookie"))
                 continue
             if not self.server_side or self._acceptable(opened[0]):
-                return opened
+                return opened[0], opened[1], value
         return None
 
     def _acceptable(self, plain: str) -> bool:
@@ -335,6 +337,12 @@ class SessionEngine:
         untouched = self.finish_sync(context, status_code, headers)
         if untouched is not None:
             return untouched
+        return await self.finish_io(context, status_code, headers)
+
+    async def finish_io(
+        self, context: SessionContext, status_code: int, headers: Headers
+    ) -> Headers:
+        """The part of ``finish`` that may need I/O, for a context ``finish_sync`` left (None)."""
         session = context.session
         context.finished = True
         persist = status_code < 500 and not Seam.discarded(session)
@@ -391,6 +399,11 @@ class SessionEngine:
     async def persist_late(self, context: SessionContext) -> None:
         """Save changes made after the response head went out (streaming, WebSocket)."""
 
+    def late_pending(self, context: SessionContext) -> bool:
+        """Whether ``persist_late`` may have something to save: a stored record whose session
+        is not certainly unchanged since (checked without encoding, as ``Seam.only_read``)."""
+        return context.loaded is not None and not Seam.settled(context.session)
+
     async def _persist(self, context: SessionContext) -> str | None:
         raise NotImplementedError
 
@@ -410,11 +423,12 @@ class SessionEngine:
     def _meta(self, context: SessionContext) -> StoredState:
         """The metadata a write stores beside the state: creation, the bound user, its agent,
         and a new device binding if one was asked for (``None``: the record's stays)."""
-        return StoredState(
-            created=context.created or self.clock(),
-            user=Seam.user(context.session),
-            agent=context.agent[:120].decode("latin-1") if context.agent else None,
-            device=None if self.device is None else self._start_binding(context),
+        return stored_state(
+            {},
+            context.created or self.clock(),
+            Seam.user(context.session),
+            context.agent[:120].decode("latin-1") if context.agent else None,
+            None if self.device is None else self._start_binding(context),
         )
 
     # -- device binding (sessionware.dbsc) ---------------------------------------------------
@@ -462,10 +476,12 @@ class SessionEngine:
         context.key = context.loaded = None
         return removal_cookie(self.cookie, self.clock())
 
-    def _cookie(self, value: str) -> str:
+    def _cookie(self, value: str, came: tuple[str, str] | None = None) -> str:
         """The Set-Cookie line carrying ``value`` sealed (percent-encoded as ``session_cookie``
-        does); ``PersistError`` when browsers would drop it for its size."""
-        sealed = self.sealer.seal(value)
+        does); ``PersistError`` when browsers would drop it for its size. ``came``: the request's
+        own cookie as ``(plaintext, sealed value)`` with the current key; when it holds
+        ``value``, it is sent back as it came (the same ciphertext: no new seal needed)."""
+        sealed = came[1] if came is not None and came[0] == value else self.sealer.seal(value)
         if self._base64:  # a PRIVATE seal is standard base64: only these two need escaping
             escaped = sealed.replace("/", "%2F").replace("=", "%3D")
             line = f"{self._cookie_head}{escaped}{self._cookie_suffix}"
@@ -537,6 +553,8 @@ class ServerSideEngine(SessionEngine):
         if self.on_event is not None:
             self._emit(SessionLoaded())
         context.key, context.loaded, context.reissue = key, loaded, opened[1] > 0
+        if not context.reissue:
+            context.came = key, opened[2]
         context.created = loaded.state.created
         state = loaded.state
         Seam.fill(context.session, state, key, loaded.id, state.user, loaded.text)
@@ -562,7 +580,7 @@ class ServerSideEngine(SessionEngine):
                         self._emit(SessionRevoked("touch"))
                     return self._ended(context)
                 if self.cookie_max_age is not None:
-                    return self._cookie(key)
+                    return self._cookie(key, context.came)
             return self._cookie(key) if context.reissue else None
         if status is SessionStatus.PURGED:
             if key is None or loaded is None:
@@ -572,8 +590,9 @@ class ServerSideEngine(SessionEngine):
             if self.on_event is not None:
                 self._emit(SessionPurged())
             return self._ended(context)
-        state, meta = Seam.state(session), self._meta(context)
+        meta = self._meta(context)
         if loaded is None:
+            state = Seam.state(session)
             if not (state or meta.user or meta.device):
                 return None
             new_key, stored = await repository.create(state, meta, ttl)
@@ -607,7 +626,7 @@ class ServerSideEngine(SessionEngine):
                 return self._ended(context)
             context.loaded = saved.loaded
             Seam.rebase(session, key, saved.loaded.id, state_json)
-            return None if saved.moved else self._cookie(key) if key else None
+            return None if saved.moved else self._cookie(key, context.came) if key else None
         context.key, context.loaded = new_key, stored
         Seam.rebase(session, new_key, stored.id, state_json)
         return self._cookie(new_key)
@@ -801,7 +820,7 @@ class ClientSideEngine(SessionEngine):
         return context
 
     def start(
-        self, cookie_headers: list[bytes], user_agent: bytes | None = None, lazy: bool = True
+        self, cookie_headers: Iterable[bytes], user_agent: bytes | None = None, lazy: bool = True
     ) -> SessionContext:
         return self.begin(cookie_headers)
 

@@ -190,7 +190,7 @@ class SessionMiddleware:
                     try:
                         headers = engine.finish_sync(context, message["status"], original)
                         if headers is None:
-                            headers = await engine.finish(context, message["status"], original)
+                            headers = await engine.finish_io(context, message["status"], original)
                     except PersistError as exc:
                         refused = True
                         await _refuse_unsaved("http", send, exc)
@@ -200,9 +200,9 @@ class SessionMiddleware:
                 elif refused:
                     return
                 elif (
-                    context.loaded is not None
-                    and message["type"] == "http.response.body"
+                    message["type"] == "http.response.body"
                     and not message.get("more_body", False)
+                    and engine.late_pending(context)
                 ):
                     await _persist_late(engine, context)
                 await send(message)
@@ -227,7 +227,7 @@ class SessionMiddleware:
                         message = {**message, "headers": [*message.get("headers", ()), *cookies]}
                 elif refused:
                     return
-                elif context.loaded is not None and kind in ("websocket.send", "websocket.close"):
+                elif kind in ("websocket.send", "websocket.close") and engine.late_pending(context):
                     await _persist_late(engine, context)
                 await send(message)
 
@@ -240,7 +240,7 @@ class SessionMiddleware:
                 logger.error("session not loaded: %s", exc)
                 await _refuse(kind, send, exc.status_code)
                 return
-            if context.loaded is not None and started and not refused:
+            if started and not refused and engine.late_pending(context):
                 # changes made after the last message (background tasks)
                 await _persist_late(engine, context)
         finally:

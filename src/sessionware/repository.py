@@ -31,9 +31,10 @@ import hashlib
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from sessionware.events import (
     ConflictEnded,
@@ -51,6 +52,7 @@ from sessionware.state import (
     encode_state,
     encode_tombstone,
     read_tombstone,
+    stored_state,
 )
 from sessionware.stores.base import (
     ABSENT,
@@ -93,8 +95,7 @@ ENDED: Any = _Ended()
 renewed away) recently enough that its tombstone is still there."""
 
 
-@dataclass(frozen=True)
-class Changes:
+class Changes(NamedTuple):
     """What one request did to a session, to apply on top of whatever is stored now.
 
     ``cleared``: the state was emptied first; ``set``: keys written (new values); ``removed``:
@@ -102,14 +103,14 @@ class Changes:
     """
 
     cleared: bool = False
-    set: Mapping[str, Any] = field(default_factory=dict)
+    set: Mapping[str, Any] = MappingProxyType({})
     removed: frozenset[str] = frozenset()
     user: str | None = KEEP
 
     @classmethod
     def replace(cls, state: Mapping[str, Any], user: str | None = KEEP) -> Changes:
         """Changes that make the state exactly ``state``."""
-        return cls(cleared=True, set=dict(state), user=user)
+        return cls(True, dict(state), frozenset(), user)
 
     def apply(self, current: Mapping[str, Any]) -> dict[str, Any]:
         """The state after these changes, on top of ``current``."""
@@ -253,16 +254,17 @@ class Repository:
     ) -> bytes:
         """The record for ``state`` (``state_json``: it already encoded) with ``meta``."""
         now = self.clock()
-        record = StoredState(
-            state,
+        text = encode_state(
+            state if type(state) is dict else dict(state),  # a StoredState's fields aren't meta's
             created=meta.created or now,
             seen=now if seen is None else seen,
             expires=now + ttl.total_seconds(),
             user=meta.user,
             agent=meta.agent if meta.user is not None else None,
             device=meta.device,
+            state_json=state_json,
         )
-        return encode_state(record, state_json=state_json).encode("utf-8")
+        return text.encode("utf-8")
 
     async def create(
         self, state: Mapping[str, Any], meta: StoredState, ttl: timedelta
@@ -542,18 +544,12 @@ def _loaded(id: str, record: Record) -> Loaded:
 def _meta(current: StoredState, meta: StoredState, user: str | None) -> StoredState:
     """The metadata a write stores: created from the record, the rest from this request; the
     device binding from the record too, unless this request started a new one."""
-    return StoredState(
-        created=current.created or meta.created,
-        user=user,
-        agent=meta.agent,
-        device=current.device if meta.device is None else meta.device,
-    )
+    device = current.device if meta.device is None else meta.device
+    return stored_state({}, current.created or meta.created, user, meta.agent, device)
 
 
 def _state(state: Mapping[str, Any], meta: StoredState) -> StoredState:
-    return StoredState(
-        state, created=meta.created, user=meta.user, agent=meta.agent, device=meta.device
-    )
+    return stored_state(state, meta.created, meta.user, meta.agent, meta.device)
 
 
 async def _backoff(attempt: int) -> None:

@@ -608,6 +608,12 @@ class Seam:
         )
 
     @staticmethod
+    def settled(session: Session) -> bool:
+        """Whether the session certainly has nothing to store, known without encoding it
+        (``changes`` would say UNCHANGED at once): unused, or unchanged and ``only_read``."""
+        return not session._accessed or (session._status is _UNCHANGED and Seam.only_read(session))
+
+    @staticmethod
     def close(
         session: Session, persist: bool, reason: str
     ) -> tuple[bool, bool, SessionStatus | None, str | None, Any]:

@@ -32,6 +32,7 @@ __all__ = [
     "encode_tombstone",
     "read_tombstone",
     "state_unchanged",
+    "stored_state",
 ]
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -146,13 +147,16 @@ def encode_state(
     user: str | None = None,
     legacy: bool = False,
     state_json: str | None = None,
+    seen: float | None = None,
+    agent: str | None = None,
+    device: dict[str, Any] | None = None,
 ) -> str:
     """Serialise ``state`` as the v1 envelope (or, with ``legacy``, the actix 0.11 map of JSON texts).
 
-    ``created``, ``expires`` and ``user`` default to the ones a ``StoredState`` carries;
-    ``state_json`` is ``state`` already encoded (``check_value``), to save encoding it again (then
-    ``state`` itself is not read). The state comes first (``ENVELOPE_HEAD``), so
-    ``state_unchanged`` can compare it with one ``startswith``.
+    The metadata fields not given default to the ones a ``StoredState`` carries; ``state_json``
+    is ``state`` already encoded (``check_value``), to save encoding it again (then ``state``
+    itself is not read). The state comes first (``ENVELOPE_HEAD``), so ``state_unchanged`` can
+    compare it with one ``startswith``.
     """
     if legacy:
         return _dumps({key: _dumps(value) for key, value in state.items()})
@@ -161,29 +165,62 @@ def encode_state(
         and user is None
         and created is not None
         and expires is not None
+        and seen is None
+        and agent is None
+        and device is None
         and not isinstance(state, StoredState)
     ):
         return f'{ENVELOPE_HEAD}{state_json},"created":{int(created)},"expires":{int(expires)}}}'
-    text = ENVELOPE_HEAD + (_dumps(state) if state_json is None else state_json)
     if isinstance(state, StoredState):
         created = state.created if created is None else created
         expires = state.expires if expires is None else expires
+        seen = state.seen if seen is None else seen
         user = state.user if user is None else user
-        if state.seen is not None:
-            text += f',"seen":{int(state.seen)}'
-        if user is not None:
-            text += f',"user":{_dumps(user)}'
-        if state.agent is not None:
-            text += f',"agent":{_dumps(state.agent)}'
-        if state.device is not None:
-            text += f',"device":{_dumps(state.device)}'
-    elif user is not None:
+        agent = state.agent if agent is None else agent
+        device = state.device if device is None else device
+    text = ENVELOPE_HEAD + (_dumps(state) if state_json is None else state_json)
+    if seen is not None:
+        text += f',"seen":{int(seen)}'
+    if user is not None:
         text += f',"user":{_dumps(user)}'
+    if agent is not None:
+        text += f',"agent":{_dumps(agent)}'
+    if device is not None:
+        text += f',"device":{_dumps(device)}'
     if created is not None:
         text += f',"created":{int(created)}'
     if expires is not None:
         text += f',"expires":{int(expires)}'
     return text + "}"
+
+
+def stored_state(
+    state: Mapping[str, Any],
+    created: float | None,
+    user: str | None = None,
+    agent: str | None = None,
+    device: dict[str, Any] | None = None,
+    expires: float | None = None,
+    seen: float | None = None,
+    /,
+) -> StoredState:
+    """``StoredState(state, created=..., ...)`` built by C calls and the fields given (the
+    repository builds one for every write)."""
+    result = _new_state(StoredState)
+    _fill_state(result, state)
+    if created is not None:
+        result.created = created
+    if user is not None:
+        result.user = user
+    if agent is not None:
+        result.agent = agent
+    if device is not None:
+        result.device = device
+    if expires is not None:
+        result.expires = expires
+    if seen is not None:
+        result.seen = seen
+    return result
 
 
 ENVELOPE_HEAD = '{"v":1,"state":'

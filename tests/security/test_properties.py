@@ -48,11 +48,14 @@ _SCALARS = (
     | st.floats(allow_nan=False, allow_infinity=False)
     | _TEXT
 )
-JSON_VALUES = st.recursive(
-    _SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
-    max_leaves=10,
-)
+
+
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Lists and objects of ``inner`` (a named function: hypothesis reads it to see it recurses)."""
+    return st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4)
+
+
+JSON_VALUES = st.recursive(_SCALARS, _containers, max_leaves=10)
 STATES = st.dictionaries(_TEXT, JSON_VALUES, max_size=5)
 
 

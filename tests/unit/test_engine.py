@@ -47,6 +47,34 @@ async def test_a_request_cycle_without_asgi() -> None:
     assert await core.finish(core.begin([]), 200, []) == []
 
 
+async def test_a_write_sends_back_the_cookie_that_came_unless_an_older_key_sealed_it() -> None:
+    store, old, new = MemorySessionStore(), Key.generate(), Key.generate()
+    first = engine(store, old)
+    context = first.begin([])
+    (await first.load(context))["n"] = 1
+    line = dict(await first.finish(context, 200, []))[b"set-cookie"].decode()
+    came = line.split(";")[0]
+
+    again = first.begin([came.encode()])
+    (await first.load(again))["n"] = 2
+    sent = dict(await first.finish(again, 200, []))[b"set-cookie"].decode()
+    assert sent == line, "the same key sealed by the current key: the cookie goes back as it came"
+
+    rotated = make_engine(
+        store,
+        keys=[new, old],
+        security=ContentSecurity.PRIVATE,
+        cookie=CookieSettings(),
+        lifecycle=BrowserSession(),
+    )
+    later = rotated.begin([came.encode()])
+    (await rotated.load(later))["n"] = 3
+    resealed = dict(await rotated.finish(later, 200, []))[b"set-cookie"].decode().split(";")[0]
+    assert resealed != came, "sealed by an older key: sealed anew with the current one"
+    opened = rotated.open([resealed.encode()])
+    assert opened is not None and opened[1] == 0 and opened[0] == later.key
+
+
 async def test_a_foreign_cookie_is_ignored_without_store_io() -> None:
     store, key = MemorySessionStore(), Key.generate()
     core = engine(store, key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -43,6 +44,24 @@ def test_metadata_rides_along_and_round_trips() -> None:
     }
     state = decode_state(text)
     assert state == {"a": 1} and state.created == 1700000000 and state.expires == 1700003600
+
+
+def test_every_metadata_field_given_or_carried_writes_the_same_record() -> None:
+    fields = {
+        "created": 1700000000.0,
+        "expires": 1700003600.0,
+        "seen": 1700000100.0,
+        "user": "ada",
+        "agent": "Firefox",
+        "device": {"id": "d1"},
+    }
+    given = encode_state({"a": [1]}, **fields)  # type: ignore[arg-type]
+    assert encode_state(StoredState({"a": [1]}, **fields)) == given  # type: ignore[arg-type]
+    assert encode_state({}, state_json='{"a":[1]}', **fields) == given  # type: ignore[arg-type]
+    state = decode_state(given)
+    assert state == {"a": [1]}
+    assert (state.created, state.expires, state.seen) == (1700000000, 1700003600, 1700000100)
+    assert (state.user, state.agent, state.device) == ("ada", "Firefox", {"id": "d1"})
 
 
 def test_legacy_map_is_migrated_on_read() -> None:
@@ -95,9 +114,14 @@ def test_undecodable_input_raises_deserialization_error(raw: str | bytes) -> Non
             decode_fields(raw)
 
 
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Lists and objects of ``inner`` (a named function: hypothesis reads it to see it recurses)."""
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner)
+
+
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    _containers,
     max_leaves=12,
 )
 _TIME = st.none() | st.integers(-5, 2**41) | st.floats(allow_nan=False) | st.text(max_size=2)
