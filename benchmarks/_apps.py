@@ -67,6 +67,8 @@ FLAVORS: dict[str, tuple[str, str]] = {
     "null-redis-getset": ("null", "null middleware doing only GET, then SET ... EX at start"),
     "floor-cookie": ("floor", "the issue's floor: one-function cookie sessions, no input checks"),
     "floor-checked": ("floor", "the same shape with sessionware's checked pieces (_floors.py)"),
+    "floor-redis": ("floor", "the Redis floor: one GET to load, one SET to save, no checks"),
+    "floor-redis-checked": ("floor", "the Redis floor with sessionware's pieces and CAS put"),
     "starlette": ("starlette", "starlette.middleware.sessions.SessionMiddleware (itsdangerous)"),
     "starsessions-cookie": ("starsessions", "starsessions 2.2 CookieStore, load_session()"),
     "starsessions-redis": ("starsessions", "starsessions 2.2 RedisStore, load_session()"),
@@ -89,6 +91,8 @@ NEEDS_REDIS = frozenset(
     {
         "null-redis-get",
         "null-redis-getset",
+        "floor-redis",
+        "floor-redis-checked",
         "starsessions-redis",
         "sw-redis",
         "sw-redis-eager",
@@ -490,12 +494,24 @@ def build(
     elif family == "floor":
         import _floors
 
-        floor = (
-            _floors.FloorCookieMiddleware
-            if name == "floor-cookie"
-            else _floors.FloorCheckedMiddleware
-        )
-        middleware = [Middleware(floor, key=Key.generate())]
+        if name.startswith("floor-redis"):
+            from sessionware.stores import RedisSessionStore
+
+            floor_store = RedisSessionStore.from_url(REDIS_URL, key_prefix=prefix + "floor:")
+            closers.append(floor_store.aclose)
+            floor: Any = (
+                _floors.FloorRedisMiddleware
+                if name == "floor-redis"
+                else _floors.FloorRedisCheckedMiddleware
+            )
+            middleware = [Middleware(floor, key=Key.generate(), store=floor_store)]
+        else:
+            floor = (
+                _floors.FloorCookieMiddleware
+                if name == "floor-cookie"
+                else _floors.FloorCheckedMiddleware
+            )
+            middleware = [Middleware(floor, key=Key.generate())]
         cookie_name = "id"
     elif name == "starlette":
         from starlette.middleware.sessions import SessionMiddleware

@@ -1,4 +1,4 @@
-"""Two throwaway cookie-session middlewares that bound what sessionware's cookie path could cost.
+"""Throwaway session middlewares that bound what sessionware's cookie and Redis paths could cost.
 
 Neither is a session library: each does only what one benchmark request needs, in one function,
 so the gap between it and sessionware is the price of sessionware's structure. Both keep
@@ -14,15 +14,20 @@ sessionware's wire format (a PRIVATE cookie they seal opens in sessionware and b
   carried the cookie, as DESIGN.md asks. What it lacks is what makes sessionware a library:
   the status machine (purge, renew, clear), key rotation, absolute timeouts, events, touch
   policies, freezing after the response starts.
+* ``FloorRedisMiddleware`` and ``FloorRedisCheckedMiddleware`` are the same two shapes for a
+  Redis-backed session loaded at ``await session.load()``: the cookie seals a key, the record
+  (sessionware's envelope) lives under the SHA-256 of it.
 """
 
 from __future__ import annotations
 
 import binascii
+import hashlib
 import json
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import timedelta
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -33,6 +38,7 @@ from sessionware.cookies import find_cookies, single_cookie
 from sessionware.crypto import ContentSecurity, Sealer
 from sessionware.engine import _add_headers, _with_vary
 from sessionware.state import DeserializationError, check_value, decode_state, state_unchanged
+from sessionware.stores.base import ABSENT, generate_session_key, is_generated_key
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -205,3 +211,179 @@ class FloorCheckedMiddleware(_Floor):
         if len(line) > 4096:
             raise ValueError("the session cookie would be over 4096 bytes")
         return line
+
+
+class FloorRedisSession(FloorSession):
+    """A ``FloorSession`` whose record is fetched at ``await load()`` (``lazy=True``'s shape)."""
+
+    loader: Callable[[FloorRedisSession], Awaitable[None]] | None = None
+    held: Any = None
+
+    def _open(self) -> None:
+        if self.loader is not None:
+            raise RuntimeError("await session.load() first")
+        self.opened = True
+
+    async def load(self) -> FloorRedisSession:
+        loader = self.loader
+        if loader is not None:
+            self.loader = None
+            await loader(self)
+        self.opened = True
+        return self
+
+
+class _RedisFloor:
+    """What both Redis floors share: the cookie seals the session's key (sessionware's wire), the
+    record is sessionware's v1 envelope under ``prefix + sha256(key)``, loaded at the session's
+    ``await load()``; one closure wrapping ``send`` saves when the response starts."""
+
+    checked = False
+
+    def __init__(
+        self, app: ASGIApp, *, key: Key, store: Any, name: str = "id", ttl: int = 86400
+    ) -> None:
+        self.app, self.store, self.name, self.ttl = app, store, name, ttl
+        self.client, self.key_prefix = store._client, store.key_prefix
+        self.prefix = f"{name}=".encode()
+        self.aead = AESGCM(key.encryption_key)
+        self.sealer = Sealer(ContentSecurity.PRIVATE, [key], name)
+
+    async def load(self, cookies: list[bytes], session: FloorRedisSession) -> None:
+        raise NotImplementedError
+
+    async def save(self, session: FloorRedisSession) -> str | None:
+        raise NotImplementedError
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        prefix, cookies = self.prefix, []
+        for name, value in scope["headers"]:
+            if name == b"cookie" and prefix in value:
+                cookies.append(value)
+        session = FloorRedisSession()
+        if cookies:
+            load = self.load
+            session.loader = lambda s: load(cookies, s)
+        scope["session"] = session
+        checked = self.checked
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", ())
+                cookie = await self.save(session) if session.opened else None
+                if cookie is not None:
+                    message = {**message, "headers": _add_headers(headers, cookie)}
+                elif session.opened or (checked and cookies):
+                    message = {**message, "headers": _with_vary(headers)}
+            await send(message)
+
+        await self.app(scope, receive, wrapped)
+
+    def _line(self, sealed: str) -> str:
+        return f"{self.name}={sealed.replace('/', '%2F').replace('=', '%3D')}{_SUFFIX}"
+
+    def _record(self, state_json: str, created: float | None) -> bytes:
+        now = int(time.time())
+        created = int(created or now)
+        return (
+            f'{{"v":1,"state":{state_json},"seen":{now},"created":{created},'
+            f'"expires":{now + self.ttl}}}'
+        ).encode()
+
+
+class FloorRedisMiddleware(_RedisFloor):
+    """The issue's Redis floor: its own parsing and crypto, one GET to load, one ``SET ... EX``
+    to save (no compare-and-set: a concurrent write is lost), Vary only when used."""
+
+    async def load(self, cookies: list[bytes], session: FloorRedisSession) -> None:
+        raw, prefix = cookies[0], self.prefix
+        at = raw.find(prefix)
+        end = raw.find(b";", at)
+        value = raw[at + len(prefix) : None if end == -1 else end]
+        value = value.replace(b"%2F", b"/").replace(b"%3D", b"=")
+        try:
+            blob = binascii.a2b_base64(value)
+            key = self.aead.decrypt(blob[:12], blob[12:], self.name.encode()).decode()
+        except (InvalidTag, ValueError, binascii.Error):
+            return
+        id = hashlib.sha256(key.encode()).hexdigest()
+        data = await self.client.get(self.key_prefix + id)
+        if data is None:
+            return
+        try:
+            record, _ = _scan(data.decode(), 0)
+        except (ValueError, StopIteration):
+            return
+        dict.update(session, record["state"])
+        session.origin, session.created = _dumps(record["state"]), record.get("created")
+        session.held = key, id
+
+    async def save(self, session: FloorRedisSession) -> str | None:
+        new = _dumps(dict(session))
+        if new == (session.origin or "{}"):
+            return None
+        if session.held is None:
+            key, _ = generate_session_key(), None
+            id = hashlib.sha256(key.encode()).hexdigest()
+        else:
+            key, id = session.held
+        await self.client.set(self.key_prefix + id, self._record(new, session.created), ex=self.ttl)
+        nonce = os.urandom(12)
+        sealed = self.aead.encrypt(nonce, key.encode(), self.name.encode())
+        return self._line(binascii.b2a_base64(nonce + sealed, newline=False).decode())
+
+
+class FloorRedisCheckedMiddleware(_RedisFloor):
+    """The same shape with sessionware's checked pieces and its store's I/O: ``single_cookie``,
+    ``Sealer``, the key's shape, ``RedisSessionStore.get`` and ``put`` (its compare-and-set
+    EVAL, so no write is lost), ``decode_state``, ``check_value``; the request's own cookie sent
+    back on a write; Vary whenever the cookie came. What it lacks is what the repository and the
+    engine add: merging a lost race, tombstones, renewal, purge, the user index, late writes,
+    touch policies, events, device binding."""
+
+    checked = True
+
+    async def load(self, cookies: list[bytes], session: FloorRedisSession) -> None:
+        value = single_cookie(cookies[0], self.prefix) if len(cookies) == 1 else None
+        for candidate in find_cookies(cookies, self.name) if value is None else (value,):
+            opened = self.sealer.open(candidate)
+            if opened is None or not is_generated_key(opened[0]):
+                continue
+            id = hashlib.sha256(opened[0].encode()).hexdigest()
+            record = await self.store.get(id)
+            if record is None:
+                return
+            try:
+                text = record.data.decode()
+                state = decode_state(text)
+            except (UnicodeDecodeError, DeserializationError):
+                return
+            dict.update(session, state)
+            session.origin, session.created = text, state.created
+            session.held = id, record.version, candidate
+            return
+
+    async def save(self, session: FloorRedisSession) -> str | None:
+        origin = session.origin
+        if not session.written and (
+            origin is None or (origin.count("{") == 2 and "[" not in origin)
+        ):
+            return None  # read only, and no container that could have changed in place
+        new = check_value(dict(session))
+        if origin is not None and state_unchanged(origin, new):
+            return None
+        data = self._record(new, session.created)
+        ttl = timedelta(seconds=self.ttl)
+        if session.held is None:
+            key = generate_session_key()
+            id = hashlib.sha256(key.encode()).hexdigest()
+            await self.store.put(id, data, ttl, expect=ABSENT)
+            sealed = self.sealer.seal(key)
+        else:
+            id, version, sealed = session.held
+            if await self.store.put(id, data, ttl, expect=version) is None:
+                raise RuntimeError("the record changed: the floor does not merge")
+        return self._line(sealed)

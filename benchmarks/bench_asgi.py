@@ -51,6 +51,8 @@ DEFAULT = [
     "starlette",
     "floor-cookie",
     "floor-checked",
+    "floor-redis",
+    "floor-redis-checked",
     "starsessions-cookie",
     "starsessions-redis",
     "sw-cookie-private",
@@ -455,6 +457,26 @@ def more_rows() -> list[Row]:
         ("starsessions-cookie", "starsessions cookie"),
         ("starsessions-redis", "starsessions Redis"),
     ):
+        rows.append(
+            ratio(
+                f"{what}, untouched ÷ bare with cookie", None, (name, "ignore"), ("bare", "ignore")
+            )
+        )
+    for name, what in (
+        ("floor-redis", "Redis floor prototype (GET, SET, no checks)"),
+        ("floor-redis-checked", "Redis floor prototype with sessionware's pieces and CAS put"),
+    ):
+        rows.append(
+            ratio(f"{what}, read ÷ one GET", None, (name, "read"), ("null-redis-get", "read"))
+        )
+        rows.append(
+            ratio(
+                f"{what}, write ÷ GET + SET",
+                None,
+                (name, "write"),
+                ("null-redis-getset", "write"),
+            )
+        )
         rows.append(
             ratio(
                 f"{what}, untouched ÷ bare with cookie", None, (name, "ignore"), ("bare", "ignore")
