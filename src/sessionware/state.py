@@ -96,18 +96,7 @@ class StoredState(dict[str, Any]):
         device: dict[str, Any] | None = None,
     ) -> None:
         dict.__init__(self, state)
-        if created is not None:
-            self.created = created
-        if expires is not None:
-            self.expires = expires
-        if seen is not None:
-            self.seen = seen
-        if user is not None:
-            self.user = user
-        if agent is not None:
-            self.agent = agent
-        if device is not None:
-            self.device = device
+        _set_fields(self, created, user, agent, device, expires, seen)
 
 
 def check_value(value: Any) -> str:
@@ -208,6 +197,20 @@ def stored_state(
     repository builds one for every write)."""
     result = _new_state(StoredState)
     _fill_state(result, state)
+    _set_fields(result, created, user, agent, device, expires, seen)
+    return result
+
+
+def _set_fields(
+    result: StoredState,
+    created: float | None,
+    user: str | None,
+    agent: str | None,
+    device: dict[str, Any] | None,
+    expires: float | None,
+    seen: float | None,
+) -> None:
+    """Set the metadata fields given (the others stay the class's ``None``)."""
     if created is not None:
         result.created = created
     if user is not None:
@@ -220,7 +223,6 @@ def stored_state(
         result.expires = expires
     if seen is not None:
         result.seen = seen
-    return result
 
 
 ENVELOPE_HEAD = '{"v":1,"state":'
