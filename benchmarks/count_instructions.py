@@ -9,6 +9,11 @@ the ratios. It runs the app twice under callgrind, after the same warm-up, with 
 requests, and prints the difference divided by N. Needs valgrind (Debian's ``valgrind``); it
 is slow (about half a minute per configuration). Counts are a guide, not a target: cache
 misses and the clock's view of them are what bench_asgi.py judges.
+
+With ``--cache`` it runs cachegrind's cache and branch simulation instead and also prints, per
+request, the first-level instruction and data cache misses and the mispredicted branches
+(conditional and indirect): what two paths of similar instruction counts can still differ by on
+the clock (a mispredict costs some 15-20 cycles, an L1 miss about 10).
 """
 
 from __future__ import annotations
@@ -42,12 +47,25 @@ async def drive(config: str, kind: str, requests: int) -> None:
             await flavor.aclose()
 
 
-def collected(config: str, kind: str, requests: int) -> int:
-    """Instructions callgrind counted for a whole run of ``drive``."""
+CACHE_EVENTS = {
+    "instructions": r"I\s+refs:\s+([\d,]+)",
+    "I1 misses": r"I1\s+misses:\s+([\d,]+)",
+    "D1 misses": r"D1\s+misses:\s+([\d,]+)",
+    "mispredicted branches": r"Mispredicts:\s+([\d,]+)",
+    "of them indirect": r"Mispredicts:.*\+\s+([\d,]+) ind",
+}
+
+
+def collected(config: str, kind: str, requests: int, cache: bool = False) -> dict[str, int]:
+    """What valgrind counted for a whole run of ``drive``: instructions (callgrind), or with
+    ``cache`` every ``CACHE_EVENTS`` total (cachegrind's cache and branch simulation)."""
+    tool = "cachegrind" if cache else "callgrind"
+    simulate = ["--cache-sim=yes", "--branch-sim=yes"] if cache else []
     command = [
         "valgrind",
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
+        f"--tool={tool}",
+        *simulate,
+        f"--{tool}-out-file=/dev/null",
         sys.executable,
         __file__,
         "--drive",
@@ -56,10 +74,14 @@ def collected(config: str, kind: str, requests: int) -> int:
         str(requests),
     ]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stderr
-    found = re.search(r"Collected : (\d+)", out)
-    if found is None:
-        raise SystemExit(f"callgrind printed no total:\n{out[-2000:]}")
-    return int(found.group(1))
+    patterns = CACHE_EVENTS if cache else {"instructions": r"Collected : (\d+)"}
+    totals = {}
+    for event, pattern in patterns.items():
+        found = re.search(pattern, out)
+        if found is None:
+            raise SystemExit(f"valgrind printed no {event} total:\n{out[-2000:]}")
+        totals[event] = int(found.group(1).replace(",", ""))
+    return totals
 
 
 def main() -> None:
@@ -71,12 +93,16 @@ def main() -> None:
     parser.add_argument("config", choices=sorted(_apps.FLAVORS))
     parser.add_argument("kind", choices=["write", "read", "ignore"])
     parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument(
+        "--cache", action="store_true", help="also cache misses and mispredicted branches"
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
-    empty = collected(args.config, args.kind, 0)
-    full = collected(args.config, args.kind, args.requests)
-    print(f"{args.config} {args.kind}: {(full - empty) // args.requests} instructions per request")
+    empty = collected(args.config, args.kind, 0, args.cache)
+    full = collected(args.config, args.kind, args.requests, args.cache)
+    per = [f"{(full[e] - empty[e]) // args.requests} {e}" for e in full]
+    print(f"{args.config} {args.kind}, per request: {', '.join(per)}")
 
 
 if __name__ == "__main__":
