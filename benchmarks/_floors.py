@@ -55,6 +55,11 @@ def _dumps(value: Any) -> str:
     return "".join(_encode(value, 0))
 
 
+def _line(name: str, sealed: str) -> str:
+    """The Set-Cookie line for a PRIVATE seal (standard base64: only ``/`` and ``=`` escaped)."""
+    return f"{name}={sealed.replace('/', '%2F').replace('=', '%3D')}{_SUFFIX}"
+
+
 class FloorSession(dict[str, Any]):
     """A dict that opens its cookie at the first read or write and notes writes."""
 
@@ -135,9 +140,6 @@ class _Floor:
 
         await self.app(scope, receive, wrapped)
 
-    def _line(self, sealed: str) -> str:
-        return f"{self.name}={sealed.replace('/', '%2F').replace('=', '%3D')}{_SUFFIX}"
-
 
 class FloorCookieMiddleware(_Floor):
     """The issue's floor: its own minimal parsing and crypto, Vary only when used."""
@@ -168,7 +170,7 @@ class FloorCookieMiddleware(_Floor):
         )
         nonce = os.urandom(12)
         sealed = self.aead.encrypt(nonce, envelope.encode(), self.name.encode())
-        return self._line(binascii.b2a_base64(nonce + sealed, newline=False).decode())
+        return _line(self.name, binascii.b2a_base64(nonce + sealed, newline=False).decode())
 
 
 class FloorCheckedMiddleware(_Floor):
@@ -207,7 +209,7 @@ class FloorCheckedMiddleware(_Floor):
         now = int(time.time())
         created = int(session.created or now)
         envelope = f'{{"v":1,"state":{new},"created":{created},"expires":{now + self.ttl}}}'
-        line = self._line(self.sealer.seal(envelope))
+        line = _line(self.name, self.sealer.seal(envelope))
         if len(line) > 4096:
             raise ValueError("the session cookie would be over 4096 bytes")
         return line
@@ -256,6 +258,8 @@ class _RedisFloor:
         raise NotImplementedError
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        """``_Floor.__call__``'s shape with an awaited save: not shared, so the cookie floors'
+        response start stays a plain call (no coroutine), as sessionware's cookie path is."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -281,9 +285,6 @@ class _RedisFloor:
             await send(message)
 
         await self.app(scope, receive, wrapped)
-
-    def _line(self, sealed: str) -> str:
-        return f"{self.name}={sealed.replace('/', '%2F').replace('=', '%3D')}{_SUFFIX}"
 
     def _record(self, state_json: str, created: float | None) -> bytes:
         now = int(time.time())
@@ -333,7 +334,7 @@ class FloorRedisMiddleware(_RedisFloor):
         await self.client.set(self.key_prefix + id, self._record(new, session.created), ex=self.ttl)
         nonce = os.urandom(12)
         sealed = self.aead.encrypt(nonce, key.encode(), self.name.encode())
-        return self._line(binascii.b2a_base64(nonce + sealed, newline=False).decode())
+        return _line(self.name, binascii.b2a_base64(nonce + sealed, newline=False).decode())
 
 
 class FloorRedisCheckedMiddleware(_RedisFloor):
@@ -386,4 +387,4 @@ class FloorRedisCheckedMiddleware(_RedisFloor):
             id, version, sealed = session.held
             if await self.store.put(id, data, ttl, expect=version) is None:
                 raise RuntimeError("the record changed: the floor does not merge")
-        return self._line(sealed)
+        return _line(self.name, sealed)
