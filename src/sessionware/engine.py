@@ -138,28 +138,39 @@ _NO_NEW_KEY = (
 
 
 class SessionContext:
-    """One request's session, with what the engine remembers between its two phases.
+    """One request's session, with what the engine remembers between its two phases."""
 
-    Defaults live on the class, so a request pays only for what it sets."""
-
-    key: SessionKey | None = None
-    came: tuple[str, str] | None = None
-    """The request's session cookie as ``(key, sealed value)``, when the current key sealed it."""
-    loaded: Loaded | None = None
-    created: float | None = None
-    reissue = False
-    finished = False
-    device: DeviceRequest | None = None
-    """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
-    opener: SessionEngine | None = None
-    """The engine that loads the session at its first ``await load()`` (``defer``)."""
+    __slots__ = (
+        "agent",
+        "came",
+        "cookies",
+        "created",
+        "device",
+        "finished",
+        "key",
+        "loaded",
+        "opener",
+        "reissue",
+        "session",
+    )
 
     def __init__(self, cookies: list[bytes], agent: bytes | None) -> None:
-        self.session = dict.__new__(Session)  # Session() without its __init__
+        self.session = Seam.new()
         self.cookies = cookies
         """Cookie header values that may hold the session cookie (kept: Vary depends on them)."""
         self.agent = agent
         """The User-Agent header, kept (shortened, when written) for sessions bound to a user."""
+        self.key: SessionKey | None = None
+        self.came: tuple[str, str] | None = None
+        """The request's session cookie as ``(key, sealed value)``, when the current key sealed
+        it."""
+        self.loaded: Loaded | None = None
+        self.created: float | None = None
+        self.reissue = self.finished = False
+        self.device: DeviceRequest | None = None
+        """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
+        self.opener: SessionEngine | None = None
+        """The engine that loads the session at its first ``await load()`` (``defer``)."""
 
     def load_deferred(self, session: Session) -> Awaitable[Session]:
         """Load the session (its deferred loader, as a bound method: no closure needed)."""
@@ -178,7 +189,9 @@ class SessionContext:
 class SessionEngine:
     """What both paths share: the cookie, the key ring, the lifecycle, the response headers."""
 
-    server_side = False
+    server_side: bool
+    """Whether the session lives in a record store (an instance attribute: it is read on every
+    request, and CPython specializes reads of those, not of class attributes)."""
     backend: Repository | CookieSessionStore
 
     def __init__(
@@ -347,16 +360,22 @@ class SessionEngine:
         context.finished = True
         persist = status_code < 500 and not Seam.discarded(session)
         cookie: str | None = None
-        if persist and (session.accessed or (self._touch and context.cookies)):
-            if not session.accessed:
-                await self._guarded(self.load(context))
-            cookie = await self._guarded(self._persist(context))
-        if self.server_side and persist and (context.loaded or not session.accessed):
+        accessed = session.accessed
+        if persist and (accessed or (self._touch and context.cookies)):
+            try:  # as _guarded, without its coroutine on every write
+                if not accessed:
+                    await self.load(context)
+                cookie = await self._persist(context)
+            except PersistError:
+                raise
+            except Exception as exc:
+                raise _persist_error(exc) from exc
+        if self.server_side and persist and (context.loaded or not accessed):
             Seam.allow_late_writes(session, _NO_NEW_KEY)
         else:
             Seam.freeze(session, _NO_NEW_KEY)
             context.loaded = None  # nothing more is saved for this response
-        if cookie is None and not (session.accessed or context.cookies):
+        if cookie is None and not (accessed or context.cookies):
             return headers
         out = _add_headers(headers, cookie)
         if context.device is not None:
@@ -501,10 +520,9 @@ class SessionEngine:
 class ServerSideEngine(SessionEngine):
     """The cookie carries a key; the state lives in a record store, through the repository."""
 
-    server_side = True
-
     def __init__(self, *, repository: Repository, **options: object) -> None:
         super().__init__(**options)  # type: ignore[arg-type]
+        self.server_side = True
         self.repository = self.backend = repository
 
     async def seed(self, state: Mapping[str, Any]) -> str:
@@ -564,7 +582,7 @@ class ServerSideEngine(SessionEngine):
         repository, ttl, key, loaded = self.repository, self.ttl, context.key, context.loaded
         session = context.session
         status, changes, state_json = Seam.changes(session)
-        if status is SessionStatus.UNCHANGED:
+        if status is _UNCHANGED:
             if key is None or loaded is None:
                 return None
             if self._touch and self._due(loaded.state.expires):
@@ -582,7 +600,7 @@ class ServerSideEngine(SessionEngine):
                 if self.cookie_max_age is not None:
                     return self._cookie(key, context.came)
             return self._cookie(key) if context.reissue else None
-        if status is SessionStatus.PURGED:
+        if status is _PURGED:
             if key is None or loaded is None:
                 return None
             await repository.purge(loaded)
@@ -598,7 +616,7 @@ class ServerSideEngine(SessionEngine):
             new_key, stored = await repository.create(state, meta, ttl)
             if self.on_event is not None:
                 self._emit(SessionCreated())
-        elif status is SessionStatus.RENEWED:
+        elif status is _RENEWED:
             renewed = await repository.renew(loaded, changes, meta, ttl)
             if renewed is None:
                 logger.warning("session %s ended while renewing it", fingerprint(loaded.id))
@@ -666,9 +684,9 @@ class ServerSideEngine(SessionEngine):
             status, changes, state_json = Seam.changes(session)
         except SessionError as exc:
             raise PersistError(f"session not stored: {exc}", status_code=500) from exc
-        if status is SessionStatus.UNCHANGED:
+        if status is _UNCHANGED:
             return
-        if status is SessionStatus.PURGED:
+        if status is _PURGED:
             await self._guarded(self.repository.purge(loaded))
             if self.on_event is not None:
                 self._emit(SessionPurged())
@@ -701,6 +719,7 @@ class ClientSideEngine(SessionEngine):
                 " store (memory, Redis, SQLite, PostgreSQL), not the cookie store"
             )
         super().__init__(**options)  # type: ignore[arg-type]
+        self.server_side = False
         self.store = self.backend = store
         self._opener = self._open_into  # bound once, not per request
 
@@ -717,7 +736,7 @@ class ClientSideEngine(SessionEngine):
         """A request's session; its cookie is opened at its first use, without I/O (a request
         that ignores its session costs nothing more)."""
         cookies = _candidates(cookie_headers, self._prefix)
-        return Seam.opening(self._opener, cookies) if cookies else dict.__new__(Session)
+        return Seam.opening(self._opener, cookies) if cookies else Seam.new()
 
     def _open_into(self, session: Session, cookies: list[bytes]) -> None:
         """Open the cookie into the session (its deferred opener, run on the emptied session)."""
@@ -791,7 +810,7 @@ class ClientSideEngine(SessionEngine):
     ) -> str | None:
         """The Set-Cookie to send for the session's ``status`` (``Seam.close``), if any."""
         had = bool(held)  # the cookie opened to a live session
-        if status is SessionStatus.PURGED:
+        if status is _PURGED:
             if had and self.on_event is not None:
                 self._emit(SessionPurged())
             return removal_cookie(self.cookie, self.clock()) if had else None
@@ -804,7 +823,7 @@ class ClientSideEngine(SessionEngine):
         state = Seam.state(session) if state_json is None or store.legacy_format else _UNREAD
         if not (had or user or (state_json != "{}" if state_json is not None else state)):
             return None
-        if self.on_event is not None and (not had or status is SessionStatus.RENEWED):
+        if self.on_event is not None and (not had or status is _RENEWED):
             self._emit(SessionRenewed() if had else SessionCreated())
         created = (held[0] if had else None) or self.clock()
         text = store.dump(state, self.ttl, state_json=state_json, created=created, user=user)
@@ -842,6 +861,8 @@ class ClientSideEngine(SessionEngine):
 _UNOPENED: tuple[()] = ()
 """What the client-side session holds when its cookie did not open to a live session."""
 _UNCHANGED = SessionStatus.UNCHANGED
+_PURGED = SessionStatus.PURGED
+_RENEWED = SessionStatus.RENEWED
 _UNREAD: Mapping[str, Any] = {}
 """What ``dump`` gets as the state when it is given the state's JSON: it does not read it."""
 

@@ -290,38 +290,23 @@ class Repository:
     ) -> Saved | None:
         """Write ``changes`` into the session ``loaded`` came from; ``None``: it has ended.
 
+        The merge loop: put the changes on top of ``loaded``'s state at its version; on a lost
+        race read again (following renewals) and retry. A ``loaded`` with no version is read
+        first, and the write counts as moved (it lands in a renewal's successor).
         ``state_json``: the request's whole state as JSON (``loaded.state`` with ``changes``
         applied), written as it is while the record is still the one loaded."""
-        return await self._merge(
-            loaded.id, loaded.version, loaded.state, changes, meta, ttl, state_json
-        )
-
-    async def _merge(
-        self,
-        id: str,
-        version: Version | None,
-        current: StoredState,
-        changes: Changes,
-        meta: StoredState,
-        ttl: timedelta,
-        state_json: str | None = None,
-    ) -> Saved | None:
-        """The merge loop: put ``changes`` on top of ``current`` at ``version``; on a lost race
-        read again (following renewals) and retry. Without a ``version`` it reads first, and
-        the write counts as moved (it lands in a renewal's successor). ``state_json``, if given,
-        is ``current`` with ``changes`` applied, already encoded (first attempt only)."""
+        id, version, current = loaded.id, loaded.version, loaded.state
         first_id, hops = id if version is not None else "", 0
         for attempt in range(_ATTEMPTS):
             if version is not None:
                 merged = changes.apply(current)
                 user = current.user if changes.user is KEEP else changes.user
-                record_meta = _meta(current, meta, user)
-                data = self._encode(merged, record_meta, ttl, state_json=state_json)
+                stored = _record(merged, current, meta, user)
+                data = self._encode(merged, stored, ttl, state_json=state_json)
                 new = await self.store.put(id, data, ttl, expect=version)
                 if new is not None:
                     await self._file(user, current.user, id, ttl)
-                    stored = Loaded(_state(merged, record_meta), id, new, data.decode())
-                    return Saved(id != first_id, stored)
+                    return Saved(id != first_id, Loaded(stored, id, new, data.decode()))
                 state_json = None  # another write landed first: merged onto it from now on
                 self._retried("save")
                 await _backoff(attempt)
@@ -383,7 +368,7 @@ class Repository:
         to its session); ``None`` when the session ended meanwhile.
         """
         user = loaded.state.user if changes.user is KEEP else changes.user
-        record_meta = _meta(loaded.state, meta, user)
+        record_meta = _record({}, loaded.state, meta, user)
         key, new = await self.create(changes.apply(loaded.state), record_meta, ttl)
         try:  # until the old record is buried, a failure leaves it intact: drop the new one
             old_id, old_version, current = loaded.id, loaded.version, loaded.state
@@ -396,19 +381,21 @@ class Repository:
                     await self._end(new)
                     if successor is None:
                         return None
-                    return await self._merge(successor, None, StoredState(), changes, meta, ttl)
+                    return await self.save(
+                        Loaded(StoredState(), successor, None), changes, meta, ttl
+                    )
                 assert record is not None
                 # A write reached the old record first: carry it over into the new one.
                 current, old_version = fresh, record.version
                 user = current.user if changes.user is KEEP else changes.user
-                record_meta = _meta(current, meta, user)
                 merged = changes.apply(current)
-                data = self._encode(merged, record_meta, ttl)
+                carried = _record(merged, current, meta, user)
+                data = self._encode(merged, carried, ttl)
                 version = await self.store.put(new.id, data, ttl, expect=new.version)
                 if version is None:  # the new session was ended (sign-out-everywhere)
                     await self._purge(old_id)
                     return None
-                new = Loaded(_state(merged, record_meta), new.id, version, data.decode())
+                new = Loaded(carried, new.id, version, data.decode())
                 self._retried("renew")
                 await _backoff(attempt)
         except BaseException:
@@ -541,11 +528,13 @@ def _loaded(id: str, record: Record) -> Loaded:
     return Loaded(decode_state(text), id, record.version, text)
 
 
-def _meta(current: StoredState, meta: StoredState, user: str | None) -> StoredState:
-    """The metadata a write stores: created from the record, the rest from this request; the
-    device binding from the record too, unless this request started a new one."""
+def _record(
+    state: Mapping[str, Any], current: StoredState, meta: StoredState, user: str | None
+) -> StoredState:
+    """``state`` with the metadata a write stores: created from the record, the rest from this
+    request; the device binding from the record too, unless this request started a new one."""
     device = current.device if meta.device is None else meta.device
-    return stored_state({}, current.created or meta.created, user, meta.agent, device)
+    return stored_state(state, current.created or meta.created, user, meta.agent, device)
 
 
 def _state(state: Mapping[str, Any], meta: StoredState) -> StoredState:

@@ -89,31 +89,53 @@ class Session(dict[str, Any]):
     ``json.dumps(session)`` and ``JSONResponse(request.session)`` work as with Starlette's.
     """
 
-    # Defaults live on the class, so a request that never uses its session pays for no more
-    # than an empty dict; writers create the sets they need.
-    _status = SessionStatus.UNCHANGED
-    _accessed = False
-    _cleared = False
-    _set: set[str] | None = None
-    _removed: set[str] | None = None
-    _origin: str | None = None
-    _frozen: str | None = None
-    _loader: Callable[[Session], Awaitable[object]] | None = None
-    _opener: Callable[[Session, Any], None] | None = None
-    _held: Any = None
+    # Every field is a slot, set when the session is made (``_new``): CPython specializes reads
+    # of slots, but not of instance attributes that fall back to a class-level default.
+    __slots__ = (
+        "__weakref__",
+        "_accessed",
+        "_cleared",
+        "_device",
+        "_discarded",
+        "_ended",
+        "_frozen",
+        "_held",
+        "_id",
+        "_key",
+        "_late",
+        "_loader",
+        "_opener",
+        "_origin",
+        "_removed",
+        "_set",
+        "_status",
+        "_user",
+        "_user_changed",
+    )
+    _status: SessionStatus
+    _accessed: bool
+    _cleared: bool
+    _set: set[str] | None
+    _removed: set[str] | None
+    _origin: str | None
+    _frozen: str | None
+    _loader: Callable[[Session], Awaitable[object]] | None
+    _opener: Callable[[Session, Any], None] | None
+    _held: Any
     """What the engine keeps with the session between the request's two phases (the cookie
     store's engine: the cookie headers until opened, then what they opened to)."""
-    _late: str | None = None
-    _key: str | None = None
-    _id: str | None = None
-    _user: str | None = None
-    _user_changed = False
-    _discarded = False
-    _ended = False
-    _device: bool | None = None  # DBSC: None = not configured, True = bind requested
+    _late: str | None
+    _key: str | None
+    _id: str | None
+    _user: str | None
+    _user_changed: bool
+    _discarded: bool
+    _ended: bool
+    _device: bool | None  # DBSC: None = not configured, True = bind requested
     __hash__ = None
 
     def __init__(self, state: Mapping[str, Any] | None = None) -> None:
+        _reset(self)
         if state:
             super().__init__(state)
 
@@ -169,7 +191,7 @@ class Session(dict[str, Any]):
         and end a user's sessions (``store.sessions_for``, ``store.delete_all_for``)."""
         if user_id is not None:
             _check_user(user_id)
-        if self._status is SessionStatus.PURGED or user_id == self._user:
+        if self._status is _PURGED or user_id == self._user:
             return
         self._write()
         self._user = user_id
@@ -188,7 +210,7 @@ class Session(dict[str, Any]):
                 "device binding is not configured: pass device_binding=DeviceBinding() to"
                 " SessionMiddleware (it needs a server-side store)"
             )
-        if self._status is SessionStatus.PURGED:
+        if self._status is _PURGED:
             return
         if self._late:  # the registration header could no longer be sent
             raise SessionError(self._late)
@@ -327,8 +349,8 @@ class Session(dict[str, Any]):
             raise SessionError(self._frozen)
         if not self._accessed:
             self._read()
-        if self._status is SessionStatus.UNCHANGED:
-            self._status = SessionStatus.CHANGED
+        if self._status is _UNCHANGED:
+            self._status = _CHANGED
 
     def insert(self, key: str, value: Any) -> None:
         """Store ``value`` (JSON-serialisable) under ``key``; a no-op after ``purge()``.
@@ -364,7 +386,7 @@ class Session(dict[str, Any]):
 
         As actix, the session becomes ``CHANGED`` even when the key was absent.
         """
-        if self._status is SessionStatus.PURGED:
+        if self._status is _PURGED:
             return None
         self._write()
         value = _pop(self, key, None)
@@ -419,7 +441,7 @@ class Session(dict[str, Any]):
 
     def clear(self) -> None:
         """Remove every key (the session stays, now empty); a no-op after ``purge()``."""
-        if self._status is SessionStatus.PURGED:
+        if self._status is _PURGED:
             return
         self._write()
         _clear(self)
@@ -477,7 +499,7 @@ class Session(dict[str, Any]):
             raise SessionError(self._frozen)
         if not self._accessed:
             self._read()
-        self._status = SessionStatus.PURGED
+        self._status = _PURGED
         _clear(self)
 
     def renew(self) -> None:
@@ -485,19 +507,41 @@ class Session(dict[str, Any]):
 
         The CSRF secret is dropped, so a token issued before the login is no longer accepted.
         """
-        if self._status is SessionStatus.PURGED:
+        if self._status is _PURGED:
             return
         if self._late:
             raise SessionError(self._late)
         self._write()
         if _contains(self, CSRF_KEY):
             self.remove(CSRF_KEY)
-        self._status = SessionStatus.RENEWED
+        self._status = _RENEWED
+
+
+_new_dict = dict.__new__
+
+
+def _reset(session: Session) -> None:
+    """Set every field of a new session to its default."""
+    session._status = _UNCHANGED
+    session._accessed = session._cleared = session._user_changed = False
+    session._discarded = session._ended = False
+    session._set = session._removed = session._origin = session._frozen = None
+    session._loader = session._opener = session._held = session._late = None
+    session._key = session._id = session._user = session._device = None
+
+
+def _new() -> Session:
+    """``Session()`` without its ``__init__``'s call overhead."""
+    session = _new_dict(Session)
+    _reset(session)
+    return session
 
 
 class Seam:
     """The one interface between a ``Session`` and the engine: fill it, take its changes,
     rebase or freeze it. Nothing outside this module touches a session's private members."""
+
+    new = staticmethod(_new)
 
     @staticmethod
     def state(session: Session) -> dict[str, Any]:
@@ -641,7 +685,7 @@ class Seam:
         track changes from here on (what another request merged in is not this one's change)."""
         origin = None if state_json is None else f"{ENVELOPE_HEAD}{state_json}}}"
         session._key, session._id, session._origin = key, id, origin
-        session._status = SessionStatus.UNCHANGED
+        session._status = _UNCHANGED
         session._cleared = session._user_changed = False
         session._set = session._removed = None
 
@@ -649,7 +693,7 @@ class Seam:
     def opening(opener: Callable[[Session, Any], None], held: Any) -> Session:
         """A new session that runs ``opener(session, held)`` (no I/O) at its first use, to fill
         it; ``held`` stays with the session for the engine (``close`` returns it)."""
-        session = dict.__new__(Session)  # Session() without its __init__
+        session = _new()
         session._opener, session._held = opener, held
         _setitem(session, _PENDING, None)
         return session
@@ -681,7 +725,7 @@ class Seam:
         not JSON.
         """
         status = session._status
-        if not session._accessed or status is SessionStatus.PURGED:
+        if not session._accessed or status is _PURGED:
             return status, _NO_CHANGES, None
         if status is _UNCHANGED and Seam.only_read(session):
             return status, _NO_CHANGES, None
@@ -689,18 +733,18 @@ class Seam:
         state_json = _encode_state(session)
         user = session._user if session._user_changed else KEEP
         if (
-            status is SessionStatus.UNCHANGED
+            status is _UNCHANGED
             and not session._user_changed
             and (origin is None or state_unchanged(origin, state_json))
         ):
             return status, _NO_CHANGES, state_json
-        if not delta and status is not SessionStatus.UNCHANGED:
+        if not delta and status is not _UNCHANGED:
             return status, _NO_CHANGES, state_json
         mutated = _mutated(session, origin)
-        if status is SessionStatus.UNCHANGED:
+        if status is _UNCHANGED:
             if not mutated and user is KEEP:
                 return status, _NO_CHANGES, state_json
-            status = SessionStatus.CHANGED
+            status = _CHANGED
         if not delta:
             return status, _NO_CHANGES, state_json
         if session._cleared:
@@ -808,6 +852,8 @@ _INT_BOUND = 2**63
 """Integers strictly inside ±2**63 need no encoding to be checked (every JSON reader keeps them)."""
 _PURGED = SessionStatus.PURGED
 _UNCHANGED = SessionStatus.UNCHANGED
+_CHANGED = SessionStatus.CHANGED
+_RENEWED = SessionStatus.RENEWED
 # Held in an unloaded session's dict storage, so C code that reads dicts (json's encoder checks
 # the size before calling items()) takes the slow path through this class and loads it first.
 _PENDING = "\x00sessionware: not loaded yet"

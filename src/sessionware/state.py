@@ -76,13 +76,15 @@ class StoredState(dict[str, Any]):
     when the record did not carry it (an actix record, say).
     """
 
-    # Defaults on the class: building one sets only the fields a record carries.
-    created: float | None = None
-    expires: float | None = None
-    seen: float | None = None
-    user: str | None = None
-    agent: str | None = None
-    device: dict[str, Any] | None = None
+    # Slots, each set when one is built: CPython specializes reads of slots, not of instance
+    # attributes that fall back to a class-level default.
+    __slots__ = ("agent", "created", "device", "expires", "seen", "user")
+    created: float | None
+    expires: float | None
+    seen: float | None
+    user: str | None
+    agent: str | None
+    device: dict[str, Any] | None
 
     def __init__(
         self,
@@ -210,19 +212,9 @@ def _set_fields(
     expires: float | None,
     seen: float | None,
 ) -> None:
-    """Set the metadata fields given (the others stay the class's ``None``)."""
-    if created is not None:
-        result.created = created
-    if user is not None:
-        result.user = user
-    if agent is not None:
-        result.agent = agent
-    if device is not None:
-        result.device = device
-    if expires is not None:
-        result.expires = expires
-    if seen is not None:
-        result.seen = seen
+    """Set every metadata field."""
+    result.created, result.expires, result.seen = created, expires, seen
+    result.user, result.agent, result.device = user, agent, device
 
 
 ENVELOPE_HEAD = '{"v":1,"state":'
@@ -326,16 +318,10 @@ def _envelope(data: dict[str, Any]) -> StoredState | None:
     state, created, expires, seen, user, agent = fields
     result = _new_state(StoredState)
     _fill_state(result, state)
-    if created is not None:
-        result.created = float(created)
-    if expires is not None:
-        result.expires = float(expires)
-    if seen is not None:
-        result.seen = float(seen)
-    if user is not None:
-        result.user = user
-    if agent is not None:
-        result.agent = agent
+    result.created = None if created is None else float(created)
+    result.expires = None if expires is None else float(expires)
+    result.seen = None if seen is None else float(seen)
+    result.user, result.agent, result.device = user, agent, None
     return result
 
 

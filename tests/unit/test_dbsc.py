@@ -19,7 +19,7 @@ from sessionware.dbsc import (
     pack_credential,
     unpack_credential,
 )
-from sessionware.repository import _meta
+from sessionware.repository import _record
 from sessionware.state import StoredState, decode_state, encode_state
 from tests.dbsc_device import (
     Device,
@@ -89,7 +89,7 @@ def test_a_binding_survives_the_stored_envelope(binder: DeviceBinder) -> None:
     again = decode_state(encode_state(record))
     assert Binding.from_record(again.device) == binding
     # The next write of this session carries the binding over (the repository's metadata).
-    assert _meta(again, StoredState(), None).device == binding.to_record()
+    assert _record({}, again, StoredState(), None).device == binding.to_record()
 
 
 @pytest.mark.parametrize(
