@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -73,7 +74,10 @@ def collected(config: str, kind: str, requests: int, cache: bool = False) -> dic
         kind,
         str(requests),
     ]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stderr
+    # One hash seed for every run: string hashes (so dict and set layouts) otherwise differ per
+    # process, and move a path's count by several thousand instructions between runs.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stderr
     patterns = CACHE_EVENTS if cache else {"instructions": r"Collected : (\d+)"}
     totals = {}
     for event, pattern in patterns.items():

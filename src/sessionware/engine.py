@@ -47,7 +47,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession
 from sessionware.config import TtlExtensionPolicy as Policy
@@ -544,7 +544,7 @@ class ServerSideEngine(SessionEngine):
         if opened is None:
             self._start_empty(context)
             return context.session
-        key = cast(SessionKey, opened[0])  # _acceptable checked it has a generated key's shape
+        key: SessionKey = opened[0]  # type: ignore[assignment]  # _acceptable checked its shape
         try:
             loaded = await self.repository.load(key, self.ttl)
         except DeserializationError:

@@ -98,6 +98,7 @@ class Session(dict[str, Any]):
         "_device",
         "_discarded",
         "_ended",
+        "_flat",
         "_frozen",
         "_held",
         "_id",
@@ -118,6 +119,8 @@ class Session(dict[str, Any]):
     _set: set[str] | None
     _removed: set[str] | None
     _origin: str | None
+    _flat: bool
+    """Whether ``_origin`` holds no container a handler could change in place (``_flat``)."""
     _frozen: str | None
     _loader: Callable[[Session], Awaitable[object]] | None
     _opener: Callable[[Session, Any], None] | None
@@ -526,6 +529,7 @@ def _reset(session: Session) -> None:
     session._accessed = session._cleared = session._user_changed = False
     session._discarded = session._ended = False
     session._set = session._removed = session._origin = session._frozen = None
+    session._flat = True
     session._loader = session._opener = session._held = session._late = None
     session._key = session._id = session._user = session._device = None
 
@@ -535,6 +539,14 @@ def _new() -> Session:
     session = _new_dict(Session)
     _reset(session)
     return session
+
+
+def _flat(origin: str | None) -> bool:
+    """Whether the envelope ``origin`` holds no container (its state is ``{}`` or scalars):
+    then what was loaded cannot change in place, and only writes change the session."""
+    return origin is None or (
+        origin.count("{") == 2 and "[" not in origin and origin.startswith(ENVELOPE_HEAD)
+    )
 
 
 class Seam:
@@ -570,7 +582,7 @@ class Seam:
         _update(session, state)
         if key is not None or session._key is not None:
             session._key, session._id = key, id
-        session._user, session._origin = user, origin
+        session._user, session._origin, session._flat = user, origin, _flat(origin)
 
     @staticmethod
     def take(
@@ -580,6 +592,7 @@ class Seam:
         session: ``origin`` is the envelope the state came from; ``held`` what the engine keeps."""
         _update(session, state)
         session._user, session._origin, session._held = user, origin, held
+        session._flat = _flat(origin)
 
     @staticmethod
     def open_pending(session: Session) -> Any:
@@ -644,12 +657,7 @@ class Seam:
         """Whether the session is certainly unchanged without encoding it: nothing was written
         through it (the bound user included), and it is new or holds no container that could
         have changed in place."""
-        if session._status is not _UNCHANGED or session._user_changed:
-            return False
-        origin = session._origin
-        return origin is None or (
-            origin.count("{") == 2 and "[" not in origin and origin.startswith(ENVELOPE_HEAD)
-        )
+        return session._status is _UNCHANGED and not session._user_changed and session._flat
 
     @staticmethod
     def settled(session: Session) -> bool:
@@ -685,6 +693,7 @@ class Seam:
         track changes from here on (what another request merged in is not this one's change)."""
         origin = None if state_json is None else f"{ENVELOPE_HEAD}{state_json}}}"
         session._key, session._id, session._origin = key, id, origin
+        session._flat = _flat(origin)
         session._status = _UNCHANGED
         session._cleared = session._user_changed = False
         session._set = session._removed = None

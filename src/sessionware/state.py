@@ -151,17 +151,19 @@ def encode_state(
     """
     if legacy:
         return _dumps({key: _dumps(value) for key, value in state.items()})
-    if (  # the cookie store's envelope, in one step
+    if (  # the common envelopes (the cookie store's, a record with no user), in one step
         state_json is not None
         and user is None
         and created is not None
         and expires is not None
-        and seen is None
         and agent is None
         and device is None
         and not isinstance(state, StoredState)
     ):
-        return f'{ENVELOPE_HEAD}{state_json},"created":{int(created)},"expires":{int(expires)}}}'
+        times = f'"created":{int(created)},"expires":{int(expires)}}}'
+        if seen is None:
+            return f"{ENVELOPE_HEAD}{state_json},{times}"
+        return f'{ENVELOPE_HEAD}{state_json},"seen":{int(seen)},{times}'
     if isinstance(state, StoredState):
         created = state.created if created is None else created
         expires = state.expires if expires is None else expires

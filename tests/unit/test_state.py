@@ -64,6 +64,23 @@ def test_every_metadata_field_given_or_carried_writes_the_same_record() -> None:
     assert (state.user, state.agent, state.device) == ("ada", "Firefox", {"id": "d1"})
 
 
+@pytest.mark.parametrize("present", range(16))
+def test_the_one_step_envelopes_write_what_the_general_path_writes(present: int) -> None:
+    optional = {
+        "seen": 1700000100.0,
+        "user": "ada",
+        "agent": "Firefox",
+        "device": {"id": "d1"},
+    }
+    fields: dict[str, Any] = {"created": 1700000000.0, "expires": 1700003600.0}
+    fields.update(
+        (name, value) for i, (name, value) in enumerate(optional.items()) if present >> i & 1
+    )
+    general = encode_state({"a": [1]}, **fields)
+    assert encode_state({}, state_json='{"a":[1]}', **fields) == general
+    assert decode_state(general) == {"a": [1]}
+
+
 def test_legacy_map_is_migrated_on_read() -> None:
     legacy = '{"k":"\\"value\\"","n":"1","obj":"{\\"a\\": 1}"}'
     assert decode_state(legacy) == {"k": "value", "n": 1, "obj": {"a": 1}}
