@@ -103,6 +103,7 @@ def test_bench_asgi() -> None:
     for name in ("bare", "null-mw", "null-redis-get", "null-redis-getset", "starlette"):
         assert re.search(rf"^{name}\s+(?:[\d.]+ \[|-)", output, re.M), f"no {name} cells:\n{output}"
     assert re.search(r"GET [\d.]+ µs/call, SET \.\.\. EX [\d.]+ µs/call", output), output
+    assert re.search(r"compare-and-set put \(EVAL\) [\d.]+ µs/call: [+-][\d.]+ µs", output), output
     checks = [line for line in output.splitlines() if line.startswith("CHECK ")]
     asserted = [line for line in checks if "[perf]" not in line]
     assert len(asserted) >= 5 and all(line.endswith("PASS") for line in asserted), output

@@ -320,10 +320,15 @@ def _envelope(data: dict[str, Any]) -> StoredState | None:
     state, created, expires, seen, user, agent = fields
     result = _new_state(StoredState)
     _fill_state(result, state)
-    result.created = None if created is None else float(created)
-    result.expires = None if expires is None else float(expires)
-    result.seen = None if seen is None else float(seen)
-    result.user, result.agent, result.device = user, agent, None
+    _set_fields(
+        result,
+        None if created is None else float(created),
+        user,
+        agent,
+        None,
+        None if expires is None else float(expires),
+        None if seen is None else float(seen),
+    )
     return result
 
 
