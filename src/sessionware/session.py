@@ -92,6 +92,7 @@ class Session(dict[str, Any]):
     # Every field is a slot, set when the session is made (``_new``): CPython specializes reads
     # of slots, but not of instance attributes that fall back to a class-level default.
     __slots__ = (
+        "__dict__",  # attributes of a caller's own still work, as on the first version's
         "__weakref__",
         "_accessed",
         "_cleared",

@@ -78,7 +78,7 @@ class StoredState(dict[str, Any]):
 
     # Slots, each set when one is built: CPython specializes reads of slots, not of instance
     # attributes that fall back to a class-level default.
-    __slots__ = ("agent", "created", "device", "expires", "seen", "user")
+    __slots__ = ("__dict__", "agent", "created", "device", "expires", "seen", "user")
     created: float | None
     expires: float | None
     seen: float | None

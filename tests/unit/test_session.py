@@ -395,3 +395,10 @@ async def test_lazy_session_refuses_use_before_load() -> None:
     assert await session.load() is session
     await session.load()
     assert calls == [1] and session["a"] == 1 and session.key == "k" * 64
+
+
+def test_a_session_keeps_attributes_of_the_callers_own() -> None:
+    session = Session({"a": 1})
+    session.note = "set by the app"  # type: ignore[attr-defined]
+    assert session.note == "set by the app"  # type: ignore[attr-defined]
+    assert session.status is SessionStatus.UNCHANGED and dict(session) == {"a": 1}
