@@ -362,14 +362,9 @@ class SessionEngine:
         cookie: str | None = None
         accessed = session.accessed
         if persist and (accessed or (self._touch and context.cookies)):
-            try:  # as _guarded, without its coroutine on every write
-                if not accessed:
-                    await self.load(context)
-                cookie = await self._persist(context)
-            except PersistError:
-                raise
-            except Exception as exc:
-                raise _persist_error(exc) from exc
+            if not accessed:
+                await self._guarded(self.load(context))
+            cookie = await self._guarded(self._persist(context))
         if self.server_side and persist and (context.loaded or not accessed):
             Seam.allow_late_writes(session, _NO_NEW_KEY)
         else:

@@ -121,7 +121,8 @@ class Session(dict[str, Any]):
     _removed: set[str] | None
     _origin: str | None
     _flat: bool
-    """Whether ``_origin`` holds no container a handler could change in place (``_flat``)."""
+    """Whether ``_origin`` holds no container a handler could change in place; past ``_reset``'s
+    defaults, both are set together, only by ``_set_origin``."""
     _frozen: str | None
     _loader: Callable[[Session], Awaitable[object]] | None
     _opener: Callable[[Session, Any], None] | None
@@ -530,7 +531,7 @@ def _reset(session: Session) -> None:
     session._accessed = session._cleared = session._user_changed = False
     session._discarded = session._ended = False
     session._set = session._removed = session._origin = session._frozen = None
-    session._flat = True
+    session._flat = True  # what _set_origin(session, None) sets
     session._loader = session._opener = session._held = session._late = None
     session._key = session._id = session._user = session._device = None
 
@@ -542,10 +543,11 @@ def _new() -> Session:
     return session
 
 
-def _flat(origin: str | None) -> bool:
-    """Whether the envelope ``origin`` holds no container (its state is ``{}`` or scalars):
-    then what was loaded cannot change in place, and only writes change the session."""
-    return origin is None or (
+def _set_origin(session: Session, origin: str | None) -> None:
+    """Note the envelope the state was decoded from, and whether it holds no container (its
+    state is ``{}`` or scalars: then only writes can change the session; ``only_read`` asks)."""
+    session._origin = origin
+    session._flat = origin is None or (
         origin.count("{") == 2 and "[" not in origin and origin.startswith(ENVELOPE_HEAD)
     )
 
@@ -583,7 +585,8 @@ class Seam:
         _update(session, state)
         if key is not None or session._key is not None:
             session._key, session._id = key, id
-        session._user, session._origin, session._flat = user, origin, _flat(origin)
+        session._user = user
+        _set_origin(session, origin)
 
     @staticmethod
     def take(
@@ -592,8 +595,8 @@ class Seam:
         """Fill the session from its deferred opener (``opening``), which runs on an emptied
         session: ``origin`` is the envelope the state came from; ``held`` what the engine keeps."""
         _update(session, state)
-        session._user, session._origin, session._held = user, origin, held
-        session._flat = _flat(origin)
+        session._user, session._held = user, held
+        _set_origin(session, origin)
 
     @staticmethod
     def open_pending(session: Session) -> Any:
@@ -692,9 +695,8 @@ class Seam:
     def rebase(session: Session, key: str | None, id: str | None, state_json: str | None) -> None:
         """The session was just persisted (under ``key``), its state being ``state_json``:
         track changes from here on (what another request merged in is not this one's change)."""
-        origin = None if state_json is None else f"{ENVELOPE_HEAD}{state_json}}}"
-        session._key, session._id, session._origin = key, id, origin
-        session._flat = _flat(origin)
+        session._key, session._id = key, id
+        _set_origin(session, None if state_json is None else f"{ENVELOPE_HEAD}{state_json}}}")
         session._status = _UNCHANGED
         session._cleared = session._user_changed = False
         session._set = session._removed = None
