@@ -237,18 +237,38 @@ def _entry(module: ModuleType, name: str) -> str:
     return out + f"```python\n{name} = {obj!r}\n```\n\n"
 
 
+def _alias_of(module: ModuleType, name: str) -> str | None:
+    """The class ``name`` is another name for (``LoadError = StoreError``), if it is one."""
+    obj = getattr(module, name)
+    if inspect.isclass(obj) and obj.__name__ != name and typing.get_origin(obj) is None:
+        return obj.__name__
+    return None
+
+
 def render() -> str:
     """The whole of docs/api.md."""
     parts = [HEADER]
     documented: set[int] = set()
+    aliases: set[str] = set()
     for module_name in MODULES:
         module = importlib.import_module(module_name)
-        names = [n for n in module.__all__ if id(getattr(module, n)) not in documented]
+        names = [
+            n
+            for n in module.__all__
+            if id(getattr(module, n)) not in documented
+            or (_alias_of(module, n) and n not in aliases)
+        ]
         if not names:
             continue
         parts.append(f"\n## `{module_name}`\n\n{_doc(module)}")
         for name in names:
             obj = getattr(module, name)
+            original = _alias_of(module, name)
+            if original is not None:
+                aliases.add(name)
+                parts.append(f"### `{name}`\n\n```python\n{name} = {original}\n```\n\n")
+                parts.append("The first version's name, kept: it is the same class.\n\n")
+                continue
             if not isinstance(obj, (str, int, float, bytes)):
                 documented.add(id(obj))
             parts.append(_entry(module, name))

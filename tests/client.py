@@ -277,18 +277,31 @@ class Gate:
 
 
 async def websocket(
-    app: Any, path: str, *, cookies: Mapping[str, str] | None = None
+    app: Any,
+    path: str,
+    *,
+    cookies: Mapping[str, str] | None = None,
+    spec_version: str | None = "2.4",
+    origin: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Open a WebSocket on ``app`` over raw ASGI; return every message the app sent."""
+    """Open a WebSocket on ``app`` over raw ASGI; return every message the app sent.
+    ``spec_version=None``: a server whose scope names none (daphne: ASGI 2.0)."""
     path, _, query = path.partition("?")
     headers = [(b"host", b"testserver")]
     if cookies:
         headers.append(
             (b"cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()).encode("latin-1"))
         )
+    if origin is not None:
+        headers.append((b"origin", origin.encode("latin-1")))
+    asgi = (
+        {"version": "3.0"}
+        if spec_version is None
+        else {"version": "3.0", "spec_version": spec_version}
+    )
     scope = {
         "type": "websocket",
-        "asgi": {"version": "3.0"},
+        "asgi": asgi,
         "http_version": "1.1",
         "scheme": "wss",
         "path": path,

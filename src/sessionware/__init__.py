@@ -2,35 +2,41 @@
 
 from __future__ import annotations
 
+from sessionware.admin import SessionAdmin, get_admin
 from sessionware.config import BrowserSession, PersistentSession, TtlExtensionPolicy
 from sessionware.crypto import ContentSecurity, Key
 from sessionware.csrf import CSRFMiddleware, csrf_token
 from sessionware.dbsc import DeviceBinding
-from sessionware.errors import SessionwareError
+from sessionware.errors import (
+    NotSupportedError,
+    PersistError,
+    SessionConflictError,
+    SessionError,
+    SessionGetError,
+    SessionInsertError,
+    SessionNotLoadedError,
+    SessionUpdateError,
+    SessionwareError,
+    StoreError,
+)
 from sessionware.events import (
     ConflictEnded,
     DecodeFailed,
     MergeRetry,
     SessionCreated,
+    SessionEnded,
     SessionEvent,
     SessionExpired,
     SessionLoaded,
     SessionPurged,
     SessionRenewed,
     SessionRevoked,
+    SessionSuperseded,
     StoreFailed,
 )
 from sessionware.flash import flash, get_flashed_messages
 from sessionware.middleware import SessionMiddleware, get_session
-from sessionware.session import (
-    Session,
-    SessionError,
-    SessionGetError,
-    SessionInsertError,
-    SessionNotLoadedError,
-    SessionStatus,
-    SessionUpdateError,
-)
+from sessionware.session import Session, SessionStatus
 
 __all__ = [
     "BrowserSession",
@@ -41,9 +47,14 @@ __all__ = [
     "DeviceBinding",
     "Key",
     "MergeRetry",
+    "NotSupportedError",
+    "PersistError",
     "PersistentSession",
     "Session",
+    "SessionAdmin",
+    "SessionConflictError",
     "SessionCreated",
+    "SessionEnded",
     "SessionError",
     "SessionEvent",
     "SessionExpired",
@@ -56,12 +67,15 @@ __all__ = [
     "SessionRenewed",
     "SessionRevoked",
     "SessionStatus",
+    "SessionSuperseded",
     "SessionUpdateError",
     "SessionwareError",
+    "StoreError",
     "StoreFailed",
     "TtlExtensionPolicy",
     "csrf_token",
     "flash",
+    "get_admin",
     "get_flashed_messages",
     "get_session",
 ]

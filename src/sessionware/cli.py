@@ -26,6 +26,7 @@ from urllib.parse import unquote
 
 from sessionware import __version__
 from sessionware.crypto import ContentSecurity, Key, unseal
+from sessionware.errors import DecodeError
 from sessionware.state import DeserializationError, StoredState, decode_state
 from sessionware.stores.base import is_generated_key
 
@@ -37,10 +38,6 @@ _POSTGRES_TABLE = re.compile(rf"(?:{_NAME}\.)?{_NAME}")
 _MAX_COOKIE = 4096
 _MAC_B64 = 44  # a base64 HMAC-SHA256, at the start of a signed cookie
 _MIN_PRIVATE = 28  # nonce (12) and tag (16) of a private cookie
-
-
-class DecodeError(ValueError):
-    """Why a cookie value does not open into a session state (the message says it exactly)."""
 
 
 # -- keygen ----------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sessionware.middleware import ASGIApp, Message, Receive, Scope, Send
-from sessionware.session import CSRF_KEY, Seam, Session
+from sessionware.middleware import ASGIApp, Message, Receive, Scope, Send, route_path
+from sessionware.session import CSRF_KEY, Session
 
 __all__ = [
     "CSRF_KEY",
@@ -110,7 +110,8 @@ class CSRFMiddleware:
     ``application/x-www-form-urlencoded`` or ``multipart/form-data`` body; the body is read (at
     most ``max_body_size`` bytes, up to the field in a multipart body) and replayed to the app,
     so the handler still reads its form. A path in ``exempt`` is not checked: one ending in
-    ``/`` covers everything under it (``"/hooks/"``), any other only itself (``"/api/login"``).
+    ``/`` covers everything under it (``"/hooks/"``), any other only itself (``"/api/login"``);
+    paths are the app's own, without the ``root_path`` it is mounted under.
     Runs inside ``SessionMiddleware``; WebSocket and lifespan scopes pass through.
     """
 
@@ -154,7 +155,7 @@ class CSRFMiddleware:
         session = scope.get("session")
         if not isinstance(session, Session):
             raise RuntimeError(_NOT_INSTALLED)
-        if scope["method"] in SAFE_METHODS or self.exempts(scope["path"]):
+        if scope["method"] in SAFE_METHODS or self.exempts(route_path(scope)):
             await self.app(scope, receive, send)
             return
         token, content_type = None, b""
@@ -169,7 +170,7 @@ class CSRFMiddleware:
         if token is not None:
             await session.load()
         if not verify_csrf_token(session, token):
-            Seam.discard(session)
+            session.discard_changes()
             reason = "missing" if token is None else "incorrect"
             logger.info("CSRF token %s: %s %s refused", reason, scope["method"], scope["path"])
             await _forbidden(send, f"CSRF token {reason}.\n")

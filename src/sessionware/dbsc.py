@@ -34,9 +34,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sessionware.config import CookieSettings
 from sessionware.cookies import _attributes, find_cookies, session_cookie
 from sessionware.crypto import ContentSecurity, Key, seal, unseal
+from sessionware.errors import ProofError, StaleChallengeError
 
 if TYPE_CHECKING:
     from sessionware.repository import Loaded
+    from sessionware.session import Tracker
 
 __all__ = [
     "ALGORITHMS",
@@ -69,14 +71,6 @@ _JWK_FIELDS = {"ES256": ("kty", "crv", "x", "y"), "RS256": ("kty", "n", "e")}
 _JSON = {"content-type": "application/json", "cache-control": "no-store"}
 
 Headers = list[tuple[bytes, bytes]]
-
-
-class ProofError(Exception):
-    """A ``Secure-Session-Response`` that does not prove possession of the device key."""
-
-
-class StaleChallengeError(ProofError):
-    """A well-formed proof for a challenge that expired, was used, or is not this binding's."""
 
 
 def _jwt() -> ModuleType:
@@ -340,6 +334,44 @@ class DeviceBinder:
         challenge = self._challenge(binding, now)
         value = f'({algorithms});path="{self.config.registration_path}";challenge="{challenge}"'
         return binding, value
+
+    # -- the engine's hook: four fixed points of a request -------------------------------------
+
+    def begin(self, tracker: Tracker, cookie_headers: list[bytes]) -> None:
+        """A request starts: keep every Cookie header value (the credential is among them)."""
+        tracker.device = DeviceRequest(cookie_headers)
+
+    def admit(self, tracker: Tracker, loaded: Loaded, now: float) -> bool:
+        """Its record is loaded: whether the request may use it (a device-bound record only
+        with a credential that has not lapsed); notes whether it proved its binding."""
+        device = tracker.device
+        if device is None or loaded.state.device is None:
+            return True
+        proven = self.check(loaded.state.device, device.cookies, now)
+        if proven is None:
+            return False
+        device.bound = proven
+        return True
+
+    def binding(self, tracker: Tracker, now: float) -> dict[str, Any] | None:
+        """A write is stored: the new pending binding to store with it when ``bind_device()``
+        was called (its registration header is kept for ``offer``); ``None``: the record's
+        binding stays."""
+        if not tracker.device_requested:
+            return None
+        tracker.device_requested = False
+        binding, registration = self.start(now)
+        if tracker.device is not None:
+            tracker.device.registration = registration
+        return binding.to_record()
+
+    def offer(self, tracker: Tracker, headers: list[tuple[bytes, bytes]]) -> None:
+        """The response starts: add ``Secure-Session-Registration`` when it stored a binding."""
+        device = tracker.device
+        if device is not None and device.registration is not None:
+            if tracker.key is not None:
+                headers.append((b"secure-session-registration", device.registration.encode()))
+            device.registration = None
 
     # -- on every request of a bound session ---------------------------------------------------
 

@@ -40,6 +40,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "the demo needs Starlette and uvicorn: pip install 'sessionware[demo]'"
     ) from exc
 
+from sessionware.admin import get_admin
 from sessionware.config import CookieSettings
 from sessionware.cookies import session_cookie
 from sessionware.crypto import Key
@@ -51,7 +52,6 @@ from sessionware.stores import (
     NotSupportedError,
     SessionInfo,
     SessionStore,
-    UserIndexedStore,
 )
 from sessionware.stores.memory import MemorySessionStore
 
@@ -183,13 +183,6 @@ def _when(seconds: float | None) -> str:
     if seconds is None:
         return "unknown"
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _indexed(store: SessionStore) -> UserIndexedStore:
-    """``store`` as a store with a per-user index; ``NotSupportedError`` if it has none."""
-    if isinstance(store, UserIndexedStore):
-        return store
-    raise NotSupportedError(f"{type(store).__name__} keeps no list of a user's sessions")
 
 
 def _see_other(path: str = "/") -> Response:
@@ -339,68 +332,62 @@ def _session_row(info: SessionInfo, current: str | None) -> str:
     )
 
 
-def _sessions_page(store: SessionStore) -> Callable[[Request], Any]:
-    async def show_sessions(request: Request) -> Response:
-        session = get_session(request)
-        flashes = get_flashed_messages(session, with_categories=True)
-        title, name, user = "Your active sessions", _user(session), session.user_id
-        if user is None:
-            body = (
-                "<p>This session was signed in before the demo tied sessions to users: sign out"
-                " and sign in again to see them.</p>"
-                if name is not None
-                else '<p>You are not signed in. <a href="/">Sign in</a> to see your sessions.</p>'
-            )
-            return _page(title, body, flashes, signed_in=name is not None)
-        try:
-            infos = await _indexed(store).sessions_for(user)
-        except NotSupportedError as exc:
-            body = (
-                f'<p id="not-supported">{_e(_NO_INDEX)}</p>'
-                f"<p>The store says: <code>{_e(exc)}</code></p>"
-            )
-            return _page(title, body, flashes, signed_in=True)
-        rows = "".join(_session_row(info, session.id) for info in infos)
-        count = f"{len(infos)} active session{'' if len(infos) == 1 else 's'}"
+async def _show_sessions(request: Request) -> Response:
+    session = get_session(request)
+    flashes = get_flashed_messages(session, with_categories=True)
+    title, name, user = "Your active sessions", _user(session), session.user_id
+    if user is None:
         body = (
-            f'<p>Signed in as <strong id="user">{_e(user)}</strong>: '
-            f'<span id="session-count">{_e(count)}</span>, oldest first. Anyone who signs in'
-            " with this name shares them (the demo has no passwords).</p>"
-            '<table id="sessions"><tr><th>Browser</th><th>Started</th>'
-            "<th>Last activity</th><th>Expires</th><th></th></tr>"
-            f"{rows}</table>"
-            "<p>Last activity is the last time the session changed; the session keys stay in"
-            " the store and are never shown.</p>"
-            f'<form method=post action="/sessions/sign-out-others">{_csrf(session)}'
-            "<button>Sign out other devices</button></form>"
+            "<p>This session was signed in before the demo tied sessions to users: sign out"
+            " and sign in again to see them.</p>"
+            if name is not None
+            else '<p>You are not signed in. <a href="/">Sign in</a> to see your sessions.</p>'
+        )
+        return _page(title, body, flashes, signed_in=name is not None)
+    try:
+        infos = await get_admin(request).sessions_for(user)
+    except NotSupportedError as exc:
+        body = (
+            f'<p id="not-supported">{_e(_NO_INDEX)}</p>'
+            f"<p>The store says: <code>{_e(exc)}</code></p>"
         )
         return _page(title, body, flashes, signed_in=True)
+    rows = "".join(_session_row(info, session.id) for info in infos)
+    count = f"{len(infos)} active session{'' if len(infos) == 1 else 's'}"
+    body = (
+        f'<p>Signed in as <strong id="user">{_e(user)}</strong>: '
+        f'<span id="session-count">{_e(count)}</span>, oldest first. Anyone who signs in'
+        " with this name shares them (the demo has no passwords).</p>"
+        '<table id="sessions"><tr><th>Browser</th><th>Started</th>'
+        "<th>Last activity</th><th>Expires</th><th></th></tr>"
+        f"{rows}</table>"
+        "<p>Last activity is the last time the session changed; the session keys stay in"
+        " the store and are never shown.</p>"
+        f'<form method=post action="/sessions/sign-out-others">{_csrf(session)}'
+        "<button>Sign out other devices</button></form>"
+    )
+    return _page(title, body, flashes, signed_in=True)
 
-    return show_sessions
 
-
-def _sign_out_others(store: SessionStore) -> Callable[[Request], Any]:
-    async def sign_out_others(request: Request) -> Response:
-        session = get_session(request)
-        user, key = session.user_id, session.key
-        if user is None:
-            flash(session, "Sign in first.", "error")
-            return _see_other()
-        try:
-            if key is None:  # the cookie store: the session has no key in the store
-                raise NotSupportedError("this session is not kept in the store")
-            ended = await _indexed(store).delete_all_for(user, except_key=key)
-        except NotSupportedError:
-            flash(session, "Not done: this store cannot sign out other devices.", "error")
-            return _see_other("/sessions")
-        if ended:
-            devices = f"{ended} other device{'' if ended == 1 else 's'}"
-            flash(session, f"Signed out {devices}; this one stays signed in.", "success")
-        else:
-            flash(session, "No other device was signed in.", "info")
+async def _sign_out_others(request: Request) -> Response:
+    session = get_session(request)
+    user = session.user_id
+    if user is None:
+        flash(session, "Sign in first.", "error")
+        return _see_other()
+    try:
+        if session.id is None:  # the cookie store: the session is not kept in a store
+            raise NotSupportedError("this session is not kept in the store")
+        ended = await get_admin(request).end_all_for(user, keep=session)
+    except NotSupportedError:
+        flash(session, "Not done: this store cannot sign out other devices.", "error")
         return _see_other("/sessions")
-
-    return sign_out_others
+    if ended:
+        devices = f"{ended} other device{'' if ended == 1 else 's'}"
+        flash(session, f"Signed out {devices}; this one stays signed in.", "success")
+    else:
+        flash(session, "No other device was signed in.", "info")
+    return _see_other("/sessions")
 
 
 def create_app(*, store: SessionStore, key: Key, store_label: str = "") -> Starlette:
@@ -421,8 +408,8 @@ def create_app(*, store: SessionStore, key: Key, store_label: str = "") -> Starl
             Route("/counter", counter, methods=["POST"]),
             Route("/cart", add_to_cart, methods=["POST"]),
             Route("/session", _inspector(store_label or type(store).__name__)),
-            Route("/sessions", _sessions_page(store)),
-            Route("/sessions/sign-out-others", _sign_out_others(store), methods=["POST"]),
+            Route("/sessions", _show_sessions),
+            Route("/sessions/sign-out-others", _sign_out_others, methods=["POST"]),
             Route("/favicon.svg", favicon),
             Route("/favicon.ico", favicon),
         ],

@@ -1,53 +1,55 @@
 """The core: which cookie opens, what to ask the backend, which headers to send (SPEC §2).
 
-It knows nothing of ASGI: an adapter hands it the request's Cookie header values, awaits
-``load``, runs the handler, then hands ``finish`` the response status and headers and sends what
-comes back. Two paths, chosen once at construction, never per request:
+It knows nothing of ASGI. An adapter, per request::
 
-* ``ServerSideEngine``: the cookie seals a key; the session lives in a ``RecordStore`` behind the
-  ``Repository``, which holds every rule about merging, renewal and revocation.
-* ``ClientSideEngine``: the cookie seals the state itself (``CookieSessionStore``); no I/O.
+    tracker = engine.begin(cookie_headers, user_agent, lazy)  # notes the cookies; no work yet
+    await engine.load(tracker)          # server-side and not lazy: the state, before the app
+    ...                                 # the app runs, with tracker.session
+    headers = engine.respond(tracker, status, headers)     # the response starts: decided once;
+    if headers is None:                                    # None when that needs the store
+        headers = await engine.persist(tracker, status, headers)
+    outcome = tracker.late_outcome()    # before each later message (streamed body, WebSocket):
+    if outcome: await engine.persist_late(tracker, outcome)  # changes made since the head
+    engine.release(tracker)             # the request is over
 
-Request phase: the first of at most four same-name cookies that opens under the key ring (and,
-server-side, holds a key of the generated shape) is used; anything else starts an empty session
-with a WARNING naming only a salted hash. Response phase, server-side, by the session's status:
+Two engines, chosen once at construction: ``ServerSideEngine`` (the cookie seals a key; the
+session lives in a ``RecordStore`` behind the ``Repository``, which holds every rule about
+merging, renewal and revocation) and ``ClientSideEngine`` (the cookie seals the state itself;
+no I/O, and nothing can be stored after the head).
 
-=========  ==============================================================  ==================
-status     repository call                                                  Set-Cookie
-=========  ==============================================================  ==================
-changed    ``create`` (new session, unless empty) or ``save`` (merge)        the key
-           ``save`` found the session ended                                 removal
-           ``save`` landed in a renewal's successor                         none
-purged     ``purge`` (tombstone; a renewed key's successor too)             removal
-renewed    ``renew`` (new record, then the old one becomes its tombstone)   the new key
-unchanged  ``touch`` under ON_EVERY_REQUEST, else nothing                   if Max-Age
-=========  ==============================================================  ==================
+The request's cookie: the first of at most four same-name cookies that opens under the key ring
+(and, server-side, holds a key of the generated shape) is used; anything else is an empty
+session with a WARNING naming only a salted hash. A cookie sealed by an older key of the ring is
+sent back sealed by the current one. Idle and absolute expiry are decided here, with the
+engine's clock, from the envelope's own times (a store's TTL only collects garbage).
 
-Responses with status 500 or above persist nothing, nor do requests whose session was
-discarded (``Seam.discard``: a request the CSRF check refused). A cookie opened with an
-older key of the ring is sent back sealed with the current one.
+The response, server-side, is one table from the session's status to a repository call
+(``_WRITES``), the same before the head and after it (``persist_late``); what the call
+reports decides the response (``_respond_to``)::
 
-With ``touch_after``, an unchanged session is extended only once its record's (or sealed
-cookie's) ``expires`` shows that long since the last extension, and server-side by ``refresh``
-(a rewrite carrying the new ``expires``) instead of ``touch``. ``on_event`` gets
-``sessionware.events`` from here and from the repository.
+    status     repository call                          reports     before the head   after it
+    unchanged  refresh, when an extension is due        KEPT        cookie if Max-Age  -
+    changed    create (a new session, unless empty),    WRITTEN     the key's cookie   -
+               else save (merge)                        ENDED       removal cookie     the session ends
+                                                        CONFLICT    409, nothing kept  dropped, it ends
+    purged     purge (a renewal's successor too)        ENDED       removal cookie     the session ends
+    renewed    renew                                    WRITTEN     the new key        (refused)
 
-Device binding (``sessionware.dbsc``, optional, server-side only) hooks in through a few small
-methods of their own: ``_begin_device`` keeps the Cookie headers (the credential is among them),
-``_device_check`` refuses a bound record whose credential is missing or lapsed, ``_start_binding``
-puts a new binding into the write after ``bind_device()`` (the repository carries an existing one
-through every write, renewal included), ``_offer_registration`` sends the registration header;
-``binding_record`` and ``store_binding`` serve the DBSC endpoints.
+``CONFLICT``: a login renewed the session after this request loaded it (or the request came
+with the key a login had renewed): its writes are never carried into the logged-in session.
+Responses of 500 and above, and requests whose changes were discarded (CSRF), store nothing.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
+import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession
 from sessionware.config import TtlExtensionPolicy as Policy
@@ -60,7 +62,15 @@ from sessionware.cookies import (
     single_cookie,
 )
 from sessionware.crypto import ContentSecurity, Key, Sealer
-from sessionware.errors import SessionwareError
+from sessionware.errors import (
+    DeserializationError,
+    NotSupportedError,
+    PersistError,
+    SessionConflictError,
+    SessionError,
+    SessionwareError,
+    StoreError,
+)
 from sessionware.events import (
     DecodeFailed,
     EventHook,
@@ -71,30 +81,26 @@ from sessionware.events import (
     SessionPurged,
     SessionRenewed,
     SessionRevoked,
+    SessionSuperseded,
     emit,
 )
-from sessionware.repository import ENDED, Loaded, Repository
-from sessionware.session import Seam, Session, SessionError, SessionStatus
-from sessionware.state import DeserializationError, StateFields, StoredState, stored_state
-from sessionware.stores.base import (
-    NotSupportedError,
-    RecordStore,
-    SaveError,
-    SessionKey,
-    StoreError,
-    is_generated_key,
-)
-from sessionware.stores.cookie import CookieSessionStore
+from sessionware.repository import ENDED, RENEWED, Loaded, Repository
+from sessionware.session import Event, Outcome, Phase, SessionStatus, Tracker
+from sessionware.state import StoredState, stored_state
+from sessionware.stores.base import RecordStore, SessionKey, is_generated_key
+from sessionware.stores.cookie import CLOCK_SKEW, CookieSessionStore
 
 if TYPE_CHECKING:
-    from sessionware.dbsc import DeviceBinder, DeviceRequest
+    from sessionware.dbsc import DeviceBinder
+    from sessionware.session import Session
 
 __all__ = [
     "ClientSideEngine",
     "PersistError",
     "ServerSideEngine",
-    "SessionContext",
     "SessionEngine",
+    "Stored",
+    "failure",
     "fingerprint",
     "make_engine",
 ]
@@ -102,25 +108,12 @@ __all__ = [
 logger = logging.getLogger("sessionware")
 
 Headers = list[tuple[bytes, bytes]]
-_T = TypeVar("_T")
 _SALT = secrets.token_bytes(16)
 
 
 def fingerprint(secret: str) -> str:
     """A salted hash of a cookie value or key, safe to log (the salt is new in every process)."""
     return hashlib.blake2b(secret.encode("utf-8", "replace"), key=_SALT, digest_size=8).hexdigest()
-
-
-class PersistError(SessionwareError):
-    """The session could not be loaded or saved; the adapter answers ``status_code``, opaquely.
-
-    503 when the store failed (try again later), 500 when the state itself cannot be stored.
-    Its message is safe to log: it never holds a key, a cookie value or state.
-    """
-
-    def __init__(self, message: str, *, status_code: int = 503) -> None:
-        super().__init__(message)
-        self.status_code = status_code
 
 
 _REQUEST_OVER = (
@@ -135,55 +128,25 @@ _NO_NEW_KEY = (
     "the session cannot get a new key once the response has started: its cookie has gone out"
     " (renew, or save a new session, before the response starts)"
 )
+_NOT_STORED = (
+    "this response stores nothing (a 5xx, or a request refused by the CSRF check): nothing"
+    " written to its session now can be stored"
+)
+_RENEWED_AWAY = (
+    "the session was renewed by a login after this request loaded it: this request's changes"
+    " are not carried into the renewed session"
+)
+_ENDED_LATE = "the session ended while the response was streaming: nothing more can be stored"
 
 
-class SessionContext:
-    """One request's session, with what the engine remembers between its two phases."""
+class Stored(enum.Enum):
+    """What a repository call reports, for the response to act on (the module's table)."""
 
-    __slots__ = (
-        "agent",
-        "came",
-        "cookies",
-        "created",
-        "device",
-        "finished",
-        "key",
-        "loaded",
-        "opener",
-        "reissue",
-        "session",
-    )
-
-    def __init__(self, cookies: list[bytes], agent: bytes | None) -> None:
-        self.session = Seam.new()
-        self.cookies = cookies
-        """Cookie header values that may hold the session cookie (kept: Vary depends on them)."""
-        self.agent = agent
-        """The User-Agent header, kept (shortened, when written) for sessions bound to a user."""
-        self.key: SessionKey | None = None
-        self.came: tuple[str, str] | None = None
-        """The request's session cookie as ``(key, sealed value)``, when the current key sealed
-        it."""
-        self.loaded: Loaded | None = None
-        self.created: float | None = None
-        self.reissue = self.finished = False
-        self.device: DeviceRequest | None = None
-        """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
-        self.opener: SessionEngine | None = None
-        """The engine that loads the session at its first ``await load()`` (``defer``)."""
-
-    def load_deferred(self, session: Session) -> Awaitable[Session]:
-        """Load the session (its deferred loader, as a bound method: no closure needed)."""
-        self.session = session
-        assert self.opener is not None
-        return self.opener.load(self)
-
-    def __repr__(self) -> str:
-        key = None if self.key is None else f"#{fingerprint(self.key)}"
-        return (
-            f"<SessionContext key={key} cookies={len(self.cookies)}"
-            f" loaded={self.loaded is not None} finished={self.finished}>"
-        )
+    NOTHING = "nothing"
+    KEPT = "kept"
+    WRITTEN = "written"
+    ENDED = "ended"
+    CONFLICT = "conflict"
 
 
 class SessionEngine:
@@ -192,6 +155,8 @@ class SessionEngine:
     server_side: bool
     """Whether the session lives in a record store (an instance attribute: it is read on every
     request, and CPython specializes reads of those, not of class attributes)."""
+    _base64_seal: bool
+    """Whether every sealed value is in base64's alphabet (``_cookie_line``)."""
     backend: Repository | CookieSessionStore
 
     def __init__(
@@ -222,7 +187,9 @@ class SessionEngine:
         self.clock = clock
         self.device = device
         self.ttl = lifecycle.ttl
-        self._touch = lifecycle.policy is Policy.ON_EVERY_REQUEST
+        self._ttl_seconds = lifecycle.ttl.total_seconds()
+        self._extend = lifecycle.policy is Policy.ON_EVERY_REQUEST
+        """Whether an unchanged session's life is extended (on every request, or debounced)."""
         touch_after = lifecycle.touch_after
         self._touch_window = (
             None if touch_after is None else (self.ttl - touch_after).total_seconds()
@@ -237,7 +204,6 @@ class SessionEngine:
         """The absolute timeout in seconds, if any."""
         max_age = lifecycle.cookie_max_age
         self.cookie_max_age = None if max_age is None else int(max_age.total_seconds())
-        self._base64 = security is ContentSecurity.PRIVATE
 
     @property
     def cookie_max_age(self) -> int | None:
@@ -253,28 +219,21 @@ class SessionEngine:
     # -- request phase -----------------------------------------------------------------------
 
     def begin(
-        self, cookie_headers: Iterable[bytes], user_agent: bytes | None = None
-    ) -> SessionContext:
-        """Note the Cookie header values that may hold the session; no work yet.
-
-        ``user_agent`` (the User-Agent header) is kept, shortened, for sessions bound to a user.
-        """
-        return self.start(cookie_headers, user_agent, False)
-
-    def start(
-        self, cookie_headers: Iterable[bytes], user_agent: bytes | None, lazy: bool
-    ) -> SessionContext:
-        """The request's context (``begin``), its loading deferred to the first
-        ``await session.load()`` when ``lazy``."""
+        self, cookie_headers: Iterable[bytes], user_agent: bytes | None = None, lazy: bool = False
+    ) -> Tracker:
+        """The request's tracker, with its (still unread) session: no work yet. ``lazy``: the
+        state waits for ``await session.load()``. ``user_agent`` (the User-Agent header) is
+        kept, shortened, for sessions bound to a user."""
         every = None
         if self.device is not None:
             cookie_headers = every = list(cookie_headers)
-        context = SessionContext(_candidates(cookie_headers, self._prefix), user_agent)
+        cookies = _candidates(cookie_headers, self._prefix)
+        tracker = Tracker(self, cookies, user_agent, unread=lazy or bool(cookies))
+        tracker.lazy = lazy
         if every is not None:
-            self._begin_device(context, every)
-        if lazy:
-            self.defer(context)
-        return context
+            assert self.device is not None
+            self.device.begin(tracker, every)
+        return tracker
 
     def open(self, cookies: list[bytes]) -> tuple[str, int, str] | None:
         """The plaintext of the first session cookie among ``cookies`` (Cookie header values that
@@ -293,9 +252,15 @@ class SessionEngine:
                 return opened[0], opened[1], value
         return None
 
+    def _opened(self, tracker: Tracker, opened: tuple[str, int, str]) -> None:
+        """Note how the cookie opened: by an older key (sent back sealed anew), or as it came."""
+        tracker.reissue = opened[1] > 0
+        if not tracker.reissue:
+            tracker.resendable = opened[0], opened[2]
+
     def _acceptable(self, plain: str) -> bool:
-        """Whether an opened cookie's plaintext can name a session: server-side, a key's shape
-        (client-side, any plaintext does; ``open`` does not ask)."""
+        """Whether an opened cookie's plaintext can name a session (server-side: a key's
+        shape); ``open`` asks only server-side."""
         return True
 
     def _emit(self, event: SessionEvent) -> None:
@@ -303,205 +268,99 @@ class SessionEngine:
         if self.on_event is not None:
             emit(self.on_event, event)
 
-    def _due(self, expires: float | None) -> bool:
-        """Whether an unchanged session's TTL is extended now: always, unless ``touch_after`` is
-        set and the last extension (``expires`` - TTL) is more recent than that."""
+    def _lapsed(self, created: float | None, expires: float | None) -> str | None:
+        """Whether a session with these envelope times has timed out now: ``"idle"`` (its
+        ``expires`` passed), ``"absolute"`` (``max_age`` since ``created``), or ``None``."""
+        now = self.clock()
+        if expires is not None and expires <= now:
+            return "idle"
+        max_age = self._max_age
+        if max_age is not None and created is not None and now - created >= max_age:
+            return "absolute"
+        return None
+
+    def _expired(self, why: str) -> None:
+        """Log and report a session that timed out (``_lapsed``)."""
+        logger.info("session passed its %s timeout", why)
+        if self.on_event is not None:
+            self._emit(SessionExpired(why))  # type: ignore[arg-type]
+
+    def _due(self, tracker: Tracker) -> bool:
+        """Whether an unchanged session's life is extended now: under ON_EVERY_REQUEST, unless
+        ``touch_after`` is set and the last extension (``expires`` - TTL) is more recent."""
+        if not self._extend or not tracker.cookies:
+            return False
         window = self._touch_window
+        expires = tracker.expires
         return window is None or expires is None or expires - self.clock() <= window
 
-    async def load(self, context: SessionContext) -> Session:
-        """Load the cookie's session into ``context.session``; raise ``PersistError``."""
-        raise NotImplementedError
+    async def load(self, tracker: Tracker) -> Session:
+        """Read the cookie's session into the tracker's session, if not done yet; raise
+        ``PersistError`` when the store fails."""
+        session = tracker.session
+        if tracker.unread:
+            await tracker.read(session)
+        return session
 
-    def defer(self, context: SessionContext) -> None:
-        """Load on the first ``await session.load()`` instead of now (``lazy=True``)."""
-
-        context.opener = self
-        Seam.defer(context.session, context.load_deferred)
-
-    def release(self, context: SessionContext) -> None:
-        """The request is over: its session takes no more writes (none could be stored); and
-        if it was never opened or loaded, the context stops referring to it (the session still
-        holds the context, its opener), so both are freed without the garbage collector."""
-        session = context.session
-        Seam.freeze(session, _REQUEST_OVER)
-        if Seam.pending(session):  # its loader is the context: only one may refer to the other
-            del context.session
-
-    def _expired(self, created: float | None) -> bool:
-        max_age = self._max_age
-        return max_age is not None and created is not None and self.clock() - created >= max_age
-
-    def _start_empty(self, context: SessionContext) -> None:
-        context.key = context.loaded = None
-        context.reissue = False
-        Seam.fill(context.session, {})
-        if context.finished:  # loaded after the response started: no cookie can follow
-            Seam.freeze(context.session, _NO_NEW_KEY)
+    def release(self, tracker: Tracker) -> None:
+        """The request is over: its session takes no more writes (none could be stored)."""
+        tracker.release(_REQUEST_OVER)
 
     # -- response phase ----------------------------------------------------------------------
 
-    async def finish(self, context: SessionContext, status_code: int, headers: Headers) -> Headers:
-        """Persist the session as its status says; return ``headers`` plus the session's own.
+    def respond(self, tracker: Tracker, status_code: int, headers: Headers) -> Headers | None:
+        """The response starts: its headers with the session's own (Vary, and a Set-Cookie
+        when the session's status or the lifecycle asks for one); ``headers`` itself when there
+        is nothing to add. ``None`` when that needs the store: ``persist`` does it.
 
-        Raises ``PersistError`` when the backend fails or the cookie would be too large. After it,
-        a server-side session with a stored record still takes changes (``persist_late``).
-        """
-        untouched = self.finish_sync(context, status_code, headers)
-        if untouched is not None:
-            return untouched
-        return await self.finish_io(context, status_code, headers)
+        Raises ``PersistError`` (the adapter answers its status, opaquely)."""
+        raise NotImplementedError
 
-    async def finish_io(
-        self, context: SessionContext, status_code: int, headers: Headers
-    ) -> Headers:
-        """The part of ``finish`` that may need I/O, for a context ``finish_sync`` left (None)."""
-        session = context.session
-        context.finished = True
-        persist = status_code < 500 and not Seam.discarded(session)
-        cookie: str | None = None
-        accessed = session.accessed
-        if persist and (accessed or (self._touch and context.cookies)):
-            if not accessed:
-                await self._guarded(self.load(context))
-            cookie = await self._guarded(self._persist(context))
-        if self.server_side and persist and (context.loaded or not accessed):
-            Seam.allow_late_writes(session, _NO_NEW_KEY)
-        else:
-            Seam.freeze(session, _NO_NEW_KEY)
-            context.loaded = None  # nothing more is saved for this response
-        if cookie is None and not (accessed or context.cookies):
-            return headers
-        out = _add_headers(headers, cookie)
-        if context.device is not None:
-            self._offer_registration(context, out)
-        return out
+    async def persist(self, tracker: Tracker, status_code: int, headers: Headers) -> Headers:
+        """``respond`` for a response that needs the store."""
+        raise NotImplementedError
 
-    def finish_sync(
-        self, context: SessionContext, status_code: int, headers: Headers
-    ) -> Headers | None:
-        """``finish`` without a coroutine where no I/O is needed (here: a session nothing used
-        and nothing persists, or one only read; no touch due, no cookie to reissue); ``None``
-        when ``finish`` has work to do."""
-        cookies, session = context.cookies, context.session
-        touch = self._touch and bool(cookies)
-        settled = Seam.close_untouched(
-            session, status_code < 500, touch, self.server_side, _NO_NEW_KEY
-        )
-        vary = bool(cookies)
-        if not settled:
-            if touch or context.reissue or status_code >= 500:
-                return None
-            if Seam.discarded(session) or not Seam.only_read(session):
-                return None
-            # Nothing to store and no cookie; later writes to a stored record are still saved.
-            if context.loaded is not None:
-                Seam.allow_late_writes(session, _NO_NEW_KEY)
-            else:
-                Seam.freeze(session, _NO_NEW_KEY)
-            settled, vary = 1, True  # a used session varies by Cookie
-        context.finished = True
-        if settled == 2:
-            context.loaded = None  # nothing more is saved for this response
-        if not vary:
-            return headers
-        out = _with_vary(headers)
-        if context.device is not None:
-            self._offer_registration(context, out)
-        return out
-
-    async def persist_late(self, context: SessionContext) -> None:
-        """Save changes made after the response head went out (streaming, WebSocket)."""
-
-    def late_pending(self, context: SessionContext) -> bool:
-        """Whether ``persist_late`` may have something to save: a stored record whose session
-        is not certainly unchanged since (checked without encoding, as ``Seam.only_read``)."""
-        return context.loaded is not None and not Seam.settled(context.session)
-
-    async def _persist(self, context: SessionContext) -> str | None:
+    async def persist_late(self, tracker: Tracker, outcome: Outcome) -> None:
+        """Store changes made after the response head (``tracker.late_outcome()``)."""
         raise NotImplementedError
 
     async def seed(self, state: Mapping[str, Any]) -> str:
         """Store ``state`` as a new session; the Set-Cookie value that carries it (for tests)."""
         raise NotImplementedError
 
-    async def _guarded(self, call: Awaitable[_T]) -> _T:
-        """Await a backend call, turning any failure into a ``PersistError`` safe to log."""
+    def _outcome(self, tracker: Tracker, status_code: int) -> Outcome:
         try:
-            return await call
-        except PersistError:
-            raise
-        except Exception as exc:
-            raise _persist_error(exc) from exc
+            return tracker.outcome(status_code)
+        except SessionError as exc:
+            raise failure(exc) from exc
 
-    def _meta(self, context: SessionContext) -> StoredState:
-        """The metadata a write stores beside the state: creation, the bound user, its agent,
-        and a new device binding if one was asked for (``None``: the record's stays)."""
-        return stored_state(
-            {},
-            context.created or self.clock(),
-            Seam.user(context.session),
-            context.agent[:120].decode("latin-1") if context.agent else None,
-            None if self.device is None else self._start_binding(context),
-        )
+    def _headers(
+        self, tracker: Tracker, used: bool, cookie: str | None, headers: Headers
+    ) -> Headers:
+        """``headers`` with what the session adds: ``Vary: Cookie`` when it was used or the
+        request carried its cookie, and ``cookie`` with ``Cache-Control: private``."""
+        if cookie is None and not (used or tracker.cookies):
+            return headers
+        out = _add_headers(headers, cookie)
+        if tracker.device is not None:
+            assert self.device is not None
+            self.device.offer(tracker, out)
+        return out
 
-    # -- device binding (sessionware.dbsc) ---------------------------------------------------
-
-    def _begin_device(self, context: SessionContext, cookie_headers: list[bytes]) -> None:
-        """Keep every Cookie header value (the credential is among them); allow bind_device()."""
-        from sessionware.dbsc import DeviceRequest
-
-        context.device = DeviceRequest(cookie_headers)
-        Seam.offer_device(context.session)
-
-    def _device_check(self, context: SessionContext, key: str, loaded: Loaded) -> Loaded | None:
-        """``loaded`` if this request may use it: a device-bound record only with a credential
-        that has not lapsed (or while its binding is pending). Notes whether it proved one."""
-        if self.device is None or context.device is None or loaded.state.device is None:
-            return loaded
-        proven = self.device.check(loaded.state.device, context.device.cookies, self.clock())
-        if proven is None:
-            logger.info(
-                "session %s is device-bound; its credential is missing or lapsed", fingerprint(key)
-            )
-            return None
-        context.device.bound = proven
-        return loaded
-
-    def _start_binding(self, context: SessionContext) -> dict[str, Any] | None:
-        """A new pending binding for the record when ``bind_device()`` was called, else ``None``."""
-        if self.device is None or not Seam.take_device_request(context.session):
-            return None
-        binding, registration = self.device.start(self.clock())
-        if context.device is not None:
-            context.device.registration = registration
-        return binding.to_record()
-
-    def _offer_registration(self, context: SessionContext, headers: Headers) -> None:
-        """Add ``Secure-Session-Registration`` when this response stored a new binding."""
-        device = context.device
-        if device is not None and device.registration is not None:
-            if context.key is not None:
-                headers.append((b"secure-session-registration", device.registration.encode()))
-            device.registration = None
-
-    def _ended(self, context: SessionContext) -> str:
-        """Forget the session; the removal cookie to send."""
-        context.key = context.loaded = None
+    def _removal(self) -> str:
         return removal_cookie(self.cookie, self.clock())
 
-    def _cookie(self, value: str, came: tuple[str, str] | None = None) -> str:
+    def _cookie(self, value: str, resendable: tuple[str, str] | None = None) -> str:
         """The Set-Cookie line carrying ``value`` sealed (percent-encoded as ``session_cookie``
-        does); ``PersistError`` when browsers would drop it for its size. ``came``: the request's
-        own cookie as ``(plaintext, sealed value)`` with the current key; when it holds
-        ``value``, it is sent back as it came (the same ciphertext: no new seal needed)."""
-        sealed = came[1] if came is not None and came[0] == value else self.sealer.seal(value)
-        if self._base64:  # a PRIVATE seal is standard base64: only these two need escaping
-            escaped = sealed.replace("/", "%2F").replace("=", "%3D")
-            line = f"{self._cookie_head}{escaped}{self._cookie_suffix}"
-        else:
-            suffix = self._cookie_suffix
-            line = session_cookie(self.cookie, sealed, self.cookie_max_age, suffix=suffix)
+        does); ``PersistError`` when browsers would drop it for its size. ``resendable``: the
+        request's own cookie as ``(plaintext, sealed value)`` with the current key; when it
+        holds ``value``, it is sent back as it came (the same ciphertext: no new seal)."""
+        sealed = (
+            resendable[1]
+            if resendable is not None and resendable[0] == value
+            else self.sealer.seal(value)
+        )
+        line = _cookie_line(self, sealed)
         size = len(line) if line.isascii() else len(line.encode("utf-8"))
         if size > MAX_SET_COOKIE_BYTES:
             raise PersistError(
@@ -512,18 +371,35 @@ class SessionEngine:
         return line
 
 
+def _cookie_line(engine: SessionEngine, sealed: str) -> str:
+    """The Set-Cookie line for a sealed value. A seal in the base64 alphabet (PRIVATE; a
+    signed key, server-side) needs only ``/`` and ``=`` escaped, in two C-level replaces;
+    anything else goes through ``session_cookie``'s percent-encoding (test_engine's
+    test_cookie_lines_match_the_general_encoder holds the two equal)."""
+    if engine._base64_seal:
+        escaped = sealed.replace("/", "%2F").replace("=", "%3D")
+        return f"{engine._cookie_head}{escaped}{engine._cookie_suffix}"
+    return session_cookie(
+        engine.cookie, sealed, engine.cookie_max_age, suffix=engine._cookie_suffix
+    )
+
+
 class ServerSideEngine(SessionEngine):
     """The cookie carries a key; the state lives in a record store, through the repository."""
 
-    def __init__(self, *, repository: Repository, **options: object) -> None:
-        super().__init__(**options)  # type: ignore[arg-type]
+    def __init__(self, *, repository: Repository, **options: Any) -> None:
+        super().__init__(**options)
         self.server_side = True
+        self._base64_seal = True  # a key of [A-Za-z0-9], sealed or signed: base64's alphabet
         self.repository = self.backend = repository
 
     async def seed(self, state: Mapping[str, Any]) -> str:
         """Store ``state`` as a new session; the Set-Cookie value that carries it (for tests)."""
         meta = StoredState(created=self.clock())
-        key, _ = await self._guarded(self.repository.create(state, meta, self.ttl))
+        try:
+            key, _ = await self.repository.create(state, meta, self.ttl)
+        except Exception as exc:
+            raise failure(exc) from exc
         return self._cookie(key)
 
     def _acceptable(self, plain: str) -> bool:
@@ -534,222 +410,339 @@ class ServerSideEngine(SessionEngine):
             self._emit(DecodeFailed("cookie"))
         return False
 
-    async def load(self, context: SessionContext) -> Session:
-        opened = self.open(context.cookies)
-        if opened is None:
-            self._start_empty(context)
-            return context.session
-        key: SessionKey = opened[0]  # type: ignore[assignment]  # _acceptable checked its shape
+    async def load_into(self, tracker: Tracker, session: Session) -> None:
+        """Load the session the request's cookie names into ``session``; raise
+        ``PersistError`` when the store fails."""
+        opened = self.open(tracker.cookies)
+        loaded = None if opened is None else await self._load(tracker, opened[0])
+        if loaded is None:
+            tracker.fill(session, {})
+            if tracker.phase is Phase.LATE:  # after the head: no cookie can follow a new one
+                tracker.handle(Event.SEALED, _NO_NEW_KEY)
+            return
+        assert opened is not None
+        if self.on_event is not None:
+            self._emit(SessionLoaded())
+        state = loaded.state
+        tracker.key, tracker.record = opened[0], loaded
+        tracker.created, tracker.expires = state.created, state.expires
+        self._opened(tracker, opened)
+        tracker.fill(
+            session, state, user=state.user, origin=loaded.text, key=opened[0], id=loaded.id
+        )
+
+    def open_into(self, tracker: Tracker, session: Session) -> None:
+        """A server-side session is read by ``load_into`` (it needs I/O), never opened."""
+        raise SessionError("this session must be loaded first: `await session.load()`")
+
+    async def _load(self, tracker: Tracker, key: str) -> Loaded | None:
+        """The live, unexpired record ``key`` names, that this request may use; else ``None``
+        (noting on the tracker whether it ended or was renewed away)."""
         try:
-            loaded = await self.repository.load(key, self.ttl)
+            loaded = await self.repository.load(SessionKey(key), self.ttl)
         except DeserializationError:
             logger.warning("session %s holds unreadable state; starting anew", fingerprint(key))
             if self.on_event is not None:
                 self._emit(DecodeFailed("state"))
-            loaded = None
+            return None
         except Exception as exc:
-            raise PersistError(f"session store failed to load: {_safe(exc)}") from exc
+            raise failure(exc, "load") from exc
+        if loaded is None:
+            self._expired("idle")  # the store dropped it at its TTL
+            return None
         if loaded is ENDED:
-            self._start_empty(context)
-            Seam.mark_ended(context.session)
-            return context.session
-        if loaded is not None and self._expired(loaded.state.created):
-            logger.info("session %s passed its absolute timeout", fingerprint(key))
-            if self.on_event is not None:
-                self._emit(SessionExpired("absolute"))
-            loaded = None
-        if loaded is not None and self.device is not None:
-            loaded = self._device_check(context, key, loaded)
-        if loaded is None:
-            self._start_empty(context)
-            return context.session
-        if self.on_event is not None:
-            self._emit(SessionLoaded())
-        context.key, context.loaded, context.reissue = key, loaded, opened[1] > 0
-        if not context.reissue:
-            context.came = key, opened[2]
-        context.created = loaded.state.created
-        state = loaded.state
-        Seam.fill(context.session, state, key, loaded.id, state.user, loaded.text)
-        return context.session
+            tracker.ended = True
+            return None
+        if loaded is RENEWED:
+            tracker.renewed = self.repository.id_of(key)
+            return None
+        why = self._lapsed(loaded.state.created, loaded.state.expires)
+        if why is not None:
+            self._expired(why)
+            return None
+        if self.device is not None and not self.device.admit(tracker, loaded, self.clock()):
+            logger.info("session %s is device-bound; no valid credential came", fingerprint(key))
+            return None
+        return loaded
 
-    async def _persist(self, context: SessionContext) -> str | None:
-        repository, ttl, key, loaded = self.repository, self.ttl, context.key, context.loaded
-        session = context.session
-        status, changes, state_json = Seam.changes(session)
-        if status is _UNCHANGED:
-            if key is None or loaded is None:
-                return None
-            if self._touch and self._due(loaded.state.expires):
-                if self._touch_window is None:
-                    alive = await repository.touch(loaded, ttl)
-                else:  # rewritten, so the record says when it was last extended
-                    refreshed = await repository.refresh(loaded, ttl)
-                    alive = refreshed is not None
-                    context.loaded = refreshed
-                if not alive:
-                    logger.warning("session %s had ended; its cookie is removed", fingerprint(key))
-                    if self.on_event is not None:
-                        self._emit(SessionRevoked("touch"))
-                    return self._ended(context)
-                if self.cookie_max_age is not None:
-                    return self._cookie(key, context.came)
-            return self._cookie(key) if context.reissue else None
-        if status is _PURGED:
-            if key is None or loaded is None:
-                return None
-            await repository.purge(loaded)
-            logger.info("session %s purged", fingerprint(key))
-            if self.on_event is not None:
-                self._emit(SessionPurged())
-            return self._ended(context)
-        meta = self._meta(context)
-        if loaded is None:
-            state = Seam.state(session)
-            if not (state or meta.user or meta.device):
-                return None
-            new_key, stored = await repository.create(state, meta, ttl)
-            if self.on_event is not None:
-                self._emit(SessionCreated())
-        elif status is _RENEWED:
-            renewed = await repository.renew(loaded, changes, meta, ttl)
-            if renewed is None:
-                logger.warning("session %s ended while renewing it", fingerprint(loaded.id))
-                if self.on_event is not None:
-                    self._emit(SessionRevoked("renew"))
-                return self._ended(context)
-            if not isinstance(renewed, tuple):  # another request renewed it first
-                logger.info("session %s was renewed by another request", fingerprint(loaded.id))
-                context.key, context.loaded = None, renewed.loaded
-                return None
-            new_key, stored = renewed
-            logger.info("session %s renewed as %s", fingerprint(loaded.id), fingerprint(stored.id))
-            if self.on_event is not None:
-                self._emit(SessionRenewed())
+    # -- response phase ----------------------------------------------------------------------
+
+    def respond(self, tracker: Tracker, status_code: int, headers: Headers) -> Headers | None:
+        outcome = self._outcome(tracker, status_code)
+        if outcome.persist and (
+            outcome.status is not _UNCHANGED or tracker.reissue or self._due(tracker)
+        ):
+            if tracker.reissue and outcome.status is _UNCHANGED and not self._due(tracker):
+                cookie = None if tracker.key is None else self._cookie(tracker.key)
+                self._close(tracker, outcome.persist)
+                return self._headers(tracker, outcome.used, cookie, headers)
+            tracker.decided = outcome
+            return None
+        self._close(tracker, outcome.persist)
+        return self._headers(tracker, outcome.used, None, headers)
+
+    async def persist(self, tracker: Tracker, status_code: int, headers: Headers) -> Headers:
+        outcome = tracker.decided
+        assert outcome is not None, "persist() follows a respond() that returned None"
+        try:
+            if tracker.unread:  # an extension is due, and the lazy session was never loaded
+                await tracker.read(tracker.session)
+            stored = await _WRITES[outcome.status](self, tracker, outcome)
+            cookie = self._respond_to(tracker, stored)
+        except Exception as exc:
+            raise failure(exc, "store") from exc
+        self._close(tracker, True)
+        return self._headers(tracker, outcome.used, cookie, headers)
+
+    def _close(self, tracker: Tracker, persist: bool) -> None:
+        """The head goes out: later changes stay storable for a stored session the client
+        holds (or may hold: a lazy session not read yet), in a request that persists."""
+        if not persist:
+            tracker.handle(Event.SEALED, _NOT_STORED)
+        elif (tracker.record is not None or (tracker.unread and tracker.cookies)) and (
+            tracker.renewed is None
+        ):
+            tracker.handle(Event.RESPONDED, _NO_NEW_KEY)
         else:
-            saved = await repository.save(loaded, changes, meta, ttl, state_json)
-            if saved is None:
-                logger.warning(
-                    "session %s was ended by another request; this request's changes are"
-                    " dropped and its cookie removed",
-                    fingerprint(loaded.id),
-                )
-                if self.on_event is not None:
-                    self._emit(SessionRevoked("save"))
-                return self._ended(context)
-            context.loaded = saved.loaded
-            Seam.rebase(session, key, saved.loaded.id, state_json)
-            return None if saved.moved else self._cookie(key, context.came) if key else None
-        context.key, context.loaded = new_key, stored
-        Seam.rebase(session, new_key, stored.id, state_json)
-        return self._cookie(new_key)
+            tracker.handle(Event.SEALED, _NO_NEW_KEY)
+
+    def _respond_to(self, tracker: Tracker, stored: Stored) -> str | None:
+        """The Set-Cookie for what a write before the head reported (the module's table)."""
+        if stored is Stored.WRITTEN:
+            assert tracker.key is not None
+            return self._cookie(tracker.key, tracker.resendable)
+        if stored is Stored.KEPT:
+            key = tracker.key
+            if key is not None and (tracker.reissue or self.cookie_max_age is not None):
+                return self._cookie(key, tracker.resendable)
+            return None
+        if stored is Stored.ENDED:
+            return self._removal()
+        if stored is Stored.CONFLICT:
+            raise PersistError(_RENEWED_AWAY, status_code=409)
+        return None
+
+    async def persist_late(self, tracker: Tracker, outcome: Outcome) -> None:
+        """Store what changed since the head; an ended or renewed session ends here too
+        (WARNING and event), and later writes to it raise. Failures are logged: the response
+        can no longer change."""
+        try:
+            stored = await _WRITES[outcome.status](self, tracker, outcome)
+        except Exception as exc:
+            logger.error(
+                "session changes made after the response started were lost: %s",
+                failure(exc, "store"),
+            )
+            return
+        if stored is Stored.CONFLICT:
+            logger.warning("session changes dropped: %s", _RENEWED_AWAY)
+            tracker.handle(Event.ENDED, _RENEWED_AWAY, SessionConflictError)
+        elif stored is Stored.ENDED:
+            if outcome.status is not _PURGED:
+                logger.warning("session ended while the response streamed; changes dropped")
+            tracker.handle(Event.ENDED, _ENDED_LATE)
+
+    # The repository call for each status (``_WRITES``), before the head and after it alike.
+
+    async def _keep(self, tracker: Tracker, outcome: Outcome) -> Stored:
+        """Unchanged: extend the session's life when that is due (a rewrite carrying the new
+        ``expires``: the envelope says when it expires)."""
+        record = tracker.record
+        if record is None or not self._due(tracker):
+            return Stored.KEPT
+        refreshed = await self.repository.refresh(record, self.ttl)
+        if refreshed is RENEWED:  # a login moved it: its response sends the new key
+            return Stored.NOTHING
+        if refreshed is None:
+            return self._revoked(tracker, "touch")
+        tracker.record, tracker.expires = refreshed, refreshed.state.expires
+        return Stored.KEPT
+
+    async def _save(self, tracker: Tracker, outcome: Outcome) -> Stored:
+        """Changed: merge into the stored session, or store a new one."""
+        if tracker.renewed is not None:
+            return self._superseded(tracker)
+        record, meta = tracker.record, self._meta(tracker)
+        if record is None:
+            return await self._create(tracker, meta, outcome.state_json)
+        saved = await self.repository.save(
+            record, outcome.changes, meta, self.ttl, outcome.state_json
+        )
+        if saved is RENEWED:
+            return self._superseded(tracker)
+        if saved is None:
+            return self._revoked(tracker, "late_save" if tracker.phase is Phase.LATE else "save")
+        tracker.record = saved
+        tracker.rebase(tracker.key, saved.id, outcome.state_json)
+        return Stored.WRITTEN
+
+    async def _purge(self, tracker: Tracker, outcome: Outcome) -> Stored:
+        """Purged: tombstone the record (and a renewal's successor: a logout racing a login
+        still logs out)."""
+        record, gone = tracker.record, tracker.renewed
+        if record is None and gone is None:
+            return Stored.NOTHING
+        if record is not None:
+            await self.repository.purge(record)
+        else:
+            assert gone is not None
+            await self.repository.end(gone)
+        logger.info("session %s purged", fingerprint(record.id if record else str(gone)))
+        if self.on_event is not None:
+            self._emit(SessionPurged())
+        tracker.key = tracker.record = None
+        return Stored.ENDED
+
+    async def _renew(self, tracker: Tracker, outcome: Outcome) -> Stored:
+        """Renewed: the state moves to a new key (a new session when there was none)."""
+        record, meta = tracker.record, self._meta(tracker)
+        if record is None:
+            return await self._create(tracker, meta, outcome.state_json)
+        renewed = await self.repository.renew(record, outcome.changes, meta, self.ttl)
+        if renewed is RENEWED:
+            logger.info("session %s was renewed by another request", fingerprint(record.id))
+            return self._superseded(tracker)
+        if renewed is None:
+            return self._revoked(tracker, "renew")
+        key, stored = renewed
+        logger.info("session %s renewed as %s", fingerprint(record.id), fingerprint(stored.id))
+        if self.on_event is not None:
+            self._emit(SessionRenewed())
+        tracker.key, tracker.record, tracker.resendable = key, stored, None
+        tracker.rebase(key, stored.id, outcome.state_json)
+        return Stored.WRITTEN
+
+    async def _create(self, tracker: Tracker, meta: StoredState, state_json: str | None) -> Stored:
+        """A new session, unless there is nothing to keep (no state, user or binding)."""
+        state = tracker.state()
+        if not (state or meta.user or meta.device):
+            return Stored.NOTHING
+        key, stored = await self.repository.create(state, meta, self.ttl)
+        if self.on_event is not None:
+            self._emit(SessionCreated())
+        tracker.key, tracker.record, tracker.resendable = key, stored, None
+        tracker.rebase(key, stored.id, state_json)
+        return Stored.WRITTEN
+
+    def _revoked(self, tracker: Tracker, operation: str) -> Stored:
+        """The session ended under this request (purged, signed out, expired elsewhere)."""
+        logger.warning(
+            "session %s was ended by another request; this request's changes are dropped",
+            fingerprint(tracker.record.id if tracker.record else ""),
+        )
+        if self.on_event is not None:
+            self._emit(SessionRevoked(operation))
+        tracker.key = tracker.record = None
+        return Stored.ENDED
+
+    def _superseded(self, tracker: Tracker) -> Stored:
+        """A login renewed the session after this request loaded it: nothing is stored."""
+        if self.on_event is not None:
+            self._emit(SessionSuperseded("late_save" if tracker.phase is Phase.LATE else "save"))
+        return Stored.CONFLICT
+
+    def _meta(self, tracker: Tracker) -> StoredState:
+        """The metadata a write stores beside the state: creation, the bound user, its agent,
+        and a new device binding if one was asked for (``None``: the record's stays)."""
+        agent = tracker.agent
+        return stored_state(
+            {},
+            tracker.created or self.clock(),
+            tracker.user,
+            agent[:120].decode("latin-1") if agent else None,
+            None if self.device is None else self.device.binding(tracker, self.clock()),
+        )
+
+    # -- the DBSC endpoints (sessionware.dbsc.serve) -----------------------------------------
 
     async def binding_record(self, cookie_headers: list[bytes]) -> Loaded | None:
-        """DBSC endpoints: the live record the session cookie names, without the device check.
-
-        Raises ``PersistError`` when the store fails."""
-        opened = self.open(self.begin(cookie_headers).cookies)
+        """The live record the session cookie names, without the device check. Raises
+        ``PersistError`` when the store fails."""
+        opened = self.open(_candidates(cookie_headers, self._prefix))
         if opened is None:
             return None
-        key = SessionKey(opened[0])
         try:
-            loaded = await self.repository.load(key, self.ttl)
+            loaded = await self.repository.load(SessionKey(opened[0]), self.ttl)
         except DeserializationError:
             return None
         except Exception as exc:
-            raise PersistError(f"session store failed to load: {_safe(exc)}") from exc
-        if not isinstance(loaded, Loaded) or self._expired(loaded.state.created):
-            return None  # absent, ended, or past its absolute timeout
+            raise failure(exc, "load") from exc
+        if not isinstance(loaded, Loaded):
+            return None  # absent, ended or renewed
+        if self._lapsed(loaded.state.created, loaded.state.expires) is not None:
+            return None
         return loaded
 
     async def store_binding(self, loaded: Loaded, device: dict[str, Any]) -> bool:
-        """DBSC endpoints: store ``device`` as the record's binding, its state as it is, only
-        if nothing wrote the record since ``loaded`` was read (one compare-and-set)."""
+        """Store ``device`` as the record's binding, its state as it is, only if nothing wrote
+        the record since ``loaded`` was read (one compare-and-set)."""
         state = loaded.state
         meta = StoredState(created=state.created, user=state.user, agent=state.agent, device=device)
-        stored = await self._guarded(self.repository.replace(loaded, state, meta, self.ttl))
+        try:
+            stored = await self.repository.replace(loaded, state, meta, self.ttl)
+        except Exception as exc:
+            raise failure(exc, "store") from exc
         return stored is not None
 
-    async def persist_late(self, context: SessionContext) -> None:
-        loaded = context.loaded
-        if loaded is None:
-            return
-        session = context.session
-        try:
-            status, changes, state_json = Seam.changes(session)
-        except SessionError as exc:
-            raise PersistError(f"session not stored: {exc}", status_code=500) from exc
-        if status is _UNCHANGED:
-            return
-        if status is _PURGED:
-            await self._guarded(self.repository.purge(loaded))
-            if self.on_event is not None:
-                self._emit(SessionPurged())
-            context.key = context.loaded = None
-            Seam.freeze(session, "the session was purged")
-            return
-        meta = self._meta(context)
-        saved = await self._guarded(self.repository.save(loaded, changes, meta, self.ttl))
-        if saved is None:
-            logger.warning(
-                "session %s ended while the response streamed; later changes were dropped",
-                fingerprint(loaded.id),
-            )
-            if self.on_event is not None:
-                self._emit(SessionRevoked("late_save"))
-            context.key = context.loaded = None
-            Seam.freeze(session, "the session ended while the response was streaming")
-            return
-        context.loaded = saved.loaded
-        Seam.rebase(session, context.key, saved.loaded.id, state_json)
+
+_WRITES: dict[SessionStatus, Callable[[ServerSideEngine, Tracker, Outcome], Any]] = {
+    SessionStatus.UNCHANGED: ServerSideEngine._keep,
+    SessionStatus.CHANGED: ServerSideEngine._save,
+    SessionStatus.PURGED: ServerSideEngine._purge,
+    SessionStatus.RENEWED: ServerSideEngine._renew,
+}
+"""The repository call for each status: the module docstring's table."""
 
 
 class ClientSideEngine(SessionEngine):
     """The cookie carries the state itself, sealed; nothing is stored on the server."""
 
-    def __init__(self, *, store: CookieSessionStore, **options: object) -> None:
+    def __init__(self, *, store: CookieSessionStore, **options: Any) -> None:
         if options.get("device") is not None:
             raise NotSupportedError(
                 "device binding keeps the device's key in the session record: use a server-side"
                 " store (memory, Redis, SQLite, PostgreSQL), not the cookie store"
             )
-        super().__init__(**options)  # type: ignore[arg-type]
+        super().__init__(**options)
         self.server_side = False
+        self._base64_seal = self.security is ContentSecurity.PRIVATE
         self.store = self.backend = store
-        self._opener = self._open_into  # bound once, not per request
 
     async def seed(self, state: Mapping[str, Any]) -> str:
         """The Set-Cookie value that carries ``state`` as a new session (for tests)."""
-        return self._cookie(self.store.dump(StoredState(state, created=self.clock()), self.ttl))
+        now = self.clock()
+        return self._cookie(self.store.dump(state, self.ttl, created=now, now=now))
 
-    # The client-side path needs no per-request context: the session holds (``Seam.opening``)
-    # the Cookie header values until its first use, then what they opened to: ``_UNOPENED``,
-    # or ``(created, expires, plaintext, ring index)``. Nothing refers back to the session, so
-    # it is freed with its request by reference counting alone.
-
-    def session_for(self, cookie_headers: list[bytes]) -> Session:
-        """A request's session; its cookie is opened at its first use, without I/O (a request
-        that ignores its session costs nothing more)."""
-        cookies = _candidates(cookie_headers, self._prefix)
-        return Seam.opening(self._opener, cookies) if cookies else Seam.new()
-
-    def _open_into(self, session: Session, cookies: list[bytes]) -> None:
-        """Open the cookie into the session (its deferred opener, run on the emptied session)."""
-        opened = self.open(cookies)
+    def open_into(self, tracker: Tracker, session: Session) -> None:
+        """Open the request's cookie into ``session`` (its first use): no I/O."""
+        opened = self.open(tracker.cookies)
         fields = None if opened is None else self._read_state(opened[0])
-        if opened is None or fields is None:
-            Seam.take(session, {}, None, None, _UNOPENED)
+        if fields is None:
+            tracker.fill(session, {})
             return
+        assert opened is not None
         if self.on_event is not None:
             self._emit(SessionLoaded())
-        state, created, expires, user = fields
-        Seam.take(session, state, user, opened[0], (created, expires, opened[0], opened[1]))
+        state, tracker.created, tracker.expires, user = fields
+        tracker.record = opened[0]
+        self._opened(tracker, opened)
+        tracker.fill(session, state, user=user, origin=opened[0])
 
-    def _read_state(self, plain: str) -> StateFields | None:
-        """The live state an opened cookie's plaintext holds (``CookieSessionStore.read``);
-        ``None``, with its log line and event, when it is unreadable, idle or too old."""
+    async def load_into(self, tracker: Tracker, session: Session) -> None:
+        """``open_into``, for callers that await (``session.load()``)."""
+        self.open_into(tracker, session)
+
+    def _read_state(self, plain: str) -> Any:
+        """The live state an opened cookie's plaintext holds; ``None``, with its log line and
+        event, when it is unreadable, idle or too old."""
         try:
             fields = self.store.read(plain)
+            if (
+                fields is not None
+                and fields[1] is not None
+                and fields[1] > self.clock() + CLOCK_SKEW
+            ):
+                raise DeserializationError("session cookie was created in the future")
         except DeserializationError:
             logger.warning(
                 "session cookie %s holds unreadable state; starting anew", fingerprint(plain)
@@ -758,103 +751,63 @@ class ClientSideEngine(SessionEngine):
                 self._emit(DecodeFailed("state"))
             return None
         if fields is None:
-            if self.on_event is not None:
-                self._emit(SessionExpired("idle"))
             return None
-        if self._max_age is not None and self._expired(fields[1]):
-            logger.info("session cookie passed its absolute timeout")
-            if self.on_event is not None:
-                self._emit(SessionExpired("absolute"))
+        why = self._lapsed(fields[1], fields[2])
+        if why is not None:
+            self._expired(why)
             return None
         return fields
 
-    def respond(self, session: Session, status_code: int, headers: Headers) -> Headers:
-        """The response starts: its headers with the session's own (Vary, and a Set-Cookie
-        when the session's status or the lifecycle asks for one); the session takes no more
-        writes. ``headers`` itself when there is nothing to add. Raises ``PersistError``."""
+    def respond(self, tracker: Tracker, status_code: int, headers: Headers) -> Headers:
         try:
-            accessed, persist, status, state_json, held = Seam.close(
-                session, status_code < 500, _SEALED
-            )
-            if not accessed:
-                if held is None:  # no session cookie came, and nothing used the session
-                    return headers
-                if not (persist and self._touch):
-                    return _with_vary(headers)
-                if type(held) is list:  # an extension may be due: the cookie is sealed anew
-                    held = Seam.open_pending(session)
-                status = _UNCHANGED
-            elif status is None or (
-                status is _UNCHANGED and not self._touch and not (held and held[3])
-            ):
-                return _with_vary(headers)
-            cookie = self._seal(session, status, state_json, held)
+            outcome = tracker.outcome(status_code)
+            cookie = self._seal(tracker, outcome) if outcome.persist else None
         except PersistError:
             raise
         except Exception as exc:
-            raise _persist_error(exc) from exc
-        return _with_vary(headers) if cookie is None else _add_headers(headers, cookie)
+            raise failure(exc, "seal") from exc
+        finally:
+            tracker.handle(Event.SEALED, _SEALED)
+        return self._headers(tracker, outcome.used, cookie, headers)
 
-    def release_session(self, session: Session) -> None:
-        """The request is over without a response: writes to its session now raise (none could
-        be stored; ``respond`` does the same when the response starts)."""
-        Seam.freeze(session, _REQUEST_OVER)
+    async def persist(self, tracker: Tracker, status_code: int, headers: Headers) -> Headers:
+        return self.respond(tracker, status_code, headers)  # pragma: no cover - never None
 
-    def _seal(
-        self, session: Session, status: SessionStatus, state_json: str | None, held: Any
-    ) -> str | None:
-        """The Set-Cookie to send for the session's ``status`` (``Seam.close``), if any."""
-        had = bool(held)  # the cookie opened to a live session
-        if status is _PURGED:
-            if had and self.on_event is not None:
-                self._emit(SessionPurged())
-            return removal_cookie(self.cookie, self.clock()) if had else None
-        if status is _UNCHANGED:
-            if not had:
+    async def persist_late(self, tracker: Tracker, outcome: Outcome) -> None:
+        """Nothing is stored after the head: its phase refuses writes (``SEALED``)."""
+
+    def _seal(self, tracker: Tracker, outcome: Outcome) -> str | None:
+        """The Set-Cookie to send for the session's status, if any (the cookie is the store)."""
+        status = outcome.status
+        if not outcome.used:
+            if not self._due(tracker):
                 return None
-            if not (self._touch and self._due(held[1])):
-                return self._cookie(held[2]) if held[3] else None
-        user, store = Seam.user(session), self.store
-        state = Seam.state(session) if state_json is None or store.legacy_format else _UNREAD
-        if not (had or user or (state_json != "{}" if state_json is not None else state)):
+            if tracker.unread:  # an extension may be due: the cookie is sealed anew
+                self.open_into(tracker, tracker.session)
+        live = tracker.record is not None
+        if status is _PURGED:
+            if live and self.on_event is not None:
+                self._emit(SessionPurged())
+            return self._removal() if live else None
+        if status is _UNCHANGED:
+            if not live:
+                return None
+            if not self._due(tracker):
+                return self._cookie(tracker.record) if tracker.reissue else None
+        user, store, state_json = tracker.user, self.store, outcome.state_json
+        state = tracker.state() if state_json is None or store.legacy_format else _UNREAD
+        if not (live or user or (state_json != "{}" if state_json is not None else state)):
             return None
-        if self.on_event is not None and (not had or status is _RENEWED):
-            self._emit(SessionRenewed() if had else SessionCreated())
-        created = (held[0] if had else None) or self.clock()
-        text = store.dump(state, self.ttl, state_json=state_json, created=created, user=user)
-        return self._cookie(text)
-
-    # The context-based interface every engine has (tests, WebSocket scopes), on the above.
-
-    def begin(
-        self, cookie_headers: Iterable[bytes], user_agent: bytes | None = None
-    ) -> SessionContext:
-        context = SessionContext([], None)
-        context.session = self.session_for(list(cookie_headers))
-        return context
-
-    def start(
-        self, cookie_headers: Iterable[bytes], user_agent: bytes | None = None, lazy: bool = True
-    ) -> SessionContext:
-        return self.begin(cookie_headers)
-
-    async def load(self, context: SessionContext) -> Session:
-        return await context.session.load()
-
-    def finish_sync(
-        self, context: SessionContext, status_code: int, headers: Headers
-    ) -> Headers | None:
-        context.finished = True
-        return self.respond(context.session, status_code, headers)
-
-    async def finish(self, context: SessionContext, status_code: int, headers: Headers) -> Headers:
-        out = self.finish_sync(context, status_code, headers)
-        assert out is not None
-        return out
+        if self.on_event is not None and (not live or status is _RENEWED):
+            self._emit(SessionRenewed() if live else SessionCreated())
+        now = self.clock()
+        created = tracker.created or now
+        text = store.dump(
+            state, self.ttl, state_json=state_json, created=created, user=user, now=now
+        )
+        return self._cookie(text, tracker.resendable)
 
 
-_UNOPENED: tuple[()] = ()
-"""What the client-side session holds when its cookie did not open to a live session."""
 _UNCHANGED = SessionStatus.UNCHANGED
 _PURGED = SessionStatus.PURGED
 _RENEWED = SessionStatus.RENEWED
@@ -866,7 +819,7 @@ def make_engine(store: object, **options: Any) -> SessionEngine:
     """The engine for ``store``: client-side for the cookie store, server-side for the others.
 
     ``options`` are ``SessionEngine``'s; a record store gets a ``Repository`` on ``options``'
-    clock. Raises ``TypeError`` naming what was passed when it is not a store.
+    clock and events. Raises ``TypeError`` naming what was passed when it is not a store.
     """
     if isinstance(store, CookieSessionStore):
         return ClientSideEngine(store=store, **options)
@@ -904,22 +857,32 @@ def _candidates(cookie_headers: Iterable[bytes], prefix: bytes) -> list[bytes]:
     return [value for value in cookie_headers if prefix in value]
 
 
-def _persist_error(exc: Exception) -> PersistError:
-    """The ``PersistError`` a failure while persisting maps to, its message safe to log."""
+def failure(exc: BaseException, doing: str = "store") -> PersistError:
+    """The one map from a failure to the response: a ``PersistError`` whose status the
+    adapter answers and whose message is safe to log (never a key, cookie value or state)."""
+    if isinstance(exc, PersistError):
+        return exc
     if isinstance(exc, SessionError):  # a value changed in place into something not JSON
         return PersistError(f"session not stored: {exc}", status_code=500)
-    if isinstance(exc, SaveError) and exc.serialization:
-        return PersistError(f"session not stored: {exc}", status_code=500)
     if isinstance(exc, StoreError):
-        return PersistError(f"session store failed: {exc}")
-    return PersistError(f"session store failed: {type(exc).__name__} #{fingerprint(str(exc))}")
+        return PersistError(f"session store failed to {doing}: {exc}")
+    return PersistError(f"session store failed to {doing}: {describe(exc)}")
 
 
-def _safe(exc: BaseException) -> str:
-    """A store failure for a log line: our own errors say it safely; others only by type."""
+def describe(exc: BaseException) -> str:
+    """An exception for a log line: ours by their message (they never hold session data);
+    another by its type and, when it looks like no session data, its message's start."""
     if isinstance(exc, SessionwareError):
-        return str(exc)
-    return f"{type(exc).__name__} #{fingerprint(str(exc))}"
+        return f"{type(exc).__name__}: {exc}"
+    text = str(exc)
+    summary = text[:160]
+    if _UNSAFE_SUMMARY.search(summary) or len(text) > 300:
+        summary = f"#{fingerprint(text)}"
+    return f"{type(exc).__name__}: {summary}" if summary else type(exc).__name__
+
+
+# Quotes, braces and long token-like runs may be a key, a cookie value or state: not logged.
+_UNSAFE_SUMMARY = re.compile(r"""["'{}\[\]]|[A-Za-z0-9+/=_-]{24,}""")
 
 
 def _add_headers(headers: Headers, cookie: str | None) -> Headers:

@@ -24,12 +24,14 @@ __all__ = [
     "MergeRetry",
     "ObservedStore",
     "SessionCreated",
+    "SessionEnded",
     "SessionEvent",
     "SessionExpired",
     "SessionLoaded",
     "SessionPurged",
     "SessionRenewed",
     "SessionRevoked",
+    "SessionSuperseded",
     "StoreFailed",
 ]
 
@@ -89,6 +91,31 @@ class SessionRevoked(SessionEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class SessionEnded(SessionEvent):
+    """``SessionAdmin`` ended a session: ``operation`` is end_all_for (one event per session
+    ended) or end_session."""
+
+    kind: ClassVar[str] = "ended"
+    operation: str
+
+    def attributes(self) -> dict[str, str]:
+        return {"operation": self.operation}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSuperseded(SessionEvent):
+    """A login renewed the session after this request loaded it (or the request came with the
+    key a login had renewed): its changes were not stored. ``operation``: save (the request
+    was answered 409) or late_save (a change after the response started, dropped)."""
+
+    kind: ClassVar[str] = "superseded"
+    operation: str
+
+    def attributes(self) -> dict[str, str]:
+        return {"operation": self.operation}
+
+
+@dataclass(frozen=True, slots=True)
 class SessionExpired(SessionEvent):
     """A cookie named a session that timed out: ``idle`` (its TTL passed: a sealed cookie's
     ``expires`` is in the past, or the store no longer holds the record) or ``absolute``
@@ -128,7 +155,8 @@ class MergeRetry(SessionEvent):
 @dataclass(frozen=True, slots=True)
 class ConflictEnded(SessionEvent):
     """Contention defeated a write: ``attempts`` (it kept losing races and gave up: a 503) or
-    ``hops`` (it followed more renewals than ``max_hops``: the session ends)."""
+    ``hops`` (a purge found more renewals to follow than ``max_hops``: a 503, never a logout
+    that leaves a renewed session live)."""
 
     kind: ClassVar[str] = "conflict_ended"
     operation: str

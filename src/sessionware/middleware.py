@@ -7,24 +7,18 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
+from sessionware.admin import SessionAdmin
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession, SameSite
 from sessionware.crypto import ContentSecurity, Key
 from sessionware.dbsc import DeviceBinding, serve
-from sessionware.engine import (
-    ClientSideEngine,
-    PersistError,
-    ServerSideEngine,
-    SessionContext,
-    SessionEngine,
-    make_engine,
-)
+from sessionware.engine import PersistError, ServerSideEngine, SessionEngine, make_engine
 from sessionware.events import EventHook
 from sessionware.repository import Repository
-from sessionware.session import Session
+from sessionware.session import Event, Phase, Session, Tracker
 from sessionware.stores.base import RecordStore
 from sessionware.stores.cookie import CookieSessionStore
 
-__all__ = ["SessionMiddleware", "get_session"]
+__all__ = ["SessionMiddleware", "get_session", "route_path"]
 
 logger = logging.getLogger("sessionware")
 
@@ -39,6 +33,23 @@ _NOT_INSTALLED = (
     "no session in this request: add sessionware.SessionMiddleware to the app, e.g."
     " app.add_middleware(SessionMiddleware, store=..., key=...)"
 )
+_TWO_MIDDLEWARES = (
+    "this request already has a session (scope['session']) when sessionware's SessionMiddleware"
+    " starts: another session middleware ({found}) runs outside it. Use one session middleware:"
+    " remove the other (sessionware.integrations.starlette.SessionMiddleware replaces"
+    " Starlette's with the same parameters)"
+)
+_REPLACED = (
+    "another session middleware inside sessionware's SessionMiddleware replaced"
+    " scope['session'] ({found}), so sessionware never saw this request's session. Use one"
+    " session middleware: remove the other (sessionware.integrations.starlette.SessionMiddleware"
+    " replaces Starlette's with the same parameters)"
+)
+_NO_ACCEPT_HEADERS = (
+    "this server speaks ASGI {version}, whose WebSocket handshake cannot carry headers, so a"
+    " session cookie cannot be set over a WebSocket here: only an existing session can be"
+    " written (create, renew or bind it over HTTP first)"
+)
 
 
 class SessionMiddleware:
@@ -46,15 +57,20 @@ class SessionMiddleware:
 
     Works for ``http`` and ``websocket`` scopes; anything else passes through untouched. When the
     store fails, the app is not run (load) or its response is replaced (save) by an empty 503;
-    a state that cannot be stored gives an empty 500. Responses of 500 and above persist nothing.
+    a state that cannot be stored gives an empty 500; a request whose session a login renewed
+    meanwhile gets an empty 409 (nothing of it is stored). Responses of 500 and above persist
+    nothing.
 
     With ``lazy=True`` a server-side store is not asked until the handler calls
     ``await session.load()`` (``SessionDep`` does), so requests that ignore the session cost no
     store I/O; using the session before that raises ``SessionNotLoadedError``.
 
-    ``on_event`` receives the ``sessionware.events`` (created, loaded, store_error, ...) for
-    metrics; unset, no event is built (docs/telemetry.md).
-    With ``device_binding=DeviceBinding(...)`` (server-side stores) it also serves the DBSC
+    ``clock`` decides every question of time (idle and absolute expiry, from the times the
+    session's envelope carries); a store's TTL only collects garbage. ``on_event`` receives the
+    ``sessionware.events`` (created, loaded, store_error, ...) for metrics; unset, no event is
+    built (docs/telemetry.md). ``get_admin(request)`` gives the ``SessionAdmin`` that lists and
+    ends sessions with the same store, clock and events. With
+    ``device_binding=DeviceBinding(...)`` (server-side stores) it also serves the DBSC
     registration and refresh endpoints, and ``session.bind_device()`` becomes available.
     """
 
@@ -75,7 +91,7 @@ class SessionMiddleware:
         content_security: ContentSecurity = ContentSecurity.PRIVATE,
         lifecycle: BrowserSession | PersistentSession | None = None,
         lazy: bool = False,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         on_event: EventHook | None = None,
         device_binding: DeviceBinding | None = None,
     ) -> None:
@@ -106,29 +122,38 @@ class SessionMiddleware:
             raise TypeError("device_binding must be a sessionware.DeviceBinding")
         # The binder shares the key ring and the session cookie's attributes.
         self.binder = device_binding.runtime(keys=ring, cookie=cookie) if device_binding else None
-        options: dict[str, Any] = {
-            "keys": ring,
-            "security": content_security,
-            "cookie": cookie,
-            "lifecycle": lifecycle if lifecycle is not None else BrowserSession(),
-            "clock": clock,
-            "on_event": on_event,
-            "device": self.binder,
-        }
-        self.engine: SessionEngine = make_engine(store, **options)
+        lifecycle = lifecycle if lifecycle is not None else BrowserSession()
+        self.engine: SessionEngine = make_engine(
+            store,
+            keys=ring,
+            security=content_security,
+            cookie=cookie,
+            lifecycle=lifecycle,
+            clock=_one_clock(clock, store),
+            on_event=on_event,
+            device=self.binder,
+        )
+        self.admin = SessionAdmin(
+            self.engine.backend,  # the engine's repository: its events, clock and tombstones
+            clock=self.engine.clock,
+            on_event=on_event,
+            lifecycle=lifecycle,
+        )
         # The cookie store needs no I/O to load, so laziness would only cost.
         self.lazy = lazy and self.engine.server_side
-        self._client = self.engine if isinstance(self.engine, ClientSideEngine) else None
-        """The cookie store's engine: HTTP requests take its own path (no I/O, no context)."""
+        self._load_first = self.engine.server_side and not self.lazy
         self._warned_insecure = not cookie_secure
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind not in ("http", "websocket"):
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
+        if "session" in scope:
+            raise RuntimeError(_TWO_MIDDLEWARES.format(found=_describe(scope["session"])))
         engine = self.engine
-        if self.binder is not None and kind == "http" and self.binder.endpoint(scope["path"]):
+        binder = self.binder
+        if binder is not None and kind == "http" and binder.endpoint(route_path(scope)):
             await self._serve_binding(scope, send)
             return
         cookies, agent = [], None
@@ -137,114 +162,117 @@ class SessionMiddleware:
                 cookies.append(value)
             elif name == b"user-agent":
                 agent = value
-        client = self._client
-        if client is not None and kind == "http":
-            session = scope["session"] = client.session_for(cookies)
-            started = refused = False
-
-            async def seal_sender(message: Message) -> None:
-                """Seal the session into the response's headers as the response starts."""
-                nonlocal started, refused
-                if message["type"] == "http.response.start":
-                    started, original = True, message.get("headers", ())
-                    try:
-                        headers = client.respond(session, message["status"], original)
-                    except PersistError as exc:
-                        refused = True
-                        await _refuse_unsaved("http", send, exc)
-                        return
-                    if headers is not original:
-                        message = self._with_headers(scope, message, headers)
-                elif refused:
+        tracker = engine.begin(cookies, agent, self.lazy)
+        try:
+            if self._load_first and tracker.unread:
+                try:
+                    await engine.load(tracker)
+                except PersistError as exc:
+                    logger.error("session not loaded: %s", exc)
+                    await _refuse(kind, send, exc.status_code, vary=True)
                     return
-                await send(message)
-
-            try:
-                await self.app(scope, receive, seal_sender)
-            finally:
-                if not started:
-                    client.release_session(session)
-            return
-        context = engine.start(cookies, agent, self.lazy)
-        if not (self.lazy or client is not None):
-            try:
-                await engine.load(context)
-            except PersistError as exc:
-                logger.error("session not loaded: %s", exc)
-                await _refuse(kind, send, exc.status_code)
+            if self.binder is not None and not await self._device_allowed(scope, tracker, send):
                 return
-        if self.binder is not None and not await self._device_allowed(scope, context, send):
-            return
-        scope["session"] = context.session
+            session = scope["session"] = tracker.session
+            scope["session_admin"] = self.admin
+            if kind == "http":
+                await self._http(scope, receive, send, tracker, session)
+            else:
+                await self._websocket(scope, receive, send, tracker, session)
+        finally:
+            engine.release(tracker)
+
+    async def _http(
+        self, scope: Scope, receive: Receive, send: Send, tracker: Tracker, session: Session
+    ) -> None:
+        """Run the app; as its response starts, persist the session and add its headers; then
+        store later changes before the last body message goes out, and once the app returns."""
+        engine = self.engine
         started = refused = False
 
-        if kind == "http":
-
-            async def sender(message: Message) -> None:
-                """Persist the session as the response starts and add its headers; then save later
-                changes before the last body message goes out (server-side stores only)."""
-                nonlocal started, refused
-                if message["type"] == "http.response.start":
-                    started = True
-                    original = message.get("headers", ())
-                    try:
-                        headers = engine.finish_sync(context, message["status"], original)
-                        if headers is None:
-                            headers = await engine.finish_io(context, message["status"], original)
-                    except PersistError as exc:
-                        refused = True
-                        await _refuse_unsaved("http", send, exc)
-                        return
-                    if headers is not original:
-                        message = self._with_headers(scope, message, headers)
-                elif refused:
+        async def sender(message: Message) -> None:
+            nonlocal started, refused
+            if message["type"] == "http.response.start":
+                started = True
+                if scope.get("session") is not session:
+                    raise RuntimeError(_REPLACED.format(found=_describe(scope.get("session"))))
+                original = message.get("headers", ())
+                try:
+                    headers = engine.respond(tracker, message["status"], original)
+                    if headers is None:
+                        headers = await engine.persist(tracker, message["status"], original)
+                except PersistError as exc:
+                    refused = True
+                    await _refuse_unsaved("http", send, exc, vary=bool(tracker.cookies))
                     return
-                elif (
-                    message["type"] == "http.response.body"
-                    and not message.get("more_body", False)
-                    and engine.late_pending(context)
-                ):
-                    await _persist_late(engine, context)
-                await send(message)
-
-        else:
-
-            async def sender(message: Message) -> None:
-                """Persist the session as the handshake is accepted (its cookie goes with it); then
-                save later changes before each message goes out (server-side stores only)."""
-                nonlocal started, refused
-                kind = message["type"]
-                if kind == "websocket.accept":
-                    started = True
-                    try:
-                        added = await engine.finish(context, 101, [])
-                    except PersistError as exc:
-                        refused = True
-                        await _refuse_unsaved("websocket", send, exc)
-                        return
-                    cookies = [(n, v) for n, v in added if n == b"set-cookie"]
-                    if cookies:
-                        message = {**message, "headers": [*message.get("headers", ()), *cookies]}
-                elif refused:
-                    return
-                elif kind in ("websocket.send", "websocket.close") and engine.late_pending(context):
-                    await _persist_late(engine, context)
-                await send(message)
+                if headers is not original:
+                    message = self._with_headers(scope, message, headers)
+            elif refused:
+                return
+            elif (
+                tracker.phase is _LATE
+                and message["type"] == "http.response.body"
+                and not message.get("more_body", False)
+            ):
+                await _store_late(engine, tracker)
+            await send(message)
 
         try:
-            try:
-                await self.app(scope, receive, sender)
-            except PersistError as exc:  # a lazy load failed inside the handler
-                if started:
-                    raise
-                logger.error("session not loaded: %s", exc)
-                await _refuse(kind, send, exc.status_code)
+            await self.app(scope, receive, sender)
+        except PersistError as exc:  # a lazy load failed inside the handler
+            if started:
+                raise
+            logger.error("session not loaded: %s", exc)
+            await _refuse("http", send, exc.status_code, vary=bool(tracker.cookies))
+            return
+        if tracker.phase is _LATE and not refused:  # changes after the last message (tasks)
+            await _store_late(engine, tracker)
+
+    async def _websocket(
+        self, scope: Scope, receive: Receive, send: Send, tracker: Tracker, session: Session
+    ) -> None:
+        """Run the app; persist the session as the handshake is accepted (its cookie goes with
+        it, where the server can carry headers there); then store later changes before each
+        message goes out."""
+        engine = self.engine
+        version = _asgi_version(scope)
+        if version < (2, 1):  # ASGI 2.0: websocket.accept carries no headers, so no cookie
+            reason = _NO_ACCEPT_HEADERS.format(version=".".join(map(str, version)))
+            late = engine.server_side and (tracker.record is not None or tracker.unread)
+            tracker.handle(Event.RESPONDED if late else Event.SEALED, reason)
+        refused = False
+
+        async def sender(message: Message) -> None:
+            nonlocal refused
+            kind = message["type"]
+            if kind == "websocket.accept" and tracker.phase is _OPEN:
+                try:
+                    added = engine.respond(tracker, 101, [])
+                    if added is None:
+                        added = await engine.persist(tracker, 101, [])
+                except PersistError as exc:
+                    refused = True
+                    await _refuse_unsaved("websocket", send, exc)
+                    return
+                cookies = [(n, v) for n, v in added if n == b"set-cookie"]
+                if cookies:
+                    message = {**message, "headers": [*message.get("headers", ()), *cookies]}
+            elif refused:
                 return
-            if started and not refused and engine.late_pending(context):
-                # changes made after the last message (background tasks)
-                await _persist_late(engine, context)
-        finally:
-            engine.release(context)
+            elif tracker.phase is _LATE and kind in _WEBSOCKET_SENDS:
+                await _store_late(engine, tracker)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sender)
+        except PersistError as exc:  # a lazy load failed inside the handler
+            if tracker.phase is not _OPEN:
+                raise
+            logger.error("session not loaded: %s", exc)
+            await _refuse("websocket", send, exc.status_code)
+            return
+        if tracker.phase is _LATE and not refused:
+            await _store_late(engine, tracker)
 
     async def _serve_binding(self, scope: Scope, send: Send) -> None:
         """Answer a DBSC registration or refresh request (``sessionware.dbsc.serve``)."""
@@ -253,7 +281,12 @@ class SessionMiddleware:
         origin = f"{scope.get('scheme', 'https')}://{host.decode('latin-1')}" if host else None
         try:
             status, headers, body = await serve(
-                self.binder, self.engine, scope["method"], scope["path"], scope["headers"], origin
+                self.binder,
+                self.engine,
+                scope["method"],
+                route_path(scope),
+                scope["headers"],
+                origin,
             )
         except PersistError as exc:
             logger.error("device binding not served: %s", exc)
@@ -263,21 +296,21 @@ class SessionMiddleware:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _device_allowed(self, scope: Scope, context: SessionContext, send: Send) -> bool:
+    async def _device_allowed(self, scope: Scope, tracker: Tracker, send: Send) -> bool:
         """``require_for``: whether the path needs no binding or the session proved it; when
         not, the request is refused (403)."""
         assert self.binder is not None
-        if not self.binder.required(scope["path"]):
+        if not self.binder.required(route_path(scope)):
             return True
         kind = scope["type"]
-        if self.lazy:
+        if tracker.unread:
             try:
-                await self.engine.load(context)
+                await self.engine.load(tracker)
             except PersistError as exc:
                 logger.error("session not loaded: %s", exc)
-                await _refuse(kind, send, exc.status_code)
+                await _refuse(kind, send, exc.status_code, vary=True)
                 return False
-        if context.device is None or not context.device.bound:
+        if tracker.device is None or not tracker.device.bound:
             await _refuse(kind, send, 403)
             return False
         return True
@@ -290,7 +323,8 @@ class SessionMiddleware:
         return {**message, "headers": headers}
 
     def _check_scheme(self, scope: Scope, headers: Headers) -> None:
-        """Warn once when a Secure cookie goes to a plain-http client that will drop it."""
+        """Warn once when a Secure cookie goes to a plain-http client: test clients (httpx,
+        requests, aiohttp, TestClient) drop it, even for localhost, where browsers keep it."""
         if scope.get("scheme") not in ("http", "ws") or not any(
             name == b"set-cookie" for name, _ in headers
         ):
@@ -300,50 +334,90 @@ class SessionMiddleware:
             if name == b"host":
                 host = value.decode("latin-1").lower()
                 break
-        host = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
-        if host in _LOCAL_HOSTS:
-            return
         self._warned_insecure = True
         logger.warning(
-            "the session cookie is Secure, but this request came over plain http to %r, so the"
-            " client drops the cookie and the session does not last. If the client really speaks"
-            " http (tests, local development), give it an https:// base URL, e.g."
-            " TestClient(app, base_url='https://testserver'), or set cookie_secure=False for"
-            " development only. If TLS ends at a proxy, let the server trust the forwarded"
-            " scheme (uvicorn --proxy-headers --forwarded-allow-ips=...).",
+            "the session cookie is Secure, but this request came over plain http to %r: browsers"
+            " keep Secure cookies only for https and localhost, and test clients (httpx,"
+            " requests, aiohttp, Starlette's TestClient) drop them even for localhost, so the"
+            " session does not last. For tests, give the client an https:// base URL, e.g."
+            " TestClient(app, base_url='https://testserver'); for local development over http,"
+            " set cookie_secure=False (never in production). If TLS ends at a proxy, let the"
+            " server trust the forwarded scheme (uvicorn --proxy-headers"
+            " --forwarded-allow-ips=...).",
             host[:100],
         )
 
 
-async def _persist_late(engine: SessionEngine, context: SessionContext) -> None:
-    """Save what changed since the response started; the response can't change now."""
+_OPEN, _LATE = Phase.OPEN, Phase.LATE
+_WEBSOCKET_SENDS = frozenset({"websocket.accept", "websocket.send", "websocket.close"})
+
+
+async def _store_late(engine: SessionEngine, tracker: Tracker) -> None:
+    """Store what changed since the response head, if anything (none: no encode, no I/O)."""
+    outcome = tracker.late_outcome()
+    if outcome is not None:
+        await engine.persist_late(tracker, outcome)
+
+
+def _one_clock(clock: Callable[[], float] | None, store: object) -> Callable[[], float]:
+    """The middleware's clock; unset, the clock a store was given the first version's way
+    (deprecated there), else ``time.time``."""
+    if clock is not None:
+        if not callable(clock):
+            raise TypeError("clock must be a callable returning Unix seconds, e.g. time.time")
+        return clock
+    legacy = getattr(store, "legacy_clock", None)
+    return legacy if callable(legacy) else time.time
+
+
+def _asgi_version(scope: Scope) -> tuple[int, ...]:
+    """The ASGI spec version a server says it speaks: 2.0 when its ``asgi`` entry names none
+    (as daphne's); a scope without that entry at all (Starlette's TestClient, which carries
+    accept headers) is taken as current."""
+    asgi = scope.get("asgi")
+    if not isinstance(asgi, Mapping):
+        return (2, 4)
+    text = asgi.get("spec_version", "2.0")
     try:
-        await engine.persist_late(context)
-    except PersistError as exc:
-        logger.error("session changes made after the response started were lost: %s", exc)
+        return tuple(int(part) for part in str(text).split(".")[:2])
+    except ValueError:
+        return (2, 0)
 
 
-_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+def route_path(scope: Scope) -> str:
+    """The request's path within the app: ``path`` without the ``root_path`` the app is
+    mounted under (Starlette's ``Mount``, ``uvicorn --root-path``)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :] or "/"
+    return path
 
 
-async def _refuse_unsaved(kind: str, send: Send, exc: PersistError) -> None:
+def _describe(found: object) -> str:
+    if isinstance(found, Session):
+        return "another sessionware SessionMiddleware"
+    if isinstance(found, dict):
+        return "a plain dict: Starlette's SessionMiddleware, most likely"
+    return f"a {type(found).__module__}.{type(found).__qualname__}"
+
+
+async def _refuse_unsaved(kind: str, send: Send, exc: PersistError, vary: bool = False) -> None:
     """The session could not be saved as the response started: log why, answer opaquely."""
     logger.error("session not saved: %s", exc)
-    await _refuse(kind, send, exc.status_code)
+    await _refuse(kind, send, exc.status_code, vary)
 
 
-async def _refuse(kind: str, send: Send, status: int) -> None:
-    """An opaque error: no body, no detail, the client's cookie left as it was."""
+async def _refuse(kind: str, send: Send, status: int, vary: bool = False) -> None:
+    """An opaque error: no body, no detail, the client's cookie left as it was; ``vary`` when
+    the request carried the session cookie (a cache must not serve it to another)."""
     if kind == "websocket":
         await send({"type": "websocket.close", "code": 1011})
         return
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-length", b"0"), (b"cache-control", b"no-store")],
-        }
-    )
+    headers = [(b"content-length", b"0"), (b"cache-control", b"no-store")]
+    if vary:
+        headers.append((b"vary", b"Cookie"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
 
 

@@ -10,18 +10,21 @@ Everything that keeps sessions correct under concurrency lives here, so a store 
 * **Writes merge.** A write applies the request's ``Changes`` to the record it loaded and puts it
   with ``expect=<loaded version>``; when another request wrote first, it re-reads, applies the
   changes on top of that record and tries again (jittered backoff, bounded).
-* **Tombstones are followed by writes, never by loads.** A write that finds a renewal's tombstone
-  lands in the successor (at most ``max_hops`` hops), and its response sets no cookie: the
-  request that renewed sends the new key, nobody else learns it (fixation protection).
-* **Revocation.** A write that finds no record, a purge tombstone, an unreadable record or too
-  many hops ends the session: the changes are dropped, never saved under a new key.
+* **A renewal's tombstone is followed by nothing but a purge.** A load that finds it opens an
+  empty session (``RENEWED``); a write that finds it is not carried into the successor: it stores
+  nothing and reports ``RENEWED`` (the engine answers 409). A login must not take in what a
+  request holding the pre-login key writes after it.
+* **Revocation.** A write that finds no record, a purge tombstone or an unreadable record ends
+  the session: the changes are dropped, never saved under a new key.
 * **Renewal** writes the new record (the current record merged with the request's changes), files
   it in the user index, THEN swaps the old record for a tombstone naming it, with compare-and-set:
-  a write that reached the old record first is carried over, a fault at any step leaves the old
-  session intact, a purge or sign-out-everywhere that got there first ends the new one.
+  a write that reached the old record first is carried over, a fault at any step before the swap
+  leaves the old session intact, a purge or sign-out-everywhere that got there first ends the new
+  one. When the swap's answer is lost (a fault, or a client's retry finding its own earlier
+  attempt landed), the old record is read again: a tombstone naming the new record means done.
 * **Purge** tombstones the record; purging a renewed key purges its successor, so a logout racing
-  a login still logs out. ``delete_all_for`` purges each indexed session the same way, so it
-  also catches a renewal racing it.
+  a login still logs out. Ending a user's sessions purges each indexed session the same way, so
+  it also catches a renewal racing it.
 """
 
 from __future__ import annotations
@@ -36,18 +39,19 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from sessionware.errors import SessionUpdateError
 from sessionware.events import (
     ConflictEnded,
     EventHook,
     MergeRetry,
     ObservedStore,
-    SessionExpired,
     emit,
 )
 from sessionware.state import (
     TOMBSTONE_HEAD,
     DeserializationError,
     StoredState,
+    check_value,
     decode_state,
     encode_state,
     encode_tombstone,
@@ -69,7 +73,7 @@ from sessionware.stores.base import (
     is_generated_key,
 )
 
-__all__ = ["ENDED", "KEEP", "Changes", "Loaded", "Repository", "Saved"]
+__all__ = ["ENDED", "KEEP", "MISSING", "RENEWED", "Changes", "Loaded", "Repository", "Update"]
 
 _ATTEMPTS = 64
 """Bound on lost compare-and-set races (and key collisions) before giving up with a 503."""
@@ -85,27 +89,47 @@ KEEP: Any = _Keep()
 """``Changes.user`` when the request did not bind or unbind a user."""
 
 
-class _Ended:
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
     def __repr__(self) -> str:
-        return "ENDED"
+        return self.name
 
 
-ENDED: Any = _Ended()
-"""What ``load`` returns for a key whose session was ended (purged, signed out elsewhere, or
-renewed away) recently enough that its tombstone is still there."""
+ENDED: Any = _Marker("ENDED")
+"""What ``load`` and the writes return for a session that was purged or signed out (its
+tombstone is still there)."""
+RENEWED: Any = _Marker("RENEWED")
+"""What ``load`` and the writes return for a key a login renewed to another: nothing follows it."""
+MISSING: Any = _Marker("MISSING")
+"""An absent value (``Update``): no value, or no default."""
+
+
+class Update(NamedTuple):
+    """A read-modify-write of one key, which a merge applies to the value stored now:
+    ``fn(value)`` when the key is there, else ``default`` (``MISSING``: it stays absent)."""
+
+    fn: Callable[[Any], Any]
+    default: Any = MISSING
+
+    def apply(self, value: Any) -> Any:
+        return self.default if value is MISSING else self.fn(value)
 
 
 class Changes(NamedTuple):
     """What one request did to a session, to apply on top of whatever is stored now.
 
     ``cleared``: the state was emptied first; ``set``: keys written (new values); ``removed``:
-    keys deleted; ``user``: the user it was bound to (``KEEP`` if untouched).
+    keys deleted; ``user``: the user it was bound to (``KEEP`` if untouched); ``updates``: the
+    ``Update``s of keys the request did not set, applied last, in order.
     """
 
     cleared: bool = False
     set: Mapping[str, Any] = MappingProxyType({})
     removed: frozenset[str] = frozenset()
     user: str | None = KEEP
+    updates: Mapping[str, tuple[Update, ...]] = MappingProxyType({})
 
     @classmethod
     def replace(cls, state: Mapping[str, Any], user: str | None = KEEP) -> Changes:
@@ -113,11 +137,26 @@ class Changes(NamedTuple):
         return cls(True, dict(state), frozenset(), user)
 
     def apply(self, current: Mapping[str, Any]) -> dict[str, Any]:
-        """The state after these changes, on top of ``current``."""
+        """The state after these changes, on top of ``current``. Raises
+        ``SessionUpdateError`` when an update cannot apply to the value stored now."""
         merged: dict[str, Any] = {} if self.cleared else dict(current)
         for key in self.removed:
             merged.pop(key, None)
         merged.update(self.set)
+        for key, updates in self.updates.items():
+            value = merged.get(key, MISSING)
+            try:
+                for update in updates:
+                    value = update.apply(value)
+                if value is not MISSING:
+                    check_value(value)
+            except Exception as exc:
+                raise SessionUpdateError(
+                    f"update of session key {key!r} failed on the stored value:"
+                    f" {type(exc).__name__}"
+                ) from exc
+            if value is not MISSING:
+                merged[key] = value
         return merged
 
 
@@ -130,15 +169,6 @@ class Loaded:
     version: Version
     text: str = ""
     """The stored envelope the state was decoded from (to tell whether it changed)."""
-
-
-@dataclass
-class Saved:
-    """Where a write landed. ``moved``: in a renewal's successor, whose key this request must not
-    learn (its response sends no cookie); ``loaded``: the record as now stored, for a later write."""
-
-    moved: bool
-    loaded: Loaded
 
 
 class Repository:
@@ -196,7 +226,8 @@ class Repository:
     # -- reading -----------------------------------------------------------------------------
 
     async def load(self, key: SessionKey, ttl: timedelta) -> Loaded | None:
-        """The live session under ``key``; ``None`` (absent, expired) or ``ENDED`` (a tombstone).
+        """The live session under ``key``; ``None`` (absent, expired), ``ENDED`` (purged or
+        signed out) or ``RENEWED`` (a login moved it to another key).
 
         Raises ``DeserializationError`` for an unreadable record, ``StoreError`` on failure.
         ``ttl`` is used only to move a first-version record to its hashed id.
@@ -207,12 +238,10 @@ class Repository:
             legacy = await self.store.get(key)  # filed in clear by the first version
             if legacy is not None and not legacy.data.startswith(TOMBSTONE_HEAD):
                 return await self._adopt(key, id, legacy, ttl)
-        if record is None and self.on_event is not None:
-            self._emit(SessionExpired("idle"))  # the store dropped it at its TTL
         if record is None:
             return None
         if record.data.startswith(TOMBSTONE_HEAD):
-            return ENDED  # type: ignore[no-any-return]
+            return RENEWED if read_tombstone(record.data)[1] is not None else ENDED  # type: ignore[no-any-return]
         return _loaded(id, record)
 
     async def _adopt(self, key: str, id: str, legacy: Record, ttl: timedelta) -> Loaded | None:
@@ -287,53 +316,43 @@ class Repository:
         meta: StoredState,
         ttl: timedelta,
         state_json: str | None = None,
-    ) -> Saved | None:
-        """Write ``changes`` into the session ``loaded`` came from; ``None``: it has ended.
+    ) -> Loaded | None:
+        """Write ``changes`` into the session ``loaded`` came from: the record as now stored,
+        or ``None`` (it was purged, signed out, or expired) or ``RENEWED`` (a login moved it
+        to another key: nothing is stored).
 
         The merge loop: put the changes on top of ``loaded``'s state at its version; on a lost
-        race read again (following renewals) and retry. A ``loaded`` with no version is read
-        first, and the write counts as moved (it lands in a renewal's successor).
-        ``state_json``: the request's whole state as JSON (``loaded.state`` with ``changes``
-        applied), written as it is while the record is still the one loaded."""
+        race read again and retry. ``state_json``: the request's whole state as JSON
+        (``loaded.state`` with ``changes`` applied), written as it is while the record is still
+        the one loaded."""
         id, version, current = loaded.id, loaded.version, loaded.state
-        first_id, hops = id if version is not None else "", 0
         for attempt in range(_ATTEMPTS):
-            if version is not None:
-                merged = changes.apply(current)
-                user = current.user if changes.user is KEEP else changes.user
-                stored = _record(merged, current, meta, user)
-                data = self._encode(merged, stored, ttl, state_json=state_json)
-                new = await self.store.put(id, data, ttl, expect=version)
-                if new is not None:
-                    await self._file(user, current.user, id, ttl)
-                    return Saved(id != first_id, Loaded(stored, id, new, data.decode()))
-                state_json = None  # another write landed first: merged onto it from now on
-                self._retried("save")
-                await _backoff(attempt)
-            record, fresh, successor = await self._read(id)
-            while fresh is None:  # ended, or renewed: follow it to its successor
-                if successor is None or hops >= self.max_hops:
-                    if successor is not None:
-                        self._gave_up("save", "hops")
-                    return None
-                hops += 1
-                id = successor
+            merged = changes.apply(current)
+            user = current.user if changes.user is KEEP else changes.user
+            stored = _record(merged, current, meta, user)
+            data = self._encode(merged, stored, ttl, state_json=state_json)
+            new = await self.store.put(id, data, ttl, expect=version)
+            record = None
+            if new is None:
                 record, fresh, successor = await self._read(id)
+                if record is not None and record.data == data and not changes.updates:
+                    new = record.version  # the same bytes: this put landed (a client's retry)
+            if new is not None:
+                await self._file(user, current.user, id, ttl)
+                return Loaded(stored, id, new, data.decode())
+            if fresh is None:
+                return RENEWED if successor is not None else None
             assert record is not None
-            current, version = fresh, record.version
+            current, version, state_json = fresh, record.version, None
+            self._retried("save")
+            await _backoff(attempt)
         self._gave_up("save")
         raise StoreError(f"the session kept changing: gave up after {_ATTEMPTS} attempts")
 
-    async def touch(self, loaded: Loaded, ttl: timedelta) -> bool:
-        """Extend a session's life without rewriting it; ``False`` if it has ended."""
-        if not await self.store.touch(loaded.id, ttl):
-            return False
-        await self._file(loaded.state.user, loaded.state.user, loaded.id, ttl)
-        return True
-
     async def refresh(self, loaded: Loaded, ttl: timedelta) -> Loaded | None:
-        """Extend a session's life by rewriting its record with a new ``expires``, so the record
-        itself says when it was last extended (``touch_after``); ``None`` if it has ended.
+        """Extend a session's life by rewriting its record with a new ``expires`` (the envelope
+        says when the session expires; the store's TTL only collects garbage): the record as
+        now stored, ``None`` if it has ended, ``RENEWED`` if a login moved it.
 
         A lost race needs no retry: the write that won extended the session too.
         """
@@ -344,46 +363,44 @@ class Repository:
             record, fresh, successor = await self._read(loaded.id)
             if fresh is not None and record is not None:
                 return Loaded(fresh, loaded.id, record.version, record.data.decode())
-            # Renewed by another request: that one sends the new key; this one leaves it be.
-            return loaded if successor is not None else None
+            return RENEWED if successor is not None else None
         await self._file(state.user, state.user, loaded.id, ttl)
         now = self.clock()
-        stored = StoredState(
+        stored = stored_state(
             state,
-            created=state.created or now,
-            expires=now + ttl.total_seconds(),
-            seen=state.seen,
-            user=state.user,
-            agent=state.agent,
-            device=state.device,
+            state.created or now,
+            state.user,
+            state.agent,
+            state.device,
+            now + ttl.total_seconds(),
+            state.seen,
         )
         return Loaded(stored, loaded.id, version, data.decode())
 
     async def renew(
         self, loaded: Loaded, changes: Changes, meta: StoredState, ttl: timedelta
-    ) -> tuple[SessionKey, Loaded] | Saved | None:
+    ) -> tuple[SessionKey, Loaded] | None:
         """Move the session to a fresh key, carrying concurrent writes (module docstring).
 
-        Returns the new key and record; a ``Saved`` when another renewal won (the changes went
-        to its session); ``None`` when the session ended meanwhile.
+        Returns the new key and record; ``RENEWED`` when another renewal won (nothing of this
+        one is stored); ``None`` when the session ended meanwhile.
         """
         user = loaded.state.user if changes.user is KEEP else changes.user
         record_meta = _record({}, loaded.state, meta, user)
         key, new = await self.create(changes.apply(loaded.state), record_meta, ttl)
-        try:  # until the old record is buried, a failure leaves it intact: drop the new one
+        try:  # until the old record names the new one, a failure leaves it intact
             old_id, old_version, current = loaded.id, loaded.version, loaded.state
             for attempt in range(_ATTEMPTS):
-                if await self._bury(old_id, old_version, new.id) is not None:
+                if await self._swap(old_id, old_version, new.id):
                     await self._unfile(current.user, old_id)
                     return key, new
                 record, fresh, successor = await self._read(old_id)
+                if fresh is None and successor == new.id:  # a retry of a swap that landed
+                    await self._unfile(current.user, old_id)
+                    return key, new
                 if fresh is None:  # ended, or renewed by another request first
                     await self._end(new)
-                    if successor is None:
-                        return None
-                    return await self.save(
-                        Loaded(StoredState(), successor, None), changes, meta, ttl
-                    )
+                    return RENEWED if successor is not None else None
                 assert record is not None
                 # A write reached the old record first: carry it over into the new one.
                 current, old_version = fresh, record.version
@@ -398,11 +415,29 @@ class Repository:
                 new = Loaded(carried, new.id, version, data.decode())
                 self._retried("renew")
                 await _backoff(attempt)
+        except _Unsure:
+            raise  # the old record may name the new one already: the new one must stay
         except BaseException:
             await _quietly(self.store.delete(new.id))
             raise
         self._gave_up("renew")
         raise StoreError(f"the session kept changing: gave up after {_ATTEMPTS} attempts")
+
+    async def _swap(self, old_id: str, old_version: Version, new_id: str) -> bool:
+        """Turn the old record into a tombstone naming ``new_id``; whether it did. When the
+        store's answer is lost, the old record is read again to tell (the renewal's loop then
+        sees why it did not); ``_Unsure`` when even that fails: it may have."""
+        try:
+            return await self._bury(old_id, old_version, new_id) is not None
+        except Exception as exc:
+            try:
+                record = await self.store.get(old_id)
+            except Exception:
+                raise _Unsure(
+                    "the session store failed while renewing the session, and could not tell"
+                    " whether the renewal happened"
+                ) from exc
+            return record is not None and read_tombstone(record.data) == (True, new_id)
 
     async def replace(
         self, loaded: Loaded, state: Mapping[str, Any], meta: StoredState, ttl: timedelta
@@ -443,8 +478,11 @@ class Repository:
             if record is None:
                 return False
             if fresh is None and record.data.startswith(TOMBSTONE_HEAD):
-                if successor is None or hops >= self.max_hops:
+                if successor is None:
                     return False
+                if hops >= self.max_hops:  # never acknowledged while a successor may live
+                    self._gave_up("purge", "hops")
+                    raise StoreError(f"more than {self.max_hops} renewals to follow")
                 id, version, hops = successor, None, hops + 1
                 continue
             if owner is not None and (fresh is None or fresh.user != owner):
@@ -477,9 +515,15 @@ class Repository:
         if self.index is not None and user is not None:
             await _quietly(self.index.index_remove(user, id))
 
+    async def end(self, id: str) -> bool:
+        """End the session filed under ``id`` (and any session a login renewed it to);
+        whether a live one ended."""
+        return await self._purge(id)
+
     # -- the user index ----------------------------------------------------------------------
 
-    def _require_index(self) -> UserIndex:
+    def require_index(self) -> UserIndex:
+        """The store's user index; ``NotSupportedError`` when it keeps none."""
         if self.index is None:
             raise NotSupportedError(
                 f"{self.store_name} keeps no per-user index: listing or ending a"
@@ -489,7 +533,7 @@ class Repository:
 
     async def sessions_for(self, user_id: str) -> list[SessionInfo]:
         """The user's live sessions, oldest first (stale index members are dropped)."""
-        index = self._require_index()
+        index = self.require_index()
         infos = []
         for id in await index.index_members(user_id):
             _, state, _ = await self._read(id)
@@ -499,25 +543,22 @@ class Repository:
             infos.append(SessionInfo(id, state.created, state.seen, state.expires, state.agent))
         return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.id))
 
-    async def delete_all_for(self, user_id: str, except_key: str | None = None) -> int:
-        """End every session of the user but ``except_key``'s; how many were live."""
-        index = self._require_index()
-        spared = None if except_key is None else self.id_of(except_key)
+    async def end_all_for(self, user_id: str, keep: str | None = None) -> int:
+        """End every session of the user but the one filed under ``keep``; how many were
+        live."""
+        index = self.require_index()
         ended = 0
         for id in await index.index_members(user_id):
-            if id != spared:
+            if id != keep:
                 ended += await self._purge(id, owner=user_id)
                 await self._unfile(user_id, id)
         return ended
 
-    async def end_session(self, session_id: str) -> bool:
-        """End the session filed under ``session_id`` (``SessionInfo.id``); whether it lived."""
-        shape_ok = (
-            len(session_id) == 64 and set(session_id) <= _HEX64
-            if self.hash_keys
-            else is_generated_key(session_id)
-        )
-        return shape_ok and await self._purge(session_id)
+    def is_id(self, text: str) -> bool:
+        """Whether ``text`` has the shape of an id this repository files sessions under."""
+        if self.hash_keys:
+            return len(text) == 64 and set(text) <= _HEX64
+        return is_generated_key(text)
 
 
 def _loaded(id: str, record: Record) -> Loaded:
@@ -546,6 +587,10 @@ async def _backoff(attempt: int) -> None:
     import asyncio  # here, so importing the engine pulls in no event loop machinery
 
     await asyncio.sleep(random.random() * min(0.05, 0.0005 * 2**attempt))
+
+
+class _Unsure(StoreError):
+    """A renewal could not tell whether its swap landed: its new record must be kept."""
 
 
 async def _quietly(call: Any) -> None:

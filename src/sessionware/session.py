@@ -1,9 +1,26 @@
-"""Session: one request's session state and its status machine (SPEC §1).
+"""Session: one request's session state and its status machine (SPEC §1), and the request's
+``Tracker``, the one thing the engine talks to.
 
 Status precedence, as actix: ``PURGED`` is terminal (inserts, removals, clear and renew after a
 purge do nothing); ``RENEWED`` is sticky against ``CHANGED``. One deliberate difference:
-``update``/``update_or`` mark the session ``CHANGED`` (actix forgets to, and loses the change).
+``update``/``update_or`` mark the session ``CHANGED`` (actix forgets to, and loses the change),
+and they are read-modify-write operations the store's merge re-applies to the current value.
 The session also notices values mutated in place (``session["cart"].append(x)``).
+
+A request's session goes through three phases; what moves it is data, checked against
+``TRANSITIONS`` (an event a phase has no row for raises, naming both)::
+
+    phase    what the handler may do                                 left by
+    OPEN     anything                                                RESPONDED, SEALED, ENDED
+    LATE     read, write and purge the stored session; no new key    SEALED, ENDED
+    CLOSED   read only: a write raises SessionError, saying why      -
+
+``RESPONDED``: the response head went out and later changes can still be stored (a server-side
+session the client already holds); ``SEALED``: the head went out and nothing later can be (the
+cookie store, a new session, a 5xx), or the request is over; ``ENDED``: the session ended under
+this request (a renewal got there first, it was signed out). Apart from its phase, a session may
+not be read yet: the cookie store opens its cookie at the first use, a lazy store loads at
+``await session.load()`` (``Tracker.unread``), in any phase.
 """
 
 from __future__ import annotations
@@ -14,7 +31,6 @@ import functools
 import json
 import math
 from collections.abc import (
-    Awaitable,
     Callable,
     ItemsView,
     Iterable,
@@ -24,17 +40,28 @@ from collections.abc import (
     ValuesView,
 )
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast, overload
 
-from sessionware.errors import SessionwareError
-from sessionware.repository import KEEP, Changes
+from sessionware.errors import (
+    SessionError,
+    SessionGetError,
+    SessionInsertError,
+    SessionNotLoadedError,
+    SessionUpdateError,
+)
+from sessionware.repository import KEEP, MISSING, Changes, Update
 from sessionware.state import ENVELOPE_HEAD, check_value, decode_state, state_unchanged
 
 if TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
 
 __all__ = [
-    "Seam",
+    "CSRF_KEY",
+    "MAX_USER_ID",
+    "TRANSITIONS",
+    "Event",
+    "Outcome",
+    "Phase",
     "Session",
     "SessionError",
     "SessionGetError",
@@ -42,12 +69,16 @@ __all__ = [
     "SessionNotLoadedError",
     "SessionStatus",
     "SessionUpdateError",
+    "Tracker",
+    "check_user_id",
 ]
 
 T = TypeVar("T")
 CSRF_KEY = "_csrf"
 """The session key ``sessionware.csrf`` keeps its secret under; ``renew()`` drops it."""
-_MISSING: Any = object()
+MAX_USER_ID = 255
+"""The longest user id ``bind_user`` takes (characters): what every store's index can hold."""
+_MISSING: Any = MISSING
 _CONTAINERS = (dict, list)
 
 
@@ -60,24 +91,30 @@ class SessionStatus(enum.Enum):
     RENEWED = "renewed"
 
 
-class SessionError(SessionwareError):
-    """Base of the errors a ``Session`` raises."""
+class Phase(enum.Enum):
+    """What a request's session may still do (the module docstring's table)."""
+
+    OPEN = "open"
+    LATE = "late"
+    CLOSED = "closed"
 
 
-class SessionGetError(SessionError):
-    """A stored value could not be read as the type asked for."""
+class Event(enum.Enum):
+    """What moves a request's session from one phase to the next."""
+
+    RESPONDED = "responded"
+    SEALED = "sealed"
+    ENDED = "ended"
 
 
-class SessionInsertError(SessionError, TypeError):
-    """A value is not JSON-serialisable (or not storable as JSON); the session is unchanged."""
+_OPEN, _LATE, _CLOSED = Phase.OPEN, Phase.LATE, Phase.CLOSED
 
-
-class SessionUpdateError(SessionError):
-    """``update``'s function failed, or returned a value that cannot be stored."""
-
-
-class SessionNotLoadedError(SessionError, RuntimeError):
-    """A lazily loaded session was used before ``await session.load()``."""
+TRANSITIONS: dict[Phase, dict[Event, Phase]] = {
+    _OPEN: {Event.RESPONDED: _LATE, Event.SEALED: _CLOSED, Event.ENDED: _CLOSED},
+    _LATE: {Event.SEALED: _CLOSED, Event.ENDED: _CLOSED},
+    _CLOSED: {Event.SEALED: _CLOSED, Event.ENDED: _CLOSED},
+}
+"""Each phase's way out, by event: the phase the event leads to."""
 
 
 class Session(dict[str, Any]):
@@ -89,28 +126,22 @@ class Session(dict[str, Any]):
     ``json.dumps(session)`` and ``JSONResponse(request.session)`` work as with Starlette's.
     """
 
-    # Every field is a slot, set when the session is made (``_new``): CPython specializes reads
-    # of slots, but not of instance attributes that fall back to a class-level default.
+    # Every field is a slot, set when the session is made: CPython specializes reads of slots,
+    # but not of instance attributes that fall back to a class-level default.
     __slots__ = (
         "__dict__",  # attributes of a caller's own still work, as on the first version's
         "__weakref__",
         "_accessed",
         "_cleared",
-        "_device",
-        "_discarded",
-        "_ended",
-        "_flat",
-        "_frozen",
-        "_held",
         "_id",
         "_key",
-        "_late",
-        "_loader",
-        "_opener",
         "_origin",
         "_removed",
+        "_scalars_only",
         "_set",
         "_status",
+        "_tracker",
+        "_updates",
         "_user",
         "_user_changed",
     )
@@ -119,28 +150,22 @@ class Session(dict[str, Any]):
     _cleared: bool
     _set: set[str] | None
     _removed: set[str] | None
+    _updates: dict[str, list[Update]] | None
+    """Read-modify-write operations per key (``update``/``update_or``), re-applied by a merge."""
     _origin: str | None
-    _flat: bool
-    """Whether ``_origin`` holds no container a handler could change in place; past ``_reset``'s
-    defaults, both are set together, only by ``_set_origin``."""
-    _frozen: str | None
-    _loader: Callable[[Session], Awaitable[object]] | None
-    _opener: Callable[[Session, Any], None] | None
-    _held: Any
-    """What the engine keeps with the session between the request's two phases (the cookie
-    store's engine: the cookie headers until opened, then what they opened to)."""
-    _late: str | None
+    """The envelope the state was decoded from (or last stored as), to tell what changed."""
+    _scalars_only: bool
+    """Whether ``_origin`` holds no container a handler could change in place; both are set
+    together, only by ``_set_origin``."""
+    _tracker: Tracker
     _key: str | None
     _id: str | None
     _user: str | None
     _user_changed: bool
-    _discarded: bool
-    _ended: bool
-    _device: bool | None  # DBSC: None = not configured, True = bind requested
     __hash__ = None
 
     def __init__(self, state: Mapping[str, Any] | None = None) -> None:
-        _reset(self)
+        _reset(self, _DETACHED)
         if state:
             super().__init__(state)
 
@@ -169,8 +194,9 @@ class Session(dict[str, Any]):
 
     @property
     def id(self) -> str | None:
-        """The session's id at rest (the SHA-256 of its key): safe to show, e.g. to mark "this
-        device" in ``store.sessions_for(user)``. ``None`` for a new session or the cookie store."""
+        """The session's id: the SHA-256 of its key, safe to show (e.g. to mark "this device"
+        in ``SessionAdmin.sessions_for``) and to pass to ``end_session``. ``None`` for a new
+        session or the cookie store."""
         if not self._accessed:
             self._read()
         return self._id
@@ -178,11 +204,11 @@ class Session(dict[str, Any]):
     @property
     def ended_elsewhere(self) -> bool:
         """Whether the request's cookie named a session that has since been ended (signed out
-        from another device, purged or renewed by another request): the session is now empty.
-        Known while the ended session's tombstone lasts (five minutes by default)."""
+        from another device, or purged by another request): the session is now empty. Known
+        while the ended session's tombstone lasts (five minutes by default)."""
         if not self._accessed:
             self._read()
-        return self._ended
+        return self._tracker.ended
 
     @property
     def user_id(self) -> str | None:
@@ -193,9 +219,9 @@ class Session(dict[str, Any]):
 
     def bind_user(self, user_id: str | None) -> None:
         """Tie the session to ``user_id`` (``None`` unties it), so a server-side store can list
-        and end a user's sessions (``store.sessions_for``, ``store.delete_all_for``)."""
+        and end a user's sessions (``SessionAdmin.sessions_for``, ``end_all_for``)."""
         if user_id is not None:
-            _check_user(user_id)
+            check_user_id(user_id)
         if self._status is _PURGED or user_id == self._user:
             return
         self._write()
@@ -210,22 +236,22 @@ class Session(dict[str, Any]):
         on that device. Browsers without DBSC keep a normal session. Call it at login, after
         ``renew()``: it replaces any earlier binding with one to the device in front of you.
         """
-        if self._device is None:
+        tracker = self._tracker
+        if tracker.device is None:
             raise SessionError(
                 "device binding is not configured: pass device_binding=DeviceBinding() to"
                 " SessionMiddleware (it needs a server-side store)"
             )
         if self._status is _PURGED:
             return
-        if self._late:  # the registration header could no longer be sent
-            raise SessionError(self._late)
+        tracker.allow_new_key()
         self._write()
-        self._device = True
+        tracker.device_requested = True
 
     @property
     def loaded(self) -> bool:
         """False only for a lazily loaded session before ``await session.load()``."""
-        return self._loader is None
+        return not self._tracker.lazy
 
     async def load(self) -> Session:
         """Fetch the state from the store if that has not happened yet; return the session.
@@ -233,30 +259,28 @@ class Session(dict[str, Any]):
         Only needed with ``SessionMiddleware(lazy=True)``, where the store is not asked until the
         handler wants the session; the FastAPI dependency ``SessionDep`` calls it for you.
         """
-        if self._opener is not None:
-            Seam.open_pending(self)
-        loader = self._loader
-        if loader is not None:
-            self._loader = None
-            _clear(self)
-            try:
-                await loader(self)
-            except BaseException:
-                self._loader = loader
-                raise
+        tracker = self._tracker
+        if tracker.unread:
+            await tracker.read(self)
         return self
+
+    def discard_changes(self) -> None:
+        """Store nothing this request did to the session, whatever its status (the response
+        still varies by Cookie). ``CSRFMiddleware`` calls it for a request it refuses."""
+        self._tracker.discarded = True
 
     def _read(self) -> None:
         """Note that the session was used (for Vary, and to notice in-place changes)."""
         if self._accessed:
             return
-        if self._opener is not None:
-            Seam.open_pending(self)
-        if self._loader is not None:
-            raise SessionNotLoadedError(
-                "this session is loaded lazily: `await session.load()` (or use the"
-                " SessionDep dependency) before reading or writing it"
-            )
+        tracker = self._tracker
+        if tracker.unread:
+            if tracker.lazy:
+                raise SessionNotLoadedError(
+                    "this session is loaded lazily: `await session.load()` (or use the"
+                    " SessionDep dependency) before reading or writing it"
+                )
+            tracker.engine.open_into(tracker, self)
         self._accessed = True
 
     def __getitem__(self, key: str) -> Any:
@@ -350,8 +374,8 @@ class Session(dict[str, Any]):
     # -- writing -----------------------------------------------------------------------------
 
     def _write(self) -> None:
-        if self._frozen:
-            raise SessionError(self._frozen)
+        if self._tracker.phase is not _OPEN:
+            self._tracker.allow_write()
         if not self._accessed:
             self._read()
         if self._status is _UNCHANGED:
@@ -374,7 +398,7 @@ class Session(dict[str, Any]):
             _check_value(key, value)
         if self._status is _PURGED:
             return
-        if self._frozen or not self._accessed or self._status is _UNCHANGED:
+        if self._status is _UNCHANGED or self._tracker.phase is not _OPEN or not self._accessed:
             self._write()
         _setitem(self, key, value)
         if self._set is None:
@@ -383,6 +407,8 @@ class Session(dict[str, Any]):
             self._set.add(key)
         if self._removed:
             self._removed.discard(key)
+        if self._updates:
+            self._updates.pop(key, None)
 
     __setitem__ = insert
 
@@ -400,6 +426,8 @@ class Session(dict[str, Any]):
         self._removed.add(key)
         if self._set:
             self._set.discard(key)
+        if self._updates:
+            self._updates.pop(key, None)
         return value
 
     def remove_as(self, key: str, type_: type[T]) -> T | Any:
@@ -451,7 +479,7 @@ class Session(dict[str, Any]):
         self._write()
         _clear(self)
         self._cleared = True
-        self._set = self._removed = None
+        self._set = self._removed = self._updates = None
 
     @overload
     def update(self, key: str, fn: Callable[[Any], Any], /) -> None: ...
@@ -468,31 +496,47 @@ class Session(dict[str, Any]):
     def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[misc]  # mypy misreads *args
         """``update(key, fn)``: replace the value under ``key`` with ``fn(value)`` if present.
 
+        ``fn`` must be pure: a server-side store's merge calls it again on the value stored
+        now when another request wrote the session first, so no concurrent change is lost.
         ``update(mapping_or_pairs, **kw)``: insert every item, as ``dict.update``.
         """
         if len(args) == 2 and isinstance(args[0], str) and callable(args[1]) and not kwargs:
             key, fn = args
             if key in self:
-                self._apply(key, fn)
+                self._apply(key, Update(fn))
             return
         for key, value in dict(*args, **kwargs).items():
             self.insert(key, value)
 
     def update_or(self, key: str, default: Any, fn: Callable[[Any], Any]) -> None:
-        """``update(key, fn)`` if ``key`` is present, else ``insert(key, default)``."""
-        if key in self:
-            self._apply(key, fn)
+        """``update(key, fn)`` if ``key`` is present, else ``insert(key, default)``, as one
+        read-modify-write: ``update_or("n", 1, lambda n: n + 1)`` never loses an increment,
+        however many requests (or processes) do it at once. ``fn`` must be pure."""
+        if not self._accessed:
+            self._read()
+        self._apply(key, Update(fn, default))
+
+    def _apply(self, key: str, update: Update) -> None:
+        """Apply ``update`` here, and note it for the merge to apply to the stored value (a key
+        inserted in this request keeps its value instead: the request said what it is)."""
+        try:
+            value = update.apply(_get(self, key, _MISSING))
+        except Exception as exc:
+            raise SessionUpdateError(f"update of session key {key!r} failed: {exc}") from exc
+        if value is _MISSING:  # update() of a key that is not there: nothing to do
             return
         try:
-            self.insert(key, default)
+            _check_value(key, value)
         except SessionInsertError as exc:
             raise SessionUpdateError(str(exc)) from exc
-
-    def _apply(self, key: str, fn: Callable[[Any], Any]) -> None:
-        try:
-            self.insert(key, fn(_getitem(self, key)))
-        except SessionInsertError as exc:
-            raise SessionUpdateError(str(exc)) from exc
+        if self._status is _PURGED:
+            return
+        self._write()
+        _setitem(self, key, value)
+        if self._set is None or key not in self._set:
+            if self._updates is None:
+                self._updates = {}
+            self._updates.setdefault(key, []).append(update)
 
     def __ior__(self, other: Any) -> Session:  # type: ignore[override]
         self.update(other)
@@ -500,8 +544,8 @@ class Session(dict[str, Any]):
 
     def purge(self) -> None:
         """End the session: its record is deleted and the client told to drop the cookie."""
-        if self._frozen:
-            raise SessionError(self._frozen)
+        if self._tracker.phase is not _OPEN:
+            self._tracker.allow_write()
         if not self._accessed:
             self._read()
         self._status = _PURGED
@@ -514,8 +558,7 @@ class Session(dict[str, Any]):
         """
         if self._status is _PURGED:
             return
-        if self._late:
-            raise SessionError(self._late)
+        self._tracker.allow_new_key()
         self._write()
         if _contains(self, CSRF_KEY):
             self.remove(CSRF_KEY)
@@ -525,257 +568,286 @@ class Session(dict[str, Any]):
 _new_dict = dict.__new__
 
 
-def _reset(session: Session) -> None:
+def _new(tracker: Tracker) -> Session:
+    """A new empty session of ``tracker``'s request, without ``Session.__init__``'s call."""
+    session = _new_dict(Session)
+    _reset(session, tracker)
+    return session
+
+
+def _reset(session: Session, tracker: Tracker) -> None:
     """Set every field of a new session to its default."""
     session._status = _UNCHANGED
     session._accessed = session._cleared = session._user_changed = False
-    session._discarded = session._ended = False
-    session._set = session._removed = session._origin = session._frozen = None
-    session._flat = True  # what _set_origin(session, None) sets
-    session._loader = session._opener = session._held = session._late = None
-    session._key = session._id = session._user = session._device = None
-
-
-def _new() -> Session:
-    """``Session()`` without its ``__init__``'s call overhead."""
-    session = _new_dict(Session)
-    _reset(session)
-    return session
+    session._set = session._removed = session._updates = session._origin = None
+    session._scalars_only = True  # what _set_origin(session, None) sets
+    session._tracker = tracker
+    session._key = session._id = session._user = None
 
 
 def _set_origin(session: Session, origin: str | None) -> None:
     """Note the envelope the state was decoded from, and whether it holds no container (its
-    state is ``{}`` or scalars: then only writes can change the session; ``only_read`` asks)."""
+    state is ``{}`` or scalars: then only writes can change the session)."""
     session._origin = origin
-    session._flat = origin is None or (
+    session._scalars_only = origin is None or (
         origin.count("{") == 2 and "[" not in origin and origin.startswith(ENVELOPE_HEAD)
     )
 
 
-class Seam:
-    """The one interface between a ``Session`` and the engine: fill it, take its changes,
-    rebase or freeze it. Nothing outside this module touches a session's private members."""
+# -- the request's tracker: the engine's one way in ------------------------------------------
 
-    new = staticmethod(_new)
 
-    @staticmethod
-    def state(session: Session) -> dict[str, Any]:
-        """The state as a plain dict, without counting as a use of the session."""
-        return dict(_items(session))
+class Outcome(NamedTuple):
+    """What a request did to its session, decided once (``Tracker.outcome``).
 
-    @staticmethod
-    def user(session: Session) -> str | None:
-        return session._user
+    ``status``: the effective status (a change in place counts, a write back of the same
+    value does not); ``persist``: whether it is stored at all (one rule: ``Tracker.persists``);
+    ``used``: whether the session was read or written (the response then varies by Cookie);
+    ``changes``: what to merge into the stored state; ``state_json``: the whole state as JSON,
+    when it had to be encoded to tell (the store writes it as it is).
+    """
 
-    @staticmethod
+    status: SessionStatus
+    persist: bool
+    used: bool
+    changes: Changes
+    state_json: str | None
+
+
+class Tracker:
+    """One request's session as the engine sees it: its phase, what the request's cookie
+    opened to, and the few operations the engine performs on the session.
+
+    The engine's interface to a session is this class: ``fill`` (the state arrived),
+    ``outcome`` (what the request did, once, as the response starts), ``late_outcome``
+    (changes made after it), ``rebase`` (the state was stored), ``handle`` (an event moves
+    the phase), ``state`` and ``user``. Nothing else reaches into a ``Session``.
+    """
+
+    __slots__ = (
+        "agent",
+        "cookies",
+        "created",
+        "decided",
+        "device",
+        "device_requested",
+        "discarded",
+        "ended",
+        "engine",
+        "expires",
+        "key",
+        "lazy",
+        "phase",
+        "reason",
+        "record",
+        "refusal",
+        "reissue",
+        "renewed",
+        "resendable",
+        "session",
+        "unread",
+    )
+
+    def __init__(
+        self, engine: Any, cookies: list[bytes], agent: bytes | None = None, *, unread: bool
+    ) -> None:
+        self.engine = engine
+        """What opens (``open_into``) or loads (``load_into``) the session at its first use."""
+        self.cookies = cookies
+        """Cookie header values that may hold the session cookie (kept: Vary depends on them)."""
+        self.agent = agent
+        """The User-Agent header, kept (shortened, when written) for sessions bound to a user."""
+        self.phase = _OPEN
+        self.reason = ""
+        """Why the current phase refuses what it refuses (the message of what it raises)."""
+        self.refusal: type[SessionError] = SessionError
+        self.unread = unread
+        """Whether the state is still to be read (at the first use, or ``await load()``)."""
+        self.lazy = False
+        """Whether reading it needs ``await session.load()`` (``lazy=True``, a store's I/O)."""
+        self.key: str | None = None
+        """Server-side: the key the request's cookie held, once it named a live session."""
+        self.record: Any = None
+        """What the cookie opened to: the stored record (server-side), or the sealed state's
+        plaintext (client-side); ``None`` for a new session."""
+        self.resendable: tuple[str, str] | None = None
+        """The request's session cookie as ``(plaintext, sealed value)``, when the current
+        key sealed it: a response that sends the same plaintext sends it as it came."""
+        self.reissue = False
+        """Whether an older key of the ring sealed the cookie (it goes back under the current)."""
+        self.created: float | None = None
+        self.expires: float | None = None
+        self.discarded = False
+        """Whether nothing of this request is stored (``Session.discard_changes``: CSRF)."""
+        self.ended = False
+        """Whether the cookie named a session that was purged or signed out elsewhere."""
+        self.renewed: str | None = None
+        """The id of the session the cookie named, when a login had renewed it to another key:
+        this request's session is empty, and neither stores a change nor sends a cookie."""
+        self.device: Any = None
+        """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
+        self.device_requested = False
+        """Whether ``bind_device()`` was called since the last write (device binding's hook)."""
+        self.decided: Outcome | None = None
+        """The outcome the engine decided as the response started, while it stores it."""
+        self.session = _new(self)
+        if unread:
+            _setitem(self.session, _UNREAD, None)
+
+    def __repr__(self) -> str:
+        live = self.record is not None
+        return f"<Tracker {self.phase.name} cookies={len(self.cookies)} live={live}>"
+
+    # -- phases ------------------------------------------------------------------------------
+
+    def handle(self, event: Event, reason: str, refusal: type[SessionError] = SessionError) -> None:
+        """Move to the phase ``event`` leads to (``TRANSITIONS``); ``reason`` is what the new
+        phase's refusals say (``refusal`` the error they raise). An event the phase has no row
+        for raises ``SessionError`` naming both."""
+        phase = TRANSITIONS[self.phase].get(event)
+        if phase is None:
+            raise SessionError(
+                f"a session in phase {self.phase.name} cannot take event {event.name}"
+            )
+        if phase is not self.phase or event is Event.ENDED:
+            self.reason, self.refusal = reason, refusal
+        self.phase = phase
+        if phase is _LATE:  # from here, a later use is what asks for the state to be encoded
+            self.session._accessed = False
+
+    def allow_write(self) -> None:
+        """Let a write through in the current phase, or raise saying why it cannot be stored."""
+        if self.phase is _CLOSED:
+            raise self.refusal(self.reason)
+
+    def allow_new_key(self) -> None:
+        """Refuse ``renew()``/``bind_device()`` once the response head went out."""
+        if self.phase is not _OPEN:
+            raise self.refusal(self.reason)
+
+    async def read(self, session: Session) -> None:
+        """Read the state now: load it from the store, or open the cookie."""
+        await self.engine.load_into(self, session)
+
+    # -- the engine's operations on the session ---------------------------------------------
+
     def fill(
+        self,
         session: Session,
         state: Mapping[str, Any],
-        key: str | None = None,
-        id: str | None = None,
+        *,
         user: str | None = None,
         origin: str | None = None,
+        key: str | None = None,
+        id: str | None = None,
     ) -> None:
-        """Take what was loaded (the session has not been used yet); it is loaded now.
-
-        ``origin`` is the envelope the state was decoded from, to tell later what changed."""
-        if session._loader is not None or session._opener is not None:
-            session._loader = session._opener = None
+        """The state arrived (``origin``: the envelope it was decoded from); the session has
+        been read now, and not used yet."""
         _clear(session)
         _update(session, state)
-        if key is not None or session._key is not None:
-            session._key, session._id = key, id
-        session._user = user
+        session._key, session._id, session._user = key, id, user
         _set_origin(session, origin)
+        self.unread = self.lazy = False
 
-    @staticmethod
-    def take(
-        session: Session, state: Mapping[str, Any], user: str | None, origin: str | None, held: Any
-    ) -> None:
-        """Fill the session from its deferred opener (``opening``), which runs on an emptied
-        session: ``origin`` is the envelope the state came from; ``held`` what the engine keeps."""
-        _update(session, state)
-        session._user, session._held = user, held
-        _set_origin(session, origin)
+    def state(self) -> dict[str, Any]:
+        """The state as a plain dict, without counting as a use of the session."""
+        return dict(_items(self.session))
 
-    @staticmethod
-    def open_pending(session: Session) -> Any:
-        """Run the session's deferred opener now, if it has not run, without counting as a use
-        of the session; return what the engine holds with it."""
-        opener = session._opener
-        if opener is not None:
-            session._opener = None
-            _clear(session)
-            opener(session, session._held)
-        return session._held
+    @property
+    def user(self) -> str | None:
+        """The user the session is bound to now."""
+        return self.session._user
 
-    @staticmethod
-    def mark_ended(session: Session) -> None:
-        """The cookie named a session that has ended (``Session.ended_elsewhere``)."""
-        session._ended = True
+    def persists(self, status_code: int) -> bool:
+        """Whether a response with ``status_code`` stores the session's changes: not for a
+        5xx (Django's rule), nor for a request whose changes were discarded (CSRF)."""
+        return status_code < 500 and not self.discarded
 
-    @staticmethod
-    def offer_device(session: Session) -> None:
-        """Device binding is configured: ``bind_device()`` may be called (``sessionware.dbsc``)."""
-        if session._device is None:
-            session._device = False
+    def outcome(self, status_code: int) -> Outcome:
+        """What the request did to the session, as its response starts: encoded at most once,
+        and only when a used session holds containers (a change in place then counts).
 
-    @staticmethod
-    def take_device_request(session: Session) -> bool:
-        """Whether ``bind_device()`` was called since the last write; it is answered now."""
-        if session._device is not True:
-            return False
-        session._device = False
-        return True
+        Raises ``SessionError`` naming the key whose value was changed into something that is
+        not JSON."""
+        session = self.session
+        persist = self.persists(status_code)
+        if not session._accessed:
+            return Outcome(_UNCHANGED, persist, False, _NO_CHANGES, None)
+        status = session._status
+        if not persist or status is _PURGED:
+            return Outcome(status, persist, True, _NO_CHANGES, None)
+        if status is _UNCHANGED and session._scalars_only and not session._user_changed:
+            return Outcome(status, persist, True, _NO_CHANGES, None)
+        status, changes, state_json = _changes(session, status)
+        return Outcome(status, persist, True, changes, state_json)
 
-    @staticmethod
-    def discard(session: Session) -> None:
-        """Persist nothing for this request, whatever its status (a refused request: CSRF)."""
-        session._discarded = True
+    def late_outcome(self) -> Outcome | None:
+        """After the response head: the changes made since, or ``None`` when there are none
+        (a session not used since costs no encode)."""
+        if not self.session._accessed or self.phase is not _LATE:
+            return None
+        outcome = self.outcome(200)
+        return None if outcome.status is _UNCHANGED else outcome
 
-    @staticmethod
-    def discarded(session: Session) -> bool:
-        return session._discarded
-
-    @staticmethod
-    def close_untouched(
-        session: Session, persist: bool, touch: bool, late: bool, reason: str
-    ) -> int:
-        """At the response start, settle a session nothing used, in one call: ``0`` when it was
-        used, or when ``touch`` (a due extension) applies to a request that persists (``persist``
-        and not discarded); else ``1`` with later writes allowed (``late``, a persisting request)
-        or ``2`` with the session frozen, both saying ``reason`` for a refused new key."""
-        if session._accessed:
-            return 0
-        persist = persist and not session._discarded
-        if persist and touch:
-            return 0
-        if persist and late:
-            session._late = reason
-            return 1
-        session._frozen = reason
-        return 2
-
-    @staticmethod
-    def only_read(session: Session) -> bool:
-        """Whether the session is certainly unchanged without encoding it: nothing was written
-        through it (the bound user included), and it is new or holds no container that could
-        have changed in place."""
-        return session._status is _UNCHANGED and not session._user_changed and session._flat
-
-    @staticmethod
-    def settled(session: Session) -> bool:
-        """Whether the session certainly has nothing to store, known without encoding it
-        (``changes`` would say UNCHANGED at once): unused, or unchanged and ``only_read``."""
-        return not session._accessed or (session._status is _UNCHANGED and Seam.only_read(session))
-
-    @staticmethod
-    def close(
-        session: Session, persist: bool, reason: str
-    ) -> tuple[bool, bool, SessionStatus | None, str | None, Any]:
-        """The response starts and nothing is written after it (client-side): freeze the
-        session (saying ``reason``) and return, in one call, whether it was used, whether the
-        request persists (``persist`` and not discarded), ``changes``' status and state JSON
-        for a used session that persists (``None`` otherwise), and what the engine holds."""
-        session._frozen = reason
-        persist = persist and not session._discarded
-        if not (session._accessed and persist):
-            return session._accessed, persist, None, None, session._held
-        if Seam.only_read(session):
-            return True, True, _UNCHANGED, None, session._held
-        status, _, state_json = Seam.changes(session, False)
-        return True, True, status, state_json, session._held
-
-    @staticmethod
-    def allow_late_writes(session: Session, reason: str) -> None:
-        """After the response head: changes are still saved, but a new key (renew) is refused."""
-        session._late = reason
-
-    @staticmethod
-    def rebase(session: Session, key: str | None, id: str | None, state_json: str | None) -> None:
-        """The session was just persisted (under ``key``), its state being ``state_json``:
-        track changes from here on (what another request merged in is not this one's change)."""
+    def rebase(self, key: str | None, id: str | None, state_json: str | None) -> None:
+        """The session was just stored (under ``key``), its state being ``state_json``: track
+        changes from here on (what another request merged in is not this one's change)."""
+        session = self.session
         session._key, session._id = key, id
         _set_origin(session, None if state_json is None else f"{ENVELOPE_HEAD}{state_json}}}")
         session._status = _UNCHANGED
         session._cleared = session._user_changed = False
-        session._set = session._removed = None
+        session._set = session._removed = session._updates = None
+        if self.phase is _LATE:
+            session._accessed = False
 
-    @staticmethod
-    def opening(opener: Callable[[Session, Any], None], held: Any) -> Session:
-        """A new session that runs ``opener(session, held)`` (no I/O) at its first use, to fill
-        it; ``held`` stays with the session for the engine (``close`` returns it)."""
-        session = _new()
-        session._opener, session._held = opener, held
-        _setitem(session, _PENDING, None)
-        return session
+    def release(self, reason: str) -> None:
+        """The request is over: nothing written to its session now can be stored. The tracker
+        lets go of the session (which keeps the tracker, to read its state if it is used after
+        all), so neither keeps the other alive."""
+        self.handle(Event.SEALED, reason)
+        del self.session
 
-    @staticmethod
-    def defer(session: Session, loader: Callable[[Session], Awaitable[object]]) -> None:
-        """Load through ``loader(session)`` at the first ``await load()``; refuse access until
-        then."""
-        session._loader = loader
-        _setitem(session, _PENDING, None)
 
-    @staticmethod
-    def pending(session: Session) -> bool:
-        """Whether the session still waits to be opened or loaded (``opening``, ``defer``)."""
-        return session._opener is not None or session._loader is not None
-
-    @staticmethod
-    def freeze(session: Session, reason: str) -> None:
-        """Refuse further writes, saying ``reason`` (the response has gone out)."""
-        session._frozen = reason
-
-    @staticmethod
-    def changes(session: Session, delta: bool = True) -> tuple[SessionStatus, Changes, str | None]:
-        """The effective status (in-place mutations count), the delta to store, and the state
-        as JSON when it had to be encoded (one encode, at the end, settles validity and changes).
-        With ``delta=False`` (a backend that stores the whole state) no delta is built.
-
-        Raises ``SessionError`` naming the key whose value was changed into something that is
-        not JSON.
-        """
-        status = session._status
-        if not session._accessed or status is _PURGED:
-            return status, _NO_CHANGES, None
-        if status is _UNCHANGED and Seam.only_read(session):
-            return status, _NO_CHANGES, None
-        origin = session._origin
-        state_json = _encode_state(session)
-        user = session._user if session._user_changed else KEEP
-        if (
-            status is _UNCHANGED
-            and not session._user_changed
-            and (origin is None or state_unchanged(origin, state_json))
-        ):
+def _changes(session: Session, status: SessionStatus) -> tuple[SessionStatus, Changes, str | None]:
+    """The effective status, the delta to store and the state's JSON (one encode)."""
+    origin = session._origin
+    state_json = _encode_state(session)
+    user = session._user if session._user_changed else KEEP
+    if (
+        status is _UNCHANGED
+        and user is KEEP
+        and (origin is None or state_unchanged(origin, state_json))
+    ):
+        return status, _NO_CHANGES, state_json
+    mutated = _mutated(session, origin)
+    if status is _UNCHANGED:
+        if not mutated and user is KEEP:
             return status, _NO_CHANGES, state_json
-        if not delta and status is not _UNCHANGED:
-            return status, _NO_CHANGES, state_json
-        mutated = _mutated(session, origin)
-        if status is _UNCHANGED:
-            if not mutated and user is KEEP:
-                return status, _NO_CHANGES, state_json
-            status = _CHANGED
-        if not delta:
-            return status, _NO_CHANGES, state_json
-        if session._cleared:
-            return status, Changes.replace(dict(_items(session)), user), state_json
-        written = (session._set or set()) | mutated
-        return (
-            status,
-            Changes(
-                set={key: _getitem(session, key) for key in written if _contains(session, key)},
-                removed=frozenset(session._removed or ()),
-                user=user,
+        status = _CHANGED
+    if session._cleared:
+        return status, Changes.replace(dict(_items(session)), user), state_json
+    written = (session._set or set()) | mutated
+    updates = session._updates
+    return (
+        status,
+        Changes(
+            set={key: _getitem(session, key) for key in written if _contains(session, key)},
+            removed=frozenset(session._removed or ()),
+            user=user,
+            updates=(
+                MappingProxyType({k: tuple(v) for k, v in updates.items() if k not in written})
+                if updates
+                else _NO_UPDATES
             ),
-            state_json,
-        )
+        ),
+        state_json,
+    )
 
 
 def _encode_state(session: Session) -> str:
     try:
-        return check_value(dict(_items(session)))
+        return check_value(dict(_items(session)), depth=False)
     except (TypeError, ValueError):
         pass
     for key, value in _items(session):
@@ -797,10 +869,12 @@ def _why(exc: BaseException) -> str:
 
 def _mutated(session: Session, origin: str | None) -> set[str]:
     """Keys not written through the session whose container value differs from the loaded one."""
+    written = session._set or ()
+    updated = session._updates or ()
     candidates = [
         key
         for key, value in _items(session)
-        if type(value) in _CONTAINERS and not (session._set and key in session._set)
+        if type(value) in _CONTAINERS and key not in written and key not in updated
     ]
     if not candidates or origin is None:
         return set()
@@ -811,8 +885,25 @@ def _mutated(session: Session, origin: str | None) -> set[str]:
     return {
         key
         for key in candidates
-        if key not in original or check_value(original[key]) != check_value(_getitem(session, key))
+        if key not in original
+        or check_value(original[key], depth=False)
+        != check_value(_getitem(session, key), depth=False)
     }
+
+
+class _Detached(Tracker):
+    """The tracker of every standalone ``Session()``: always open, nothing to read, no request."""
+
+    def __init__(self) -> None:
+        self.phase = _OPEN
+        self.unread = self.lazy = self.ended = self.discarded = False
+        self.device = None
+
+    def handle(self, event: Event, reason: str, refusal: type[SessionError] = SessionError) -> None:
+        raise SessionError("a standalone Session() belongs to no request")
+
+
+_DETACHED: Tracker = _Detached()
 
 
 def _check_key(key: Any) -> None:
@@ -846,12 +937,14 @@ def _check_value(key: str, value: Any) -> None:
         raise SessionInsertError(f"cannot store session key {key!r}: {_why(exc)}") from None
 
 
-def _check_user(user_id: Any) -> None:
+def check_user_id(user_id: Any) -> None:
+    """Refuse a user id a store's index could not hold: 1 to ``MAX_USER_ID`` printable
+    characters of valid UTF-8 (no NUL, no control characters). Also applied to stored records."""
     if not isinstance(user_id, str):
         raise SessionInsertError(f"user ids are str, not {type(user_id).__name__}")
-    if not user_id or len(user_id) > 256 or not user_id.isprintable():
+    if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
         raise SessionInsertError(
-            "a user id is 1 to 256 printable characters (no control characters)"
+            f"a user id is 1 to {MAX_USER_ID} printable characters (no control characters)"
         )
     try:
         user_id.encode("utf-8")
@@ -859,16 +952,17 @@ def _check_user(user_id: Any) -> None:
         raise SessionInsertError("a user id holds a lone surrogate, not valid UTF-8") from None
 
 
+# Held in an unread session's dict storage, so C code that reads dicts (json's encoder checks
+# the size before it calls items()) takes the slow path through this class, which reads it.
+_UNREAD = "\x00sessionware: not read yet"
 _NO_CHANGES = Changes()
+_NO_UPDATES: Mapping[str, tuple[Update, ...]] = MappingProxyType({})
 _INT_BOUND = 2**63
 """Integers strictly inside ±2**63 need no encoding to be checked (every JSON reader keeps them)."""
 _PURGED = SessionStatus.PURGED
 _UNCHANGED = SessionStatus.UNCHANGED
 _CHANGED = SessionStatus.CHANGED
 _RENEWED = SessionStatus.RENEWED
-# Held in an unloaded session's dict storage, so C code that reads dicts (json's encoder checks
-# the size before calling items()) takes the slow path through this class and loads it first.
-_PENDING = "\x00sessionware: not loaded yet"
 
 # The dict's own methods, for reading and writing the state without counting as a use.
 _getitem = dict.__getitem__

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from sessionware.errors import SessionwareError
+from sessionware.errors import DeserializationError
 
 __all__ = [
     "MAX_DEPTH",
@@ -63,10 +63,6 @@ MAX_DEPTH = 128
 what the JSON codecs can recurse into from any stack depth)."""
 
 
-class DeserializationError(SessionwareError, ValueError):
-    """Stored or sealed bytes are not a session state."""
-
-
 class StoredState(dict[str, Any]):
     """A session's state as a store returns it, with the envelope's metadata alongside.
 
@@ -101,8 +97,12 @@ class StoredState(dict[str, Any]):
         _set_fields(self, created, user, agent, device, expires, seen)
 
 
-def check_value(value: Any) -> str:
-    """Return ``value`` as compact JSON text, or raise ``ValueError``/``TypeError`` saying why not."""
+def check_value(value: Any, depth: bool = True) -> str:
+    """Return ``value`` as compact JSON text, or raise ``ValueError``/``TypeError`` saying why not.
+
+    ``depth=False`` skips the nesting check, for a value made of parts already checked (a
+    state whose values were checked when inserted or read): the check walks the value in
+    Python, which can cost more than the encode it guards."""
     try:
         text = _dumps(value)
         if not text.isascii():
@@ -111,7 +111,7 @@ def check_value(value: Any) -> str:
         raise ValueError("value is nested too deeply to be stored as JSON") from None
     except UnicodeEncodeError:
         raise ValueError("value holds a lone surrogate, which is not valid UTF-8") from None
-    if len(text) > MAX_DEPTH and too_deep(value, text):
+    if depth and len(text) > MAX_DEPTH and too_deep(value, text):
         raise ValueError(f"value nests containers more than {MAX_DEPTH} deep")
     return text
 

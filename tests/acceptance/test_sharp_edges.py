@@ -27,8 +27,9 @@ from sessionware import (
 )
 from sessionware.config import BrowserSession, CookieSettings
 from sessionware.crypto import seal
-from sessionware.engine import SessionContext, make_engine
+from sessionware.engine import make_engine
 from sessionware.repository import Repository
+from sessionware.session import Tracker
 from sessionware.state import MAX_DEPTH
 from sessionware.stores import (
     ABSENT,
@@ -210,11 +211,11 @@ async def test_item5_the_request_context_repr_masks_key_and_cookie() -> None:
     )
     session_key = "Q" * 64
     cookie = seal(ContentSecurity.PRIVATE, key, "id", session_key)
-    context = engine.begin([f"id={cookie}".encode()])
-    await engine.load(context)
-    context.key = session_key  # type: ignore[assignment]
-    text = repr(context)
-    assert isinstance(context, SessionContext)
+    tracker = engine.begin([f"id={cookie}".encode()])
+    await engine.load(tracker)
+    tracker.key = session_key
+    text = repr(tracker)
+    assert isinstance(tracker, Tracker)
     assert session_key not in text and cookie not in text and "cookies=1" in text
 
 
@@ -266,10 +267,15 @@ async def test_item6_a_secure_cookie_on_plain_http_warns_once(
 
 
 @pytest.mark.parametrize("host", ["localhost:8000", "127.0.0.1", "[::1]:8000"])
-async def test_item6_local_hosts_do_not_warn(host: str, caplog: pytest.LogCaptureFixture) -> None:
+async def test_item6_local_hosts_warn_too_once(host: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 28 item 10: httpx, requests, aiohttp and TestClient drop a Secure cookie over
+    http even for localhost (browsers keep it): the warning names the fix, once."""
+    app = app_with(MemorySessionStore())
     with caplog.at_level(logging.WARNING, logger="sessionware"):
-        await http_request(app_with(MemorySessionStore()), host)
-    assert "plain http" not in caplog.text
+        await http_request(app, host)
+        await http_request(app, host)
+    assert caplog.text.count("plain http") == 1
+    assert "test clients" in caplog.text and "cookie_secure=False" in caplog.text
 
 
 async def test_item6_insecure_cookies_do_not_warn(caplog: pytest.LogCaptureFixture) -> None:

@@ -15,12 +15,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from sessionware import Key, SessionMiddleware, get_session
-from sessionware.stores import SessionStore, UserIndexedStore
+from sessionware import Key, SessionAdmin, SessionMiddleware, get_admin, get_session
+from sessionware.stores import RecordStore, UserIndex
 from tests.client import request
 
 
-def make_app(store: UserIndexedStore) -> Starlette:
+def make_app(store: RecordStore) -> Starlette:
     async def login(req: Request) -> Response:
         session = get_session(req)
         session.bind_user((await req.json())["user"])
@@ -43,14 +43,14 @@ def make_app(store: UserIndexedStore) -> Starlette:
                     "user_agent": info.user_agent,
                     "current": info.id == session.id,
                 }
-                for info in await store.sessions_for(session.user_id)
+                for info in await get_admin(req).sessions_for(session.user_id)
             ]
         )
 
     async def sign_out_others(req: Request) -> Response:
         session = get_session(req)
-        assert session.user_id is not None and session.key is not None
-        ended = await store.delete_all_for(session.user_id, except_key=session.key)
+        assert session.user_id is not None
+        ended = await get_admin(req).end_all_for(session.user_id, keep=session)
         return JSONResponse({"ended": ended})
 
     async def purge(req: Request) -> Response:
@@ -68,8 +68,8 @@ def make_app(store: UserIndexedStore) -> Starlette:
     return Starlette(routes=routes, middleware=middleware)
 
 
-async def test_sign_out_other_devices_then_this_one(server_store: SessionStore) -> None:
-    if not isinstance(server_store, UserIndexedStore):
+async def test_sign_out_other_devices_then_this_one(server_store: RecordStore) -> None:
+    if not isinstance(server_store, UserIndex):
         pytest.skip("the store has no per-user index")  # memcached: NotSupportedError
     app = make_app(server_store)
     devices: dict[str, dict[str, str]] = {}
@@ -102,11 +102,11 @@ async def test_sign_out_other_devices_then_this_one(server_store: SessionStore) 
         assert (await call(device, "GET", "/sessions")).json() == []
     [only] = (await call("1", "GET", "/sessions")).json()
     assert only["current"] and only["user_agent"] == "Device/1"
-    assert len(await server_store.sessions_for("bob")) == 1
+    assert len(await SessionAdmin(server_store).sessions_for("bob")) == 1
 
     r = await call("1", "POST", "/purge")
     cookie = r.cookie()
     assert cookie is not None and cookie.is_removal
     assert (await call("1", "GET", "/whoami")).text == "anonymous"
-    assert await server_store.sessions_for("alice") == []
-    assert len(await server_store.sessions_for("bob")) == 1
+    assert await SessionAdmin(server_store).sessions_for("alice") == []
+    assert len(await SessionAdmin(server_store).sessions_for("bob")) == 1

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sessionware import Key, csrf_token
+from sessionware import Key, SessionAdmin, csrf_token
 from sessionware.csrf import CSRF_KEY
 from sessionware.demo import KEY_FILE, create_app, default_data_dir, load_key
 from sessionware.demo import _open_store as open_store
@@ -221,7 +221,7 @@ async def test_two_devices_list_their_sessions_and_one_signs_out_the_other() -> 
     [current] = [row for row in rows if "this device" in row]
     assert "Laptop/1.0" in current and any("Phone/2.0" in row for row in rows)
     assert len(re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", current)) == 3
-    infos = await store.sessions_for("ada")
+    infos = await SessionAdmin(store).sessions_for("ada")
     assert len(infos) == 2
     for jar in (laptop.jar, phone.jar):  # no cookie (nor the key inside it) reaches the page
         assert jar["id"] not in page.text
@@ -238,12 +238,14 @@ async def test_two_devices_list_their_sessions_and_one_signs_out_the_other() -> 
     assert "You were signed out from another device." in phone_home
     assert "signed out from another device" not in (await laptop.get("/")).text
     assert "You are not signed in" in (await phone.get("/sessions")).text
-    assert len(await store.sessions_for("bob")) == 1  # another user's session is untouched
+    assert (
+        len(await SessionAdmin(store).sessions_for("bob")) == 1
+    )  # another user's session is untouched
 
     await laptop.post("/sessions/sign-out-others")
     assert "No other device was signed in." in (await laptop.get("/sessions")).text
     await laptop.post("/logout")
-    assert await store.sessions_for("ada") == []
+    assert await SessionAdmin(store).sessions_for("ada") == []
 
 
 async def test_the_sessions_page_escapes_the_user_and_the_user_agent() -> None:

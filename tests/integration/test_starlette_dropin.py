@@ -276,7 +276,7 @@ async def test_expired_cookie_opens_empty() -> None:
     def clock() -> float:
         return now[0]
 
-    app = make_app(max_age=60, store=CookieSessionStore(clock=clock), clock=clock)
+    app = make_app(max_age=60, store=CookieSessionStore(), clock=clock)
     value = await start(app, {"k": "v"})
     now[0] += 59
     assert (await request(app, "GET", "/view", cookies={"session": value})).json() == {"k": "v"}

@@ -81,9 +81,9 @@ class Backend:
 async def _open(kind: str) -> AsyncIterator[Backend]:
     clock = Clock()
     if kind == "cookie":
-        yield Backend(kind, CookieSessionStore(clock=clock), clock)
+        yield Backend(kind, CookieSessionStore(), clock)
     elif kind == "memory":
-        yield Backend(kind, MemorySessionStore(clock=clock), clock)
+        yield Backend(kind, MemorySessionStore(), clock)
     elif kind == "redis":
         require("Redis", "127.0.0.1", 6379)
         prefix = unique_prefix()
@@ -97,7 +97,7 @@ async def _open(kind: str) -> AsyncIterator[Backend]:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="sessionware-sec-") as directory:
-            sqlite_store = SQLiteSessionStore(Path(directory) / "s.db", clock=clock)
+            sqlite_store = SQLiteSessionStore(Path(directory) / "s.db")
             try:
                 yield Backend(kind, sqlite_store, clock)
             finally:

@@ -26,7 +26,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from sessionware import DeviceBinding, Key, PersistentSession, SessionMiddleware, get_session
+from sessionware import (
+    DeviceBinding,
+    Key,
+    PersistentSession,
+    SessionMiddleware,
+    get_admin,
+    get_session,
+)
 from sessionware.dbsc import REGISTRATION_GRACE, serve
 from sessionware.session import SessionError
 from sessionware.stores import (
@@ -39,6 +46,7 @@ from sessionware.stores import (
 from tests.client import request
 from tests.dbsc_device import Device, forged, refresh_challenge, registration_challenge, unsigned
 from tests.security.hypo import budget
+from tests.sessions import finish
 
 REGISTER = "/.well-known/sessionware/dbsc/register"
 REFRESH = "/.well-known/sessionware/dbsc/refresh"
@@ -83,7 +91,7 @@ def make_app(clock: Clock, store: UserIndexedStore, *, lazy: bool = False, **bin
         return JSONResponse({"ok": True})
 
     async def everywhere(request: Request) -> JSONResponse:
-        ended = await store.delete_all_for(get_session(request).user_id or "")
+        ended = await get_admin(request).end_all_for(get_session(request).user_id or "")
         return JSONResponse({"ended": ended})
 
     async def admin(request: Request) -> JSONResponse:
@@ -121,7 +129,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def store(clock: Clock) -> MemorySessionStore:
-    return MemorySessionStore(clock=clock)
+    return MemorySessionStore()
 
 
 @pytest.fixture
@@ -392,7 +400,7 @@ async def test_the_binding_survives_every_server_side_store(
 
 
 async def test_require_for_loads_a_lazy_session_first(clock: Clock) -> None:
-    store = MemorySessionStore(clock=clock)
+    store = MemorySessionStore()
     app = make_app(clock, store, lazy=True, require_for=("/admin",))
     async with client_for(app) as browser:
         browser.cookies.clear()
@@ -519,15 +527,15 @@ async def test_a_write_racing_a_refresh_keeps_the_refreshed_binding(
     device = Device()
     sid = await register(browser, device)
     engine = browser.app.engine  # type: ignore[attr-defined]
-    context = engine.begin([cookie_header(browser)])
-    await engine.load(context)  # a slow request loads the bound record...
+    tracker = engine.begin([cookie_header(browser)])
+    await engine.load(tracker)  # a slow request loads the bound record...
     browser.cookies.delete("id-bound")
     first = await browser.post(REFRESH, headers={"sec-secure-session-id": sid})
     proof = device.refresh(refresh_challenge(first.headers["secure-session-challenge"]))
     proved = {"sec-secure-session-id": sid, "secure-session-response": proof}
     assert (await browser.post(REFRESH, headers=proved)).status_code == 200  # ...a refresh...
-    context.session["slow"] = True
-    await engine.finish(context, 200, [])  # ...and it writes after the refresh
+    tracker.session["slow"] = True
+    await finish(engine, tracker)  # ...and it writes after the refresh
     browser.cookies.delete("id-bound")
     replay = await browser.post(REFRESH, headers=proved)
     assert replay.status_code == 403, "the write kept the used challenge used"
@@ -569,7 +577,7 @@ async def test_require_for_refuses_anonymous_and_lapsed_sessions(
 
 
 async def test_sessions_without_device_binding_configured_are_unchanged(clock: Clock) -> None:
-    store = MemorySessionStore(clock=clock)
+    store = MemorySessionStore()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         session = get_session(scope)
@@ -655,7 +663,7 @@ class _Bound:
 
     def __init__(self) -> None:
         self.clock = Clock()
-        self.app = make_app(self.clock, MemorySessionStore(clock=self.clock))
+        self.app = make_app(self.clock, MemorySessionStore())
 
         async def setup() -> tuple[str, str]:
             async with client_for(self.app) as client:

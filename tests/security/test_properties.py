@@ -265,7 +265,7 @@ class SessionMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.clock = Clock()
-        self.memory = MemorySessionStore(clock=self.clock)
+        self.memory = MemorySessionStore()
         self.store = Flaky(self.memory)
         self.security = ContentSecurity.PRIVATE
         self.ring = [Key.generate()]

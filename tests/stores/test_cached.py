@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from sessionware import SessionAdmin
 from sessionware.repository import Changes, Loaded, Repository
 from sessionware.state import StoredState
 from sessionware.stores import (
@@ -230,7 +231,7 @@ async def test_without_a_durable_index_there_is_none(memcached: memcached_factor
     store = in_process(durable)
     assert not isinstance(store, UserIndex) and store.hash_keys is False
     with pytest.raises(NotSupportedError):
-        await Repository(store).sessions_for("ada")
+        await SessionAdmin(store).sessions_for("ada")
     await durable.aclose()
 
 

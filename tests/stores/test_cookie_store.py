@@ -21,15 +21,15 @@ def test_a_random_key_is_a_deserialization_error() -> None:
 
 def test_dump_is_the_v1_envelope_with_expiry() -> None:
     now = 1_700_000_000.0
-    store = CookieSessionStore(clock=lambda: now)
-    text = store.dump(StoredState({"k": "value", "n": 1}, created=now), TTL)
+    store = CookieSessionStore()
+    text = store.dump(StoredState({"k": "value", "n": 1}, created=now), TTL, now=now)
     assert json.loads(text) == {
         "v": 1,
         "state": {"k": "value", "n": 1},
         "created": 1700000000,
         "expires": 1700003600,
     }
-    assert store.open(text) == {"k": "value", "n": 1}
+    assert store.open(text, now=now) == {"k": "value", "n": 1}
 
 
 def test_legacy_state_opens_and_can_be_written() -> None:
@@ -41,21 +41,26 @@ def test_legacy_state_opens_and_can_be_written() -> None:
 
 
 def test_idle_expiry_inside_the_cookie() -> None:
-    now = [1_700_000_000.0]
-    store = CookieSessionStore(clock=lambda: now[0])
-    text = store.dump({"a": 1}, TTL)
-    now[0] += 3599
-    assert store.open(text) == {"a": 1}
-    now[0] += 2
-    assert store.open(text) is None
+    now = 1_700_000_000.0
+    store = CookieSessionStore()
+    text = store.dump({"a": 1}, TTL, now=now)
+    assert store.open(text, now=now + 3599) == {"a": 1}
+    assert store.open(text, now=now + 3601) is None
+
+
+def test_a_clock_given_to_the_store_is_deprecated_and_still_used() -> None:
+    """Issue 24: the middleware's clock decides; a store's own clock= warns."""
+    with pytest.warns(DeprecationWarning, match=r"SessionMiddleware\(clock=\.\.\.\)"):
+        store = CookieSessionStore(clock=lambda: 1_700_000_000.0)
+    assert store.legacy_clock is not None and store.legacy_clock() == 1_700_000_000.0
 
 
 def test_created_in_the_future_beyond_skew_is_rejected() -> None:
     now = 1_700_000_000.0
-    store = CookieSessionStore(clock=lambda: now)
-    assert store.open(json.dumps({"v": 1, "state": {}, "created": now + 59})) == {}
+    store = CookieSessionStore()
+    assert store.open(json.dumps({"v": 1, "state": {}, "created": now + 59}), now=now) == {}
     with pytest.raises(DeserializationError):
-        store.open(json.dumps({"v": 1, "state": {}, "created": now + 61}))
+        store.open(json.dumps({"v": 1, "state": {}, "created": now + 61}), now=now)
 
 
 def test_an_actix_cookie_without_expiry_opens() -> None:

@@ -11,7 +11,7 @@ from datetime import timedelta
 import emcache
 import pytest
 
-from sessionware.repository import Repository
+from sessionware import SessionAdmin
 from sessionware.stores import ABSENT, NotSupportedError, StoreError, UserIndex
 from sessionware.stores.memcached import MemcachedSessionStore
 from tests.factories import memcached as factory
@@ -102,11 +102,23 @@ async def test_ttls_over_thirty_days_are_sent_as_unix_times(
 
 
 async def test_no_user_index(store: MemcachedSessionStore) -> None:
+    """Issue 24: all three admin operations say NotSupportedError (the 0.1 store methods
+    raised AttributeError where the docs promised it), and so do the deprecated methods."""
     assert not isinstance(store, UserIndex)
-    with pytest.raises(NotSupportedError):
-        await Repository(store).sessions_for("ada")
-    with pytest.raises(NotSupportedError):
-        await Repository(store).delete_all_for("ada")
+    admin = SessionAdmin(store)
+    with pytest.raises(NotSupportedError, match="per-user index"):
+        await admin.sessions_for("ada")
+    with pytest.raises(NotSupportedError, match="per-user index"):
+        await admin.end_all_for("ada")
+    with pytest.raises(NotSupportedError, match="per-user index"):
+        await admin.end_session("0" * 64)
+    for call in (
+        lambda: store.sessions_for("ada"),
+        lambda: store.delete_all_for("ada"),
+        lambda: store.end_session("0" * 64),
+    ):
+        with pytest.warns(DeprecationWarning), pytest.raises(NotSupportedError):
+            await call()
 
 
 def test_key_prefixes_are_checked_at_construction() -> None:

@@ -274,7 +274,8 @@ def test_decode_refuses_a_bad_hex_key(capsys: pytest.CaptureFixture[str]) -> Non
 async def fill_sqlite(path: Path, expired: int, live: int) -> list[str]:
     """``expired`` records (each in the user index) written long ago with a minute to live, and
     ``live`` fresh ones."""
-    past = SQLiteSessionStore(path, clock=lambda: 1_000_000.0)
+    with pytest.warns(DeprecationWarning, match="clock"):  # a store's TTL, set long ago
+        past = SQLiteSessionStore(path, clock=lambda: 1_000_000.0)
     for n in range(expired):
         await past.put(f"old{n}", b"{}", timedelta(minutes=1), expect=ABSENT)
         await past.index_add("ferris", f"old{n}", timedelta(minutes=1))

@@ -10,15 +10,8 @@ import pytest
 from sessionware import CSRFMiddleware, Session, SessionStatus, csrf_token
 from sessionware.csrf import CSRF_KEY, verify_csrf_token
 from sessionware.session import CSRF_KEY as SESSION_CSRF_KEY
-from sessionware.session import Seam
-from sessionware.state import encode_state
-
-
-def loaded_session(state: dict[str, object] | None = None) -> Session:
-    """A session as the middleware hands it over, then rebased as after a request's save."""
-    session = Session()
-    Seam.fill(session, state or {}, origin=encode_state(state or {}))
-    return session
+from tests.sessions import loaded as loaded_session
+from tests.sessions import outcome
 
 
 def test_the_secret_is_created_once_and_kept_under_the_reserved_key() -> None:
@@ -38,7 +31,7 @@ def test_the_secret_is_created_once_and_kept_under_the_reserved_key() -> None:
 def test_an_existing_secret_is_used_without_writing_the_session() -> None:
     seeded = Session()
     csrf_token(seeded)
-    session = loaded_session(Seam.state(seeded))
+    session = loaded_session(dict(seeded))
     token = csrf_token(session)
     assert session.status is SessionStatus.UNCHANGED
     assert verify_csrf_token(session, token)
@@ -84,11 +77,11 @@ def test_a_malformed_stored_secret_is_replaced(junk: object) -> None:
 def test_renew_drops_the_secret_so_old_tokens_stop_working() -> None:
     seeded = Session()
     old = csrf_token(seeded)
-    session = loaded_session({**Seam.state(seeded), "cart": [1]})
+    session = loaded_session({**dict(seeded), "cart": [1]})
     session.renew()
     assert session.status is SessionStatus.RENEWED
     assert CSRF_KEY not in session and session["cart"] == [1]
-    _, changes = Seam.changes(session)[:2]
+    _, changes = outcome(session)
     assert CSRF_KEY in changes.removed
     assert not verify_csrf_token(session, old)
     new = csrf_token(session)
@@ -99,7 +92,7 @@ def test_renew_drops_the_secret_so_old_tokens_stop_working() -> None:
 def test_renew_without_a_secret_removes_nothing() -> None:
     session = loaded_session({"a": 1})
     session.renew()
-    assert Seam.changes(session)[:2][1].removed == frozenset()
+    assert outcome(session)[1].removed == frozenset()
 
 
 def test_purge_ends_the_secret_with_the_session() -> None:

@@ -13,6 +13,7 @@ import sessionware.engine
 import sessionware.events
 import sessionware.repository
 from sessionware import BrowserSession, Key, SessionMiddleware
+from sessionware.engine import PersistError
 from sessionware.events import (
     ConflictEnded,
     DecodeFailed,
@@ -24,6 +25,7 @@ from sessionware.events import (
     SessionPurged,
     SessionRenewed,
     SessionRevoked,
+    SessionSuperseded,
     StoreFailed,
 )
 from sessionware.middleware import get_session
@@ -32,6 +34,7 @@ from sessionware.stores.memory import MemorySessionStore
 from sessionware.stores.redis import RedisSessionStore
 from tests.client import request
 from tests.services import free_port
+from tests.sessions import finish
 
 KEY = Key.generate()
 TTL = timedelta(seconds=100)
@@ -92,9 +95,7 @@ async def get(asgi: Any, path: str, cookie: str | None = None) -> tuple[str, str
 @pytest.mark.parametrize("kind", ["memory", "cookie"])
 async def test_a_session_life_in_events(kind: str) -> None:
     clock, events = Clock(), Events()
-    store: Any = (
-        MemorySessionStore(clock=clock) if kind == "memory" else CookieSessionStore(clock=clock)
-    )
+    store: Any = MemorySessionStore() if kind == "memory" else CookieSessionStore()
     asgi = make(store, events, clock, max_age=timedelta(seconds=1000))
     _, cookie = await get(asgi, "/login")
     assert events.take() == [SessionCreated()]
@@ -122,13 +123,13 @@ async def test_a_session_life_in_events(kind: str) -> None:
 
 async def test_unreadable_state_is_decode_failed() -> None:
     clock, events = Clock(), Events()
-    store = MemorySessionStore(clock=clock)
+    store = MemorySessionStore()
     asgi = make(store, events, clock)
     _, cookie = await get(asgi, "/login")
     engine: Any = asgi.engine
-    context = engine.begin([f"id={cookie}".encode()])
-    await engine.load(context)
-    loaded = context.loaded
+    tracker = engine.begin([f"id={cookie}".encode()])
+    await engine.load(tracker)
+    loaded = tracker.record
     await store.put(loaded.id, b"{not json", TTL, expect=loaded.version)
     events.clear()
     assert (await get(asgi, "/", cookie))[0] == "None"
@@ -145,44 +146,57 @@ async def two_requests(asgi: Any, cookie: str) -> tuple[Any, Any]:
 
 async def test_a_lost_race_is_merge_retry_and_an_ended_session_revoked() -> None:
     clock, events = Clock(), Events()
-    asgi = make(MemorySessionStore(clock=clock), events, clock)
+    asgi = make(MemorySessionStore(), events, clock)
     _, cookie = await get(asgi, "/login")
     engine: Any = asgi.engine
     first, second = await two_requests(asgi, cookie)
     first.session["a"] = 1
     second.session["b"] = 2
     events.clear()
-    await engine.finish(first, 200, [])
-    await engine.finish(second, 200, [])
+    await finish(engine, first)
+    await finish(engine, second)
     assert events.take() == [MergeRetry("save")]
 
     first, second = await two_requests(asgi, cookie)
     first.session.purge()
     second.session["c"] = 3
     events.clear()
-    await engine.finish(first, 200, [])
-    await engine.finish(second, 200, [])
+    await finish(engine, first)
+    await finish(engine, second)
     # The save lost its compare-and-set to the purge, read again and found the session ended.
-    assert events.take() == [SessionPurged(), MergeRetry("save"), SessionRevoked("save")]
+    assert events.take() == [SessionPurged(), SessionRevoked("save")]
+
+
+async def test_a_write_after_a_login_is_superseded() -> None:
+    clock, events = Clock(), Events()
+    asgi = make(MemorySessionStore(), events, clock)
+    _, cookie = await get(asgi, "/login")
+    engine: Any = asgi.engine
+    first, second = await two_requests(asgi, cookie)
+    first.session.renew()
+    second.session["late"] = True
+    await finish(engine, first)
+    events.clear()
+    with pytest.raises(PersistError):
+        await finish(engine, second)
+    assert events.take() == [SessionSuperseded("save")]
 
 
 async def test_too_many_renewals_to_follow_is_conflict_ended() -> None:
     clock, events = Clock(), Events()
-    asgi = make(MemorySessionStore(clock=clock), events, clock)
+    asgi = make(MemorySessionStore(), events, clock)
     _, cookie = await get(asgi, "/login")
     engine: Any = asgi.engine
     engine.repository.max_hops = 0
     first, second = await two_requests(asgi, cookie)
     first.session.renew()
-    second.session["late"] = True
-    await engine.finish(first, 200, [])
+    second.session.purge()  # a logout follows the login's renewal, up to max_hops
+    await finish(engine, first)
     events.clear()
-    await engine.finish(second, 200, [])
-    assert events.take() == [
-        MergeRetry("save"),
-        ConflictEnded("save", "hops"),
-        SessionRevoked("save"),
-    ]
+    with pytest.raises(PersistError) as failed:  # never a logout that leaves the login live
+        await finish(engine, second)
+    assert failed.value.status_code == 503
+    assert events.take() == [ConflictEnded("purge", "hops")]
 
 
 async def test_a_store_failure_is_store_error_without_key_or_value() -> None:
@@ -232,9 +246,7 @@ async def test_unset_no_event_is_built(kind: str, monkeypatch: pytest.MonkeyPatc
                 if hasattr(module, name):
                     monkeypatch.setattr(module, name, refuse)
     clock = Clock()
-    store: Any = (
-        MemorySessionStore(clock=clock) if kind == "memory" else CookieSessionStore(clock=clock)
-    )
+    store: Any = MemorySessionStore() if kind == "memory" else CookieSessionStore()
     asgi = make(store, None, clock, max_age=timedelta(seconds=150))
     _, cookie = await get(asgi, "/login")
     await get(asgi, "/renew", cookie)  # the old cookie: a tombstone on memory
@@ -249,5 +261,5 @@ async def test_unset_no_event_is_built(kind: str, monkeypatch: pytest.MonkeyPatc
         first, second = await two_requests(asgi, cookie)
         first.session["a"] = 1
         second.session["b"] = 2
-        await asgi.engine.finish(first, 200, [])
-        await asgi.engine.finish(second, 200, [])  # a lost race: merge_retry, unset
+        await finish(asgi.engine, first)
+        await finish(asgi.engine, second)  # a lost race: merge_retry, unset

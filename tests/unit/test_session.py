@@ -16,8 +16,8 @@ from sessionware import (
     SessionStatus,
     SessionUpdateError,
 )
-from sessionware.session import Seam
-from sessionware.state import encode_state
+from sessionware.session import Event, Tracker
+from tests.sessions import outcome, tracked
 
 UNCHANGED, CHANGED = SessionStatus.UNCHANGED, SessionStatus.CHANGED
 PURGED, RENEWED = SessionStatus.PURGED, SessionStatus.RENEWED
@@ -25,9 +25,7 @@ PURGED, RENEWED = SessionStatus.PURGED, SessionStatus.RENEWED
 
 def loaded(**state: object) -> Session:
     """A session as the engine fills it from a stored record."""
-    session = Session()
-    Seam.fill(session, state, origin=encode_state(state))
-    return session
+    return tracked(state).session
 
 
 # -- SPEC §7.3 tests/session.rs --------------------------------------------------------------
@@ -298,7 +296,7 @@ def test_popitem_update_and_ior_mark_changed() -> None:
 def test_in_place_mutation_is_a_change() -> None:
     session = loaded(cart=["apple"], n=1)
     session["cart"].append("pear")
-    status, changes = Seam.changes(session)[:2]
+    status, changes = outcome(session)
     assert status is CHANGED
     assert dict(changes.set) == {"cart": ["apple", "pear"]}
     assert not changes.cleared and not changes.removed
@@ -308,31 +306,32 @@ def test_reads_alone_are_not_a_change() -> None:
     session = loaded(cart=["apple"], profile={"a": 1})
     assert session["cart"] == ["apple"]
     assert session.accessed
-    assert Seam.changes(session)[0] is UNCHANGED
+    assert outcome(session)[0] is UNCHANGED
 
 
 def test_changes_carry_sets_removals_and_clears() -> None:
     session = loaded(a=1, b=2, c=3)
     session["a"] = 10
     del session["b"]
-    status, changes = Seam.changes(session)[:2]
+    status, changes = outcome(session)
     assert status is CHANGED
     assert dict(changes.set) == {"a": 10} and changes.removed == {"b"}
     session.clear()
     session["z"] = 1
-    _, changes = Seam.changes(session)[:2]
+    _, changes = outcome(session)
     assert changes.cleared and dict(changes.set) == {"z": 1}
 
 
 def test_untouched_session_is_not_accessed() -> None:
     session = loaded(a=1)
     assert not session.accessed
-    assert Seam.changes(session)[0] is UNCHANGED
+    assert outcome(session)[0] is UNCHANGED
 
 
 def test_frozen_session_refuses_writes_but_reads() -> None:
-    session = loaded(a=1)
-    Seam.freeze(session, "the response has started")
+    tracker = tracked({"a": 1})
+    session = tracker.session
+    tracker.handle(Event.SEALED, "the response has started")
     assert session["a"] == 1
     with pytest.raises(SessionError, match="response has started"):
         session["a"] = 2
@@ -381,14 +380,16 @@ def test_session_is_not_hashable() -> None:
 async def test_lazy_session_refuses_use_before_load() -> None:
     from sessionware import SessionNotLoadedError
 
-    session = Session()
     calls = []
 
-    async def loader(loading: Session) -> None:
-        calls.append(1)
-        Seam.fill(loading, {"a": 1}, key="k" * 64)
+    class Store:
+        async def load_into(self, tracker: Tracker, loading: Session) -> None:
+            calls.append(1)
+            tracker.fill(loading, {"a": 1}, key="k" * 64)
 
-    Seam.defer(session, loader)
+    tracker = Tracker(Store(), [b"id=x"], unread=True)
+    tracker.lazy = True
+    session = tracker.session
     assert not session.loaded
     with pytest.raises(SessionNotLoadedError):
         session["a"]

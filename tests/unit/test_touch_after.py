@@ -23,6 +23,7 @@ from sessionware.stores.memory import MemorySessionStore
 from sessionware.stores.sqlite import SQLiteSessionStore
 from tests.client import RecordingStore, Response, request
 from tests.factories import redis as redis_factory
+from tests.sessions import finish
 
 KEY = Key.generate()
 TTL = timedelta(seconds=100)
@@ -77,10 +78,10 @@ class Browser:
 @asynccontextmanager
 async def record_store(kind: str, clock: Clock) -> AsyncIterator[Any]:
     if kind == "memory":
-        yield MemorySessionStore(clock=clock)
+        yield MemorySessionStore()  # its TTL is garbage collection: the middleware's clock rules
         return
     with tempfile.TemporaryDirectory() as folder:
-        sqlite = SQLiteSessionStore(Path(folder) / "s.db", clock=clock)
+        sqlite = SQLiteSessionStore(Path(folder) / "s.db")
         try:
             yield sqlite
         finally:
@@ -124,21 +125,23 @@ async def test_the_idle_timeout_still_holds(kind: str) -> None:
         assert (await browser.get()).text == "None"
 
 
-async def test_without_touch_after_every_request_touches() -> None:
+async def test_without_touch_after_every_request_extends() -> None:
+    """Each extension rewrites the record with its new ``expires``: the envelope says when
+    the session expires (``touch_after`` is what makes extensions rare)."""
     clock = Clock()
-    store = RecordingStore(MemorySessionStore(clock=clock))
+    store = RecordingStore(MemorySessionStore())
     lifecycle = BrowserSession(state_ttl=TTL, state_ttl_extension_policy=Policy.ON_EVERY_REQUEST)
     browser = Browser(middleware(store, clock, lifecycle))
     await browser.get("/login")
     store.calls.clear()
     for _ in range(10):
         await browser.get()
-    assert store.writes == ["touch"] * 10
+    assert store.writes == ["put"] * 10
 
 
 async def test_the_cookie_store_reseals_at_most_once_per_touch_after() -> None:
     clock = Clock()
-    browser = Browser(middleware(CookieSessionStore(clock=clock), clock))
+    browser = Browser(middleware(CookieSessionStore(), clock))
     await browser.get("/login")
     assert browser.set_cookies == 1
     for _ in range(100):
@@ -160,7 +163,7 @@ async def test_a_persistent_cookie_is_resent_only_when_extended() -> None:
     lifecycle = PersistentSession(
         session_ttl=TTL, ttl_extension_policy=Policy.ON_EVERY_REQUEST, touch_after=AFTER
     )
-    browser = Browser(middleware(MemorySessionStore(clock=clock), clock, lifecycle))
+    browser = Browser(middleware(MemorySessionStore(), clock, lifecycle))
     await browser.get("/login")
     for _ in range(50):
         clock.now += 0.2
@@ -174,17 +177,17 @@ async def test_a_persistent_cookie_is_resent_only_when_extended() -> None:
 
 async def test_a_session_ended_elsewhere_is_noticed_at_the_extension() -> None:
     clock = Clock()
-    store = MemorySessionStore(clock=clock)
+    store = MemorySessionStore()
     browser = Browser(middleware(store, clock))
     await browser.get("/login")
     clock.now += AFTER.total_seconds() + 1
     # Another request purges it between this request's load and its extension.
     engine: Any = browser.asgi.engine
-    context = engine.begin([f"id={browser.cookie}".encode()])
-    await engine.load(context)
-    assert context.loaded is not None and context.session.get("user") == "ada"
-    await engine.repository.purge(context.loaded)
-    headers = await engine.finish(context, 200, [])
+    tracker = engine.begin([f"id={browser.cookie}".encode()])
+    await engine.load(tracker)
+    assert tracker.record is not None and tracker.session.get("user") == "ada"
+    await engine.repository.purge(tracker.record)
+    headers = await finish(engine, tracker)
     assert any(name == b"set-cookie" and b"Max-Age=0" in value for name, value in headers)
 
 
@@ -252,14 +255,14 @@ async def test_redis_command_counts() -> None:
 async def test_a_record_without_an_expiry_is_extended_once_then_debounced() -> None:
     """An actix-written record carries no ``expires``: the first extension writes one."""
     clock = Clock()
-    inner = MemorySessionStore(clock=clock)
+    inner = MemorySessionStore()
     store = RecordingStore(inner)
     browser = Browser(middleware(store, clock))
     await browser.get("/login")
     engine: Any = browser.asgi.engine
-    context = engine.begin([f"id={browser.cookie}".encode()])
-    await engine.load(context)
-    loaded = context.loaded
+    tracker = engine.begin([f"id={browser.cookie}".encode()])
+    await engine.load(tracker)
+    loaded = tracker.record
     await inner.put(loaded.id, b'{"v":1,"state":{"user":"ada"}}', TTL, expect=loaded.version)
     store.calls.clear()
     for _ in range(50):

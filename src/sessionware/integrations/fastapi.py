@@ -6,7 +6,8 @@ HTTP or WebSocket, and get the request's ``Session``, already loaded (so it work
 pydantic model on the way in, for endpoints that need, say, a signed-in user.
 
 ``CSRFProtected`` checks the session's CSRF token on one route, as ``CSRFMiddleware`` does for
-every route: ``@app.post("/transfer", dependencies=[CSRFProtected])``.
+every route: ``@app.post("/transfer", dependencies=[CSRFProtected])``. ``SessionAdminDep`` gives
+the middleware's ``SessionAdmin`` (a user's sessions: list them, end them).
 
 FastAPI is imported here and nowhere else in sessionware.
 """
@@ -21,10 +22,11 @@ from fastapi import Depends, HTTPException
 from pydantic import BaseModel, ValidationError
 from starlette.requests import HTTPConnection, Request
 
+from sessionware.admin import SessionAdmin, get_admin
 from sessionware.csrf import SAFE_METHODS, verify_csrf_token
-from sessionware.session import Seam, Session
+from sessionware.session import Session
 
-__all__ = ["CSRFProtected", "SessionDep", "session_model"]
+__all__ = ["CSRFProtected", "SessionAdminDep", "SessionDep", "session_model"]
 
 logger = logging.getLogger("sessionware")
 
@@ -60,6 +62,16 @@ SessionDep = Annotated[Session, Depends(_dependency)]
 
 Raises ``RuntimeError`` (a 500) naming the fix when ``SessionMiddleware`` is not installed.
 """
+
+
+async def _admin(connection: HTTPConnection) -> SessionAdmin:
+    """The middleware's ``SessionAdmin`` (its store, clock and events)."""
+    return get_admin(connection)
+
+
+SessionAdminDep = Annotated[SessionAdmin, Depends(_admin)]
+"""The ``SessionAdmin`` of the app's ``SessionMiddleware``: ``admin: SessionAdminDep`` lists and
+ends sessions (a user's, or one by id) with the middleware's store, clock and ``on_event``."""
 
 
 def session_model(model: type[M]) -> Any:
@@ -123,7 +135,7 @@ async def _csrf_protected(request: Request) -> None:
             value = None
         token = value if isinstance(value, str) else None
     if not verify_csrf_token(session, token):
-        Seam.discard(session)
+        session.discard_changes()
         reason = "missing" if token is None else "incorrect"
         logger.info("CSRF token %s: %s %s refused", reason, request.method, request.url.path)
         raise HTTPException(status_code=403, detail=f"CSRF token {reason}")

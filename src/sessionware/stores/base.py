@@ -15,12 +15,8 @@ id was taken, or the record changed or vanished since it was read). An optional 
 (``index_add``, ``index_remove``, ``index_members``) lets the repository list and end a user's
 sessions; without it those raise ``NotSupportedError``.
 
-Errors::
-
-    SessionwareError           (sessionware.errors) the root of every error the library raises
-      StoreError               the store could not do it (connection, timeout, server error)
-        LoadError SaveError UpdateError   the first version's names, kept for callers
-      NotSupportedError        the store cannot do this at all
+A store translates its driver's failures into ``StoreError`` and raises ``NotSupportedError``
+for what it cannot do at all (both in ``sessionware.errors``, re-exported here).
 """
 
 from __future__ import annotations
@@ -28,12 +24,20 @@ from __future__ import annotations
 import re
 import secrets
 import string
-from collections.abc import Hashable
+import time
+import warnings
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from sessionware.errors import SessionwareError
+from sessionware.errors import (
+    LoadError,
+    NotSupportedError,
+    SaveError,
+    StoreError,
+    UpdateError,
+)
 
 __all__ = [
     "ABSENT",
@@ -51,6 +55,7 @@ __all__ = [
     "UserIndex",
     "UserSessionsMixin",
     "Version",
+    "deprecated_clock",
     "generate_session_key",
     "is_generated_key",
     "ttl_seconds",
@@ -92,34 +97,6 @@ class Record:
 
     data: bytes
     version: Version
-
-
-class StoreError(SessionwareError):
-    """The store failed to answer (connection, timeout, server error): an opaque 503."""
-
-
-class LoadError(StoreError):
-    """Loading a session failed. ``deserialization`` is true when the stored data is unreadable."""
-
-    def __init__(self, message: str, *, deserialization: bool = False) -> None:
-        super().__init__(message)
-        self.deserialization = deserialization
-
-
-class SaveError(StoreError):
-    """Saving a session failed. ``serialization`` is true when the state could not be encoded."""
-
-    def __init__(self, message: str, *, serialization: bool = False) -> None:
-        super().__init__(message)
-        self.serialization = serialization
-
-
-class UpdateError(SaveError):
-    """Updating a session failed. ``serialization`` is true when the state could not be encoded."""
-
-
-class NotSupportedError(SessionwareError):
-    """The store cannot do this (the cookie store keeps no per-user index, for one)."""
 
 
 @runtime_checkable
@@ -187,6 +164,21 @@ def is_generated_key(value: str) -> bool:
     return _GENERATED.fullmatch(value) is not None
 
 
+def deprecated_clock(store: str, clock: Callable[[], float] | None) -> Callable[[], float]:
+    """A store's own clock, given the first version's way: it warns (``SessionMiddleware(clock=)``
+    decides every question of time now; a store's TTL only collects garbage), and is what the
+    store's TTL then runs on, and what the middleware uses when it is given none."""
+    if clock is None:
+        return time.time
+    warnings.warn(
+        f"{store}(clock=...) is deprecated: give the clock to SessionMiddleware(clock=...),"
+        " which decides every question of time (a store's TTL only collects garbage)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return clock
+
+
 def ttl_seconds(ttl: timedelta) -> int:
     """A TTL in whole seconds for a server that takes seconds, never below 1 (0 would mean 'now')."""
     return max(1, int(ttl.total_seconds()))
@@ -208,23 +200,44 @@ class SessionInfo:
 
 
 class UserSessionsMixin:
-    """``sessions_for``, ``delete_all_for`` and ``end_session`` for a record store with a
-    ``UserIndex``: the session rules stay in the repository, the store only inherits the names."""
+    """The first version's ``store.sessions_for`` / ``delete_all_for`` / ``end_session``, kept
+    for one release: each warns (``DeprecationWarning``) and calls ``sessionware.SessionAdmin``
+    over this store, which is the way in now (its events, clock and tombstones are the
+    middleware's). Stores hold no session rules: the admin is found through ``ADMIN``, which
+    ``sessionware.admin`` sets when it is imported (as ``import sessionware`` does)."""
 
     async def sessions_for(self, user_id: str) -> list[SessionInfo]:
-        """The user's live sessions, oldest first."""
-        from sessionware.repository import Repository
-
-        return await Repository(self).sessions_for(user_id)  # type: ignore[arg-type]
+        """Deprecated: ``SessionAdmin.sessions_for``."""
+        _deprecated("sessions_for(user_id)", "sessions_for(user_id)")
+        result: list[SessionInfo] = await ADMIN[0](self).sessions_for(user_id)
+        return result
 
     async def delete_all_for(self, user_id: str, except_key: str | None = None) -> int:
-        """End every session of the user (but the one whose key is ``except_key``); how many."""
-        from sessionware.repository import Repository
-
-        return await Repository(self).delete_all_for(user_id, except_key)  # type: ignore[arg-type]
+        """Deprecated: ``SessionAdmin.end_all_for(user_id, keep=...)``. ``except_key`` may be a
+        key or an id (``session.id``): either way that session is kept."""
+        _deprecated("delete_all_for(user_id, except_key=...)", "end_all_for(user_id, keep=...)")
+        admin = ADMIN[0](self)
+        keep = None if except_key is None else admin.id_for(except_key)
+        ended: int = await admin.end_all_for(user_id, keep=keep)
+        return ended
 
     async def end_session(self, session_id: str) -> bool:
-        """End the session whose id (``SessionInfo.id``, ``session.id``) is given; whether it lived."""
-        from sessionware.repository import Repository
+        """Deprecated: ``SessionAdmin.end_session``."""
+        _deprecated("end_session(session_id)", "end_session(session_id)")
+        ended: bool = await ADMIN[0](self).end_session(session_id)
+        return ended
 
-        return await Repository(self).end_session(session_id)  # type: ignore[arg-type]
+
+ADMIN: list[Callable[[Any], Any]] = []
+"""``[SessionAdmin]`` once ``sessionware.admin`` is imported: how the deprecated store methods
+reach it without this module importing the session rules."""
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(
+        f"store.{old} is deprecated: use sessionware.SessionAdmin's {new}, or"
+        " sessionware.get_admin(request) in a handler (it reports through the middleware's"
+        " on_event and uses its clock)",
+        DeprecationWarning,
+        stacklevel=3,
+    )

@@ -8,7 +8,6 @@ cookie kept elsewhere: use a server-side store for that.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -20,7 +19,7 @@ from sessionware.state import (
     decode_fields,
     encode_state,
 )
-from sessionware.stores.base import NotSupportedError, SessionInfo
+from sessionware.stores.base import NotSupportedError, SessionInfo, deprecated_clock
 
 __all__ = ["CookieSessionStore"]
 
@@ -43,13 +42,15 @@ class CookieSessionStore:
     """
 
     def __init__(
-        self, *, legacy_format: bool = False, clock: Callable[[], float] = time.time
+        self, *, legacy_format: bool = False, clock: Callable[[], float] | None = None
     ) -> None:
         self.legacy_format = legacy_format
-        self._clock = clock
+        self._clock = deprecated_clock("CookieSessionStore", clock)
+        self.legacy_clock = clock
+        """The clock given the first version's way, if one was; the middleware's otherwise."""
 
-    def open(self, text: str) -> StoredState | None:
-        """The state a cookie's plaintext holds; ``None`` once it expired.
+    def open(self, text: str, *, now: float | None = None) -> StoredState | None:
+        """The state a cookie's plaintext holds; ``None`` once it expired (at ``now``).
 
         Raises ``DeserializationError`` for anything that is not a state this store wrote.
         """
@@ -57,20 +58,21 @@ class CookieSessionStore:
         if fields is None:
             return None
         state, created, expires, user = fields
+        now = self._clock() if now is None else now
+        if expires is not None and expires <= now:
+            return None
+        if created is not None and created > now + CLOCK_SKEW:
+            raise DeserializationError("session cookie was created in the future")
         if isinstance(state, StoredState):
             return state
         return StoredState(state, created=created, expires=expires, user=user)
 
     def read(self, text: str) -> StateFields | None:
-        """``open``'s state with its ``created``, ``expires`` and ``user``, without building a
-        ``StoredState`` (the engine's path); ``None`` once it expired."""
-        fields = decode_fields(text)
-        now, created, expires = self._clock(), fields[1], fields[2]
-        if expires is not None and expires <= now:
-            return None
-        if created is not None and created > now + CLOCK_SKEW:
-            raise DeserializationError("session cookie was created in the future")
-        return fields
+        """The state a cookie's plaintext holds, with its ``created``, ``expires`` and
+        ``user``, without building a ``StoredState`` (the engine's path, which judges the
+        times with its clock). Raises ``DeserializationError`` for what this store did not
+        write; a subclass may answer ``None``: no session."""
+        return decode_fields(text)
 
     def dump(
         self,
@@ -80,13 +82,15 @@ class CookieSessionStore:
         state_json: str | None = None,
         created: float | None = None,
         user: str | None = None,
+        now: float | None = None,
     ) -> str:
-        """The plaintext to seal for ``state`` (the engine refuses a cookie over 4096 bytes).
+        """The plaintext to seal for ``state`` (the engine refuses a cookie over 4096 bytes),
+        expiring ``ttl`` after ``now``.
 
         ``created`` and ``user`` default to a ``StoredState``'s; with ``state_json`` (the state
         already encoded) and without ``legacy_format``, ``state`` itself is not read."""
         legacy = self.legacy_format
-        expires = None if legacy else self._clock() + ttl.total_seconds()
+        expires = None if legacy else (self._clock() if now is None else now) + ttl.total_seconds()
         return encode_state(
             state, created=created, expires=expires, user=user, legacy=legacy, state_json=state_json
         )

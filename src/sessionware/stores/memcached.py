@@ -25,7 +25,15 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sessionware.stores.base import ABSENT, Absent, Record, StoreError, Version, ttl_seconds
+from sessionware.stores.base import (
+    ABSENT,
+    Absent,
+    Record,
+    StoreError,
+    UserSessionsMixin,
+    Version,
+    ttl_seconds,
+)
 
 __all__ = ["MemcachedSessionStore"]
 
@@ -53,7 +61,7 @@ def _errors() -> tuple[type[BaseException], ...]:
     return (*failures, OSError, ValueError)
 
 
-class MemcachedSessionStore:
+class MemcachedSessionStore(UserSessionsMixin):
     """Records in memcached (one server or several: emcache spreads keys by consistent hashing).
 
     ``MemcachedSessionStore(client)`` uses an emcache client you own; ``from_url`` builds its own

@@ -7,18 +7,25 @@ Each record is ``(expires, data, version)``; the user index is a dict from user 
 from __future__ import annotations
 
 import itertools
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import timedelta
 
-from sessionware.stores.base import ABSENT, Absent, Record, UserSessionsMixin, Version
+from sessionware.stores.base import (
+    ABSENT,
+    Absent,
+    Record,
+    UserSessionsMixin,
+    Version,
+    deprecated_clock,
+)
 
 __all__ = ["MemorySessionStore"]
 
 
 class MemorySessionStore(UserSessionsMixin):
     """Records that expire after their TTL; the least recently written go past ``max_entries``.
+    The TTL only collects garbage: when a session expires is the middleware's clock's call.
 
     Records are bytes, so a stored session never changes through a reference a handler holds.
     """
@@ -27,14 +34,16 @@ class MemorySessionStore(UserSessionsMixin):
         self,
         *,
         max_entries: int = 100_000,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         hash_keys: bool = True,
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.hash_keys = hash_keys
+        self._clock = deprecated_clock("MemorySessionStore", clock)
+        self.legacy_clock = clock
+        """The clock given the first version's way, if one was; the middleware's otherwise."""
         self._max_entries = max_entries
-        self._clock = clock
         self._records: OrderedDict[str, tuple[float, bytes, int]] = OrderedDict()
         self._index: dict[str, dict[str, float]] = {}
         self._versions = itertools.count(1)

@@ -39,7 +39,15 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-from sessionware.stores.base import ABSENT, Absent, Record, StoreError, UserSessionsMixin, Version
+from sessionware.stores.base import (
+    ABSENT,
+    Absent,
+    Record,
+    StoreError,
+    UserSessionsMixin,
+    Version,
+    deprecated_clock,
+)
 
 __all__ = ["SQLiteSessionStore"]
 
@@ -78,8 +86,8 @@ class SQLiteSessionStore(UserSessionsMixin):
 
     One worker thread owns the store's connection, so calls never block the event loop. The file
     is in WAL mode and every connection waits up to ``busy_timeout`` seconds for a lock, so
-    several processes (uvicorn workers) can share one file. Expiry is wall-clock time from
-    ``clock``.
+    several processes (uvicorn workers) can share one file. A record's TTL (garbage
+    collection: the middleware's clock decides when a session expires) runs on the wall clock.
     """
 
     def __init__(
@@ -88,7 +96,7 @@ class SQLiteSessionStore(UserSessionsMixin):
         *,
         table: str = "sessions",
         busy_timeout: float = 5.0,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         hash_keys: bool = True,
     ) -> None:
         if not _IDENTIFIER.fullmatch(table):
@@ -101,7 +109,9 @@ class SQLiteSessionStore(UserSessionsMixin):
         # The table name is a checked identifier: the only text ever formatted into SQL.
         self._sql = {name: sql.format(t=table) for name, sql in _SQL.items()}
         self._busy_timeout = busy_timeout
-        self._clock = clock
+        self._clock = deprecated_clock("SQLiteSessionStore", clock)
+        self.legacy_clock = clock
+        """The clock given the first version's way, if one was; the middleware's otherwise."""
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sessionware-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._closed = False

@@ -31,7 +31,7 @@ from datetime import timedelta
 
 import pytest
 
-from sessionware.repository import Changes, Loaded, Repository, Saved
+from sessionware.repository import ENDED, RENEWED, Changes, Loaded, Repository, Update
 from sessionware.state import DeserializationError, StoredState
 from sessionware.stores.base import ABSENT, RecordStore, SessionKey, UserIndex
 
@@ -174,7 +174,7 @@ class StoreContract:
         first, second = await _load(repository, key), await _load(repository, key)
         await _save(repository, first, Changes(set={"b": 20}))
         saved = await _save(repository, second, Changes(set={"c": 3}, removed=frozenset({"a"})))
-        assert saved is not None and not saved.moved
+        assert isinstance(saved, Loaded)
         assert (await _load(repository, key)).state == {"b": 20, "c": 3}
 
     async def test_purge_ends_the_session_for_a_slower_writer(
@@ -204,24 +204,34 @@ class StoreContract:
         }
         assert not await _live(repository, key)
 
-    async def test_a_write_after_renew_lands_in_the_successor(self, repository: Repository) -> None:
+    async def test_a_write_after_renew_never_reaches_the_successor(
+        self, repository: Repository
+    ) -> None:
         key, _ = await repository.create({"a": 1}, StoredState(), TTL)
         slow = await _load(repository, key)
         renewed = await repository.renew(
-            await _load(repository, key), Changes(), StoredState(), TTL
+            await _load(repository, key), Changes(set={"user": "ada"}), StoredState(), TTL
         )
         assert isinstance(renewed, tuple)
-        saved = await _save(repository, slow, Changes(set={"late": True}))
-        assert saved is not None and saved.moved  # its response must not learn the new key
-        assert (await _load(repository, renewed[0])).state == {"a": 1, "late": True}
+        assert await _save(repository, slow, Changes(set={"payout": "attacker"})) is RENEWED
+        assert (await _load(repository, renewed[0])).state == {"a": 1, "user": "ada"}
+        assert await repository.load(key, TTL) is RENEWED  # loads never follow it either
 
     async def test_two_renewals_leave_one_session(self, repository: Repository) -> None:
         key, _ = await repository.create({"a": 1}, StoredState(), TTL)
         first, second = await _load(repository, key), await _load(repository, key)
         won = await repository.renew(first, Changes(), StoredState(), TTL)
         lost = await repository.renew(second, Changes(set={"b": 2}), StoredState(), TTL)
-        assert isinstance(won, tuple) and isinstance(lost, Saved) and lost.moved
-        assert (await _load(repository, won[0])).state == {"a": 1, "b": 2}
+        assert isinstance(won, tuple) and lost is RENEWED
+        assert (await _load(repository, won[0])).state == {"a": 1}
+
+    async def test_updates_apply_to_the_value_stored_now(self, repository: Repository) -> None:
+        key, _ = await repository.create({"n": 1}, StoredState(), TTL)
+        first, second = await _load(repository, key), await _load(repository, key)
+        increment = Changes(updates={"n": (Update(lambda n: n + 1, 1),)})
+        await _save(repository, first, increment)
+        await _save(repository, second, increment)  # loaded n=1, merged onto n=2
+        assert (await _load(repository, key)).state == {"n": 3}
 
     async def test_purging_a_renewed_key_purges_its_successor(self, repository: Repository) -> None:
         key, _ = await repository.create({"a": 1}, StoredState(), TTL)
@@ -233,18 +243,18 @@ class StoreContract:
         await repository.purge(logout)
         assert not await _live(repository, renewed[0])
 
-    async def test_hop_limit_ends_the_session(self, repository: Repository) -> None:
+    async def test_purge_follows_renewals_up_to_the_hop_limit(self, repository: Repository) -> None:
         key, _ = await repository.create({"a": 1}, StoredState(), TTL)
-        slow = await _load(repository, key)
+        logout = await _load(repository, key)
         current = key
-        for _ in range(repository.max_hops + 1):
+        for _ in range(repository.max_hops):
             renewed = await repository.renew(
                 await _load(repository, current), Changes(), StoredState(), TTL
             )
             assert isinstance(renewed, tuple)
             current = renewed[0]
-        assert await _save(repository, slow, Changes(set={"b": 2})) is None
-        assert "b" not in (await _load(repository, current)).state
+        await repository.purge(logout)
+        assert await repository.load(current, TTL) is ENDED
 
     async def test_unreadable_record(self, repository: Repository) -> None:
         key, _ = await repository.create({"a": 1}, StoredState(), TTL)
@@ -267,11 +277,11 @@ class StoreContract:
         infos = await repository.sessions_for("ada")
         assert [i.id for i in infos] == [repository.id_of(first), repository.id_of(second)]
         assert infos[0].user_agent == "Firefox" and infos[0].expires is not None
-        assert await repository.delete_all_for("ada", except_key=first) == 1
+        assert await repository.end_all_for("ada", repository.id_of(first)) == 1
         assert not await _live(repository, second)
         assert await _live(repository, first)
-        assert await repository.end_session(repository.id_of(first)) is True
-        assert await repository.end_session(repository.id_of(first)) is False
+        assert await repository.end(repository.id_of(first)) is True
+        assert await repository.end(repository.id_of(first)) is False
         assert await repository.sessions_for("ada") == []
         assert len(await repository.sessions_for("bob")) == 1
 
@@ -281,7 +291,7 @@ class StoreContract:
         key, _ = await repository.create({"n": 1}, StoredState(user="ada"), TTL)
         renewing = await _load(repository, key)
         # The renewal's new record is filed before the old one is buried: either way it ends.
-        assert await repository.delete_all_for("ada") == 1
+        assert await repository.end_all_for("ada") == 1
         assert await repository.renew(renewing, Changes(), StoredState(), TTL) is None
         assert await repository.sessions_for("ada") == []
 
@@ -304,5 +314,5 @@ async def _load(repository: Repository, key: SessionKey) -> Loaded:
     return loaded
 
 
-async def _save(repository: Repository, loaded: Loaded, changes: Changes) -> Saved | None:
+async def _save(repository: Repository, loaded: Loaded, changes: Changes) -> Loaded | None:
     return await repository.save(loaded, changes, StoredState(), TTL)

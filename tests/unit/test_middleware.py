@@ -1,0 +1,187 @@
+"""The ASGI adapter: what it refuses at the first request, WebSockets on servers that cannot set
+cookies there, paths under a root_path, and the headers of its own refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware as StarletteSessionMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
+
+from sessionware import CSRFMiddleware, Key, SessionError, SessionMiddleware, get_session
+from sessionware.middleware import route_path
+from sessionware.stores import CookieSessionStore, MemorySessionStore
+from tests.client import request, websocket
+
+KEY = Key.generate()
+
+
+async def counter(request: Request) -> Response:
+    session = request.session
+    session["n"] = session.get("n", 0) + 1
+    return PlainTextResponse(str(session["n"]))
+
+
+async def test_another_session_middleware_outside_fails_with_one_message() -> None:
+    """Issue 28 item 12: Starlette's SessionMiddleware outside sessionware's was a 500 with
+    ``'Session' object has no attribute 'modified'``."""
+    app = Starlette(
+        routes=[Route("/", counter)],
+        middleware=[
+            Middleware(StarletteSessionMiddleware, secret_key="s" * 32),
+            Middleware(SessionMiddleware, store=MemorySessionStore(), key=KEY),
+        ],
+    )
+    response = await request(app, "GET", "/")
+    assert isinstance(response.exception, RuntimeError)
+    message = str(response.exception)
+    assert "another session middleware" in message and "Starlette's" in message
+
+
+async def test_another_session_middleware_inside_fails_too() -> None:
+    """Inside, it silently bypassed sessionware: the app saw Starlette's dict."""
+    app = Starlette(
+        routes=[Route("/", counter)],
+        middleware=[
+            Middleware(SessionMiddleware, store=MemorySessionStore(), key=KEY),
+            Middleware(StarletteSessionMiddleware, secret_key="s" * 32),
+        ],
+    )
+    response = await request(app, "GET", "/")
+    assert isinstance(response.exception, RuntimeError)
+    assert "replaced scope['session']" in str(response.exception)
+
+
+async def test_two_sessionware_middlewares_fail_clearly() -> None:
+    inner = SessionMiddleware(_ok, store=MemorySessionStore(), key=KEY)
+    outer = SessionMiddleware(inner, store=MemorySessionStore(), key=KEY)
+    with pytest.raises(RuntimeError, match="another sessionware SessionMiddleware"):
+        await request(outer, "GET", "/")
+
+
+async def _ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def websocket_app(store: Any) -> SessionMiddleware:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        session = get_session(scope)
+        await receive()
+        try:
+            session["ws"] = session.get("ws", 0) + 1
+            result = "ok"
+        except SessionError as exc:
+            result = f"refused: {exc}"
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": result})
+        await send({"type": "websocket.close", "code": 1000})
+
+    return SessionMiddleware(app, store=store, key=KEY)
+
+
+@pytest.mark.parametrize("store", [MemorySessionStore, CookieSessionStore])
+async def test_on_asgi_2_0_a_websocket_cannot_start_a_session(store: Any) -> None:
+    """Issue 28 item 13: daphne's scope names no spec_version (ASGI 2.0: accept carries no
+    headers); the cookie written before accept was lost, with an orphan record in Redis."""
+    messages = await websocket(websocket_app(store()), "/ws", spec_version=None)
+    text = next(m["text"] for m in messages if m["type"] == "websocket.send")
+    assert text.startswith("refused: this server speaks ASGI 2.0") and "HTTP first" in text
+    accept = next(m for m in messages if m["type"] == "websocket.accept")
+    assert not accept.get("headers")
+
+
+async def test_on_asgi_2_0_an_existing_session_still_takes_websocket_writes() -> None:
+    store = MemorySessionStore()
+    app = websocket_app(store)
+    seeded = await app.engine.seed({"ws": 5})
+    cookie = seeded.split(";", 1)[0].split("=", 1)[1]
+    messages = await websocket(app, "/ws", cookies={"id": cookie}, spec_version=None)
+    assert [m["text"] for m in messages if m["type"] == "websocket.send"] == ["ok"]
+    later = await websocket(app, "/ws", cookies={"id": cookie}, spec_version="2.4")
+    assert [m["text"] for m in later if m["type"] == "websocket.send"] == ["ok"]
+    tracker = app.engine.begin([f"id={cookie}".encode()])
+    assert dict(await app.engine.load(tracker)) == {"ws": 7}
+
+
+async def test_on_asgi_2_1_the_cookie_goes_with_the_accept() -> None:
+    messages = await websocket(websocket_app(MemorySessionStore()), "/ws", spec_version="2.1")
+    accept = next(m for m in messages if m["type"] == "websocket.accept")
+    assert any(name == b"set-cookie" for name, _ in accept["headers"])
+
+
+def test_route_path_strips_the_root_path() -> None:
+    scope = {"path": "/app/admin/x", "root_path": "/app"}
+    assert route_path(scope) == "/admin/x"
+    assert route_path({"path": "/app", "root_path": "/app"}) == "/"
+    assert route_path({"path": "/application", "root_path": "/app"}) == "/application"
+    assert route_path({"path": "/admin", "root_path": ""}) == "/admin"
+
+
+async def test_csrf_exempt_paths_are_the_apps_own_under_a_mount() -> None:
+    """Issue 28 item 3: under ``Mount("/app", ...)`` the exempt list failed closed."""
+
+    async def hook(request: Request) -> Response:
+        return PlainTextResponse("hooked")
+
+    inner = Starlette(
+        routes=[Route("/hooks/in", hook, methods=["POST"])],
+        middleware=[
+            Middleware(SessionMiddleware, store=MemorySessionStore(), key=KEY),
+            Middleware(CSRFMiddleware, exempt=["/hooks/"]),
+        ],
+    )
+    app = Starlette(routes=[Mount("/app", app=inner)])
+    response = await request(app, "POST", "/app/hooks/in")
+    assert response.status == 200 and response.text == "hooked"
+
+
+async def test_an_oversized_cookie_500_still_varies_by_cookie() -> None:
+    """Issue 28 item 13: the refusal lacked ``Vary: Cookie`` when the request carried it."""
+
+    async def big(request: Request) -> Response:
+        request.session["blob"] = "x" * 5000
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[Route("/", counter), Route("/big", big)],
+        middleware=[Middleware(SessionMiddleware, store=CookieSessionStore(), key=KEY)],
+    )
+    cookie = (await request(app, "GET", "/")).cookie()
+    assert cookie is not None
+    response = await request(app, "GET", "/big", cookies={"id": cookie.value})
+    assert response.status == 500 and response.body == b""
+    assert response.header("vary") == "Cookie" and response.set_cookies == []
+
+
+@pytest.mark.parametrize("store", [MemorySessionStore, CookieSessionStore])
+async def test_a_background_write_to_a_new_visitors_session_raises(store: Any) -> None:
+    """Issue 28 item 11: it was silently lost (no error, no cookie, no log)."""
+    from starlette.background import BackgroundTask
+
+    errors: list[BaseException] = []
+
+    async def page(request: Request) -> Response:
+        session = request.session
+
+        def later() -> None:
+            try:
+                session["from_background"] = True
+            except SessionError as exc:
+                errors.append(exc)
+
+        return PlainTextResponse("ok", background=BackgroundTask(later))
+
+    app = Starlette(
+        routes=[Route("/", page)],
+        middleware=[Middleware(SessionMiddleware, store=store(), key=KEY)],
+    )
+    response = await request(app, "GET", "/")
+    assert response.status == 200 and response.set_cookies == []
+    [error] = errors
+    assert "response" in str(error) and "before the response starts" in str(error)
