@@ -43,6 +43,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+from sessionware.stores._maintenance import DEFAULT_BATCH, ProgressHook, delete_in_batches
 from sessionware.stores.base import ABSENT, Absent, Record, StoreError, UserSessionsMixin, Version
 
 __all__ = ["PostgresSessionStore"]
@@ -80,9 +81,14 @@ _SQL = {  # {now} is clock_timestamp(): the time now, even inside a transaction
     " ON CONFLICT (user_id, key) DO UPDATE SET expires = excluded.expires",
     "index_remove": "DELETE FROM {t}_users WHERE user_id = $1 AND key = $2",
     "index_members": "SELECT key FROM {t}_users WHERE user_id = $1 AND expires > {now}",
-    "purge": "WITH a AS (DELETE FROM {t} WHERE expires <= {now} RETURNING 1),"
-    " b AS (DELETE FROM {t}_users WHERE expires <= {now} RETURNING 1)"
-    " SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM b)",
+    # Maintenance: one batch of rows expired at $1 (a parameter: clock_timestamp() is volatile,
+    # so the planner could not use the expires index), found through that index in its order;
+    # rows a request holds are skipped, so the batch never waits for one.
+    "now": "SELECT {now}",
+    "purge": "DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE expires <= $1"
+    " ORDER BY expires LIMIT $2 FOR UPDATE SKIP LOCKED)) AND expires <= $1",
+    "purge_users": "DELETE FROM {t}_users WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t}_users"
+    " WHERE expires <= $1 ORDER BY expires LIMIT $2 FOR UPDATE SKIP LOCKED)) AND expires <= $1",
 }
 
 
@@ -220,9 +226,20 @@ class PostgresSessionStore(UserSessionsMixin):
         rows = await self._query("list the user index", "fetch", "index_members", user)
         return [row["key"] for row in rows]
 
-    async def clear_expired(self) -> int:
-        """Delete expired records and index entries; return how many rows went."""
-        return int(await self._query("clear expired rows", "fetchval", "purge"))
+    async def clear_expired(
+        self, *, batch_size: int = DEFAULT_BATCH, on_batch: ProgressHook | None = None
+    ) -> int:
+        """Delete expired records and index entries; return how many rows went.
+
+        In statements of at most ``batch_size`` rows through the expires index, each on a pooled
+        connection taken for that statement alone, so requests waiting for a connection get
+        one between batches. ``on_batch(deleted_so_far)`` is called after each one."""
+        now = await self._query("clear expired rows", "fetchval", "now")
+
+        async def delete(name: str, limit: int) -> int:
+            return await self._execute("clear expired rows", name, now, limit)
+
+        return await delete_in_batches(delete, ("purge", "purge_users"), batch_size, on_batch)
 
     async def aclose(self) -> None:
         """Close the pool if this store opened it (``from_dsn``; a pool you passed stays open).
