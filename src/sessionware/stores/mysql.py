@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from sessionware.stores._maintenance import DEFAULT_BATCH, ProgressHook, delete_in_batches
+from sessionware.stores._urls import check_scheme
 from sessionware.stores.base import ABSENT, Absent, Record, StoreError, UserSessionsMixin, Version
 
 __all__ = ["MySQLSessionStore"]
@@ -122,8 +123,10 @@ class MySQLSessionStore(UserSessionsMixin):
         """A store with its own pool from ``mysql://user:password@host:port/database``."""
         _asyncmy()
         url = urlsplit(dsn)
-        if url.scheme not in ("mysql", "mariadb") or not url.path.strip("/"):
-            raise ValueError("the DSN must look like mysql://user:password@host:port/database")
+        example = "mysql://user:password@host:3306/database"
+        check_scheme("MySQLSessionStore.from_dsn", dsn, ("mysql", "mariadb"), example)
+        if not url.path.strip("/"):
+            raise ValueError(f"the DSN must look like {example}: it names no database")
         store = cls(None, table=table, hash_keys=hash_keys)
         login = {"user": unquote(url.username or "root"), "password": unquote(url.password or "")}
         store._pool_options = {"host": url.hostname or "127.0.0.1", "port": url.port or 3306}

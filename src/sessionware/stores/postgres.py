@@ -44,6 +44,7 @@ from datetime import timedelta
 from typing import Any
 
 from sessionware.stores._maintenance import DEFAULT_BATCH, ProgressHook, delete_in_batches
+from sessionware.stores._urls import check_scheme
 from sessionware.stores.base import ABSENT, Absent, Record, StoreError, UserSessionsMixin, Version
 
 __all__ = ["PostgresSessionStore"]
@@ -142,7 +143,15 @@ class PostgresSessionStore(UserSessionsMixin):
         hash_keys: bool = True,
         **pool_options: Any,
     ) -> PostgresSessionStore:
-        """A store with its own pool (``asyncpg.create_pool(dsn, ...)``), opened on first use."""
+        """A store with its own pool (``asyncpg.create_pool(dsn, ...)``), opened on first use.
+
+        ``dsn`` is ``postgresql://`` (or ``postgres://``); another scheme raises ``ValueError``."""
+        check_scheme(
+            "PostgresSessionStore.from_dsn",
+            dsn,
+            ("postgresql", "postgres"),
+            "postgresql://user:password@host:5432/database",
+        )
         _asyncpg()
         store = cls(None, table=table, hash_keys=hash_keys)
         store._pool_options = {"dsn": dsn, "timeout": connect_timeout, "min_size": 1}
