@@ -59,14 +59,18 @@ async def _never_called(scope: Any, receive: Any, send: Any) -> None:
 def find_session_middleware(app: Any) -> SessionMiddleware:
     """The ``SessionMiddleware`` that serves ``app``.
 
-    ``app`` may be the middleware itself, an ASGI app wrapped in it, or a Starlette/FastAPI app
-    (built stack or, before its first request, ``user_middleware``). Raises ``LookupError``.
+    ``app`` may be the middleware itself, an ASGI app wrapped in it, a Starlette/FastAPI app
+    (built stack or, before its first request, ``user_middleware``) or a Litestar app given
+    ``middleware=[DefineMiddleware(SessionMiddleware, ...)]``. Raises ``LookupError``.
     """
     found = _walk(app)
     if found is not None:
         return found
-    for entry in getattr(app, "user_middleware", None) or ():
-        cls = getattr(entry, "cls", None)
+    # Declared, not yet built: Starlette's Middleware(cls, ...) in user_middleware, Litestar's
+    # DefineMiddleware(middleware, ...) in middleware (Litestar builds one per route).
+    declared = getattr(app, "user_middleware", None) or getattr(app, "middleware", None)
+    for entry in declared if isinstance(declared, (list, tuple)) else ():
+        cls = getattr(entry, "cls", None) or getattr(entry, "middleware", None)
         if isinstance(cls, type) and issubclass(cls, SessionMiddleware):
             instance: SessionMiddleware = cls(
                 _never_called, *getattr(entry, "args", ()), **getattr(entry, "kwargs", {})
