@@ -3,8 +3,13 @@
 The counterpart of Flask's ``session_transaction`` and Litestar's ``set_session_data``::
 
     name, value = await make_session_cookie(app, {"user_id": 42})
-    response = await client.get("/profile", cookies={name: value})
-    assert (await read_session(app, response.cookies[name]))["user_id"] == 42
+    client.cookies.set(name, value, domain="app.test")  # the host of the client's base_url
+    response = await client.get("/profile")
+    assert (await read_session(app, client.cookies[name]))["user_id"] == 42
+
+Put the cookie in the client's jar under its host, so a new cookie from the app (a login's
+``renew()``) replaces it; given as ``cookies=`` to the client, it would be sent beside the new
+one (docs/testing.md).
 
 ``make_session_cookie`` saves the data through the app's own store and seals the cookie with its
 key, exactly as the middleware would; ``read_session`` opens a cookie value and loads its state.
@@ -141,7 +146,7 @@ async def make_session_cookie(
     """Store ``data`` as a new session and return the cookie that carries it: ``(name, value)``.
 
     The value is what a browser would send back (sealed, percent-encoded), ready for a Cookie
-    header or a test client's ``cookies=``. ``data`` must be JSON-serialisable
+    header or a test client's cookie jar (``client.cookies.set(name, value, domain=host)``). ``data`` must be JSON-serialisable
     (``SessionInsertError`` names the key that is not). The session lives the app's state TTL.
     """
     engine = _engine(middleware_or_app, store, key, cookie_name, content_security)
