@@ -178,3 +178,15 @@ async def test_bench_asgi_command_log_survives_long_lines_of_other_clients() -> 
         await client.delete(other, prefix + "a")
         await client.aclose()
     assert seen == {"SET": 1, "EVAL": 1, "lua:GET": 1}
+
+
+def test_bench_maintenance() -> None:
+    output = run("bench_maintenance.py", "--quick")
+    measured = re.findall(r"^\| (SQLite|PostgreSQL|MariaDB) \| 2,200 \| [\d.]+ \|", output, re.M)
+    assert "SQLite" in measured, output
+    for store in ("PostgreSQL", "MariaDB"):
+        assert store in measured or f"({store} not measured: nothing listens" in output, output
+    cell = r"[\d.]+ / [\d.]+ / [\d.]+"
+    assert re.search(
+        rf"^\| SQLite \| 2,200 \| [\d.]+ \| {cell} \| {cell} \| {cell} \| {cell} \|", output, re.M
+    ), output
