@@ -8,7 +8,9 @@ from urllib.parse import urlsplit
 __all__ = ["check_scheme"]
 
 
-def check_scheme(store: str, url: str, schemes: tuple[str, ...], example: str) -> None:
+def check_scheme(
+    store: str, url: str, schemes: tuple[str, ...], example: str, *, noun: str = "URL"
+) -> None:
     """Raise ``ValueError`` unless ``url``'s scheme is one of ``schemes``; the message names the
     scheme found (never the rest of the URL, which may hold a password), the closest accepted
     one, and an ``example`` URL to copy."""
@@ -19,4 +21,6 @@ def check_scheme(store: str, url: str, schemes: tuple[str, ...], example: str) -
     found = f"the scheme {scheme[:20]!r}" if scheme else "no scheme"
     close = difflib.get_close_matches(scheme, schemes, n=1, cutoff=0.6) if scheme else []
     hint = f": did you mean {close[0]}://?" if close else ""
-    raise ValueError(f"{store} needs a URL like {example} ({accepted}); this one has {found}{hint}")
+    raise ValueError(
+        f"{store} needs a {noun} like {example} ({accepted}); this one has {found}{hint}"
+    )

@@ -15,6 +15,8 @@ number, fresh on every write. Statements per operation::
                   DELETE FROM t_users WHERE `user` = ? AND expires <= now
     index_remove  DELETE FROM t_users WHERE `user` = ? AND id = ?
     index_members SELECT id FROM t_users WHERE `user` = ? AND expires > now
+    clear_expired DELETE FROM t WHERE expires <= ? ORDER BY expires, `key` LIMIT n, with ? the
+                  time the clear began, batch after batch (then t_users alike)
 
 ``put(ABSENT)`` reads the affected rows (1 inserted, 2 replaced an expired row, 0 refused), so
 connections must not set ``CLIENT.FOUND_ROWS``; the store checks.
@@ -124,7 +126,7 @@ class MySQLSessionStore(UserSessionsMixin):
         _asyncmy()
         url = urlsplit(dsn)
         example = "mysql://user:password@host:3306/database"
-        check_scheme("MySQLSessionStore.from_dsn", dsn, ("mysql", "mariadb"), example)
+        check_scheme("MySQLSessionStore.from_dsn", dsn, ("mysql", "mariadb"), example, noun="DSN")
         if not url.path.strip("/"):
             raise ValueError(f"the DSN must look like {example}: it names no database")
         store = cls(None, table=table, hash_keys=hash_keys)

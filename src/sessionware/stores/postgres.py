@@ -32,6 +32,9 @@ server agrees on expiry::
                   INSERT INTO t_users ... ON CONFLICT DO UPDATE SET expires
     index_remove  DELETE FROM t_users WHERE user_id = $1 AND key = $2
     index_members SELECT key FROM t_users WHERE user_id = $1 AND expires > now
+    clear_expired DELETE FROM t WHERE ctid = ANY(ARRAY(SELECT ctid FROM t WHERE expires <= $1
+                  ORDER BY expires LIMIT $2 FOR UPDATE SKIP LOCKED)) AND expires <= $1, with $1
+                  the time the clear began, batch after batch (then t_users alike)
 """
 
 from __future__ import annotations
@@ -151,6 +154,7 @@ class PostgresSessionStore(UserSessionsMixin):
             dsn,
             ("postgresql", "postgres"),
             "postgresql://user:password@host:5432/database",
+            noun="DSN",
         )
         _asyncpg()
         store = cls(None, table=table, hash_keys=hash_keys)

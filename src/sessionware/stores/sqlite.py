@@ -25,6 +25,9 @@ One statement per operation (``now`` is ``clock()``; ``index_add``'s two in one 
                   DELETE FROM sessions_users WHERE user_id = ? AND key <> ? AND expires <= now
     index_remove  DELETE FROM sessions_users WHERE user_id = ? AND key = ?
     index_members SELECT key FROM sessions_users WHERE user_id = ? AND expires > now
+    clear_expired DELETE FROM sessions WHERE key IN (SELECT key ... WHERE expires <= now
+                  ORDER BY expires LIMIT n), batch after batch on a connection of its own
+                  (then sessions_users alike), each followed by PRAGMA wal_checkpoint(PASSIVE)
 """
 
 from __future__ import annotations
@@ -77,8 +80,10 @@ _SQL = {
     " (SELECT user_id, key FROM {t}_users WHERE expires <= ? ORDER BY expires LIMIT ?)",
     "checkpoint": "PRAGMA wal_checkpoint(PASSIVE)",
 }
+# Statements that never take the store's write lock: reads (WAL: they never wait for a writer)
+# and the passive checkpoint, which blocks no writer either.
+_UNLOCKED = frozenset({"get", "index_members", "checkpoint"})
 # A URL scheme (two letters at least, so C:/ stays a path), or sqlite: however many slashes.
-_READS = frozenset({"get", "index_members", "checkpoint"})
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://|sqlite:", re.IGNORECASE)
 
 
@@ -154,8 +159,8 @@ class SQLiteSessionStore(UserSessionsMixin):
     ) -> tuple[list[Any], int]:
         if worker.conn is None:
             worker.conn = self._connect()
-        if all(name in _READS for name, _ in steps):
-            return self._execute(worker.conn, steps)  # WAL: reads never wait for a writer
+        if all(name in _UNLOCKED for name, _ in steps):
+            return self._execute(worker.conn, steps)
         # This store's writers (requests and maintenance) take turns on this lock, woken as
         # soon as it is free, rather than in SQLite's busy handler, which sleeps ever longer
         # (up to 100 ms a try) and so can miss every gap between maintenance batches.
