@@ -24,10 +24,12 @@ OUTPUT = Path(__file__).with_name("api.md")
 MODULES = [
     "sessionware",
     "sessionware.stores",
+    "sessionware.repository",
     "sessionware.flash",
     "sessionware.csrf",
     "sessionware.events",
     "sessionware.testing",
+    "sessionware.testing.store_contract",
     "sessionware.integrations.fastapi",
     "sessionware.integrations.starlette",
     "sessionware.integrations.opentelemetry",
@@ -75,7 +77,7 @@ def _signature(obj: Any, name: str, *, method: bool = False) -> str | None:
         values = values[1:]
     params = [
         p.replace(
-            annotation=_Raw(p.annotation) if isinstance(p.annotation, str) else p.annotation,
+            annotation=_annotation(p.annotation),
             default=p.empty if p.default is p.empty else _Default(p.default),
         )
         for p in values
@@ -93,6 +95,13 @@ def _signature(obj: Any, name: str, *, method: bool = False) -> str | None:
     pieces = _split_params(inner)
     tail = f" -> {ret}" if ret is not signature.empty else ""
     return f"{name}(\n" + "".join(f"    {piece},\n" for piece in pieces) + f"){tail}"
+
+
+def _annotation(annotation: Any) -> Any:
+    """An annotation as the source spells it (a NamedTuple's are ``ForwardRef`` objects)."""
+    if isinstance(annotation, typing.ForwardRef):
+        return _Raw(annotation.__forward_arg__)
+    return _Raw(annotation) if isinstance(annotation, str) else annotation
 
 
 def _split_params(text: str) -> list[str]:

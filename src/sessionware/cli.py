@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import hashlib
 import importlib
 import json
 import os
@@ -18,23 +19,22 @@ import re
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TextIO
-from urllib.parse import unquote
+from typing import Any, TextIO
+from urllib.parse import unquote, urlsplit
 
 from sessionware import __version__
 from sessionware.crypto import ContentSecurity, Key, unseal
 from sessionware.errors import DecodeError
 from sessionware.state import DeserializationError, StoredState, decode_state
-from sessionware.stores.base import is_generated_key
+from sessionware.stores._maintenance import DEFAULT_BATCH
+from sessionware.stores.base import StoreError, is_generated_key
 
 __all__ = ["DecodeError", "decode_cookie", "main"]
 
-_NAME = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
-_SQLITE_TABLE = re.compile(_NAME)
-_POSTGRES_TABLE = re.compile(rf"(?:{_NAME}\.)?{_NAME}")
 _MAX_COOKIE = 4096
 _MAC_B64 = 44  # a base64 HMAC-SHA256, at the start of a signed cookie
 _MIN_PRIVATE = 28  # nonce (12) and tag (16) of a private cookie
@@ -197,6 +197,12 @@ def _unseal(value: str, keys: Sequence[Key], security: ContentSecurity, name: st
     return opened[0]
 
 
+def _record_id(key: str, hash_keys: bool) -> str:
+    """The id a store files the session with ``key`` under: ``Repository.id_of``'s rule
+    (tests/unit/test_cli.py holds the two equal)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest() if hash_keys else key
+
+
 def _when(stamp: float) -> str:
     return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
 
@@ -231,12 +237,18 @@ def _decode(args: argparse.Namespace) -> int:
     try:
         plain = _open(args.cookie, [*keys, *_secret_keys(secrets)], security, name)
         if is_generated_key(plain):
-            print(plain)
-            prefix: str = args.key_prefix
+            record = _record_id(plain, args.hash_keys)
+            print(record)
+            how = (
+                "its key's SHA-256 (hash_keys=True, the stores' default; --no-hash-keys for a"
+                " store built with hash_keys=False)"
+                if args.hash_keys
+                else "its key (hash_keys=False)"
+            )
             print(
-                "a server-side session key: the state is in the store. Redis:"
-                f" GET {prefix}{plain} (--key-prefix sets the store's key_prefix); SQLite and"
-                " PostgreSQL: the row of the store's table whose key is the one printed",
+                f"a server-side session: the state is in the store, filed under {how}. Redis:"
+                f" GET {args.key_prefix}{record} (--key-prefix sets the store's key_prefix);"
+                " SQL stores: the row of the store's table whose key is the id printed",
                 file=sys.stderr,
             )
             return 0
@@ -260,18 +272,19 @@ def _decode(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """Deleted-so-far on stderr: one rewritten line on a terminal, a line per batch otherwise."""
+    """Rows deleted so far on stderr, once a first full batch shows there is more than one:
+    one rewritten line on a terminal, a line per batch otherwise."""
 
-    def __init__(self, total: int, batch: int, out: TextIO) -> None:
-        self.total, self.out = total, out
-        self.shown = total > batch
+    def __init__(self, batch: int, out: TextIO) -> None:
+        self.batch, self.out = batch, out
         self.tty = out.isatty()
+        self.shown = False
 
     def update(self, done: int) -> None:
-        if not self.shown:
+        if done < self.batch:
             return
-        percent = min(100, 100 * done // self.total) if self.total else 100
-        line = f"clear-expired: {done:,} of {self.total:,} rows deleted ({percent}%)"
+        self.shown = True
+        line = f"clear-expired: {done:,} rows deleted so far"
         self.out.write(f"\r{line}" if self.tty else f"{line}\n")
         self.out.flush()
 
@@ -280,151 +293,149 @@ class _Progress:
             self.out.write("\n")
 
 
-async def _run_batches(
-    count: Callable[[], Awaitable[int]], delete: Callable[[], Awaitable[int]], batch: int
-) -> int:
-    """Delete ``batch`` rows at a time until a batch comes up short; return how many went."""
-    progress = _Progress(await count(), batch, sys.stderr)
-    done = 0
-    try:
-        while True:
-            deleted = await delete()
-            done += deleted
-            progress.update(done)
-            if deleted < batch:
-                return done
-    finally:
-        progress.close()
+@dataclass(frozen=True)
+class _Kind:
+    """A SQL store the command clears: its name, the URL forms it takes, its default table."""
+
+    name: str
+    urls: str
+    table: str
 
 
-def _no_table(table: str, default: str) -> str:
-    return (
-        f"no table {table!r} here: pass --table with the table the store was given (its table="
-        f" argument; the default is {default}), or check the database in the URL. The store"
-        " creates its table on first use, so a store never used has nothing to clear"
-    )
+_SQLITE = _Kind("SQLite", "sqlite:///relative/path or sqlite:////absolute/path", "sessions")
+_POSTGRES = _Kind("PostgreSQL", "postgresql://user@host/db", "sessionware_sessions")
+_MYSQL = _Kind("MySQL/MariaDB", "mysql://user:password@host/db", "sessionware_sessions")
+_KINDS = {
+    "sqlite": _SQLITE,
+    "postgresql": _POSTGRES,
+    "postgres": _POSTGRES,
+    "mysql": _MYSQL,
+    "mariadb": _MYSQL,
+}
 
 
-def _clear_sqlite(location: str, table: str, batch: int) -> int:
-    path = location[len("sqlite:///") :]
-    if not path or not os.path.isfile(path):
-        raise RuntimeError(
-            f"no SQLite file at {path!r} (sqlite:///relative/path or sqlite:////absolute/path)"
-        )
-    if not _SQLITE_TABLE.fullmatch(table):
-        raise RuntimeError(f"table name {table!r} is not a plain SQL identifier")
-    now = time.time()
-    uri = Path(path).absolute().as_uri() + "?mode=rw"  # never creates a file
-    conn = sqlite3.connect(uri, uri=True, timeout=5.0, isolation_level=None)
-    # The table name is a checked identifier: the only text formatted into SQL.
-    count_sql = f"SELECT count(*) FROM {table} WHERE expires <= ?"  # noqa: S608
-    delete_sql = (
-        f"DELETE FROM {table} WHERE key IN"  # noqa: S608
-        f" (SELECT key FROM {table} WHERE expires <= ? LIMIT ?)"
-    )
+def _open_store(kind: _Kind, location: str, table: str) -> Any:
+    """The app's own store class for ``location`` (which checks the URL and the table name)."""
+    if kind is _SQLITE:
+        from sessionware.stores.sqlite import SQLiteSessionStore
 
-    # sqlite3 is synchronous; wrapping its calls lets one batch loop serve both databases.
-    async def count() -> int:
-        return int(conn.execute(count_sql, (now,)).fetchone()[0])
+        if not location.startswith("sqlite:///"):
+            raise ValueError(f"write a SQLite store as {kind.urls}")
+        path = location[len("sqlite:///") :]
+        if not path or not os.path.isfile(path):
+            raise ValueError(f"no SQLite file at {path!r} ({kind.urls})")
+        return SQLiteSessionStore(path, table=table)
+    if kind is _POSTGRES:
+        from sessionware.stores.postgres import PostgresSessionStore
 
-    async def delete() -> int:
-        return conn.execute(delete_sql, (now, batch)).rowcount
+        return PostgresSessionStore.from_dsn(location, table=table)
+    from sessionware.stores.mysql import MySQLSessionStore
 
-    index = f"{table}_users"
-    index_sql = (
-        f"DELETE FROM {index} WHERE (user_id, key) IN"  # noqa: S608
-        f" (SELECT user_id, key FROM {index} WHERE expires <= ? LIMIT ?)"
-    )
-    try:
-        deleted = asyncio.run(_run_batches(count, delete, batch))
-        # Then the user index's expired entries, not counted as sessions (a v1 table has none).
-        if conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (index,)
-        ).fetchone():
-            while conn.execute(index_sql, (now, batch)).rowcount == batch:
-                pass
-        return deleted
-    except sqlite3.OperationalError as exc:
-        hint = f"; {_no_table(table, 'sessions')}" if "no such table" in str(exc) else ""
-        raise RuntimeError(f"SQLite: {exc}{hint}") from exc
-    except sqlite3.Error as exc:
-        raise RuntimeError(f"SQLite: {exc}") from exc
+    return MySQLSessionStore.from_dsn(location, table=table)
+
+
+def _sqlite_columns(path: str, table: str) -> set[str]:
+    uri = Path(path).absolute().as_uri() + "?mode=ro"  # never creates or changes a file
+    conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+    try:  # the table name was checked by the store: the only text formatted into SQL
+        return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
     finally:
         conn.close()
 
 
-async def _clear_postgres(dsn: str, table: str, batch: int) -> int:
-    if not _POSTGRES_TABLE.fullmatch(table):
-        raise RuntimeError(f"table name {table!r} is not an SQL identifier")
-    try:
+async def _columns(kind: _Kind, location: str, table: str) -> set[str]:
+    """The columns of ``table`` (none: it does not exist), read from the database's catalog
+    without changing anything, so the store never creates or upgrades a table for this
+    command (a mistyped --table, or a first-version table still used by the old version)."""
+    if kind is _SQLITE:
+        return _sqlite_columns(location[len("sqlite:///") :], table)
+    if kind is _POSTGRES:
         import asyncpg  # type: ignore[import-untyped]
-    except ImportError:
-        raise RuntimeError(
-            "PostgreSQL needs asyncpg: pip install 'sessionware[postgres]'"
-        ) from None
+
+        pg = await asyncpg.connect(location, timeout=10)
+        try:
+            rows = await pg.fetch(
+                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1)"
+                " AND attnum > 0 AND NOT attisdropped",
+                table,
+            )
+        finally:
+            await pg.close()
+        return {row["attname"] for row in rows}
+    import asyncmy
+
+    url = urlsplit(location)
+    my = await asyncmy.connect(
+        host=url.hostname or "127.0.0.1",
+        port=url.port or 3306,
+        user=unquote(url.username or "root"),
+        password=unquote(url.password or ""),
+        db=unquote(url.path.strip("/")),
+        connect_timeout=10,
+    )
+    schema, _, name = table.rpartition(".")
     try:
-        conn = await asyncpg.connect(dsn, timeout=10)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, ValueError) as exc:
-        raise RuntimeError(f"PostgreSQL: cannot connect: {exc}") from exc
-    try:
-        now = await conn.fetchval("SELECT clock_timestamp()")
-        count_sql = f"SELECT count(*) FROM {table} WHERE expires <= $1"  # noqa: S608
-        delete_sql = (
-            f"DELETE FROM {table} WHERE key IN"  # noqa: S608
-            f" (SELECT key FROM {table} WHERE expires <= $1 LIMIT $2) AND expires <= $1"
-        )
-
-        async def count() -> int:
-            return int(await conn.fetchval(count_sql, now))
-
-        async def delete() -> int:
-            status: str = await conn.execute(delete_sql, now, batch)
-            return int(status.split()[-1])
-
-        deleted = await _run_batches(count, delete, batch)
-        # Then the user index's expired entries, not counted as sessions (a v1 table has none).
-        index = f"{table}_users"
-        index_sql = (
-            f"DELETE FROM {index} WHERE (user_id, key) IN"  # noqa: S608
-            f" (SELECT user_id, key FROM {index} WHERE expires <= $1 LIMIT $2) AND expires <= $1"
-        )
-        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", index):
-            while (await conn.execute(index_sql, now, batch)).split()[-1] == str(batch):
-                pass
-        return deleted
-    except asyncpg.UndefinedTableError as exc:
-        raise RuntimeError(
-            f"PostgreSQL: {exc}; {_no_table(table, 'sessionware_sessions')}"
-        ) from exc
-    except asyncpg.PostgresError as exc:
-        raise RuntimeError(f"PostgreSQL: {exc}") from exc
+        async with my.cursor() as cursor:
+            await cursor.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = COALESCE(NULLIF(%s, ''), DATABASE()) AND table_name = %s",
+                (schema, name),
+            )
+            return {str(row[0]).lower() for row in await cursor.fetchall()}
     finally:
-        await conn.close()
+        my.close()
+
+
+async def _clear(kind: _Kind, location: str, table: str, batch: int) -> int:
+    """Check the table is there and current, then run the store's own ``clear_expired``."""
+    try:
+        store = _open_store(kind, location, table)
+    except (ValueError, ImportError) as exc:  # a bad URL or table name; a driver not installed
+        raise RuntimeError(str(exc)) from None
+    try:
+        columns = await _columns(kind, location, table)
+    except Exception as exc:  # any driver's own errors (imported lazily): nothing to read
+        raise RuntimeError(f"{kind.name}: cannot read the table's columns: {exc}") from exc
+    if not columns:
+        raise RuntimeError(
+            f"{kind.name}: no table {table!r} here: pass --table with the table the store was"
+            f" given (its table= argument; the default is {kind.table}), or check the database"
+            " in the URL. The store creates its table on first use, so a store never used has"
+            " nothing to clear"
+        )
+    if "version" not in columns:
+        raise RuntimeError(
+            f"{kind.name}: {table!r} is a sessionware 0.1 table: the app upgrades it on first"
+            " use once every process runs this version, and this command never changes a"
+            " table; until then, clear it with the sessionware 0.1 command"
+        )
+    progress = _Progress(batch, sys.stderr)
+    try:
+        deleted: int = await store.clear_expired(batch_size=batch, on_batch=progress.update)
+    except StoreError as exc:
+        raise RuntimeError(str(exc)) from exc
+    finally:
+        progress.close()
+        await store.aclose()
+    return deleted
 
 
 def _clear_expired(args: argparse.Namespace) -> int:
     location: str = args.store
     scheme = location.split(":", 1)[0].lower()
+    if scheme in ("redis", "rediss", "unix"):
+        print("nothing to do: Redis expires sessions by itself (every key carries its TTL)")
+        return 0
+    kind = _KINDS.get(scheme)
     try:
-        if scheme == "sqlite":
-            if not location.startswith("sqlite:///"):
-                raise RuntimeError("write a SQLite store as sqlite:///path/to/sessions.db")
-            table = args.table or "sessions"
-            deleted = _clear_sqlite(location, table, args.batch_size)
-        elif scheme in ("postgresql", "postgres"):
-            table = args.table or "sessionware_sessions"
-            deleted = asyncio.run(_clear_postgres(location, table, args.batch_size))
-        elif scheme in ("redis", "rediss", "unix"):
-            print("nothing to do: Redis expires sessions by itself (every key carries its TTL)")
-            return 0
-        else:
-            raise RuntimeError(
-                f"unknown store {location!r}: use sqlite:///path or postgresql://user@host/db"
-            )
+        if kind is None:
+            urls = ", ".join(dict.fromkeys(k.urls for k in _KINDS.values()))
+            raise RuntimeError(f"unknown store {location!r}: use {urls}")
+        deleted = asyncio.run(_clear(kind, location, args.table or kind.table, args.batch_size))
     except RuntimeError as exc:
         print(f"sessionware clear-expired: {exc}", file=sys.stderr)
         return 1
-    print(f"deleted {deleted} expired sessions")
+    print(f"deleted {deleted} expired rows (sessions and user-index entries)")
     return 0
 
 
@@ -522,29 +533,41 @@ def _parser() -> argparse.ArgumentParser:
         help="the Redis store's key_prefix, for the lookup shown with a server-side key"
         " (default: session:)",
     )
+    decode.add_argument(
+        "--no-hash-keys",
+        dest="hash_keys",
+        action="store_false",
+        help="for a server-side session: the store was built with hash_keys=False, so it files"
+        " the session under its key, not the key's SHA-256",
+    )
     decode.set_defaults(run=_decode)
 
     clear = commands.add_parser(
         "clear-expired",
-        help="delete expired sessions from a SQLite or PostgreSQL store",
-        description="Delete expired sessions and tombstones, in batches, and print how many went."
-        " Progress goes to stderr when there is more than one batch.",
+        help="delete expired sessions from a SQLite, PostgreSQL or MySQL/MariaDB store",
+        description="Delete expired sessions, tombstones and user-index entries with the store's"
+        " own clear_expired(), in short batches through the expires index, and print how many"
+        " rows went. Progress goes to stderr when there is more than one batch. The command never"
+        " creates or upgrades a table.",
     )
     clear.add_argument(
         "--store",
         required=True,
         metavar="URL",
-        help="sqlite:///relative/path, sqlite:////absolute/path or postgresql://user@host/db",
+        help="sqlite:///relative/path, sqlite:////absolute/path, postgresql://user@host/db or"
+        " mysql://user:password@host/db (mariadb:// too)",
     )
     clear.add_argument(
-        "--table", help="the table (default: sessions for SQLite, sessionware_sessions for PG)"
+        "--table",
+        help="the store's table= (default: sessions for SQLite, sessionware_sessions otherwise)",
     )
     clear.add_argument(
         "--batch-size",
         type=_positive,
-        default=10_000,
+        default=DEFAULT_BATCH,
         metavar="N",
-        help="rows deleted per statement, so the app is never locked out long (default: 10000)",
+        help="rows deleted per statement, so the app never waits long for one"
+        f" (default: {DEFAULT_BATCH}, the stores' own)",
     )
     clear.set_defaults(run=_clear_expired)
 

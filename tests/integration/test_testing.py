@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from litestar import Litestar, get
+from litestar import Request as LitestarRequest
+from litestar.middleware import DefineMiddleware
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -90,6 +92,28 @@ async def test_a_middleware_instance_or_a_wrapped_app_serves_too() -> None:
 
     outer.app = middleware  # type: ignore[attr-defined]  # as ASGI wrappers expose it
     assert find_session_middleware(outer) is middleware
+
+
+async def test_a_litestar_app_with_define_middleware() -> None:
+    """Issue 28 item 14: ``Litestar(middleware=[DefineMiddleware(SessionMiddleware, ...)])``
+    was not found ("no sessionware.SessionMiddleware found in Litestar")."""
+
+    @get("/whoami")
+    async def litestar_whoami(request: LitestarRequest[Any, Any, Any]) -> dict[str, Any]:
+        request.session["seen"] = request.session.get("seen", 0) + 1
+        return dict(request.session)
+
+    store = MemorySessionStore()
+    app = Litestar(
+        [litestar_whoami], middleware=[DefineMiddleware(SessionMiddleware, store=store, key=KEY)]
+    )
+    name, value = await make_session_cookie(app, {"user_id": 42})
+    assert (name, len(store)) == ("id", 1)
+    r = await request(app, "GET", "/whoami", cookies={name: value})
+    assert r.json() == {"user_id": 42, "seen": 1}
+    cookie = r.cookie()
+    assert cookie is not None
+    assert await read_session(app, cookie.value) == {"user_id": 42, "seen": 1}
 
 
 async def test_explicit_store_and_key_need_no_app() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sqlite3
 import subprocess
@@ -14,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from sessionware import ContentSecurity, Key
+from sessionware import ContentSecurity, Key, SessionwareError
 from sessionware.cli import main
 from sessionware.crypto import seal
+from sessionware.repository import Repository
 from sessionware.state import encode_state
-from sessionware.stores import generate_session_key
+from sessionware.stores import MemorySessionStore, generate_session_key
 from sessionware.stores.base import ABSENT
 from sessionware.stores.sqlite import SQLiteSessionStore
 from tests.services import require
@@ -112,18 +114,40 @@ def test_decode_notes_an_expired_cookie(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_decode_prints_a_server_side_key_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
-    """Issue 16 item 12: it worked, so the status is 0; the lookup uses the store's prefix."""
+    """Issue 16 item 12: it worked, so the status is 0; the lookup uses the store's prefix.
+    Issue 24: what it prints is the id the record is filed under (the key's SHA-256 by
+    default), never the key itself, which is a bearer secret."""
     session_key = generate_session_key()
+    filed = Repository(MemorySessionStore()).id_of(session_key)
     sealed = seal(ContentSecurity.PRIVATE, KEY, "id", session_key)
     status, out, err = run(capsys, "decode", sealed, "--key", HEX)
-    assert (status, out) == (0, f"{session_key}\n")
-    assert "a server-side session key: the state is in the store" in err
-    assert f"GET session:{session_key}" in err
+    assert (status, out) == (0, f"{filed}\n")
+    assert filed == hashlib.sha256(session_key.encode()).hexdigest()
+    assert "a server-side session: the state is in the store" in err
+    assert f"GET session:{filed}" in err and session_key not in err
     status, out, err = run(capsys, "decode", sealed, "--key", HEX, "--key-prefix", "app1:")
-    assert (status, out) == (0, f"{session_key}\n")
-    assert f"GET app1:{session_key}" in err and "GET session:" not in err
+    assert (status, out) == (0, f"{filed}\n")
+    assert f"GET app1:{filed}" in err and "GET session:" not in err
     status, out, err = run(capsys, "decode", sealed, "--key", HEX, "--key-prefix", "")
-    assert status == 0 and f"GET {session_key} " in err  # actix's default: no prefix
+    assert status == 0 and f"GET {filed} " in err  # actix's default: no prefix
+
+
+def test_decode_without_hashed_keys_prints_the_key(capsys: pytest.CaptureFixture[str]) -> None:
+    session_key = generate_session_key()
+    sealed = seal(ContentSecurity.PRIVATE, KEY, "id", session_key)
+    status, out, err = run(capsys, "decode", sealed, "--key", HEX, "--no-hash-keys")
+    assert (status, out) == (0, f"{session_key}\n")
+    assert Repository(MemorySessionStore(hash_keys=False)).id_of(session_key) == session_key
+    assert "filed under its key (hash_keys=False)" in err
+
+
+def test_decode_error_is_a_sessionware_error() -> None:
+    """Issue 24: one exception tree; the CLI's decode error is under ``SessionwareError``."""
+    from sessionware.cli import DecodeError, decode_cookie
+
+    assert issubclass(DecodeError, SessionwareError) and issubclass(DecodeError, ValueError)
+    with pytest.raises(SessionwareError, match="not base64"):
+        decode_cookie("not*base64", [KEY])
 
 
 def test_decode_cookie_still_refuses_a_server_side_key() -> None:
@@ -278,7 +302,7 @@ async def fill_sqlite(path: Path, expired: int, live: int) -> list[str]:
         past = SQLiteSessionStore(path, clock=lambda: 1_000_000.0)
     for n in range(expired):
         await past.put(f"old{n}", b"{}", timedelta(minutes=1), expect=ABSENT)
-        await past.index_add("ferris", f"old{n}", timedelta(minutes=1))
+        await past.index_add(f"user{n}", f"old{n}", timedelta(minutes=1))
     await past.aclose()
     now = SQLiteSessionStore(path)
     keys = [f"new{n}" for n in range(live)]
@@ -297,23 +321,47 @@ def test_clear_expired_sqlite_in_batches_with_progress(
     status, out, err = run(
         capsys, "clear-expired", "--store", f"sqlite:///{path}", "--batch-size", "3"
     )
-    assert (status, out) == (0, "deleted 7 expired sessions\n")
-    assert err.splitlines() == [
-        "clear-expired: 3 of 7 rows deleted (42%)",
-        "clear-expired: 6 of 7 rows deleted (85%)",
-        "clear-expired: 7 of 7 rows deleted (100%)",
+    assert (status, out) == (0, "deleted 14 expired rows (sessions and user-index entries)\n")
+    assert err.splitlines() == [  # records 3 + 3 + 1, then the index's entries 3 + 3 + 1
+        f"clear-expired: {n} rows deleted so far" for n in (3, 6, 7, 10, 13, 14)
     ]
     with sqlite3.connect(path) as conn:
         left = {row[0] for row in conn.execute("SELECT key FROM sessions")}
         indexed = conn.execute("SELECT count(*) FROM sessions_users").fetchone()[0]
     assert left == set(live) and indexed == 0
     status, out, err = run(capsys, "clear-expired", "--store", f"sqlite:///{path}")
-    assert (status, out, err) == (0, "deleted 0 expired sessions\n", "")
+    assert (status, out, err) == (
+        0,
+        "deleted 0 expired rows (sessions and user-index entries)\n",
+        "",
+    )
 
 
-def test_clear_expired_sqlite_on_a_first_version_table_creates_nothing(
+def test_clear_expired_runs_the_stores_own_clear_expired(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24: the command has no SQL of its own for deleting; it calls the store."""
+    asyncio.run(fill_sqlite(tmp_path / "s.db", expired=2, live=1))
+    calls: list[dict[str, Any]] = []
+    original = SQLiteSessionStore.clear_expired
+
+    async def spy(self: SQLiteSessionStore, **options: Any) -> int:
+        calls.append(options)
+        return await original(self, **options)
+
+    monkeypatch.setattr(SQLiteSessionStore, "clear_expired", spy)
+    status, out, _ = run(
+        capsys, "clear-expired", "--store", f"sqlite:///{tmp_path}/s.db", "--batch-size", "7"
+    )
+    assert (status, out) == (0, "deleted 4 expired rows (sessions and user-index entries)\n")
+    assert [call["batch_size"] for call in calls] == [7]
+
+
+def test_clear_expired_sqlite_never_changes_a_first_version_table(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    """A 0.1 table may still be in use by the old version: the command neither upgrades it
+    (the store would) nor creates tables beside it; it says what to do."""
     path = tmp_path / "v1.db"
     with sqlite3.connect(path) as conn:
         conn.execute(
@@ -323,13 +371,17 @@ def test_clear_expired_sqlite_on_a_first_version_table_creates_nothing(
         conn.execute("INSERT INTO sessions VALUES ('gone', NULL, NULL, 0, NULL)")
     conn.close()
     status, out, err = run(capsys, "clear-expired", "--store", f"sqlite:///{path}")
-    assert (status, out, err) == (0, "deleted 1 expired sessions\n", "")
+    assert (status, out) == (1, "")
+    assert "'sessions' is a sessionware 0.1 table" in err and "never changes a table" in err
     with sqlite3.connect(path) as conn:
         tables = [
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         ]
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(sessions)")]
+        rows = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
     conn.close()
-    assert tables == ["sessions"]
+    assert (tables, rows) == (["sessions"], 1)
+    assert columns == ["key", "data", "successor", "expires", "user_id"]
 
 
 def test_clear_expired_sqlite_relative_path(
@@ -338,17 +390,23 @@ def test_clear_expired_sqlite_relative_path(
     asyncio.run(fill_sqlite(tmp_path / "s.db", expired=2, live=0))
     monkeypatch.chdir(tmp_path)
     status, out, err = run(capsys, "clear-expired", "--store", "sqlite:///s.db")
-    assert (status, out, err) == (0, "deleted 2 expired sessions\n", "")
+    assert (status, out, err) == (
+        0,
+        "deleted 4 expired rows (sessions and user-index entries)\n",
+        "",
+    )
 
 
 @pytest.mark.parametrize(
     ("store", "options", "message"),
     [
         ("sqlite:///{tmp}/missing.db", [], "no SQLite file at"),
-        ("sqlite:///{tmp}/empty.db", [], "SQLite: no such table: sessions"),
-        ("sqlite:///{tmp}/empty.db", ["--table", "x;drop"], "is not a plain SQL identifier"),
-        ("sqlite://x.db", [], "write a SQLite store as sqlite:///path"),
-        ("mongodb://x", [], "unknown store 'mongodb://x'"),
+        ("sqlite:///{tmp}/empty.db", [], "SQLite: no table 'sessions' here: pass --table"),
+        ("sqlite:///{tmp}/empty.db", ["--table", "x;drop"], "must be a plain SQL identifier"),
+        ("sqlite://x.db", [], "write a SQLite store as sqlite:///relative/path"),
+        ("mongodb://x", [], "unknown store 'mongodb://x': use sqlite:///"),
+        ("postgresql://x", ["--table", "a b"], "table name 'a b' must be an SQL identifier"),
+        ("mysql://root@127.0.0.1", [], "the DSN must look like mysql://user:password@host"),
     ],
 )
 def test_clear_expired_explains_what_is_wrong(
@@ -361,7 +419,9 @@ def test_clear_expired_explains_what_is_wrong(
     sqlite3.connect(tmp_path / "empty.db").close()
     status, out, err = run(capsys, "clear-expired", "--store", store.format(tmp=tmp_path), *options)
     assert (status, out) == (1, "")
-    assert err.startswith("sessionware clear-expired: ") and message in err
+    assert err.startswith("sessionware clear-expired: ") and message in err, err
+    if "empty.db" in store:
+        assert (tmp_path / "empty.db").stat().st_size == 0  # the store created nothing there
 
 
 def test_clear_expired_on_redis_has_nothing_to_do(capsys: pytest.CaptureFixture[str]) -> None:
@@ -372,41 +432,43 @@ def test_clear_expired_on_redis_has_nothing_to_do(capsys: pytest.CaptureFixture[
         assert out.startswith("nothing to do: Redis expires sessions by itself"), out
 
 
-def test_clear_expired_sqlite_missing_table_gets_a_hint(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    path = tmp_path / "empty.db"
-    sqlite3.connect(path).close()
-    status, out, err = run(capsys, "clear-expired", "--store", f"sqlite:///{path}")
-    assert (status, out) == (1, "")
-    assert "no such table: sessions" in err and "pass --table" in err
-
-
-@pytest.mark.postgres
-def test_clear_expired_postgres_missing_table_gets_a_hint(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """Issue 16 item 12: a table that does not exist says what to pass."""
-    require("PostgreSQL", "127.0.0.1", 5432)
-    table = f"sessionware_cli_missing_{uuid.uuid4().hex}"
-    status, out, err = run(capsys, "clear-expired", "--store", DSN, "--table", table)
-    assert (status, out) == (1, "")
-    assert "does not exist" in err
-    assert f"no table '{table}' here: pass --table" in err and "sessionware_sessions" in err
-
-
 def test_clear_expired_batch_size_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = run(capsys, "clear-expired", "--store", "sqlite:///x", "--batch-size", "0")
     assert status == 2 and "'0' is not a positive whole number" in err
 
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
+MYSQL_DSN = "mysql://root@127.0.0.1:3306/test"
+
+
+@pytest.mark.postgres
+def test_clear_expired_postgres_missing_table_gets_a_hint(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 16 item 12: a table that does not exist says what to pass (and is not created)."""
+    require("PostgreSQL", "127.0.0.1", 5432)
+    import asyncpg  # type: ignore[import-untyped]
+
+    table = f"sessionware_cli_missing_{uuid.uuid4().hex}"
+    status, out, err = run(capsys, "clear-expired", "--store", DSN, "--table", table)
+    assert (status, out) == (1, "")
+    assert f"PostgreSQL: no table '{table}' here: pass --table" in err
+    assert "sessionware_sessions" in err
+
+    async def exists() -> bool:
+        conn = await asyncpg.connect(DSN)
+        try:
+            return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table))
+        finally:
+            await conn.close()
+
+    assert asyncio.run(exists()) is False
 
 
 @pytest.mark.postgres
 def test_clear_expired_postgres(capsys: pytest.CaptureFixture[str]) -> None:
     require("PostgreSQL", "127.0.0.1", 5432)
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     from sessionware.stores.postgres import PostgresSessionStore
 
@@ -417,7 +479,7 @@ def test_clear_expired_postgres(capsys: pytest.CaptureFixture[str]) -> None:
         keys = [f"k{n}" for n in range(5)]
         for key in keys:
             await store.put(key, b"{}", timedelta(hours=1), expect=ABSENT)
-            await store.index_add("ferris", key, timedelta(hours=1))
+            await store.index_add(f"user-{key}", key, timedelta(hours=1))
         await store.aclose()
         conn = await asyncpg.connect(DSN)
         try:  # age three of them past their expiry
@@ -447,11 +509,58 @@ def test_clear_expired_postgres(capsys: pytest.CaptureFixture[str]) -> None:
         )
     finally:
         left = asyncio.run(remaining_and_drop())
-    assert (status, out) == (0, "deleted 3 expired sessions\n")
-    assert err.splitlines()[-1] == "clear-expired: 3 of 3 rows deleted (100%)"
+    assert (status, out) == (0, "deleted 6 expired rows (sessions and user-index entries)\n")
+    assert err.splitlines()[-1] == "clear-expired: 6 rows deleted so far"
     assert left == (set(keys[3:]), set(keys[3:]))
     status, _, err = run(capsys, "clear-expired", "--store", DSN, "--table", table)
-    assert status == 1 and "does not exist" in err
+    assert status == 1 and f"no table '{table}' here" in err
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("scheme", ["mysql", "mariadb"])
+def test_clear_expired_mysql(capsys: pytest.CaptureFixture[str], scheme: str) -> None:
+    """Issue 28 item 14: the command lacked MySQL/MariaDB."""
+    require("MariaDB", "127.0.0.1", 3306)
+    import asyncmy
+
+    from sessionware.stores.mysql import MySQLSessionStore
+
+    table = f"sessionware_cli_{uuid.uuid4().hex[:24]}"
+    dsn = MYSQL_DSN.replace("mysql:", f"{scheme}:")
+
+    async def sql(statement: str, *args: Any) -> list[Any]:
+        conn = await asyncmy.connect(host="127.0.0.1", user="root", db="test", autocommit=True)
+        try:
+            async with conn.cursor() as cursor:
+                await cursor.execute(statement.format(t=table), args)
+                return list(await cursor.fetchall())
+        finally:
+            conn.close()
+
+    async def setup() -> None:
+        store = MySQLSessionStore.from_dsn(MYSQL_DSN, table=table)
+        for key in ("old1", "old2", "live"):
+            await store.put(key, b"{}", timedelta(hours=1), expect=ABSENT)
+            await store.index_add(f"user-{key}", key, timedelta(hours=1))
+        await store.aclose()
+        await sql("UPDATE {t} SET expires = '2000-01-01' WHERE `key` LIKE 'old%%'")
+        await sql("UPDATE {t}_users SET expires = '2000-01-01' WHERE id = 'old1'")
+
+    asyncio.run(setup())
+    try:
+        status, out, err = run(capsys, "clear-expired", "--store", dsn, "--table", table)
+        assert (status, out, err) == (
+            0,
+            "deleted 3 expired rows (sessions and user-index entries)\n",
+            "",
+        )
+        assert asyncio.run(sql("SELECT `key` FROM {t}")) == [("live",)]
+        assert sorted(asyncio.run(sql("SELECT id FROM {t}_users"))) == [("live",), ("old2",)]
+    finally:
+        asyncio.run(sql("DROP TABLE IF EXISTS {t}, {t}_users"))
+    status, out, err = run(capsys, "clear-expired", "--store", dsn, "--table", table)
+    assert (status, out) == (1, "")
+    assert f"MySQL/MariaDB: no table '{table}' here: pass --table" in err
 
 
 # -- demo ------------------------------------------------------------------------------------

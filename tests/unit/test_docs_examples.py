@@ -103,28 +103,59 @@ async def test_the_flash_example_shows_its_messages_after_the_redirect(tmp_path:
     assert page.json() == ["Saved.", "Card declined."]
 
 
-async def test_the_testing_example_passes_against_an_app(tmp_path: Path) -> None:
+def login_app() -> Any:
+    """An app with a login that renews the session (as a real login must) and a signed-in page."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from sessionware import Key, SessionMiddleware
+    from sessionware import Key, SessionMiddleware, get_session
     from sessionware.stores import MemorySessionStore
 
-    async def profile(request: Request) -> JSONResponse:
-        if "user_id" not in request.session:
-            return JSONResponse({}, status_code=401)
-        request.session["seen"] = True  # a change: the response carries a new cookie
-        return JSONResponse({"name": request.session["name"]})
+    async def login(request: Request) -> JSONResponse:
+        session = get_session(request)
+        await session.load()
+        session.renew()
+        session["user"] = (await request.form())["user"]
+        return JSONResponse({})
 
-    app = Starlette(
-        routes=[Route("/profile", profile)],
+    async def profile(request: Request) -> JSONResponse:
+        if "user" not in request.session:
+            return JSONResponse({}, status_code=401)
+        return JSONResponse({"user": request.session["user"]})
+
+    return Starlette(
+        routes=[Route("/login", login, methods=["POST"]), Route("/profile", profile)],
         middleware=[Middleware(SessionMiddleware, store=MemorySessionStore(), key=Key.generate())],
     )
-    code = run(example("docs/quickstart.md", "Testing your app"), tmp_path)
-    await code["test_profile"](app)
+
+
+async def test_the_testing_example_passes_against_an_app(tmp_path: Path) -> None:
+    """Issue 28 item 14: the page showed ``AsyncClient(cookies={...})``, which keeps the seeded
+    cookie beside the one a login sets and sends both: the next request was a 401."""
+    code = run(
+        example("docs/testing.md", "Seed a session, then let the client keep the cookie"), tmp_path
+    )
+    await code["test_login_keeps_the_cart"](login_app())
+
+
+async def test_a_client_given_cookies_at_construction_sends_the_old_one_after_a_login() -> None:
+    """What the page warns against, so the warning stays true."""
+    import httpx
+
+    from sessionware.testing import make_session_cookie
+
+    app = login_app()
+    name, value = await make_session_cookie(app, {"cart": ["apple"]})
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="https://app.test", cookies={name: value}
+    ) as client:
+        assert (await client.post("/login", data={"user": "ada"})).status_code == 200
+        assert (await client.get("/profile")).status_code == 401
+        assert len([cookie for cookie in client.cookies.jar if cookie.name == name]) == 2
 
 
 async def test_the_lazy_loading_handler_loads_the_session(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from sessionware.stores._urls import check_scheme
 from sessionware.stores.base import (
     ABSENT,
     Absent,
@@ -100,10 +101,12 @@ class MemcachedSessionStore(UserSessionsMixin):
         **client_options: Any,
     ) -> MemcachedSessionStore:
         """A store with its own client for ``memcached://host:port[,host:port...]``."""
+        example = "memcached://host:11211[,host:11211...]"
+        check_scheme("MemcachedSessionStore.from_url", url, ("memcached",), example)
         _emcache()
         parts = urlsplit(url)
-        if parts.scheme != "memcached" or not parts.netloc:
-            raise ValueError("the URL must look like memcached://host:port[,host:port...]")
+        if not parts.netloc:
+            raise ValueError(f"the URL must look like {example}: it names no server")
         store = cls(None, key_prefix=key_prefix, hash_keys=hash_keys)
         for node in parts.netloc.split(","):
             address = urlsplit(f"//{node}")

@@ -15,6 +15,8 @@ number, fresh on every write. Statements per operation::
                   DELETE FROM t_users WHERE `user` = ? AND expires <= now
     index_remove  DELETE FROM t_users WHERE `user` = ? AND id = ?
     index_members SELECT id FROM t_users WHERE `user` = ? AND expires > now
+    clear_expired DELETE FROM t WHERE expires <= ? ORDER BY expires, `key` LIMIT n, with ? the
+                  time the clear began, batch after batch (then t_users alike)
 
 ``put(ABSENT)`` reads the affected rows (1 inserted, 2 replaced an expired row, 0 refused), so
 connections must not set ``CLIENT.FOUND_ROWS``; the store checks.
@@ -29,6 +31,8 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from sessionware.stores._maintenance import DEFAULT_BATCH, ProgressHook, delete_in_batches
+from sessionware.stores._urls import check_scheme
 from sessionware.stores.base import ABSENT, Absent, Record, StoreError, UserSessionsMixin, Version
 
 __all__ = ["MySQLSessionStore"]
@@ -58,8 +62,11 @@ _SQL = {
     "index_prune": "DELETE FROM {t}_users WHERE `user` = %s AND {gone}",
     "index_remove": "DELETE FROM {t}_users WHERE `user` = %s AND id = %s",
     "index_members": "SELECT id FROM {t}_users WHERE `user` = %s AND expires > {now}",
-    "clear": "DELETE FROM {t} WHERE {gone}",
-    "clear_users": "DELETE FROM {t}_users WHERE {gone}",
+    # Maintenance: one batch of rows expired at a given time, through the expires index in its
+    # order (the primary key after it: a deterministic order, safe for statement binlogs).
+    "now": "SELECT {now}",
+    "clear": "DELETE FROM {t} WHERE expires <= %s ORDER BY expires, `key` LIMIT %s",
+    "clear_users": "DELETE FROM {t}_users WHERE expires <= %s ORDER BY expires, `user`, id LIMIT %s",
 }
 
 
@@ -118,8 +125,10 @@ class MySQLSessionStore(UserSessionsMixin):
         """A store with its own pool from ``mysql://user:password@host:port/database``."""
         _asyncmy()
         url = urlsplit(dsn)
-        if url.scheme not in ("mysql", "mariadb") or not url.path.strip("/"):
-            raise ValueError("the DSN must look like mysql://user:password@host:port/database")
+        example = "mysql://user:password@host:3306/database"
+        check_scheme("MySQLSessionStore.from_dsn", dsn, ("mysql", "mariadb"), example, noun="DSN")
+        if not url.path.strip("/"):
+            raise ValueError(f"the DSN must look like {example}: it names no database")
         store = cls(None, table=table, hash_keys=hash_keys)
         login = {"user": unquote(url.username or "root"), "password": unquote(url.password or "")}
         store._pool_options = {"host": url.hostname or "127.0.0.1", "port": url.port or 3306}
@@ -199,11 +208,21 @@ class MySQLSessionStore(UserSessionsMixin):
         _, rows = await self._run("read the user index", ("index_members", (user,)))
         return [str(row[0]) for row in rows]
 
-    async def clear_expired(self) -> int:
-        """Delete expired records and index entries; return how many records went."""
-        removed, _ = await self._run("clear expired records", ("clear", ()))
-        await self._run("clear expired index entries", ("clear_users", ()))
-        return int(removed)
+    async def clear_expired(
+        self, *, batch_size: int = DEFAULT_BATCH, on_batch: ProgressHook | None = None
+    ) -> int:
+        """Delete expired records and index entries; return how many rows went.
+
+        In statements of at most ``batch_size`` rows through the expires index, each on a pooled
+        connection taken for that statement alone, so a request waiting for a row lock or a
+        connection gets in between batches. ``on_batch(deleted_so_far)`` is called after each."""
+        _, rows = await self._run("clear expired rows", ("now", ()))
+        now = rows[0][0]
+
+        async def delete(name: str, limit: int) -> int:
+            return int((await self._run("clear expired rows", (name, (now, limit))))[0])
+
+        return await delete_in_batches(delete, ("clear", "clear_users"), batch_size, on_batch)
 
     async def aclose(self) -> None:
         """Close the pool if this store opened it (``from_dsn``; a pool you passed stays open)."""

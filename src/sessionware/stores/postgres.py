@@ -32,6 +32,9 @@ server agrees on expiry::
                   INSERT INTO t_users ... ON CONFLICT DO UPDATE SET expires
     index_remove  DELETE FROM t_users WHERE user_id = $1 AND key = $2
     index_members SELECT key FROM t_users WHERE user_id = $1 AND expires > now
+    clear_expired DELETE FROM t WHERE ctid = ANY(ARRAY(SELECT ctid FROM t WHERE expires <= $1
+                  ORDER BY expires LIMIT $2 FOR UPDATE SKIP LOCKED)) AND expires <= $1, with $1
+                  the time the clear began, batch after batch (then t_users alike)
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+from sessionware.stores._maintenance import DEFAULT_BATCH, ProgressHook, delete_in_batches
+from sessionware.stores._urls import check_scheme
 from sessionware.stores.base import ABSENT, Absent, Record, StoreError, UserSessionsMixin, Version
 
 __all__ = ["PostgresSessionStore"]
@@ -80,9 +85,14 @@ _SQL = {  # {now} is clock_timestamp(): the time now, even inside a transaction
     " ON CONFLICT (user_id, key) DO UPDATE SET expires = excluded.expires",
     "index_remove": "DELETE FROM {t}_users WHERE user_id = $1 AND key = $2",
     "index_members": "SELECT key FROM {t}_users WHERE user_id = $1 AND expires > {now}",
-    "purge": "WITH a AS (DELETE FROM {t} WHERE expires <= {now} RETURNING 1),"
-    " b AS (DELETE FROM {t}_users WHERE expires <= {now} RETURNING 1)"
-    " SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM b)",
+    # Maintenance: one batch of rows expired at $1 (a parameter: clock_timestamp() is volatile,
+    # so the planner could not use the expires index), found through that index in its order;
+    # rows a request holds are skipped, so the batch never waits for one.
+    "now": "SELECT {now}",
+    "purge": "DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE expires <= $1"
+    " ORDER BY expires LIMIT $2 FOR UPDATE SKIP LOCKED)) AND expires <= $1",
+    "purge_users": "DELETE FROM {t}_users WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t}_users"
+    " WHERE expires <= $1 ORDER BY expires LIMIT $2 FOR UPDATE SKIP LOCKED)) AND expires <= $1",
 }
 
 
@@ -136,7 +146,16 @@ class PostgresSessionStore(UserSessionsMixin):
         hash_keys: bool = True,
         **pool_options: Any,
     ) -> PostgresSessionStore:
-        """A store with its own pool (``asyncpg.create_pool(dsn, ...)``), opened on first use."""
+        """A store with its own pool (``asyncpg.create_pool(dsn, ...)``), opened on first use.
+
+        ``dsn`` is ``postgresql://`` (or ``postgres://``); another scheme raises ``ValueError``."""
+        check_scheme(
+            "PostgresSessionStore.from_dsn",
+            dsn,
+            ("postgresql", "postgres"),
+            "postgresql://user:password@host:5432/database",
+            noun="DSN",
+        )
         _asyncpg()
         store = cls(None, table=table, hash_keys=hash_keys)
         store._pool_options = {"dsn": dsn, "timeout": connect_timeout, "min_size": 1}
@@ -220,9 +239,20 @@ class PostgresSessionStore(UserSessionsMixin):
         rows = await self._query("list the user index", "fetch", "index_members", user)
         return [row["key"] for row in rows]
 
-    async def clear_expired(self) -> int:
-        """Delete expired records and index entries; return how many rows went."""
-        return int(await self._query("clear expired rows", "fetchval", "purge"))
+    async def clear_expired(
+        self, *, batch_size: int = DEFAULT_BATCH, on_batch: ProgressHook | None = None
+    ) -> int:
+        """Delete expired records and index entries; return how many rows went.
+
+        In statements of at most ``batch_size`` rows through the expires index, each on a pooled
+        connection taken for that statement alone, so requests waiting for a connection get
+        one between batches. ``on_batch(deleted_so_far)`` is called after each one."""
+        now = await self._query("clear expired rows", "fetchval", "now")
+
+        async def delete(name: str, limit: int) -> int:
+            return await self._execute("clear expired rows", name, now, limit)
+
+        return await delete_in_batches(delete, ("purge", "purge_users"), batch_size, on_batch)
 
     async def aclose(self) -> None:
         """Close the pool if this store opened it (``from_dsn``; a pool you passed stays open).

@@ -37,6 +37,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("RedisSessionStore needs redis-py: pip install 'sessionware[redis]'") from exc
 
+from sessionware.stores._urls import check_scheme
 from sessionware.stores.base import (
     Absent,
     Record,
@@ -100,6 +101,9 @@ class RedisSessionStore(UserSessionsMixin):
         are off. ``cluster`` makes a ``RedisCluster``; other keywords go to the client. A bad URL
         raises ``ValueError`` here; nothing connects before the first command.
         """
+        check_scheme(
+            "RedisSessionStore.from_url", url, ("redis", "rediss", "unix"), "redis://host:6379/0"
+        )
         options: dict[str, Any] = {"retry": Retry(NoBackoff(), 0), **client_options}
         options.update(socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout)
         client = (RedisCluster if cluster else Redis).from_url(url, **options)

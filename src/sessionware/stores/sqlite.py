@@ -25,6 +25,9 @@ One statement per operation (``now`` is ``clock()``; ``index_add``'s two in one 
                   DELETE FROM sessions_users WHERE user_id = ? AND key <> ? AND expires <= now
     index_remove  DELETE FROM sessions_users WHERE user_id = ? AND key = ?
     index_members SELECT key FROM sessions_users WHERE user_id = ? AND expires > now
+    clear_expired DELETE FROM sessions WHERE key IN (SELECT key ... WHERE expires <= now
+                  ORDER BY expires LIMIT n), batch after batch on a connection of its own
+                  (then sessions_users alike), each followed by PRAGMA wal_checkpoint(PASSIVE)
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ import asyncio
 import os
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+from sessionware.stores._maintenance import DEFAULT_BATCH, ProgressHook, delete_in_batches
 from sessionware.stores.base import (
     ABSENT,
     Absent,
@@ -76,9 +81,31 @@ _SQL = {
     "index_prune": "DELETE FROM {t}_users WHERE user_id = ? AND key <> ? AND expires <= ?",
     "index_remove": "DELETE FROM {t}_users WHERE user_id = ? AND key = ?",
     "index_members": "SELECT key FROM {t}_users WHERE user_id = ? AND expires > ?",
-    "purge": "DELETE FROM {t} WHERE expires <= ?",
-    "purge_users": "DELETE FROM {t}_users WHERE expires <= ?",
+    # Maintenance: one batch of expired rows, found through the expires index, in its order.
+    "purge": "DELETE FROM {t} WHERE key IN"
+    " (SELECT key FROM {t} WHERE expires <= ? ORDER BY expires LIMIT ?)",
+    "purge_users": "DELETE FROM {t}_users WHERE (user_id, key) IN"
+    " (SELECT user_id, key FROM {t}_users WHERE expires <= ? ORDER BY expires LIMIT ?)",
+    "checkpoint": "PRAGMA wal_checkpoint(PASSIVE)",
 }
+# Statements that never take the store's write lock: reads (WAL: they never wait for a writer)
+# and the passive checkpoint, which blocks no writer either.
+_UNLOCKED = frozenset({"get", "index_members", "checkpoint"})
+# A URL scheme (two letters at least, so C:/ stays a path), or sqlite: however many slashes.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://|sqlite:", re.IGNORECASE)
+
+
+class _Worker:
+    """One thread and the connection only it uses (opened on its first call)."""
+
+    def __init__(self, name: str) -> None:
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self.conn: sqlite3.Connection | None = None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 class SQLiteSessionStore(UserSessionsMixin):
@@ -88,6 +115,8 @@ class SQLiteSessionStore(UserSessionsMixin):
     is in WAL mode and every connection waits up to ``busy_timeout`` seconds for a lock, so
     several processes (uvicorn workers) can share one file. A record's TTL (garbage
     collection: the middleware's clock decides when a session expires) runs on the wall clock.
+    ``clear_expired`` runs on a second thread and connection of its own, so requests never
+    queue behind it.
     """
 
     def __init__(
@@ -99,6 +128,7 @@ class SQLiteSessionStore(UserSessionsMixin):
         clock: Callable[[], float] | None = None,
         hash_keys: bool = True,
     ) -> None:
+        _check_path(path)
         if not _IDENTIFIER.fullmatch(table):
             raise ValueError(
                 f"table name {table!r} must be a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*)"
@@ -112,26 +142,47 @@ class SQLiteSessionStore(UserSessionsMixin):
         self._clock = deprecated_clock("SQLiteSessionStore", clock)
         self.legacy_clock = clock
         """The clock given the first version's way, if one was; the middleware's otherwise."""
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sessionware-sqlite")
-        self._conn: sqlite3.Connection | None = None
+        self._requests = _Worker("sessionware-sqlite")
+        # An in-memory database exists only on its one connection: maintenance shares it.
+        in_memory = self.path in ("", ":memory:")
+        self._maintenance = self._requests if in_memory else _Worker("sessionware-sqlite-clear")
+        self._writing = threading.Lock()
         self._closed = False
 
-    async def _run(self, op: str, *steps: tuple[str, tuple[Any, ...]]) -> tuple[list[Any], int]:
-        """Run the named statements on the worker thread, several in one ``BEGIN IMMEDIATE``
-        transaction; the last one's rows and the rows changed in all. Driver errors: StoreError."""
+    async def _run(
+        self, op: str, *steps: tuple[str, tuple[Any, ...]], worker: _Worker | None = None
+    ) -> tuple[list[Any], int]:
+        """Run the named statements on a worker's thread (by default the requests' one),
+        several in one ``BEGIN IMMEDIATE`` transaction; the last one's rows and the rows changed
+        in all. Driver errors: StoreError."""
         if self._closed:
             raise StoreError(f"SQLite store failed to {op}: the store is closed")
+        chosen = worker or self._requests
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._call, steps
+                chosen.executor, self._call, chosen, steps
             )
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store failed to {op}: {exc}") from exc
 
-    def _call(self, steps: tuple[tuple[str, tuple[Any, ...]], ...]) -> tuple[list[Any], int]:
-        if self._conn is None:
-            self._conn = self._connect()
-        conn, rows, changed = self._conn, [], 0
+    def _call(
+        self, worker: _Worker, steps: tuple[tuple[str, tuple[Any, ...]], ...]
+    ) -> tuple[list[Any], int]:
+        if worker.conn is None:
+            worker.conn = self._connect()
+        if all(name in _UNLOCKED for name, _ in steps):
+            return self._execute(worker.conn, steps)
+        # This store's writers (requests and maintenance) take turns on this lock, woken as
+        # soon as it is free, rather than in SQLite's busy handler, which sleeps ever longer
+        # (up to 100 ms a try) and so can miss every gap between maintenance batches.
+        with self._writing:
+            return self._execute(worker.conn, steps)
+
+    def _execute(
+        self, conn: sqlite3.Connection, steps: tuple[tuple[str, tuple[Any, ...]], ...]
+    ) -> tuple[list[Any], int]:
+        rows: list[Any] = []
+        changed = 0
         if len(steps) > 1:
             conn.execute("BEGIN IMMEDIATE")
         try:
@@ -213,26 +264,48 @@ class SQLiteSessionStore(UserSessionsMixin):
         rows, _ = await self._run("list the user index", ("index_members", (user, self._clock())))
         return [row[0] for row in rows]
 
-    async def clear_expired(self) -> int:
-        """Delete expired records and index entries; return how many rows went."""
+    async def clear_expired(
+        self, *, batch_size: int = DEFAULT_BATCH, on_batch: ProgressHook | None = None
+    ) -> int:
+        """Delete expired records and index entries; return how many rows went.
+
+        In transactions of at most ``batch_size`` rows, on a thread and connection of their own:
+        requests keep reading (WAL) and write between batches. ``on_batch(deleted_so_far)``
+        is called after each one."""
         now = self._clock()
-        _, changed = await self._run(
-            "clear expired rows", ("purge", (now,)), ("purge_users", (now,))
-        )
-        return changed
+
+        async def delete(name: str, limit: int) -> int:
+            step = (name, (now, limit))
+            deleted = (await self._run("clear expired rows", step, worker=self._maintenance))[1]
+            await self._run("clear expired rows", ("checkpoint", ()), worker=self._maintenance)
+            return deleted
+
+        return await delete_in_batches(delete, ("purge", "purge_users"), batch_size, on_batch)
 
     async def aclose(self) -> None:
-        """Close the connection and stop the worker thread; later calls fail."""
+        """Close the connections and stop the worker threads; later calls fail."""
         if self._closed:
             return
         self._closed = True
+        loop = asyncio.get_running_loop()
+        for worker in dict.fromkeys((self._maintenance, self._requests)):
+            try:
+                await loop.run_in_executor(worker.executor, worker.close)
+            finally:
+                worker.executor.shutdown(wait=False)
 
-        def close() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
 
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, close)
-        finally:
-            self._executor.shutdown(wait=False)
+def _check_path(path: str | os.PathLike[str]) -> None:
+    """A URL where a file path belongs fails here, saying which path to give instead."""
+    text = os.fspath(path)
+    if not _URL.match(text):
+        return
+    hint = "SQLiteSessionStore('sessions.db') or an absolute path"
+    if text.lower().startswith("sqlite:"):  # sqlite:///relative.db, sqlite:////absolute.db
+        rest = text[len("sqlite:") :]
+        rest = rest[2:] if rest.startswith("//") else rest
+        hint = f"SQLiteSessionStore({(rest[1:] if rest.startswith('/') else rest)!r})"
+    raise ValueError(
+        f"SQLiteSessionStore takes the path of the database file, not a URL: got {text!r};"
+        f" write {hint}"
+    )

@@ -3,8 +3,13 @@
 The counterpart of Flask's ``session_transaction`` and Litestar's ``set_session_data``::
 
     name, value = await make_session_cookie(app, {"user_id": 42})
-    response = await client.get("/profile", cookies={name: value})
-    assert (await read_session(app, response.cookies[name]))["user_id"] == 42
+    client.cookies.set(name, value, domain="app.test")  # the host of the client's base_url
+    response = await client.get("/profile")
+    assert (await read_session(app, client.cookies[name]))["user_id"] == 42
+
+Put the cookie in the client's jar under its host, so a new cookie from the app (a login's
+``renew()``) replaces it; given as ``cookies=`` to the client, it would be sent beside the new
+one (docs/testing.md).
 
 ``make_session_cookie`` saves the data through the app's own store and seals the cookie with its
 key, exactly as the middleware would; ``read_session`` opens a cookie value and loads its state.
@@ -59,14 +64,18 @@ async def _never_called(scope: Any, receive: Any, send: Any) -> None:
 def find_session_middleware(app: Any) -> SessionMiddleware:
     """The ``SessionMiddleware`` that serves ``app``.
 
-    ``app`` may be the middleware itself, an ASGI app wrapped in it, or a Starlette/FastAPI app
-    (built stack or, before its first request, ``user_middleware``). Raises ``LookupError``.
+    ``app`` may be the middleware itself, an ASGI app wrapped in it, a Starlette/FastAPI app
+    (built stack or, before its first request, ``user_middleware``) or a Litestar app given
+    ``middleware=[DefineMiddleware(SessionMiddleware, ...)]``. Raises ``LookupError``.
     """
     found = _walk(app)
     if found is not None:
         return found
-    for entry in getattr(app, "user_middleware", None) or ():
-        cls = getattr(entry, "cls", None)
+    # Declared, not yet built: Starlette's Middleware(cls, ...) in user_middleware, Litestar's
+    # DefineMiddleware(middleware, ...) in middleware (Litestar builds one per route).
+    declared = getattr(app, "user_middleware", None) or getattr(app, "middleware", None)
+    for entry in declared if isinstance(declared, (list, tuple)) else ():
+        cls = getattr(entry, "cls", None) or getattr(entry, "middleware", None)
         if isinstance(cls, type) and issubclass(cls, SessionMiddleware):
             instance: SessionMiddleware = cls(
                 _never_called, *getattr(entry, "args", ()), **getattr(entry, "kwargs", {})
@@ -137,7 +146,7 @@ async def make_session_cookie(
     """Store ``data`` as a new session and return the cookie that carries it: ``(name, value)``.
 
     The value is what a browser would send back (sealed, percent-encoded), ready for a Cookie
-    header or a test client's ``cookies=``. ``data`` must be JSON-serialisable
+    header or a test client's cookie jar (``client.cookies.set(name, value, domain=host)``). ``data`` must be JSON-serialisable
     (``SessionInsertError`` names the key that is not). The session lives the app's state TTL.
     """
     engine = _engine(middleware_or_app, store, key, cookie_name, content_security)

@@ -12,8 +12,8 @@ Subclass ``StoreContract`` in a test module and give it the store under test::
             yield store
             await store.aclose()
 
-It needs pytest and pytest-asyncio (``asyncio_mode = "auto"``, or decorate the fixture with
-``pytest_asyncio.fixture``). Expiry is tested with real time by default (sleeps of about two
+It needs pytest and pytest-asyncio (``pip install 'sessionware[testing]'``), with
+``asyncio_mode = "auto"`` or the fixture decorated with ``pytest_asyncio.fixture``. Expiry is tested with real time by default (sleeps of about two
 seconds); a store with an injectable clock may override the ``advance`` fixture to move it
 instead. The first half checks the record level (``get``/``put``/``touch``/``delete`` and the
 optional ``UserIndex``); the second runs the session rules of ``sessionware.repository`` over
