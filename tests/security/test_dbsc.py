@@ -380,8 +380,9 @@ async def test_an_rsa_key_with_e_3_or_8192_bits_is_a_400_at_registration(
     login = await browser.post("/login")
     challenge = registration_challenge(login.headers["secure-session-registration"])
     small_e = rsa.generate_private_key(3, 2048)
-    k = rsa.generate_private_key(65537, 4096).public_key().public_numbers().n
-    huge = rsa.RSAPublicNumbers(65537, k << 4096 | k).public_key()  # 8192 bits, no private half
+    k = small_e.public_key().public_numbers().n  # 2048 bits: k * (2**6144 + 1) has 8192
+    huge = rsa.RSAPublicNumbers(65537, k << 6144 | k).public_key()  # and needs no private half
+    assert huge.key_size == 8192
     for jwk in (Device("RS256", key=small_e).jwk, json.loads(RSAAlgorithm.to_jwk(huge))):
         header = {"alg": "RS256", "typ": "dbsc+jwt", "jwk": jwk}
         proof = forged(header, {"jti": challenge}, small_e, "RS256")
