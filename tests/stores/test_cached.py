@@ -253,7 +253,8 @@ def test_cache_entries_carry_int_and_str_versions() -> None:
     assert _unpack(_pack(12, b"x\ny") or b"") == Record(b"x\ny", 12)
     assert _unpack(_pack("ab12", b"{}") or b"") == Record(b"{}", "ab12")
     assert _pack(("a", 1), b"{}") is None  # not cacheable: always read from the durable store
-    assert _unpack(b"garbage") is None
+    assert _unpack(b"garbage") is None and _unpack(b"i--5\n{}") is None
+    assert _unpack(b"l" + b"0" * 32) is None  # a lease holds no record
 
 
 async def test_a_late_cache_update_never_restores_an_older_version(

@@ -90,7 +90,10 @@ def _unpack(entry: bytes) -> Record | None:
     text = head[1:].decode("utf-8", "surrogatepass")
     if head[:1] == b"s":
         return Record(data, text)
-    return Record(data, int(text)) if text.lstrip("-").isdigit() else None
+    try:
+        return Record(data, int(text))
+    except ValueError:
+        return None
 
 
 class CachedSessionStore:
