@@ -17,7 +17,14 @@ import pytest
 
 from sessionware.repository import ENDED, Loaded, Repository
 from sessionware.state import StoredState
-from sessionware.stores import ABSENT, MemorySessionStore, Record, RecordStore, StoreError
+from sessionware.stores import (
+    ABSENT,
+    MemorySessionStore,
+    Record,
+    RecordStore,
+    SessionKey,
+    StoreError,
+)
 from sessionware.stores.cached import CachedSessionStore
 from tests.acceptance.apps import make_app
 from tests.client import Gate, RecordingStore, request
@@ -58,6 +65,34 @@ class Outage:
         self.left = 0
 
 
+def two_processes(
+    shared: tuple[RecordStore, RecordStore],
+) -> tuple[CachedSessionStore, CachedSessionStore, RecordingStore]:
+    """Processes A and B over the shared stores, and A's durable store, to park A on."""
+    cache, durable = shared
+    paused = RecordingStore(durable)
+    a = CachedSessionStore(cache=cache, durable=paused)
+    return a, CachedSessionStore(cache=cache, durable=durable), paused
+
+
+def faulty_process(
+    shared: tuple[RecordStore, RecordStore], outage: Outage
+) -> tuple[CachedSessionStore, RecordingStore, RecordingStore]:
+    """A process whose cache suffers ``outage`` (from when ``outage.start`` runs): ``(store,
+    cache, durable)``, the last two recording their calls."""
+    cache, durable = RecordingStore(shared[0]), RecordingStore(shared[1])
+    cache.hook = outage
+    return CachedSessionStore(cache=cache, durable=durable), cache, durable
+
+
+async def signed_in(store: RecordStore) -> tuple[SessionKey, Loaded]:
+    """A session created through ``store`` and loaded again, as the next request would."""
+    key, _ = await Repository(store).create({"user": "ada"}, StoredState(), TTL)
+    loaded = await Repository(store).load(key, TTL)
+    assert isinstance(loaded, Loaded)
+    return key, loaded
+
+
 # -- a fill racing a write (1a) -------------------------------------------------------------------
 
 
@@ -65,19 +100,15 @@ class Outage:
 async def test_a_fill_racing_a_purge_never_puts_the_session_back(
     shared: tuple[RecordStore, RecordStore], b_loads: str
 ) -> None:
-    cache, durable = shared
-    paused = RecordingStore(durable)
-    a = CachedSessionStore(cache=cache, durable=paused)
-    b = CachedSessionStore(cache=cache, durable=durable)
-    key, _ = await Repository(b).create({"user": "ada"}, StoredState(), TTL)
-    loaded = await Repository(b).load(key, TTL) if b_loads == "before" else None
+    (cache, durable), (a, b, paused) = shared, two_processes(shared)
+    key, loaded = await signed_in(b)
     await cache.delete(Repository(b).id_of(key))  # the entry is evicted, or its cache_ttl ran out
     gate = paused.after = Gate("get")
     reading = asyncio.create_task(Repository(a).load(key, TTL))  # A misses, reads the session...
     await gate.arrived.wait()  # ... and is paused before it fills the cache
-    if loaded is None:
-        loaded = await Repository(b).load(key, TTL)
-    assert isinstance(loaded, Loaded)
+    if b_loads == "while A reads":
+        loaded = await Repository(b).load(key, TTL)  # sees A's lease: reads around it
+        assert isinstance(loaded, Loaded)
     await Repository(b).purge(loaded)  # B logs out: the durable record becomes a tombstone
     gate.release.set()
     assert isinstance(await reading, Loaded)  # A's read came before the purge
@@ -90,10 +121,7 @@ async def test_a_fill_racing_a_purge_never_puts_the_session_back(
 async def test_a_fill_racing_a_write_never_puts_back_the_version_it_replaced(
     shared: tuple[RecordStore, RecordStore], write: str
 ) -> None:
-    cache, durable = shared
-    paused = RecordingStore(durable)
-    a = CachedSessionStore(cache=cache, durable=paused)
-    b = CachedSessionStore(cache=cache, durable=durable)
+    cache, (a, b, paused) = shared[0], two_processes(shared)
     first = await b.put(ID, b"1", TTL, expect=ABSENT)
     await cache.delete(ID)
     gate = paused.after = Gate("get")
@@ -115,10 +143,7 @@ async def test_a_fill_racing_a_write_never_puts_back_the_version_it_replaced(
 async def test_a_creators_fill_racing_the_next_write_never_puts_back_the_first_version(
     shared: tuple[RecordStore, RecordStore], evicted: bool
 ) -> None:
-    cache, durable = shared
-    paused = RecordingStore(durable)
-    a = CachedSessionStore(cache=cache, durable=paused)
-    b = CachedSessionStore(cache=cache, durable=durable)
+    cache, (a, b, paused) = shared[0], two_processes(shared)
     gate = paused.after = Gate("put")
     creating = asyncio.create_task(a.put(ID, b"1", TTL, expect=ABSENT))
     await gate.arrived.wait()  # A created the record and is paused before it fills the cache
@@ -139,18 +164,14 @@ async def test_a_creators_fill_racing_the_next_write_never_puts_back_the_first_v
 async def test_a_cache_call_failing_after_the_purge_is_corrected_by_a_delete(
     shared: tuple[RecordStore, RecordStore],
 ) -> None:
-    cache, durable = shared
-    outage, faulty, watched = Outage(calls=1), RecordingStore(cache), RecordingStore(durable)
-    faulty.hook = outage
-    b = CachedSessionStore(cache=faulty, durable=watched)
-    key, _ = await Repository(b).create({"user": "ada"}, StoredState(), TTL)
-    loaded = await Repository(b).load(key, TTL)
-    assert isinstance(loaded, Loaded)
+    outage = Outage(calls=1)
+    b, faulty, watched = faulty_process(shared, outage)
+    key, loaded = await signed_in(b)
     faulty.calls.clear()
-    watched.after = outage.start
+    watched.after = outage.start  # the next cache call after the durable write fails
     await Repository(b).purge(loaded)  # acknowledged: so the cache must not serve the session
     assert faulty.calls[-1] == "delete"  # the failed call, then the delete that corrected it
-    other = CachedSessionStore(cache=cache, durable=durable)
+    other = CachedSessionStore(cache=shared[0], durable=shared[1])
     for store in (b, other):
         assert await Repository(store).load(key, TTL) is ENDED
 
@@ -159,14 +180,11 @@ async def test_a_cache_down_after_the_purge_fails_it_and_a_retry_ends_the_sessio
     shared: tuple[RecordStore, RecordStore],
 ) -> None:
     cache, durable = shared
-    outage, faulty, watched = Outage(calls=100), RecordingStore(cache), RecordingStore(durable)
-    faulty.hook = outage
-    b = CachedSessionStore(cache=faulty, durable=watched)
+    outage = Outage(calls=100)
+    b, _, watched = faulty_process(shared, outage)
     other = CachedSessionStore(cache=cache, durable=durable)
-    key, _ = await Repository(b).create({"user": "ada"}, StoredState(), TTL)
-    loaded = await Repository(b).load(key, TTL)
-    assert isinstance(loaded, Loaded)
-    watched.after = outage.start
+    key, loaded = await signed_in(b)
+    watched.after = outage.start  # every cache call after the durable write fails
     with pytest.raises(StoreError, match="could not be corrected"):
         await Repository(b).purge(loaded)  # never acknowledged: the middleware answers 503
     assert await Repository(durable).load(key, TTL) is ENDED  # the durable write landed
@@ -183,13 +201,9 @@ async def test_a_cache_down_after_the_purge_fails_it_and_a_retry_ends_the_sessio
 
 async def test_a_logout_whose_cache_fails_is_a_503_and_its_retry_a_200() -> None:
     async with sqlite.store() as durable:
-        outage, faulty, watched = (
-            Outage(100),
-            RecordingStore(MemorySessionStore()),
-            RecordingStore(durable),
-        )
-        faulty.hook = outage
-        app = make_app(store=CachedSessionStore(cache=faulty, durable=watched))
+        outage = Outage(calls=100)
+        store, _, watched = faulty_process((MemorySessionStore(), durable), outage)
+        app = make_app(store=store)
         login = await request(app, "POST", "/login", json={"user_id": "ada"})
         cookie = login.cookie()
         assert login.status == 200 and cookie is not None
