@@ -178,11 +178,17 @@ class RecordingStore:
         self.calls: list[str] = []
         self.hook: Callable[[str], Awaitable[None]] | None = None
         """Awaited with the operation's name before each call (to park or fail it)."""
+        self.after: Callable[[str], Awaitable[None]] | None = None
+        """Awaited with the operation's name after each call answered (to park its caller)."""
 
     async def _call(self, name: str) -> None:
         self.calls.append(name)
         if self.hook is not None:
             await self.hook(name)
+
+    async def _answered(self, name: str) -> None:
+        if self.after is not None:
+            await self.after(name)
 
     @property
     def writes(self) -> list[str]:
@@ -190,21 +196,28 @@ class RecordingStore:
 
     async def get(self, id: str) -> Record | None:
         await self._call("get")
-        return await self.inner.get(id)
+        record = await self.inner.get(id)
+        await self._answered("get")
+        return record
 
     async def put(
         self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
     ) -> Version | None:
         await self._call("put")
-        return await self.inner.put(id, data, ttl, expect=expect)
+        version = await self.inner.put(id, data, ttl, expect=expect)
+        await self._answered("put")
+        return version
 
     async def touch(self, id: str, ttl: timedelta) -> bool:
         await self._call("touch")
-        return await self.inner.touch(id, ttl)
+        touched = await self.inner.touch(id, ttl)
+        await self._answered("touch")
+        return touched
 
     async def delete(self, id: str) -> None:
         await self._call("delete")
         await self.inner.delete(id)
+        await self._answered("delete")
 
 
 class _RecordingIndexed(RecordingStore, UserSessionsMixin):
@@ -253,7 +266,8 @@ class RecordingCookieStore(CookieSessionStore):
 
 
 class Gate:
-    """A ``RecordingStore.hook`` that parks (or, with ``fail``, fails) the ``nth`` call of ``op``.
+    """A ``RecordingStore.hook`` that parks (or, with ``fail``, fails) the ``nth`` call of ``op``;
+    as ``RecordingStore.after``, it parks the caller once that call has answered.
 
     ``arrived`` is set when the call is parked; it goes on once ``release`` is set.
     """

@@ -194,14 +194,21 @@ def _sf_string(value: bytes | None) -> str | None:
 
 
 def _check_key(algorithm: str, key: Any) -> None:
-    """Refuse a key that is not P-256 for ES256 or RSA of at least 2048 bits for RS256."""
+    """Refuse a key that is not P-256 for ES256, or for RS256 not RSA with e = 65537 and a
+    2048-4096-bit modulus (a larger one costs many times the CPU to verify, on every proof)."""
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
     if algorithm == "ES256":
         if not (isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)):
             raise ProofError("an ES256 device key must be a P-256 public key")
-    elif not (isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048):
-        raise ProofError("an RS256 device key must be an RSA public key of 2048 bits or more")
+    elif not (
+        isinstance(key, rsa.RSAPublicKey)
+        and 2048 <= key.key_size <= 4096
+        and key.public_numbers().e == 65537
+    ):
+        raise ProofError(
+            "an RS256 device key must be an RSA public key of 2048 to 4096 bits with e = 65537"
+        )
 
 
 def _verify(

@@ -19,8 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
+from jwt.algorithms import RSAAlgorithm
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -378,6 +380,23 @@ async def test_hostile_requests_to_the_endpoints_are_4xx(browser: httpx.AsyncCli
     browser.cookies.delete("id-bound")
     other = await browser.post(REFRESH, headers={"sec-secure-session-id": "someone-elses-session"})
     assert other.json() == {"session_identifier": "someone-elses-session", "continue": False}
+
+
+async def test_an_rsa_key_with_e_3_or_8192_bits_is_a_400_at_registration(
+    browser: httpx.AsyncClient,
+) -> None:
+    login = await browser.post("/login")
+    challenge = registration_challenge(login.headers["secure-session-registration"])
+    small_e = rsa.generate_private_key(3, 2048)
+    k = small_e.public_key().public_numbers().n  # 2048 bits: k * (2**6144 + 1) has 8192
+    huge = rsa.RSAPublicNumbers(65537, k << 6144 | k).public_key()  # and needs no private half
+    assert huge.key_size == 8192
+    for jwk in (Device("RS256", key=small_e).jwk, json.loads(RSAAlgorithm.to_jwk(huge))):
+        header = {"alg": "RS256", "typ": "dbsc+jwt", "jwk": jwk}
+        proof = forged(header, {"jti": challenge}, small_e, "RS256")
+        response = await browser.post(REGISTER, headers={"secure-session-response": proof})
+        assert response.status_code == 400 and "id-bound" not in browser.cookies
+    assert (await browser.get("/admin/panel")).status_code == 403  # still unbound
 
 
 async def test_the_binding_survives_every_server_side_store(

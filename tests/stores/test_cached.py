@@ -174,16 +174,22 @@ async def test_a_durable_failure_is_a_store_error_never_a_cached_write() -> None
     await down.aclose()
 
 
-async def test_a_cache_failure_falls_back_to_the_durable_store(
+async def test_a_cache_down_is_read_around_and_fails_writes_after_they_land(
     durable: MySQLSessionStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     cache = MemcachedSessionStore.from_url(f"memcached://127.0.0.1:{free_port()}", timeout=0.2)
     store = CachedSessionStore(cache=cache, durable=durable)
+    version = await durable.put(ID, b'{"n":1}', TTL, expect=ABSENT)
     with caplog.at_level(logging.WARNING, "sessionware.stores.cached"):
-        version = await store.put(ID, b'{"n":1}', TTL, expect=ABSENT)
         assert await store.get(ID) == Record(b'{"n":1}', version)
-        assert await store.put(ID, b'{"n":2}', TTL, expect=version) is not None
-        await store.delete(ID)
+        # The write lands, but the cache could not be corrected: no acknowledgement.
+        with pytest.raises(StoreError, match="could not be corrected"):
+            await store.put(ID, b'{"n":2}', TTL, expect=version)
+        current = await durable.get(ID)
+        assert current is not None and current.data == b'{"n":2}'
+        with pytest.raises(StoreError, match="could not be corrected"):
+            await store.delete(ID)
+        assert await durable.get(ID) is None
     assert caplog.records and all(r.levelno == logging.WARNING for r in caplog.records)
     assert not any(ID in r.getMessage() for r in caplog.records)
     await cache.aclose()
@@ -248,7 +254,8 @@ def test_cache_entries_carry_int_and_str_versions() -> None:
     assert _unpack(_pack(12, b"x\ny") or b"") == Record(b"x\ny", 12)
     assert _unpack(_pack("ab12", b"{}") or b"") == Record(b"{}", "ab12")
     assert _pack(("a", 1), b"{}") is None  # not cacheable: always read from the durable store
-    assert _unpack(b"garbage") is None
+    assert _unpack(b"garbage") is None and _unpack(b"i--5\n{}") is None
+    assert _unpack(b"l" + b"0" * 32) is None  # a lease holds no record
 
 
 async def test_a_late_cache_update_never_restores_an_older_version(
@@ -263,7 +270,7 @@ async def test_a_late_cache_update_never_restores_an_older_version(
         v1 = await a.put(ID, b"1", TTL, expect=ABSENT)
         v2 = await durable.put(ID, b"2", TTL, expect=v1)  # a's write, its cache update delayed
         v3 = await b.put(ID, b"3", TTL, expect=v2)  # b's write after it, cache and all
-        await a._advance(ID, v1, Record(b"2", v2), TTL)  # a's update arrives last
+        await a._correct(ID, v1, None, Record(b"2", v2), TTL)  # a's correction arrives last
         assert await a.get(ID) == Record(b"3", v3)
     finally:
         await cache.aclose()

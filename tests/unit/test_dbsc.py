@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import json
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import RSAAlgorithm
 
 from sessionware import Key
 from sessionware.config import CookieSettings
@@ -180,7 +185,7 @@ def test_the_offered_algorithms_are_pinned() -> None:
         (lambda c: unsigned(c, Device().jwk), "alg"),
         (lambda c: Device().refresh(c), "JWK"),
         (lambda c: p384_as_es256(c), "P-256"),
-        (lambda c: rsa1024(c), "2048"),
+        (lambda c: rsa1024(c), "2048 to 4096"),
         (lambda c: Device().register(c)[:-8] + "AAAAAAAA", "does not verify"),
         (lambda c: "not.a.jwt", "does not verify"),
         (lambda c: Device().register("a challenge we never issued"), "not a challenge"),
@@ -204,6 +209,55 @@ def rsa1024(challenge: str) -> str:
     device = Device("RS256", key=rsa.generate_private_key(65537, 1024))
     header = {"alg": "RS256", "typ": "dbsc+jwt", "jwk": device.jwk}
     return forged(header, {"jti": challenge}, device.key, "RS256")
+
+
+@functools.cache
+def rsa_key(bits: int, exponent: int = 65537) -> rsa.RSAPrivateKey:
+    """One RSA key per size and exponent for the whole module (generating them takes time)."""
+    return rsa.generate_private_key(exponent, bits)
+
+
+@pytest.mark.parametrize("bits", [2048, 3072, 4096])
+def test_rs256_accepts_rsa_keys_of_2048_to_4096_bits_with_e_65537(
+    binder: DeviceBinder, bits: int
+) -> None:
+    pending, header = binder.start(NOW)
+    device = Device("RS256", key=rsa_key(bits))
+    bound = binder.register(pending, device.register(registration_challenge(header)), NOW)
+    assert bound.registered and bound.algorithm == "RS256"
+    assert bound.jwk is not None and bound.jwk["e"] == "AQAB"
+
+
+def own_key(bits: int, exponent: int = 65537) -> tuple[dict[str, Any], rsa.RSAPrivateKey]:
+    """A key's public JWK and the key itself, which signs the proof."""
+    key = rsa_key(bits, exponent)
+    return Device("RS256", key=key).jwk, key
+
+
+def rsa_8192() -> tuple[dict[str, Any], rsa.RSAPrivateKey]:
+    """An 8192-bit RSA public key, k * (2**4096 + 1) for a real 4096-bit modulus k, and another
+    key to sign with: the size is refused before any signature is checked (and making a real
+    8192-bit key takes seconds)."""
+    k = rsa_key(4096).public_key().public_numbers().n
+    public = rsa.RSAPublicNumbers(65537, k << 4096 | k).public_key()
+    assert public.key_size == 8192
+    return json.loads(RSAAlgorithm.to_jwk(public)), rsa_key(4096)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: own_key(2048, exponent=3), lambda: own_key(1024), rsa_8192],
+    ids=["e=3", "1024 bits", "8192 bits"],
+)
+def test_rs256_refuses_other_rsa_keys(
+    binder: DeviceBinder, make: Callable[[], tuple[dict[str, Any], rsa.RSAPrivateKey]]
+) -> None:
+    pending, header = binder.start(NOW)
+    jwk, signer = make()
+    headers = {"alg": "RS256", "typ": "dbsc+jwt", "jwk": jwk}
+    proof = forged(headers, {"jti": registration_challenge(header)}, signer, "RS256")
+    with pytest.raises(ProofError, match="2048 to 4096 bits with e = 65537"):
+        binder.register(pending, proof, NOW)
 
 
 def test_a_p384_key_is_refused_under_its_own_algorithm(binder: DeviceBinder) -> None:
