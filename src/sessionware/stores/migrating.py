@@ -93,7 +93,10 @@ def _read_marker(data: bytes) -> tuple[str, float] | None:
 
 
 class MigratingStore:
-    """Serves sessions from ``new`` and ``old`` while moving them to ``new`` (module docstring).
+    """Serves sessions from ``new`` and, until they move, ``old``: reads try ``new`` then
+    ``old``, writes go to ``new``, and a session still in ``old`` moves on its next write by a
+    compare-and-set in ``old``, so no concurrent write is lost and no ended session comes back
+    (the module ``sessionware.stores.migrating`` says how).
 
     ``copy_on_read``: ``None`` (the default) moves a session on its next write; a TTL moves it
     as soon as it is read, filed in ``new`` for that long (give the sessions' TTL: the expiry
