@@ -160,6 +160,7 @@ async def test_a_purge_of_a_session_still_in_old_ends_it_for_good(
     await repository.purge(await load(repository, key))
     assert await repository.load(key, TTL) is ENDED
     assert not await held_by(old, slow.id), "nothing left in old to come back"
+    assert await new.get(slow.id) is None, "ended where it was, in old"
     assert await repository.save(slow, Changes(set={"x": 1}), StoredState(), TTL) is None
     await stores.advance(SHORT.total_seconds())  # the tombstone in new expires
     assert not await live(repository, key)
@@ -167,7 +168,7 @@ async def test_a_purge_of_a_session_still_in_old_ends_it_for_good(
     assert not await live(repository, key)
 
 
-async def test_a_renewal_moves_the_session_and_leaves_nothing_in_old(
+async def test_a_renewal_of_a_session_still_in_old_ends_it_there(
     stores: Stores,
 ) -> None:
     old, new = stores.old, stores.new
@@ -284,6 +285,7 @@ async def test_from_keys_in_clear_to_hashed_ids_across_stores() -> None:
         hashed = hashlib.sha256(key.encode()).hexdigest()
         assert loaded.id == hashed and loaded.state == {"a": 1}
         assert not await held_by(old, key)
+        assert await new.get(key) is None, "no key in clear in new, not even a tombstone's"
         record = await new.get(hashed)
         assert record is not None and key.encode() not in record.data
         assert [i.id for i in await repository.sessions_for("ada")] == [hashed]

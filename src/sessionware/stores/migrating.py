@@ -15,6 +15,8 @@ every move, through a *marker* left in place of the record::
                         expect=<MOVING's>).
                         A move whose confirm finds its marker changed was aborted by a reader:
                         it takes its landed record back (a purge tombstone) and reports failure
+                        A tombstone (a purge, a renewal) is not moved: it replaces the record
+                        in old with the same compare-and-set, and ends there
     put(ABSENT)         taken if old holds anything under id; else new.put(expect=ABSENT)
     touch / delete      the store that holds the record / both
 
@@ -22,8 +24,8 @@ An abort is the same compare-and-set the other way: old.put(ABORTED, expect=<MOV
 purge tombstone created in ``new`` (``expect=ABSENT``), so a stalled move can neither land nor
 stay landed, however late it goes on. Exactly one of confirm and abort wins. So: a record leaves
 ``old`` only by one compare-and-set; a write that read ``old`` before it fails its own claim and
-is merged again onto what ``new`` holds; a purge of a record still in ``old`` moves the
-tombstone to ``new``; nothing in ``old`` comes back once ``new``'s record has ended. A crash or
+is merged again onto what ``new`` holds; a purge of a record still in ``old`` tombstones it
+there; nothing in ``old`` comes back once ``new``'s record has ended. A crash or
 store failure in the middle of a move ends that one session (its user signs in again); it never
 revives or forks it.
 
@@ -193,6 +195,9 @@ class MigratingStore:
         self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
     ) -> Version | None:
         if isinstance(expect, _Old) and expect.origin is self:
+            if data.startswith(TOMBSTONE_HEAD):  # ending a session still in old: end it there
+                version = await self.old.put(id, data, ttl, expect=expect.version)
+                return None if version is None else _Old(version, self)
             return await self._move(id, data, ttl, expect.version)
         if expect is ABSENT and await self.old.get(id) is not None:
             return None  # taken in old (a live record, or one on its way to new)
