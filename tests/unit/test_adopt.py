@@ -91,22 +91,24 @@ def flask_cookie(state: dict[str, Any], secret: str = SECRET) -> str:
 
 @pytest.fixture(scope="module")
 def django() -> Iterator[Any]:
-    """Django configured in-process with the signed_cookies session backend."""
+    """Django in-process with the signed_cookies session backend (settings overridden for this
+    module, so it works whether or not something configured Django before)."""
     import django as django_module
+    from django.test import override_settings
 
     if not django_settings.configured:
-        django_settings.configure(
-            SECRET_KEY=SECRET,
-            SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies",
-            ROOT_URLCONF=__name__,
-            MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"],
-            INSTALLED_APPS=["django.contrib.sessions"],
-            ALLOWED_HOSTS=["testserver"],
-            DATABASES={},
-            USE_TZ=True,
-        )
-        django_module.setup()
-    yield django_module
+        django_settings.configure(SECRET_KEY=SECRET)
+    django_module.setup()
+    with override_settings(
+        SECRET_KEY=SECRET,
+        SECRET_KEY_FALLBACKS=[],
+        SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies",
+        SESSION_SERIALIZER="django.contrib.sessions.serializers.JSONSerializer",
+        ROOT_URLCONF=__name__,
+        MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"],
+        ALLOWED_HOSTS=["testserver"],
+    ):
+        yield django_module
 
 
 def _django_login(request: Any) -> Any:
