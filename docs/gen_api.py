@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import enum
+import functools
 import importlib
 import inspect
 import re
@@ -25,6 +26,7 @@ MODULES = [
     "sessionware",
     "sessionware.stores",
     "sessionware.repository",
+    "sessionware.adopt",
     "sessionware.flash",
     "sessionware.csrf",
     "sessionware.events",
@@ -176,7 +178,7 @@ def _members(cls: type) -> list[tuple[str, Any]]:
 
 
 def _class(name: str, cls: type) -> str:
-    bases = [b.__name__ for b in cls.__bases__ if b is not object]
+    bases = [b.__name__ for b in cls.__bases__ if b is not object and b.__name__[:1] != "_"]
     kind = "enum" if issubclass(cls, enum.Enum) else "class"
     out = f"### {kind} `{name}`" + (f" ({', '.join(bases)})" if bases else "") + "\n\n"
     if issubclass(cls, enum.Enum):
@@ -189,8 +191,9 @@ def _class(name: str, cls: type) -> str:
         if k.__module__.startswith("sessionware")
     )
     is_protocol = bool(getattr(cls, "_is_protocol", False))
-    signature = _signature(cls, name) if has_init and not is_protocol else None
+    signature = _signature(_constructor(cls), name) if has_init and not is_protocol else None
     if signature:
+        signature = signature.removesuffix(" -> None")  # an __init__'s, shown as the class's
         out += f"```python\n{signature}\n```\n\n"
     out += _doc(cls)
     for attr, value in _members(cls):
@@ -205,6 +208,15 @@ def _class(name: str, cls: type) -> str:
             text = _one_line(_signature(value, attr, method=True) or attr)
             out += f"- **`{_async(value)}{text}`**" + _inline(value) + "\n"
     return out + "\n"
+
+
+def _constructor(cls: type) -> Any:
+    """What to show as ``cls``'s signature: its ``__init__`` when its ``__new__`` only picks a
+    subclass (``def __new__(cls, *, a, b, **_)``), else the class itself."""
+    new = getattr(cls, "__new__", None)
+    if new is not None and "_" in inspect.signature(new).parameters:
+        return functools.partial(cls.__init__, None)
+    return cls
 
 
 def _one_line(text: str) -> str:

@@ -28,6 +28,7 @@ from sessionware.stores.cookie import CookieSessionStore
 from sessionware.stores.memory import MemorySessionStore
 
 if TYPE_CHECKING:
+    from sessionware.stores.migrating import MigratingStore
     from sessionware.stores.postgres import PostgresSessionStore
     from sessionware.stores.redis import RedisSessionStore
     from sessionware.stores.sqlite import SQLiteSessionStore
@@ -39,6 +40,7 @@ __all__ = [
     "LoadError",
     "MemcachedSessionStore",
     "MemorySessionStore",
+    "MigratingStore",
     "MySQLSessionStore",
     "NotSupportedError",
     "PostgresSessionStore",
@@ -82,6 +84,7 @@ _LAZY = {
     "MySQLSessionStore": "sessionware.stores.mysql",
     "MemcachedSessionStore": "sessionware.stores.memcached",
     "CachedSessionStore": "sessionware.stores.cached",
+    "MigratingStore": "sessionware.stores.migrating",
 }
 
 
