@@ -204,4 +204,6 @@ def test_bench_scale() -> None:
         for sessions in ("shared", "distinct"):
             match = row(output, f"increments lost, update, {sessions} sessions, 4 connections")
             assert match.group("verdict") in ("PASS", "MISS"), match.group(0)
+    lost = [m for label, m in rows(output).items() if label.startswith("increments lost")]
+    assert lost and all(m.group("measured").isdigit() for m in lost), lost
     assert re.search(r"^\| 4 \| shared \| assign \| \d+ \| [\d.]+ \[", output, re.M), output
