@@ -58,8 +58,7 @@ sys.path.insert(0, str(HERE))
 
 import _apps  # noqa: E402
 import bench_e2e  # noqa: E402
-from bench_asgi import Row, ratio, ratio_table, spread  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
+from bench_asgi import Row, cell_table, ratio, ratio_table, spread  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, PlainTextResponse, Response  # noqa: E402
@@ -381,19 +380,13 @@ def per_kb(label: str, big: Cell, small: Cell, kilobytes: float) -> Row:
     return Row(label, None, (big, small), lambda r: (r[big] - r[small]) / kilobytes)
 
 
-def cell_table(
+def cells_table(
     title: str, names: Sequence[str], kinds: Sequence[str], rounds: list[dict[Cell, float]]
 ) -> None:
     """Each cell's median over rounds, µs per request, with its [min-max]."""
-    width = max(len(n) for n in [*names, title]) + 2
     print("")
-    print(f"{title:<{width}}" + "".join(f"{KIND_LABELS.get(k, k) + ' µs':>26}" for k in kinds))
-    for name in names:
-        line = f"{name:<{width}}"
-        for kind in kinds:
-            values = [r[(name, kind)] for r in rounds if (name, kind) in r]
-            line += f"{spread(values, 1, 1):>26}" if values else f"{'-':>26}"
-        print(line)
+    headers = [f"{KIND_LABELS[kind]} µs" for kind in kinds]
+    cell_table(title, names, kinds, rounds, headers, column=26)
 
 
 def per_kb_lines(
@@ -519,7 +512,7 @@ async def part_state(args: argparse.Namespace, run: Run, rng: random.Random) -> 
         " (at least one); read = load and read one key, write = counter + 1, untouched = the"
         " handler never touches the session (lazy=True: no load); server-side stores lazy=True"
     )
-    cell_table("state (µs per request)", names, KINDS, rounds)
+    cells_table("state (µs per request)", names, KINDS, rounds)
     per_kb_lines(plan, rounds, cpu_rounds)
     rows: list[Row] = []
     for kind, store_sizes in plan.items():
@@ -758,7 +751,7 @@ async def part_stored(args: argparse.Namespace, run: Run, rng: random.Random) ->
         f" in a database of its own, from {args.redis_db})"
     )
     names = [f"{kind}/{level}" for kind in kinds for level in levels]
-    cell_table("store/sessions (µs per request)", names, ("read", "write"), rounds)
+    cells_table("store/sessions (µs per request)", names, ("read", "write"), rounds)
     rows = []
     for kind in kinds:
         for level in args.sessions:
@@ -912,9 +905,10 @@ async def part_user(args: argparse.Namespace, run: Run, rng: random.Random) -> N
 
 # -- part 4: concurrency (uvicorn + wrk) --------------------------------------------------------
 
+# handler -> (path, what it does); /write and /read are _apps.make_app's routes.
 HANDLERS = {
-    "assign": 'session["n"] = session.get("n", 0) + 1',
-    "update": 'session.update_or("n", 1, lambda n: n + 1)',
+    "assign": ("/write", 'session["counter"] = session.get("counter", 0) + 1'),
+    "update": ("/update", 'session.update_or("counter", 1, lambda n: n + 1)'),
 }
 
 
@@ -931,7 +925,7 @@ class Acknowledged:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path not in ("/assign", "/update"):
+        if scope["type"] != "http" or path not in ("/write", "/update"):
             await self.app(scope, receive, send)
             return
 
@@ -944,20 +938,16 @@ class Acknowledged:
 
 
 def concurrency_app() -> Any:
-    """uvicorn factory of the concurrency part: the write handlers with a plain dict
-    ($SESSIONWARE_BENCH_FLAVOR=bare) or sessionware over Redis (sw-redis); ``/stats`` gives the
-    acknowledged writes and, where ``on_event`` exists, the events by kind."""
+    """uvicorn factory of the concurrency part: the benchmark app with a plain dict
+    ($SESSIONWARE_BENCH_FLAVOR=bare) or sessionware over Redis (sw-redis), plus ``/update``
+    (``update_or``, where it exists), ``/stats`` (acknowledged writes and, where ``on_event``
+    exists, events by kind) and ``/imported`` (where sessionware came from)."""
     name = os.environ.get("SESSIONWARE_BENCH_FLAVOR", "bare")
     prefix = os.environ.get("SESSIONWARE_BENCH_PREFIX", "bench:scale:")
     stats: Counter[str] = Counter()
     middleware: list[Middleware] = []
-    if name == "bare":
-        state: dict[str, Any] = {}
-
-        async def getter(request: Request) -> Any:
-            return state
-
-    else:
+    getter = _apps.GETTERS["bare"]
+    if name != "bare":
         from sessionware.stores import RedisSessionStore
 
         store = RedisSessionStore.from_url(_apps.REDIS_URL, key_prefix=prefix + "sessionware:")
@@ -971,19 +961,10 @@ def concurrency_app() -> Any:
         middleware = [Middleware(SessionwareMiddleware, **options)]
         getter = _apps.GETTERS["sessionware"]
 
-    async def assign(request: Request) -> Response:
-        session = await getter(request)
-        session["n"] = session.get("n", 0) + 1
-        return PlainTextResponse("ok")
-
     async def update(request: Request) -> Response:
         session = await getter(request)
-        session.update_or("n", 1, plus_one)
+        session.update_or("counter", 1, plus_one)  # type: ignore[attr-defined]
         return PlainTextResponse("ok")
-
-    async def count(request: Request) -> Response:
-        session = await getter(request)
-        return PlainTextResponse(str(session.get("n", 0)))
 
     async def report(request: Request) -> Response:
         return JSONResponse(dict(stats))
@@ -991,11 +972,10 @@ def concurrency_app() -> Any:
     async def imported(request: Request) -> Response:
         return PlainTextResponse(str(Path(sessionware.__file__).parent))
 
-    routes = [Route("/assign", assign), Route("/count", count), Route("/stats", report)]
-    routes.append(Route("/imported", imported))
+    routes = [Route("/stats", report), Route("/imported", imported)]
     if name != "bare" and hasattr(Session, "update_or"):
         routes.append(Route("/update", update))
-    return Acknowledged(Starlette(routes=routes, middleware=middleware), stats)
+    return Acknowledged(_apps.make_app(getter, middleware, routes), stats)
 
 
 class Http:
@@ -1025,15 +1005,15 @@ class Http:
             self.conn = None
 
     def new_session(self) -> str:
-        status, _, set_cookie = self.get("/assign")
+        status, _, set_cookie = self.get("/write")
         if status != 200 or not set_cookie or not set_cookie.startswith("id="):
-            raise RuntimeError(f"/assign answered {status} and set no session cookie")
+            raise RuntimeError(f"/write answered {status} and set no session cookie")
         return set_cookie.split(";", 1)[0]
 
     def counter(self, cookie: str) -> int:
-        status, body, _ = self.get("/count", cookie)
+        status, body, _ = self.get("/read", cookie)
         if status != 200:
-            raise RuntimeError(f"/count answered {status}")
+            raise RuntimeError(f"/read answered {status}")
         return int(body)
 
     def stats(self) -> Counter[str]:
@@ -1139,7 +1119,7 @@ def part_concurrency(args: argparse.Namespace, run: Run, rng: random.Random) -> 
             name = "bare" if sessions == "bare" else "sw"
             server, client = servers[name], clients[name]
             cookies = [shared] if sessions == "shared" else distinct[: 4 * conns]
-            path = f"/{handler}"
+            path = HANDLERS[handler][0]
             before = seen[name]
             options = argparse.Namespace(threads=1, connections=conns)
             if wrk:
@@ -1201,8 +1181,8 @@ def report_concurrency(
         " acknowledged - what the session's counter rose by; CAS attempts per write ="
         " (acknowledged + MergeRetry events) ÷ acknowledged"
     )
-    for name, text in HANDLERS.items():
-        print(f"  handler {name}: {text}")
+    for name, (path, text) in HANDLERS.items():
+        print(f"  handler {name} ({path}): {text}")
     print("")
     print(
         "| connections | sessions | handler | req/s | req/s ÷ bare | p50 ms | p99 ms | errors"
