@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,8 +219,11 @@ def build_cookie_name(name: str) -> str | None:
     return "id" if family in ("sessionware", "floor") else "session"
 
 
-def make_app(getter: Getter, middleware: list[Middleware]) -> Starlette:
-    """The benchmark app: the same three routes whatever the session library."""
+def make_app(
+    getter: Getter, middleware: list[Middleware], routes: Sequence[Route] = ()
+) -> Starlette:
+    """The benchmark app: the same three routes whatever the session library (plus ``routes``,
+    for a script's own set-up requests)."""
 
     async def write(request: Request) -> Response:
         session = await getter(request)
@@ -234,8 +237,8 @@ def make_app(getter: Getter, middleware: list[Middleware]) -> Starlette:
     async def ignore(request: Request) -> Response:
         return PlainTextResponse("ignored")
 
-    routes = [Route("/write", write), Route("/read", read), Route("/ignore", ignore)]
-    return Starlette(routes=routes, middleware=middleware)
+    common = [Route("/write", write), Route("/read", read), Route("/ignore", ignore)]
+    return Starlette(routes=[*common, *routes], middleware=middleware)
 
 
 # -- the baselines -----------------------------------------------------------------------------
@@ -306,9 +309,12 @@ def redis_options() -> dict[str, Any]:
 # -- servers beyond Redis ----------------------------------------------------------------------
 
 
-def _construct(cls: type[Any], url: str, **options: Any) -> Any:
+def construct(
+    cls: type[Any], url: str, *, driver_options: dict[str, Any] | None = None, **options: Any
+) -> Any:
     """``cls.from_dsn(url, ...)`` or ``cls.from_url(url, ...)``, passing only the options its
-    signature names (so a version without one of them still builds)."""
+    signature names (so a version without one of them still builds), and ``driver_options``
+    (e.g. a pool's ``init``) through its ``**kwargs``; raise if it has none."""
     factory = getattr(cls, "from_dsn", None) or getattr(cls, "from_url", None)
     if factory is None:
         raise RuntimeError(f"{cls.__name__} has neither from_dsn nor from_url")
@@ -316,7 +322,12 @@ def _construct(cls: type[Any], url: str, **options: Any) -> Any:
     if "table" in options and "table" not in params:
         # Never fall back to the store's default table: it may hold someone else's data.
         raise RuntimeError(f"{cls.__name__}.{factory.__name__} takes no table=; not run")
-    return factory(url, **{k: v for k, v in options.items() if k in params})
+    chosen = {k: v for k, v in options.items() if k in params}
+    if driver_options:
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            raise RuntimeError(f"{cls.__name__}.{factory.__name__} passes no driver options")
+        chosen.update(driver_options)
+    return factory(url, **chosen)
 
 
 class Services:
@@ -330,7 +341,11 @@ class Services:
         self._memcached: subprocess.Popen[bytes] | None = None
         self._memcached_port = 0
 
-    def table(self) -> str:
+    def table(self, server: str | None = None) -> str:
+        """A fresh table name of this run; naming its ``server`` ("postgres" or "mysql") has
+        ``aclose()`` drop it."""
+        if server is not None:
+            self._used.add(server)
         self._tables += 1
         return f"bench_{self.tag}_{self._tables}"
 
@@ -341,11 +356,11 @@ class Services:
             raise RuntimeError(f"sessionware.stores has no {class_name}")
         self._used.add(server)
         if server == "postgres":
-            return _construct(cls, POSTGRES_DSN, table=self.table())
+            return construct(cls, POSTGRES_DSN, table=self.table())
         if server == "mysql":
-            return _construct(cls, MYSQL_DSN, table=self.table())
+            return construct(cls, MYSQL_DSN, table=self.table())
         port = self.memcached_port()
-        return _construct(cls, f"memcached://127.0.0.1:{port}", key_prefix=f"bench:{self.tag}:")
+        return construct(cls, f"memcached://127.0.0.1:{port}", key_prefix=f"bench:{self.tag}:")
 
     def memcached_port(self) -> int:
         """Start one memcached on a free loopback port (once); return its port."""
@@ -456,10 +471,12 @@ def build(
     memory_max_entries: int = 100_000,
     services: Services | None = None,
     record: bytes = DEFAULT_RECORD,
+    routes: Callable[[Getter], Sequence[Route]] | None = None,
 ) -> Flavor:
     """The app behind ``name``'s session middleware. ``prefix`` namespaces Redis keys; ``policy``
     (sessionware only) sets ``BrowserSession(state_ttl_extension_policy=...)``; ``record`` is what
-    the null Redis middlewares GET and SET."""
+    the null Redis middlewares GET and SET; ``routes(getter)`` adds routes reaching the session
+    the way this flavour's handlers do."""
     reason = unavailable(name, services)
     if reason is not None:
         raise RuntimeError(f"{name}: {reason}")
@@ -579,19 +596,26 @@ def build(
             options["on_event"] = no_op_event
         middleware = [Middleware(SessionwareMiddleware, **options)]
         cookie_name = "id"
-    app = make_app(GETTERS[family], middleware)
+    getter = GETTERS[family]
+    app = make_app(getter, middleware, routes(getter) if routes is not None else ())
     return Flavor(name, family, app, cookie_name, closers, prepare)
 
 
-async def delete_prefixed(prefix: str) -> int:
-    """Delete every Redis key under ``prefix`` (SCAN, bounded by what exists); return how many."""
+async def delete_prefixed(prefix: str, url: str = REDIS_URL) -> int:
+    """Delete every Redis key under ``prefix`` in ``url``'s database (SCAN, bounded by what
+    exists; UNLINK a thousand at a time); return how many."""
     from redis.asyncio import Redis
 
-    client = Redis.from_url(REDIS_URL, **redis_options())
-    deleted = 0
+    client = Redis.from_url(url, **redis_options())
+    deleted, batch = 0, []
     try:
         async for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            deleted += await client.delete(key)
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += await client.unlink(*batch)
     finally:
         await client.aclose()
     return deleted

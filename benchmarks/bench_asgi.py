@@ -29,7 +29,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import metadata
@@ -695,6 +695,26 @@ def spread(values: list[float], digits: int = 2, median_digits: int = 3) -> str:
     return f"{statistics.median(values):.{median_digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
 
 
+def cell_table(
+    title: str,
+    names: Sequence[str],
+    kinds: Sequence[str],
+    rounds: list[dict[Cell, float]],
+    headers: Sequence[str] = (),
+    column: int = 24,
+) -> None:
+    """One line per configuration: each kind's median over rounds (µs per request), [min-max];
+    ``-`` for a cell not measured. ``headers`` name the columns (default: the kinds)."""
+    width = max(len(n) for n in [*names, title]) + 2
+    print(f"{title:<{width}}" + "".join(f"{h:>{column}}" for h in headers or kinds))
+    for name in names:
+        line = f"{name:<{width}}"
+        for kind in kinds:
+            values = [r[(name, kind)] for r in rounds if (name, kind) in r]
+            line += f"{spread(values, 1, 1):>{column}}" if values else f"{'-':>{column}}"
+        print(line)
+
+
 def ratio_table(
     title: str,
     rows: list[Row],
@@ -766,13 +786,7 @@ def report(
     width = max(len(n) for n in [*measured, "configuration"]) + 2
     out("")
     out("cell = median over rounds of the cell's value, µs per request [min-max over rounds]")
-    out(f"{'configuration':<{width}}" + "".join(f"{k:>24}" for k in KINDS))
-    for name in measured:
-        row = f"{name:<{width}}"
-        for kind in KINDS:
-            vals = [r[(name, kind)] for r in rounds if (name, kind) in r]
-            row += f"{spread(vals, 1, 1):>24}" if vals else f"{'-':>24}"
-        out(row)
+    cell_table("configuration", measured, KINDS, rounds)
     out("")
     out("overhead over bare (µs per request, median over rounds of the cell minus bare's)")
     for name in measured:

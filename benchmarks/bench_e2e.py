@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import itertools
 import os
 import random
 import re
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -80,12 +82,14 @@ def free_port() -> int:
 class Server:
     """One uvicorn process serving one flavour; ``stop()`` ends it (only it)."""
 
-    def __init__(self, flavor: str, prefix: str, logdir: str) -> None:
+    def __init__(
+        self, flavor: str, prefix: str, logdir: str, factory: str = "_apps:e2e_app"
+    ) -> None:
         self.port = free_port()
         self.log_path = os.path.join(logdir, f"uvicorn-{flavor}.log")
         env = dict(os.environ, SESSIONWARE_BENCH_FLAVOR=flavor, SESSIONWARE_BENCH_PREFIX=prefix)
         argv = [
-            sys.executable, "-m", "uvicorn", "--factory", "_apps:e2e_app",
+            sys.executable, "-m", "uvicorn", "--factory", factory,
             "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", str(self.port),
             "--no-access-log", "--log-level", "warning", "--workers", "1",
         ]  # fmt: skip
@@ -171,11 +175,21 @@ def _ms(text: str) -> float:
 
 
 def run_wrk(
-    wrk: str, port: int, path: str, cookie: str | None, seconds: float, args: argparse.Namespace
+    wrk: str,
+    port: int,
+    path: str,
+    cookie: str | None,
+    seconds: float,
+    args: argparse.Namespace,
+    script: str | None = None,
 ) -> tuple[float, float, float, int, int]:
+    """(req/s, p50 ms, p99 ms, errors, requests) of one wrk run; ``script``: a Lua file that
+    builds the requests (then ``cookie`` is not sent)."""
     argv = [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{max(1, round(seconds))}s"]
     argv += ["--latency", "--timeout", "5s"]
-    if cookie:
+    if script:
+        argv += ["-s", script]
+    elif cookie:
         argv += ["-H", f"Cookie: {cookie}"]
     argv.append(f"http://127.0.0.1:{port}{path}")
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)
@@ -192,11 +206,13 @@ def run_wrk(
 
 
 async def _python_load(
-    port: int, path: str, cookie: str | None, seconds: float, connections: int
+    port: int, path: str, cookie: str | Sequence[str] | None, seconds: float, connections: int
 ) -> tuple[float, float, float, int, int]:
+    """What ``run_wrk`` measures, from Python; a list of cookies is sent in turn, one a request."""
     import httpx
 
-    headers = {"Cookie": cookie} if cookie else {}
+    cookies = [cookie] if isinstance(cookie, str) else list(cookie or ())
+    turn = itertools.cycle([{"Cookie": c} for c in cookies] or [{}])
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     latencies: list[float] = []
     errors = 0
@@ -211,7 +227,7 @@ async def _python_load(
             while time.perf_counter() < deadline and len(latencies) < cap:
                 start = time.perf_counter()
                 try:
-                    response = await client.get(path, headers=headers)
+                    response = await client.get(path, headers=next(turn))
                     if response.status_code != 200:
                         errors += 1
                 except httpx.HTTPError:
