@@ -40,6 +40,8 @@ class Launch:
     argv: tuple[str, ...]
     tls: bool = False
     http2: bool = False
+    websockets: bool = True
+    """Whether the WebSocket scenarios run on it (they go over HTTP/1.1 in any case)."""
 
 
 _UVICORN = ("-m", "uvicorn", APP, "--host", HOST, "--port", "{port}", "--lifespan", "off")
@@ -63,11 +65,14 @@ LAUNCHES: dict[str, Launch] = {
         http2=True,
     ),
     "granian": Launch("granian", (*_GRANIAN, *_GRANIAN_ONE)),
+    # granian 2.8 over TLS leaves about 1 in 300 WebSocket handshakes unanswered (no 101,
+    # with --http auto or 1); its WebSockets are tested over plain HTTP above.
     "granian-h2-tls": Launch(
         "granian",
         (*_GRANIAN, *_GRANIAN_ONE, "--ssl-certificate", "{certfile}", "--ssl-keyfile", "{keyfile}"),
         tls=True,
         http2=True,
+        websockets=False,
     ),
     "daphne": Launch("daphne", ("-m", "daphne", "-b", HOST, "-p", "{port}", APP)),
 }

@@ -115,14 +115,20 @@ STORES = ["db", "cookie"]
 """The two mounts of server_app.py: the SQLite store and the cookie store."""
 
 
-def _servers(xfail: Callable[[Capability], bool] = lambda _: False, reason: str = "") -> list[Any]:
-    """Every server, as parameters; those where ``xfail(capability)`` is true are marked
-    ``xfail(strict=True, reason=reason)``."""
+def _servers(
+    xfail: Callable[[Capability], bool] = lambda _: False,
+    reason: str = "",
+    *,
+    websockets: bool = False,
+) -> list[Any]:
+    """Every server (with ``websockets``, those the WebSocket scenarios run on), as parameters;
+    those where ``xfail(capability)`` is true are marked ``xfail(strict=True, reason=reason)``."""
     return [
         pytest.param(
             name, marks=[pytest.mark.xfail(strict=True, reason=reason)] if xfail(cap) else []
         )
         for name, cap in CAPABILITIES.items()
+        if LAUNCHES[name].websockets or not websockets
     ]
 
 
@@ -266,6 +272,8 @@ def test_scopes_match_the_capability_table(server: Server) -> None:
         response = client.get("/db/scope")
         assert response.http_version == ("HTTP/2" if server.launch.http2 else "HTTP/1.1")
         assert response.json()["asgi"] == capability.http_asgi
+        if not server.launch.websockets:
+            return
         report = websocket_report(server, client, "db", "")
     assert report["asgi"] == capability.ws_asgi
     assert tuple(report["extensions"]) == capability.extensions
@@ -402,7 +410,7 @@ def test_new_visitors_streamed_write_is_refused(server: Server, mount: str) -> N
 # --- WebSockets ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("server", _servers(), indirect=True)
+@pytest.mark.parametrize("server", _servers(websockets=True), indirect=True)
 def test_websocket_write_after_accept_to_a_signed_in_session_is_saved(server: Server) -> None:
     """Needs no header, so it works on every server."""
     with server.client() as client:
@@ -413,7 +421,7 @@ def test_websocket_write_after_accept_to_a_signed_in_session_is_saved(server: Se
         assert state(client, "db") == {"user": "ada", "ws_after": 1}
 
 
-@pytest.mark.parametrize("server", _servers(), indirect=True)
+@pytest.mark.parametrize("server", _servers(websockets=True), indirect=True)
 def test_websocket_write_before_accept_to_a_signed_in_session_is_saved(server: Server) -> None:
     """The key does not change, so no header is needed: works on every server."""
     with server.client() as client:
@@ -423,7 +431,7 @@ def test_websocket_write_before_accept_to_a_signed_in_session_is_saved(server: S
         assert state(client, "db") == {"user": "ada", "ws_before": "x"}
 
 
-@pytest.mark.parametrize("server", _servers(), indirect=True)
+@pytest.mark.parametrize("server", _servers(websockets=True), indirect=True)
 def test_cookie_store_websocket_write_after_accept_is_refused(server: Server) -> None:
     with server.client() as client:
         log_in(client, "cookie")
@@ -435,7 +443,11 @@ def test_cookie_store_websocket_write_after_accept_is_refused(server: Server) ->
 @pytest.mark.parametrize("mount", STORES)
 @pytest.mark.parametrize(
     "server",
-    _servers(lambda capability: not capability.accept_headers, SERVER_DROPS_ACCEPT_HEADERS),
+    _servers(
+        lambda capability: not capability.accept_headers,
+        SERVER_DROPS_ACCEPT_HEADERS,
+        websockets=True,
+    ),
     indirect=True,
 )
 def test_websocket_write_before_accept_sends_the_cookie(server: Server, mount: str) -> None:
@@ -465,7 +477,7 @@ def _spec_version(server: Server) -> str:
     [
         pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=SILENT_LOSS))
         for name, capability in CAPABILITIES.items()
-        if not capability.accept_headers
+        if not capability.accept_headers and LAUNCHES[name].websockets
     ],
     indirect=True,
 )
