@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -34,6 +35,24 @@ def require_executable(name: str, path: str) -> None:
     if os.path.isfile(path) and os.access(path, os.X_OK):
         return
     message = f"{name} is not installed at {path}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI must have it installed", pytrace=False)
+    pytest.skip(message)
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (its package is installed), without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+def require_module(name: str, module: str) -> None:
+    """Skip (or, under CI=true, fail) unless ``module`` can be imported (its package installed)."""
+    if installed(module):
+        return
+    message = f"{name} is not installed (no module {module!r}; pip install -e '.[dev]')"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}; CI must have it installed", pytrace=False)
     pytest.skip(message)

@@ -57,24 +57,96 @@ class Certificate:
 def make_certificate(directory: Path) -> Certificate:
     """Write a fresh P-256 key and a one-day self-signed certificate for 127.0.0.1."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    name = _name("127.0.0.1")
+    cert = _certificate(name, name, key.public_key(), key, ca=False)
+    cert_file, key_file = _write(directory, "cert", cert, key)
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
+    return Certificate(cert_file, key_file, pin)
+
+
+@dataclass(frozen=True)
+class SignedCertificate:
+    """A server certificate for 127.0.0.1 and localhost, its key, and the CA that signed it."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def make_signed_certificate(directory: Path) -> SignedCertificate:
+    """Write a throwaway CA and a one-day server certificate it signed, for 127.0.0.1 and
+    localhost: a client that trusts ``ca_file`` alone verifies the server as it would in
+    production (``ssl.create_default_context(cafile=...)``)."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name("sessionware test CA")
+    ca = _certificate(ca_name, ca_name, ca_key.public_key(), ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _certificate(_name("127.0.0.1"), ca_name, key.public_key(), ca_key, ca=False)
+    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file, key_file = _write(directory, "server", cert, key)
+    return SignedCertificate(directory / "ca.pem", cert_file, key_file)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _certificate(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    signer: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+) -> x509.Certificate:
+    """A one-day certificate: a CA's, or a server's for 127.0.0.1 and localhost."""
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        # Python 3.13's default context (VERIFY_X509_STRICT) wants both key identifiers.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]),
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
             critical=False,
         )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
     )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    if ca:
+        usage = dict.fromkeys(
+            ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement"),
+            False,
+        )
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+                **usage,
+            ),
+            critical=True,
+        )
+    else:
+        names = [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.DNSName("localhost")]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(signer, hashes.SHA256())
+
+
+def _write(
+    directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> tuple[Path, Path]:
+    """Write ``cert`` and its unencrypted ``key`` as PEM files; return their paths."""
+    cert_file, key_file = directory / f"{stem}.pem", directory / f"{stem}-key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(
         key.private_bytes(
@@ -83,11 +155,7 @@ def make_certificate(directory: Path) -> Certificate:
             serialization.NoEncryption(),
         )
     )
-    spki = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
-    return Certificate(cert_file, key_file, pin)
+    return cert_file, key_file
 
 
 def chromium_args(certificate: Certificate, *, dbsc: bool = True) -> list[str]:

@@ -179,3 +179,27 @@ async def test_the_lazy_loading_handler_loads_the_session(tmp_path: Path) -> Non
     name, value = await make_session_cookie(app, {"user_id": 7})
     response = await request(app, "GET", "/", cookies={name: value})
     assert response.json() == {"user": 7}
+
+
+async def test_the_websocket_example_keeps_its_session_without_a_cookie_on_accept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/servers.md: the page starts the session over HTTP; the socket's writes are saved
+    without any header on ``websocket.accept`` (what granian and daphne need)."""
+    from tests.client import websocket
+
+    monkeypatch.chdir(tmp_path)  # the store opens its relative "sessions.db" on first use
+    app = run(example("docs/servers.md", "WebSockets on granian and daphne"), tmp_path)["app"]
+    try:
+        refused = await websocket(app, "/chat")
+        assert refused[-1]["code"] == 1008
+        page = await request(app, "GET", "/")
+        cookie = page.cookie()
+        assert cookie is not None
+        for messages in (1, 2):
+            sent = await websocket(app, "/chat", cookies={cookie.name: cookie.value})
+            assert sent[0]["type"] == "websocket.accept"
+            assert not sent[0].get("headers")  # nothing for the server to carry
+            assert sent[1]["text"] == f'{{"nickname":"guest","messages":{messages}}}'
+    finally:
+        await close_stores(app)
