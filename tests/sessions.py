@@ -12,7 +12,7 @@ from sessionware.state import encode_state
 
 def tracked(state: Mapping[str, Any] | None = None) -> Tracker:
     """A request's tracker whose session was just loaded with ``state``, as the engine fills it."""
-    tracker = Tracker(None, [], unread=False)
+    tracker = Tracker(None, [], None, False)
     state = dict(state or {})
     tracker.fill(tracker.session, state, origin=encode_state(state))
     return tracker

@@ -181,12 +181,17 @@ def _unseal(value: str, keys: Sequence[Key], security: ContentSecurity, name: st
             raise DecodeError(
                 f"too short for a private cookie: {len(blob)} bytes, at least {_MIN_PRIVATE}"
             )
-    else:
+    elif security is ContentSecurity.SIGNED_ACTIX or value[_MAC_B64 - 1 : _MAC_B64] == "=":
         if len(value) < _MAC_B64 or _b64(value[:_MAC_B64]) is None:
             raise DecodeError(
                 "not base64: a signed cookie starts with a 44-character base64 HMAC"
                 " (a private cookie? leave out --signed/--signed-actix)"
             )
+    elif not re.fullmatch(r"[A-Za-z0-9_-]{43,}", value):
+        raise DecodeError(
+            "not base64url: a signed cookie is a 43-character base64url HMAC, then the value"
+            " in base64url (a private cookie? leave out --signed)"
+        )
     opened = unseal(security, keys, name, value)
     if opened is None:
         bound = "" if security is ContentSecurity.SIGNED_ACTIX else f", not named {name!r} (--name)"

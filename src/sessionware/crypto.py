@@ -27,6 +27,7 @@ _DERIVE_INFO: Final = b"COOKIE;SIGNED:HMAC-SHA256;PRIVATE:AEAD-AES-256-GCM"
 _NONCE_LEN: Final = 12
 _TAG_LEN: Final = 16
 _MAC_B64_LEN: Final = 44  # padded standard base64 of a 32-byte HMAC-SHA256
+_MAC_B64URL_LEN: Final = 43  # unpadded base64url of it
 _MAC_LEN: Final = 32
 _MAX_SEALED_LEN: Final = 4096
 _SIGNED_TAG: Final = b"sessionware-signed-v1\x00"
@@ -135,7 +136,9 @@ class ContentSecurity(enum.Enum):
     PRIVATE = "private"
     """AES-256-GCM, AAD = cookie name (cookie 0.16 private jar). Confidential and name-bound."""
     SIGNED = "signed"
-    """HMAC-SHA256 over a versioned, length-prefixed (name, value). Name-bound."""
+    """HMAC-SHA256 over a versioned, length-prefixed (name, value). Name-bound. The cookie is
+    ``b64url(mac) ‖ b64url(value)`` (no padding): it needs no percent-encoding. The first
+    version's ``b64(mac) ‖ value`` is still read."""
     SIGNED_ACTIX = "signed-actix"
     """cookie 0.16 signed jar: HMAC-SHA256 over the value only (interop with actix)."""
 
@@ -155,7 +158,9 @@ def seal(security: ContentSecurity, key: Key, name: str, value: str) -> str:
 
     - PRIVATE: ``b64std(nonce12 || AES-256-GCM(value) || tag16)``, AAD = ``name``, fresh nonce.
     - SIGNED_ACTIX: ``b64std(HMAC-SHA256(signing_key, value))`` (44 chars) then ``value``.
-    - SIGNED: the same layout, with the MAC over :func:`_signed_message` ``(name, value)``.
+    - SIGNED: ``b64url(mac)`` (43 chars, unpadded) then ``b64url(value)`` (unpadded), the MAC
+      over :func:`_signed_message` ``(name, value)``. (The first version wrote the SIGNED_ACTIX
+      layout with this MAC; a 44th character ``=`` tells it apart, and it still opens.)
     """
     if not isinstance(security, ContentSecurity):
         raise TypeError(f"unknown content security: {security!r}")
@@ -191,9 +196,11 @@ class Sealer:
         self._name = name.encode()
         self._aeads = tuple(key._aead for key in keys)
         self._signing = tuple(key._signing for key in keys)
-        private = security is ContentSecurity.PRIVATE
-        self.seal = self._seal_private if private else self._seal_signed
-        self.open = self._open_private if private else self._open_signed
+        self.seal, self.open = {
+            ContentSecurity.PRIVATE: (self._seal_private, self._open_private),
+            ContentSecurity.SIGNED: (self._seal_signed, self._open_signed),
+            ContentSecurity.SIGNED_ACTIX: (self._seal_actix, self._open_actix),
+        }[security]
 
     def _seal_private(self, value: str) -> str:
         """Seal with the ring's first key (the engine refuses an empty ring at construction)."""
@@ -201,13 +208,13 @@ class Sealer:
         sealed = self._aeads[0].encrypt(nonce, value.encode(), self._name)
         return binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
 
-    def _message(self, value: bytes) -> bytes:
-        if self.security is ContentSecurity.SIGNED:
-            return _signed_message(self._name, value)
-        return value
-
     def _seal_signed(self, value: str) -> str:
-        mac = hmac.digest(self._signing[0], self._message(value.encode()), "sha256")
+        raw = value.encode()
+        mac = hmac.digest(self._signing[0], _signed_message(self._name, raw), "sha256")
+        return _b64url(mac) + _b64url(raw)
+
+    def _seal_actix(self, value: str) -> str:
+        mac = hmac.digest(self._signing[0], value.encode(), "sha256")
         return binascii.b2a_base64(mac, newline=False).decode("ascii") + value
 
     def _open_private(self, sealed: str) -> tuple[str, int] | None:
@@ -236,6 +243,30 @@ class Sealer:
         return None
 
     def _open_signed(self, sealed: str) -> tuple[str, int] | None:
+        if sealed[_MAC_B64URL_LEN : _MAC_B64URL_LEN + 1] == "=":  # the first version's layout
+            opened = self._open_mac(sealed)
+            if opened is None:
+                return None
+            return self._verify(_signed_message(self._name, opened[1]), opened[0], opened[2])
+        if len(sealed) > _MAX_SEALED_LEN or len(sealed) < _MAC_B64URL_LEN:
+            return None
+        mac = _b64url_decode(sealed[:_MAC_B64URL_LEN])
+        raw = _b64url_decode(sealed[_MAC_B64URL_LEN:])
+        if mac is None or raw is None or len(mac) != _MAC_LEN:
+            return None
+        try:
+            value = raw.decode()
+        except UnicodeDecodeError:
+            return None
+        return self._verify(_signed_message(self._name, raw), mac, value)
+
+    def _open_actix(self, sealed: str) -> tuple[str, int] | None:
+        opened = self._open_mac(sealed)
+        return None if opened is None else self._verify(opened[1], opened[0], opened[2])
+
+    def _open_mac(self, sealed: str) -> tuple[bytes, bytes, str] | None:
+        """The cookie crate's layout, ``b64std(mac) ‖ value``: the MAC, the value's bytes and
+        the value; ``None`` when it is not that shape."""
         if len(sealed) > _MAX_SEALED_LEN or len(sealed) < _MAC_B64_LEN:
             return None
         mac = _b64decode_strict(sealed[:_MAC_B64_LEN])
@@ -243,13 +274,32 @@ class Sealer:
             return None
         value = sealed[_MAC_B64_LEN:]
         try:
-            msg = self._message(value.encode())
+            return mac, value.encode(), value
         except UnicodeEncodeError:  # lone surrogates
             return None
+
+    def _verify(self, message: bytes, mac: bytes, value: str) -> tuple[str, int] | None:
+        """``(value, ring index)`` when a key of the ring made ``mac`` over ``message``."""
         for index, signing in enumerate(self._signing):
-            if hmac.compare_digest(hmac.digest(signing, msg, "sha256"), mac):
+            if hmac.compare_digest(hmac.digest(signing, message, "sha256"), mac):
                 return value, index
         return None
+
+
+_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE: Final = str.maketrans("-_", "+/")
+
+
+def _b64url(data: bytes) -> str:
+    """Unpadded base64url: what a cookie carries without any escaping."""
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode()
+
+
+def _b64url_decode(text: str) -> bytes | None:
+    """``_b64url``'s inverse, canonical encodings only (no padding, no other alphabet)."""
+    if "+" in text or "/" in text or "=" in text or len(text) % 4 == 1:
+        return None
+    return _b64decode_strict(text.translate(_FROM_URLSAFE) + "=" * (-len(text) % 4))
 
 
 def _b64decode_reencoded(text: str) -> bytes | None:

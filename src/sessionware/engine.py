@@ -228,7 +228,7 @@ class SessionEngine:
         if self.device is not None:
             cookie_headers = every = list(cookie_headers)
         cookies = _candidates(cookie_headers, self._prefix)
-        tracker = Tracker(self, cookies, user_agent, unread=lazy or bool(cookies))
+        tracker = Tracker(self, cookies, user_agent, lazy or bool(cookies))
         tracker.lazy = lazy
         if every is not None:
             assert self.device is not None
@@ -299,8 +299,16 @@ class SessionEngine:
         ``PersistError`` when the store fails."""
         session = tracker.session
         if tracker.unread:
-            await tracker.read(session)
+            await self.load_into(tracker, session)
         return session
+
+    async def load_into(self, tracker: Tracker, session: Session) -> None:
+        """Read the session the request's cookie names into ``session`` (its first use)."""
+        raise NotImplementedError
+
+    def open_into(self, tracker: Tracker, session: Session) -> None:
+        """``load_into`` without I/O, where the engine needs none (the cookie store)."""
+        raise NotImplementedError
 
     def release(self, tracker: Tracker) -> None:
         """The request is over: its session takes no more writes (none could be stored)."""
@@ -372,8 +380,9 @@ class SessionEngine:
 
 
 def _cookie_line(engine: SessionEngine, sealed: str) -> str:
-    """The Set-Cookie line for a sealed value. A seal in the base64 alphabet (PRIVATE; a
-    signed key, server-side) needs only ``/`` and ``=`` escaped, in two C-level replaces;
+    """The Set-Cookie line for a sealed value. A seal in the base64 alphabets (PRIVATE,
+    SIGNED; SIGNED_ACTIX's key, server-side) needs only ``/`` and ``=`` escaped, in two C-level
+    replaces;
     anything else goes through ``session_cookie``'s percent-encoding (test_engine's
     test_cookie_lines_match_the_general_encoder holds the two equal)."""
     if engine._base64_seal:
@@ -469,30 +478,29 @@ class ServerSideEngine(SessionEngine):
 
     def respond(self, tracker: Tracker, status_code: int, headers: Headers) -> Headers | None:
         outcome = self._outcome(tracker, status_code)
-        if outcome.persist and (
-            outcome.status is not _UNCHANGED or tracker.reissue or self._due(tracker)
-        ):
-            if tracker.reissue and outcome.status is _UNCHANGED and not self._due(tracker):
+        status, persist, used, _, _ = outcome
+        if persist and (status is not _UNCHANGED or tracker.reissue or self._due(tracker)):
+            if tracker.reissue and status is _UNCHANGED and not self._due(tracker):
                 cookie = None if tracker.key is None else self._cookie(tracker.key)
-                self._close(tracker, outcome.persist)
-                return self._headers(tracker, outcome.used, cookie, headers)
+                self._close(tracker, persist)
+                return self._headers(tracker, used, cookie, headers)
             tracker.decided = outcome
             return None
-        self._close(tracker, outcome.persist)
-        return self._headers(tracker, outcome.used, None, headers)
+        self._close(tracker, persist)
+        return self._headers(tracker, used, None, headers)
 
     async def persist(self, tracker: Tracker, status_code: int, headers: Headers) -> Headers:
         outcome = tracker.decided
         assert outcome is not None, "persist() follows a respond() that returned None"
         try:
             if tracker.unread:  # an extension is due, and the lazy session was never loaded
-                await tracker.read(tracker.session)
-            stored = await _WRITES[outcome.status](self, tracker, outcome)
+                await self.load_into(tracker, tracker.session)
+            stored = await _WRITES[outcome[0]](self, tracker, outcome)
             cookie = self._respond_to(tracker, stored)
         except Exception as exc:
             raise failure(exc, "store") from exc
         self._close(tracker, True)
-        return self._headers(tracker, outcome.used, cookie, headers)
+        return self._headers(tracker, outcome[2], cookie, headers)
 
     def _close(self, tracker: Tracker, persist: bool) -> None:
         """The head goes out: later changes stay storable for a stored session the client
@@ -508,17 +516,17 @@ class ServerSideEngine(SessionEngine):
 
     def _respond_to(self, tracker: Tracker, stored: Stored) -> str | None:
         """The Set-Cookie for what a write before the head reported (the module's table)."""
-        if stored is Stored.WRITTEN:
+        if stored is _WRITTEN:
             assert tracker.key is not None
             return self._cookie(tracker.key, tracker.resendable)
-        if stored is Stored.KEPT:
+        if stored is _KEPT:
             key = tracker.key
             if key is not None and (tracker.reissue or self.cookie_max_age is not None):
                 return self._cookie(key, tracker.resendable)
             return None
-        if stored is Stored.ENDED:
+        if stored is _ENDED:
             return self._removal()
-        if stored is Stored.CONFLICT:
+        if stored is _CONFLICT:
             raise PersistError(_RENEWED_AWAY, status_code=409)
         return None
 
@@ -527,18 +535,18 @@ class ServerSideEngine(SessionEngine):
         (WARNING and event), and later writes to it raise. Failures are logged: the response
         can no longer change."""
         try:
-            stored = await _WRITES[outcome.status](self, tracker, outcome)
+            stored = await _WRITES[outcome[0]](self, tracker, outcome)
         except Exception as exc:
             logger.error(
                 "session changes made after the response started were lost: %s",
                 failure(exc, "store"),
             )
             return
-        if stored is Stored.CONFLICT:
+        if stored is _CONFLICT:
             logger.warning("session changes dropped: %s", _RENEWED_AWAY)
             tracker.handle(Event.ENDED, _RENEWED_AWAY, SessionConflictError)
-        elif stored is Stored.ENDED:
-            if outcome.status is not _PURGED:
+        elif stored is _ENDED:
+            if outcome[0] is not _PURGED:
                 logger.warning("session ended while the response streamed; changes dropped")
             tracker.handle(Event.ENDED, _ENDED_LATE)
 
@@ -549,39 +557,38 @@ class ServerSideEngine(SessionEngine):
         ``expires``: the envelope says when it expires)."""
         record = tracker.record
         if record is None or not self._due(tracker):
-            return Stored.KEPT
+            return _KEPT
         refreshed = await self.repository.refresh(record, self.ttl)
         if refreshed is RENEWED:  # a login moved it: its response sends the new key
-            return Stored.NOTHING
+            return _NOTHING
         if refreshed is None:
             return self._revoked(tracker, "touch")
         tracker.record, tracker.expires = refreshed, refreshed.state.expires
-        return Stored.KEPT
+        return _KEPT
 
     async def _save(self, tracker: Tracker, outcome: Outcome) -> Stored:
         """Changed: merge into the stored session, or store a new one."""
         if tracker.renewed is not None:
             return self._superseded(tracker)
         record, meta = tracker.record, self._meta(tracker)
+        _, _, _, changes, state_json = outcome
         if record is None:
-            return await self._create(tracker, meta, outcome.state_json)
-        saved = await self.repository.save(
-            record, outcome.changes, meta, self.ttl, outcome.state_json
-        )
+            return await self._create(tracker, meta, state_json)
+        saved = await self.repository.save(record, changes, meta, self.ttl, state_json)
         if saved is RENEWED:
             return self._superseded(tracker)
         if saved is None:
             return self._revoked(tracker, "late_save" if tracker.phase is Phase.LATE else "save")
         tracker.record = saved
-        tracker.rebase(tracker.key, saved.id, outcome.state_json)
-        return Stored.WRITTEN
+        tracker.rebase(tracker.key, saved.id, state_json)
+        return _WRITTEN
 
     async def _purge(self, tracker: Tracker, outcome: Outcome) -> Stored:
         """Purged: tombstone the record (and a renewal's successor: a logout racing a login
         still logs out)."""
         record, gone = tracker.record, tracker.renewed
         if record is None and gone is None:
-            return Stored.NOTHING
+            return _NOTHING
         if record is not None:
             await self.repository.purge(record)
         else:
@@ -591,14 +598,15 @@ class ServerSideEngine(SessionEngine):
         if self.on_event is not None:
             self._emit(SessionPurged())
         tracker.key = tracker.record = None
-        return Stored.ENDED
+        return _ENDED
 
     async def _renew(self, tracker: Tracker, outcome: Outcome) -> Stored:
         """Renewed: the state moves to a new key (a new session when there was none)."""
         record, meta = tracker.record, self._meta(tracker)
+        _, _, _, changes, state_json = outcome
         if record is None:
-            return await self._create(tracker, meta, outcome.state_json)
-        renewed = await self.repository.renew(record, outcome.changes, meta, self.ttl)
+            return await self._create(tracker, meta, state_json)
+        renewed = await self.repository.renew(record, changes, meta, self.ttl)
         if renewed is RENEWED:
             logger.info("session %s was renewed by another request", fingerprint(record.id))
             return self._superseded(tracker)
@@ -609,20 +617,20 @@ class ServerSideEngine(SessionEngine):
         if self.on_event is not None:
             self._emit(SessionRenewed())
         tracker.key, tracker.record, tracker.resendable = key, stored, None
-        tracker.rebase(key, stored.id, outcome.state_json)
-        return Stored.WRITTEN
+        tracker.rebase(key, stored.id, state_json)
+        return _WRITTEN
 
     async def _create(self, tracker: Tracker, meta: StoredState, state_json: str | None) -> Stored:
         """A new session, unless there is nothing to keep (no state, user or binding)."""
         state = tracker.state()
         if not (state or meta.user or meta.device):
-            return Stored.NOTHING
+            return _NOTHING
         key, stored = await self.repository.create(state, meta, self.ttl)
         if self.on_event is not None:
             self._emit(SessionCreated())
         tracker.key, tracker.record, tracker.resendable = key, stored, None
         tracker.rebase(key, stored.id, state_json)
-        return Stored.WRITTEN
+        return _WRITTEN
 
     def _revoked(self, tracker: Tracker, operation: str) -> Stored:
         """The session ended under this request (purged, signed out, expired elsewhere)."""
@@ -633,13 +641,13 @@ class ServerSideEngine(SessionEngine):
         if self.on_event is not None:
             self._emit(SessionRevoked(operation))
         tracker.key = tracker.record = None
-        return Stored.ENDED
+        return _ENDED
 
     def _superseded(self, tracker: Tracker) -> Stored:
         """A login renewed the session after this request loaded it: nothing is stored."""
         if self.on_event is not None:
             self._emit(SessionSuperseded("late_save" if tracker.phase is Phase.LATE else "save"))
-        return Stored.CONFLICT
+        return _CONFLICT
 
     def _meta(self, tracker: Tracker) -> StoredState:
         """The metadata a write stores beside the state: creation, the bound user, its agent,
@@ -705,7 +713,7 @@ class ClientSideEngine(SessionEngine):
             )
         super().__init__(**options)
         self.server_side = False
-        self._base64_seal = self.security is ContentSecurity.PRIVATE
+        self._base64_seal = self.security is not ContentSecurity.SIGNED_ACTIX
         self.store = self.backend = store
 
     async def seed(self, state: Mapping[str, Any]) -> str:
@@ -760,15 +768,15 @@ class ClientSideEngine(SessionEngine):
 
     def respond(self, tracker: Tracker, status_code: int, headers: Headers) -> Headers:
         try:
-            outcome = tracker.outcome(status_code)
-            cookie = self._seal(tracker, outcome) if outcome.persist else None
+            status, persist, used, _, state_json = tracker.outcome(status_code, False)
+            cookie = self._seal(tracker, status, used, state_json) if persist else None
         except PersistError:
             raise
         except Exception as exc:
             raise failure(exc, "seal") from exc
         finally:
             tracker.handle(Event.SEALED, _SEALED)
-        return self._headers(tracker, outcome.used, cookie, headers)
+        return self._headers(tracker, used, cookie, headers)
 
     async def persist(self, tracker: Tracker, status_code: int, headers: Headers) -> Headers:
         return self.respond(tracker, status_code, headers)  # pragma: no cover - never None
@@ -776,10 +784,11 @@ class ClientSideEngine(SessionEngine):
     async def persist_late(self, tracker: Tracker, outcome: Outcome) -> None:
         """Nothing is stored after the head: its phase refuses writes (``SEALED``)."""
 
-    def _seal(self, tracker: Tracker, outcome: Outcome) -> str | None:
+    def _seal(
+        self, tracker: Tracker, status: SessionStatus, used: bool, state_json: str | None
+    ) -> str | None:
         """The Set-Cookie to send for the session's status, if any (the cookie is the store)."""
-        status = outcome.status
-        if not outcome.used:
+        if not used:
             if not self._due(tracker):
                 return None
             if tracker.unread:  # an extension may be due: the cookie is sealed anew
@@ -794,7 +803,7 @@ class ClientSideEngine(SessionEngine):
                 return None
             if not self._due(tracker):
                 return self._cookie(tracker.record) if tracker.reissue else None
-        user, store, state_json = tracker.user, self.store, outcome.state_json
+        user, store = tracker.user, self.store
         state = tracker.state() if state_json is None or store.legacy_format else _UNREAD
         if not (live or user or (state_json != "{}" if state_json is not None else state)):
             return None
@@ -810,6 +819,8 @@ class ClientSideEngine(SessionEngine):
 
 _UNCHANGED = SessionStatus.UNCHANGED
 _PURGED = SessionStatus.PURGED
+_NOTHING, _KEPT, _WRITTEN = Stored.NOTHING, Stored.KEPT, Stored.WRITTEN
+_ENDED, _CONFLICT = Stored.ENDED, Stored.CONFLICT
 _RENEWED = SessionStatus.RENEWED
 _UNREAD: Mapping[str, Any] = {}
 """What ``dump`` gets as the state when it is given the state's JSON: it does not read it."""

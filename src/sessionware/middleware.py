@@ -171,62 +171,57 @@ class SessionMiddleware:
                     logger.error("session not loaded: %s", exc)
                     await _refuse(kind, send, exc.status_code, vary=True)
                     return
-            if self.binder is not None and not await self._device_allowed(scope, tracker, send):
+            if binder is not None and not await self._device_allowed(scope, tracker, send):
                 return
             session = scope["session"] = tracker.session
             scope["session_admin"] = self.admin
-            if kind == "http":
-                await self._http(scope, receive, send, tracker, session)
-            else:
+            if kind == "websocket":
                 await self._websocket(scope, receive, send, tracker, session)
+                return
+            # HTTP, here rather than in a method of its own: it saves a coroutine per request.
+            started = refused = False
+
+            async def sender(message: Message) -> None:
+                """As the response starts, persist the session and add its headers; then store
+                later changes before the last body message goes out."""
+                nonlocal started, refused
+                if message["type"] == "http.response.start":
+                    started = True
+                    if scope.get("session") is not session:
+                        raise RuntimeError(_REPLACED.format(found=_describe(scope.get("session"))))
+                    original = message.get("headers", ())
+                    try:
+                        headers = engine.respond(tracker, message["status"], original)
+                        if headers is None:
+                            headers = await engine.persist(tracker, message["status"], original)
+                    except PersistError as exc:
+                        refused = True
+                        await _refuse_unsaved("http", send, exc, vary=bool(tracker.cookies))
+                        return
+                    if headers is not original:
+                        message = self._with_headers(scope, message, headers)
+                elif refused:
+                    return
+                elif (
+                    tracker.phase is _LATE
+                    and message["type"] == "http.response.body"
+                    and not message.get("more_body", False)
+                ):
+                    await _store_late(engine, tracker)
+                await send(message)
+
+            try:
+                await self.app(scope, receive, sender)
+            except PersistError as exc:  # a lazy load failed inside the handler
+                if started:
+                    raise
+                logger.error("session not loaded: %s", exc)
+                await _refuse("http", send, exc.status_code, vary=bool(tracker.cookies))
+                return
+            if tracker.phase is _LATE and not refused:  # changes after the last message
+                await _store_late(engine, tracker)
         finally:
             engine.release(tracker)
-
-    async def _http(
-        self, scope: Scope, receive: Receive, send: Send, tracker: Tracker, session: Session
-    ) -> None:
-        """Run the app; as its response starts, persist the session and add its headers; then
-        store later changes before the last body message goes out, and once the app returns."""
-        engine = self.engine
-        started = refused = False
-
-        async def sender(message: Message) -> None:
-            nonlocal started, refused
-            if message["type"] == "http.response.start":
-                started = True
-                if scope.get("session") is not session:
-                    raise RuntimeError(_REPLACED.format(found=_describe(scope.get("session"))))
-                original = message.get("headers", ())
-                try:
-                    headers = engine.respond(tracker, message["status"], original)
-                    if headers is None:
-                        headers = await engine.persist(tracker, message["status"], original)
-                except PersistError as exc:
-                    refused = True
-                    await _refuse_unsaved("http", send, exc, vary=bool(tracker.cookies))
-                    return
-                if headers is not original:
-                    message = self._with_headers(scope, message, headers)
-            elif refused:
-                return
-            elif (
-                tracker.phase is _LATE
-                and message["type"] == "http.response.body"
-                and not message.get("more_body", False)
-            ):
-                await _store_late(engine, tracker)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sender)
-        except PersistError as exc:  # a lazy load failed inside the handler
-            if started:
-                raise
-            logger.error("session not loaded: %s", exc)
-            await _refuse("http", send, exc.status_code, vary=bool(tracker.cookies))
-            return
-        if tracker.phase is _LATE and not refused:  # changes after the last message (tasks)
-            await _store_late(engine, tracker)
 
     async def _websocket(
         self, scope: Scope, receive: Receive, send: Send, tracker: Tracker, session: Session

@@ -98,6 +98,8 @@ class Phase(enum.Enum):
     LATE = "late"
     CLOSED = "closed"
 
+    __hash__ = object.__hash__  # members are singletons: hashed in C, not by Enum's method
+
 
 class Event(enum.Enum):
     """What moves a request's session from one phase to the next."""
@@ -105,6 +107,8 @@ class Event(enum.Enum):
     RESPONDED = "responded"
     SEALED = "sealed"
     ENDED = "ended"
+
+    __hash__ = object.__hash__  # members are singletons: hashed in C, not by Enum's method
 
 
 _OPEN, _LATE, _CLOSED = Phase.OPEN, Phase.LATE, Phase.CLOSED
@@ -260,8 +264,10 @@ class Session(dict[str, Any]):
         handler wants the session; the FastAPI dependency ``SessionDep`` calls it for you.
         """
         tracker = self._tracker
-        if tracker.unread:
-            await tracker.read(self)
+        if tracker.lazy:
+            await tracker.engine.load_into(tracker, self)
+        elif tracker.unread:
+            tracker.engine.open_into(tracker, self)
         return self
 
     def discard_changes(self) -> None:
@@ -569,9 +575,16 @@ _new_dict = dict.__new__
 
 
 def _new(tracker: Tracker) -> Session:
-    """A new empty session of ``tracker``'s request, without ``Session.__init__``'s call."""
+    """A new empty session of ``tracker``'s request, without ``Session.__init__``'s call
+    (``_reset``'s work, inline: test_session's test_a_new_session_is_a_reset_one holds them
+    equal)."""
     session = _new_dict(Session)
-    _reset(session, tracker)
+    session._status = _UNCHANGED
+    session._accessed = session._cleared = session._user_changed = False
+    session._set = session._removed = session._updates = session._origin = None
+    session._scalars_only = True
+    session._tracker = tracker
+    session._key = session._id = session._user = None
     return session
 
 
@@ -598,7 +611,8 @@ def _set_origin(session: Session, origin: str | None) -> None:
 
 
 class Outcome(NamedTuple):
-    """What a request did to its session, decided once (``Tracker.outcome``).
+    """What a request did to its session, decided once (``Tracker.outcome``). (Hot paths
+    unpack it: CPython 3.11 reads a named field through a descriptor it cannot specialize.)
 
     ``status``: the effective status (a change in place counts, a write back of the same
     value does not); ``persist``: whether it is stored at all (one rule: ``Tracker.persists``);
@@ -649,7 +663,7 @@ class Tracker:
     )
 
     def __init__(
-        self, engine: Any, cookies: list[bytes], agent: bytes | None = None, *, unread: bool
+        self, engine: Any, cookies: list[bytes], agent: bytes | None, unread: bool
     ) -> None:
         self.engine = engine
         """What opens (``open_into``) or loads (``load_into``) the session at its first use."""
@@ -725,10 +739,6 @@ class Tracker:
         if self.phase is not _OPEN:
             raise self.refusal(self.reason)
 
-    async def read(self, session: Session) -> None:
-        """Read the state now: load it from the store, or open the cookie."""
-        await self.engine.load_into(self, session)
-
     # -- the engine's operations on the session ---------------------------------------------
 
     def fill(
@@ -763,23 +773,24 @@ class Tracker:
         5xx (Django's rule), nor for a request whose changes were discarded (CSRF)."""
         return status_code < 500 and not self.discarded
 
-    def outcome(self, status_code: int) -> Outcome:
+    def outcome(self, status_code: int, delta: bool = True) -> Outcome:
         """What the request did to the session, as its response starts: encoded at most once,
         and only when a used session holds containers (a change in place then counts).
+        ``delta=False``: no ``changes`` are worked out (a store of the whole state: cookies).
 
         Raises ``SessionError`` naming the key whose value was changed into something that is
         not JSON."""
         session = self.session
         persist = self.persists(status_code)
         if not session._accessed:
-            return Outcome(_UNCHANGED, persist, False, _NO_CHANGES, None)
+            return _UNUSED if persist else _UNUSED_NOT_STORED
         status = session._status
         if not persist or status is _PURGED:
-            return Outcome(status, persist, True, _NO_CHANGES, None)
+            return _outcome(Outcome, (status, persist, True, _NO_CHANGES, None))
         if status is _UNCHANGED and session._scalars_only and not session._user_changed:
-            return Outcome(status, persist, True, _NO_CHANGES, None)
-        status, changes, state_json = _changes(session, status)
-        return Outcome(status, persist, True, changes, state_json)
+            return _ONLY_READ
+        status, changes, state_json = _changes(session, status, delta)
+        return _outcome(Outcome, (status, persist, True, changes, state_json))
 
     def late_outcome(self) -> Outcome | None:
         """After the response head: the changes made since, or ``None`` when there are none
@@ -787,7 +798,7 @@ class Tracker:
         if not self.session._accessed or self.phase is not _LATE:
             return None
         outcome = self.outcome(200)
-        return None if outcome.status is _UNCHANGED else outcome
+        return None if outcome[0] is _UNCHANGED else outcome
 
     def rebase(self, key: str | None, id: str | None, state_json: str | None) -> None:
         """The session was just stored (under ``key``), its state being ``state_json``: track
@@ -805,12 +816,16 @@ class Tracker:
         """The request is over: nothing written to its session now can be stored. The tracker
         lets go of the session (which keeps the tracker, to read its state if it is used after
         all), so neither keeps the other alive."""
-        self.handle(Event.SEALED, reason)
+        if self.phase is not _CLOSED:
+            self.handle(Event.SEALED, reason)
         del self.session
 
 
-def _changes(session: Session, status: SessionStatus) -> tuple[SessionStatus, Changes, str | None]:
-    """The effective status, the delta to store and the state's JSON (one encode)."""
+def _changes(
+    session: Session, status: SessionStatus, delta: bool
+) -> tuple[SessionStatus, Changes, str | None]:
+    """The effective status, the delta to store (``delta``) and the state's JSON (one
+    encode)."""
     origin = session._origin
     state_json = _encode_state(session)
     user = session._user if session._user_changed else KEEP
@@ -820,6 +835,8 @@ def _changes(session: Session, status: SessionStatus) -> tuple[SessionStatus, Ch
         and (origin is None or state_unchanged(origin, state_json))
     ):
         return status, _NO_CHANGES, state_json
+    if not delta:  # the whole state is stored: any difference from what came is a change
+        return (_CHANGED if status is _UNCHANGED else status), _NO_CHANGES, state_json
     mutated = _mutated(session, origin)
     if status is _UNCHANGED:
         if not mutated and user is KEEP:
@@ -956,6 +973,10 @@ def check_user_id(user_id: Any) -> None:
 # the size before it calls items()) takes the slow path through this class, which reads it.
 _UNREAD = "\x00sessionware: not read yet"
 _NO_CHANGES = Changes()
+_outcome = tuple.__new__  # Outcome(...) without the namedtuple's Python-level __new__
+_UNUSED = Outcome(SessionStatus.UNCHANGED, True, False, _NO_CHANGES, None)
+_UNUSED_NOT_STORED = Outcome(SessionStatus.UNCHANGED, False, False, _NO_CHANGES, None)
+_ONLY_READ = Outcome(SessionStatus.UNCHANGED, True, True, _NO_CHANGES, None)
 _NO_UPDATES: Mapping[str, tuple[Update, ...]] = MappingProxyType({})
 _INT_BOUND = 2**63
 """Integers strictly inside ±2**63 need no encoding to be checked (every JSON reader keeps them)."""

@@ -240,7 +240,8 @@ OTHER_HEX = (Key.generate().signing_key * 2).hex()
         ("not*base64", [], "not base64: a private cookie is standard base64"),
         ("YWJj", [], "too short for a private cookie: 3 bytes, at least 28"),
         ("x" * 5000, [], "the cookie is 5000 characters, over the 4096"),
-        ("short", ["--signed"], "not base64: a signed cookie starts with a 44-character"),
+        ("short", ["--signed"], "not base64url: a signed cookie is a 43-character"),
+        ("short", ["--signed-actix"], "not base64: a signed cookie starts with a 44-character"),
         (
             seal(ContentSecurity.PRIVATE, KEY, "id", "{}"),
             ["--key", OTHER_HEX],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Callable
 
 import pytest
@@ -63,12 +64,25 @@ def actix_signed(master: bytes, value: str) -> str:
     return base64.b64encode(mac).decode() + value
 
 
-def our_signed(master: bytes, name: str, value: str) -> str:
-    """The documented SIGNED encoding: tag, u32be name length, name, value."""
+def our_mac(master: bytes, name: str, value: str) -> bytes:
+    """The documented SIGNED MAC: over the tag, u32be name length, name, value."""
     name_b = name.encode()
     msg = b"sessionware-signed-v1\x00" + len(name_b).to_bytes(4, "big") + name_b + value.encode()
-    mac = hmac.new(master[:32], msg, hashlib.sha256).digest()
-    return base64.b64encode(mac).decode() + value
+    return hmac.new(master[:32], msg, hashlib.sha256).digest()
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def our_signed(master: bytes, name: str, value: str) -> str:
+    """The documented SIGNED layout: unpadded base64url of the MAC, then of the value."""
+    return b64url(our_mac(master, name, value)) + b64url(value.encode())
+
+
+def our_signed_v1(master: bytes, name: str, value: str) -> str:
+    """The first version's SIGNED layout: padded standard base64 of the MAC, then the value."""
+    return base64.b64encode(our_mac(master, name, value)).decode() + value
 
 
 def private_by_hand(master: bytes, name: str, plaintext: bytes, nonce: bytes) -> str:
@@ -502,7 +516,7 @@ def test_signed_every_truncation_fails(mode: ContentSecurity) -> None:
         assert unseal(mode, [key], "id", sealed[:end]) is None, end
 
 
-@pytest.mark.parametrize("mode", [SIGNED_ACTIX, SIGNED])
+@pytest.mark.parametrize("mode", [SIGNED_ACTIX])
 def test_signed_rejects_non_canonical_mac_encoding(mode: ContentSecurity) -> None:
     key = Key(MASTER)
     sealed = seal(mode, key, "id", "v")
@@ -517,8 +531,8 @@ def test_signed_rejects_non_canonical_mac_encoding(mode: ContentSecurity) -> Non
         assert unseal(mode, [key], "id", urlsafe) is None
 
 
-@pytest.mark.parametrize("mode", [SIGNED_ACTIX, SIGNED])
-def test_signed_length_cap_is_4096_characters(mode: ContentSecurity) -> None:
+@pytest.mark.parametrize("mode", [SIGNED_ACTIX])
+def test_actix_signed_length_cap_is_4096_characters(mode: ContentSecurity) -> None:
     key = Key(MASTER)
     at_limit = seal(mode, key, "id", "a" * (4096 - 44))
     assert unseal(mode, [key], "id", at_limit) == ("a" * (4096 - 44), 0)
@@ -533,8 +547,8 @@ def test_signed_length_cap_is_4096_characters(mode: ContentSecurity) -> None:
 def test_signed_round_trip(value: str) -> None:
     key = Key(MASTER)
     sealed = seal(SIGNED, key, "id", value)
-    assert sealed.endswith(value)
-    assert len(sealed) == 44 + len(value)
+    assert sealed[43:] == b64url(value.encode())
+    assert re.fullmatch(r"[A-Za-z0-9_-]*", sealed), "a cookie value that needs no escaping"
     assert unseal(SIGNED, [key], "id", sealed) == (value, 0)
 
 
@@ -542,6 +556,38 @@ def test_signed_round_trip(value: str) -> None:
 def test_signed_uses_the_documented_encoding(name: str, value: str) -> None:
     assert seal(SIGNED, Key(MASTER), name, value) == our_signed(MASTER, name, value)
     assert unseal(SIGNED, [Key(MASTER)], name, our_signed(MASTER, name, value)) == (value, 0)
+
+
+@pytest.mark.parametrize(("name", "value"), [("id", "v"), ("id", '{"v":1,"state":{"a":"b c"}}')])
+def test_the_first_versions_signed_layout_still_opens(name: str, value: str) -> None:
+    old = our_signed_v1(MASTER, name, value)
+    assert old[43] == "=" and old.endswith(value)
+    assert unseal(SIGNED, [Key(MASTER)], name, old) == (value, 0)
+    assert unseal(SIGNED, [Key(MASTER)], "other", old) is None
+    assert unseal(SIGNED, [Key(MASTER)], name, old[:-1]) is None
+
+
+def test_signed_rejects_non_canonical_base64url() -> None:
+    key = Key(MASTER)
+    sealed = seal(SIGNED, key, "id", "v")  # "v": 1 byte, 2 characters, 4 unused bits
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(sealed[-1])
+    variant = sealed[:-1] + alphabet[last ^ 1]
+    assert base64.urlsafe_b64decode(variant[43:] + "==") == b"v"
+    assert unseal(SIGNED, [key], "id", variant) is None
+    for broken in (sealed + "=", sealed[:43] + "+" + sealed[44:], sealed + "A"):
+        assert unseal(SIGNED, [key], "id", broken) is None
+    mac = base64.urlsafe_b64decode(sealed[:43] + "=")
+    assert base64.urlsafe_b64encode(mac).decode()[:43] == sealed[:43]
+
+
+def test_signed_base64url_length_cap_is_4096_characters() -> None:
+    key = Key(MASTER)
+    fits = (4096 - 43) * 3 // 4  # value bytes whose unpadded base64url ends at 4096
+    at_limit = seal(SIGNED, key, "id", "a" * fits)
+    assert len(at_limit) <= 4096 and unseal(SIGNED, [key], "id", at_limit) == ("a" * fits, 0)
+    over = seal(SIGNED, key, "id", "a" * (fits + 1))
+    assert len(over) > 4096 and unseal(SIGNED, [key], "id", over) is None
 
 
 def test_signed_is_name_bound() -> None:

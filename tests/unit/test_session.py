@@ -387,7 +387,7 @@ async def test_lazy_session_refuses_use_before_load() -> None:
             calls.append(1)
             tracker.fill(loading, {"a": 1}, key="k" * 64)
 
-    tracker = Tracker(Store(), [b"id=x"], unread=True)
+    tracker = Tracker(Store(), [b"id=x"], None, True)
     tracker.lazy = True
     session = tracker.session
     assert not session.loaded
@@ -403,3 +403,15 @@ def test_a_session_keeps_attributes_of_the_callers_own() -> None:
     session.note = "set by the app"  # type: ignore[attr-defined]
     assert session.note == "set by the app"  # type: ignore[attr-defined]
     assert session.status is SessionStatus.UNCHANGED and dict(session) == {"a": 1}
+
+
+def test_a_new_session_is_a_reset_one() -> None:
+    """``_new`` (the request's session, made without ``__init__``) sets what ``_reset`` sets."""
+    from sessionware.session import _new, _reset
+
+    tracker = Tracker(None, [], None, False)
+    fast, general = _new(tracker), Session.__new__(Session)
+    _reset(general, tracker)
+    for slot in Session.__slots__:
+        if slot not in ("__dict__", "__weakref__"):
+            assert getattr(fast, slot) == getattr(general, slot), slot

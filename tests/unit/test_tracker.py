@@ -90,7 +90,7 @@ def test_a_late_session_counts_as_unused_until_used_again() -> None:
 
 
 def test_one_rule_says_whether_a_response_persists() -> None:
-    tracker = Tracker(None, [], unread=False)
+    tracker = Tracker(None, [], None, False)
     assert tracker.persists(200) and tracker.persists(409) and tracker.persists(302)
     assert not tracker.persists(500) and not tracker.persists(503)
     tracker.session.discard_changes()
