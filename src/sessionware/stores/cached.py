@@ -126,6 +126,18 @@ class CachedSessionStore:
         self.cache_ttl = cache_ttl
         self.hash_keys = bool(getattr(durable, "hash_keys", True))
 
+    async def check(self) -> None:
+        """Check the cache, then the durable store (each one that has ``check``): the first
+        failure is raised, a ``StoreError`` naming which one, its server and the cause."""
+        for name, store in (("cache", self.cache), ("durable store", self.durable)):
+            check = getattr(store, "check", None)
+            if check is None:
+                continue
+            try:
+                await check()
+            except StoreError as exc:
+                raise StoreError(f"the cached store's {name} failed its check: {exc}") from exc
+
     async def _quietly(self, operation: str, call: Any) -> Any:
         """The cache's answer, or ``_FAILED`` (logged, without ids) when the cache failed."""
         try:
