@@ -512,9 +512,9 @@ def build(
         import _floors
 
         if name.startswith("floor-redis"):
-            from sessionware.stores import RedisSessionStore
-
             from redis.asyncio import Redis
+
+            from sessionware.stores import RedisSessionStore
 
             # One client, in the one loop the app runs in: the unchecked floor sends its
             # commands itself, the checked one through the store.
