@@ -45,6 +45,8 @@ logger = logging.getLogger("sessionware.stores.mysql")
 _TABLE = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]{0,63}\.)?[A-Za-z_][A-Za-z0-9_]{0,57}")
 _FOUND_ROWS = 2
 """``CLIENT.FOUND_ROWS``: with it, affected rows would count rows matched but left unchanged."""
+_NO_SUCH_THREAD = 1094
+"""``ER_NO_SUCH_THREAD``: ``KILL QUERY`` found the connection gone already."""
 _NOW = "UTC_TIMESTAMP(6)"
 _SQL = {
     "create": "CREATE TABLE IF NOT EXISTS {t} (`key` VARCHAR(255) CHARACTER SET ascii"
@@ -72,6 +74,7 @@ _SQL = {
     "now": "SELECT {now}",
     "clear": "DELETE FROM {t} WHERE expires <= %s ORDER BY expires, `key` LIMIT %s",
     "clear_users": "DELETE FROM {t}_users WHERE expires <= %s ORDER BY expires, `user`, id LIMIT %s",
+    "check": "SELECT 1",
 }
 
 
@@ -167,13 +170,16 @@ class MySQLSessionStore(UserSessionsMixin):
     async def _open_pool(self) -> Any:
         return await _asyncmy().create_pool(**self._pool_options)
 
-    async def _run(self, operation: str, *steps: tuple[str, tuple[Any, ...]]) -> tuple[int, Any]:
-        """Run the statements in order on one connection; the last one's row count and rows."""
+    async def _run(
+        self, operation: str, *steps: tuple[str, tuple[Any, ...]], tables: bool = True
+    ) -> tuple[int, Any]:
+        """Run the statements in order on one connection (the tables made first, on first use);
+        the last one's row count and rows."""
         timeout = self.command_timeout
         head = f"MySQL session store failed to {operation}"
         with boundary(head, self._where, timeout=timeout, passing=(_Misconfigured,)):
             pool = await self._pools.get()
-            if not self._ready:
+            if tables and not self._ready:
                 async with self._pools.lock():
                     if not self._ready:
                         await asyncio.wait_for(self._create_tables(pool), timeout)
@@ -205,7 +211,8 @@ class MySQLSessionStore(UserSessionsMixin):
         try:
             await asyncio.wait_for(self._kill(pool, threads[0]), self.command_timeout)
         except Exception as exc:  # the server's own lock wait timeout ends it then
-            logger.warning("could not stop a timed-out MySQL statement: %s", summary(exc))
+            if exc.args[:1] != (_NO_SUCH_THREAD,):  # that one ended on its own meanwhile
+                logger.warning("could not stop a timed-out MySQL statement: %s", summary(exc))
 
     @staticmethod
     async def _kill(pool: Any, thread: int) -> None:
@@ -214,19 +221,7 @@ class MySQLSessionStore(UserSessionsMixin):
 
     async def check(self) -> None:
         """One ``SELECT 1``: a ``StoreError`` naming the server and the cause when it fails."""
-        with boundary(
-            "MySQL session store failed to check the connection",
-            self._where,
-            timeout=self.command_timeout,
-        ):
-            pool = await self._pools.get()
-            await asyncio.wait_for(self._ping(pool), self.command_timeout)
-
-    @staticmethod
-    async def _ping(pool: Any) -> None:
-        async with pool.acquire() as conn, conn.cursor() as cursor:
-            await cursor.execute("SELECT 1")
-            await cursor.fetchall()
+        await self._run("check the connection", ("check", ()), tables=False)
 
     async def _create_tables(self, pool: Any) -> None:
         async with pool.acquire() as conn, conn.cursor() as cursor:
