@@ -38,6 +38,8 @@ from sessionware.stores import (
     ABSENT,
     CachedSessionStore,
     MemcachedSessionStore,
+    MemorySessionStore,
+    MigratingStore,
     MySQLSessionStore,
     PostgresSessionStore,
     RedisSessionStore,
@@ -532,18 +534,28 @@ async def test_sqlite_check_names_the_file_and_cause(tmp_path: Path) -> None:
         await store.aclose()
 
 
-async def test_cached_check_names_which_store_failed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("wrapper", ["cached", "migrating"])
+async def test_a_store_over_two_checks_both_and_names_which_failed(
+    wrapper: str, tmp_path: Path
+) -> None:
     port = free_port()
-    cache = RedisSessionStore.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=1)
-    durable = SQLiteSessionStore(tmp_path / "s.db")
-    store = CachedSessionStore(cache=cache, durable=durable)
+    down = RedisSessionStore.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=1)
+    up = SQLiteSessionStore(tmp_path / "s.db")
     try:
-        with pytest.raises(StoreError, match=f"cache failed its check: .*127.0.0.1:{port}"):
-            await store.check()
-        await CachedSessionStore(cache=durable, durable=durable).check()
+        if wrapper == "cached":
+            broken: Any = CachedSessionStore(cache=down, durable=up)
+            working: Any = CachedSessionStore(cache=MemorySessionStore(), durable=up)
+            failed = "the cached store's cache failed its check"
+        else:
+            broken = MigratingStore(old=up, new=down)
+            working = MigratingStore(old=MemorySessionStore(), new=up)
+            failed = "the migrating store's new store failed its check"
+        with pytest.raises(StoreError, match=f"^{failed}: Redis PING failed: .*127.0.0.1:{port}"):
+            await broken.check()
+        await working.check()
     finally:
-        await cache.aclose()
-        await durable.aclose()
+        await down.aclose()
+        await up.aclose()
 
 
 # --- the messages ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Generic, TypeVar
 
 from sessionware.stores.base import StoreError
 
-__all__ = ["PerLoop", "address", "boundary", "positive", "store_error", "summary"]
+__all__ = ["PerLoop", "address", "boundary", "check_each", "positive", "store_error", "summary"]
 
 logger = logging.getLogger("sessionware.stores")
 
@@ -245,6 +245,19 @@ def boundary(
         if isinstance(exc, (StoreError, *passing)):
             raise
         raise store_error(head, exc, where, timeout=timeout) from exc
+
+
+async def check_each(owner: str, *stores: tuple[str, object]) -> None:
+    """``check()`` each named store that has one, in order; the first failure is raised as a
+    ``StoreError`` saying which (``"<owner>'s <name> failed its check: ..."``)."""
+    for name, store in stores:
+        check = getattr(store, "check", None)
+        if check is None:
+            continue
+        try:
+            await check()
+        except StoreError as exc:
+            raise StoreError(f"{owner}'s {name} failed its check: {exc}") from exc
 
 
 def positive(name: str, value: object) -> float:

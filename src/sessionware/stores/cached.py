@@ -50,6 +50,7 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
+from sessionware.stores._connections import check_each
 from sessionware.stores.base import (
     ABSENT,
     Absent,
@@ -129,14 +130,7 @@ class CachedSessionStore:
     async def check(self) -> None:
         """Check the cache, then the durable store (each one that has ``check``): the first
         failure is raised, a ``StoreError`` naming which one, its server and the cause."""
-        for name, store in (("cache", self.cache), ("durable store", self.durable)):
-            check = getattr(store, "check", None)
-            if check is None:
-                continue
-            try:
-                await check()
-            except StoreError as exc:
-                raise StoreError(f"the cached store's {name} failed its check: {exc}") from exc
+        await check_each("the cached store", ("cache", self.cache), ("durable store", self.durable))
 
     async def _quietly(self, operation: str, call: Any) -> Any:
         """The cache's answer, or ``_FAILED`` (logged, without ids) when the cache failed."""
