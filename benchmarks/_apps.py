@@ -512,16 +512,21 @@ def build(
         import _floors
 
         if name.startswith("floor-redis"):
+            from redis.asyncio import Redis
+
             from sessionware.stores import RedisSessionStore
 
-            floor_store = RedisSessionStore.from_url(REDIS_URL, key_prefix=prefix + "floor:")
-            closers.append(floor_store.aclose)
+            # One client, in the one loop the app runs in: the unchecked floor sends its
+            # commands itself, the checked one through the store.
+            client = Redis.from_url(REDIS_URL, **redis_options())
+            closers.append(client.aclose)
+            floor_store = RedisSessionStore(client, key_prefix=prefix + "floor:")
             floor: Any = (
                 _floors.FloorRedisMiddleware
                 if name == "floor-redis"
                 else _floors.FloorRedisCheckedMiddleware
             )
-            middleware = [Middleware(floor, key=Key.generate(), store=floor_store)]
+            middleware = [Middleware(floor, key=Key.generate(), store=floor_store, client=client)]
         else:
             floor = (
                 _floors.FloorCookieMiddleware

@@ -243,10 +243,17 @@ class _RedisFloor:
     checked = False
 
     def __init__(
-        self, app: ASGIApp, *, key: Key, store: Any, name: str = "id", ttl: int = 86400
+        self,
+        app: ASGIApp,
+        *,
+        key: Key,
+        store: Any,
+        client: Any,
+        name: str = "id",
+        ttl: int = 86400,
     ) -> None:
         self.app, self.store, self.name, self.ttl = app, store, name, ttl
-        self.client, self.key_prefix = store._client, store.key_prefix
+        self.client, self.key_prefix = client, store.key_prefix
         self.prefix = f"{name}=".encode()
         self.aead = AESGCM(key.encryption_key)
         self.sealer = Sealer(ContentSecurity.PRIVATE, [key], name)

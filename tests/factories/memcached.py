@@ -24,15 +24,20 @@ _shared: list[Server] = []
 
 @asynccontextmanager
 async def store() -> AsyncIterator[MemcachedSessionStore]:
-    if not _shared:
-        _shared.append(start_server())
-        atexit.register(_shared[0].stop)
     prefix = f"sessionware-test:{uuid.uuid4().hex}:"
-    sessions = MemcachedSessionStore.from_url(_shared[0].url, key_prefix=prefix)
+    sessions = MemcachedSessionStore.from_url(shared_url(), key_prefix=prefix)
     try:
         yield sessions
     finally:
         await sessions.aclose()
+
+
+def shared_url() -> str:
+    """The URL of the tests' shared memcached, started on first use."""
+    if not _shared:
+        _shared.append(start_server())
+        atexit.register(_shared[0].stop)
+    return _shared[0].url
 
 
 class Server(ServerProcess):

@@ -298,14 +298,17 @@ async def test_from_keys_in_clear_to_hashed_ids_across_stores() -> None:
 async def test_from_keys_in_clear_to_hashed_ids_in_one_store() -> None:
     """The same Redis keys seen both ways: the repository's own move does the work."""
     async with redis.store(hash_keys=False) as old:
-        new = redis.RedisSessionStore(old._client, key_prefix=old.key_prefix, hash_keys=True)
-        key = await before_the_switch(old, {"a": 1})
-        repository = Repository(MigratingStore(old=old, new=new))
-        loaded = await load(repository, key)
-        assert loaded.id == hashlib.sha256(key.encode()).hexdigest()
-        assert (await load(repository, key)).state == {"a": 1}
-        left = await old.get(key)
-        assert left is not None and left.data.startswith(b'{"v":0'), "a tombstone, no key"
+        new = redis.RedisSessionStore.from_url(redis.URL, key_prefix=old.key_prefix)
+        try:
+            key = await before_the_switch(old, {"a": 1})
+            repository = Repository(MigratingStore(old=old, new=new))
+            loaded = await load(repository, key)
+            assert loaded.id == hashlib.sha256(key.encode()).hexdigest()
+            assert (await load(repository, key)).state == {"a": 1}
+            left = await old.get(key)
+            assert left is not None and left.data.startswith(b'{"v":0'), "a tombstone, no key"
+        finally:
+            await new.aclose()
 
 
 # -- races with a move in flight ----------------------------------------------------------------

@@ -50,6 +50,7 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
+from sessionware.stores._connections import check_each
 from sessionware.stores.base import (
     ABSENT,
     Absent,
@@ -125,6 +126,11 @@ class CachedSessionStore:
         self.durable = durable
         self.cache_ttl = cache_ttl
         self.hash_keys = bool(getattr(durable, "hash_keys", True))
+
+    async def check(self) -> None:
+        """Check the cache, then the durable store (each one that has ``check``): the first
+        failure is raised, a ``StoreError`` naming which one, its server and the cause."""
+        await check_each("the cached store", ("cache", self.cache), ("durable store", self.durable))
 
     async def _quietly(self, operation: str, call: Any) -> Any:
         """The cache's answer, or ``_FAILED`` (logged, without ids) when the cache failed."""

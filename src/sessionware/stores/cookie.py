@@ -49,6 +49,9 @@ class CookieSessionStore:
         self.legacy_clock = clock
         """The clock given the first version's way, if one was; the middleware's otherwise."""
 
+    async def check(self) -> None:
+        """Nothing to reach: the state travels in the cookie."""
+
     def open(self, text: str, *, now: float | None = None) -> StoredState | None:
         """The state a cookie's plaintext holds; ``None`` once it expired (at ``now``).
 

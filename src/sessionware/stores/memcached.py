@@ -17,7 +17,6 @@ early); give it memory enough, or put ``CachedSessionStore`` over a durable stor
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from sessionware.stores._connections import PerLoop, boundary, store_error
 from sessionware.stores._urls import check_scheme
 from sessionware.stores.base import (
     ABSENT,
@@ -55,18 +55,15 @@ def _emcache() -> Any:
     return emcache
 
 
-def _errors() -> tuple[type[BaseException], ...]:
-    emcache = _emcache()
-    failures = (emcache.CommandError, emcache.ClusterNoAvailableNodes, asyncio.TimeoutError)
-    # ValueError, UnicodeEncodeError: a key memcached cannot take (emcache checks it).
-    return (*failures, OSError, ValueError)
-
-
 class MemcachedSessionStore(UserSessionsMixin):
     """Records in memcached (one server or several: emcache spreads keys by consistent hashing).
 
-    ``MemcachedSessionStore(client)`` uses an emcache client you own; ``from_url`` builds its own
-    on first use (so it can be made outside an event loop) and closes it in ``aclose``.
+    ``MemcachedSessionStore(client)`` uses an emcache client you own (it works only in the event
+    loop that made it: from another loop every call is a ``StoreError`` saying so); ``from_url``
+    makes a client per event loop on first use (so it can be made outside a loop, and serves
+    successive test clients and threads alike), each closed with its loop or in ``aclose``.
+    Every command, waiting for a connection included, gives up after the client's ``timeout``
+    (``from_url``: 1 s): a ``StoreError``.
     """
 
     def __init__(
@@ -85,10 +82,10 @@ class MemcachedSessionStore(UserSessionsMixin):
         self.key_prefix = key_prefix
         self.hash_keys = hash_keys
         self._clock = clock
-        self._client = client
+        self._clients: PerLoop[Any] = PerLoop.fixed(client)
         self._addresses: list[tuple[str, int]] = []
         self._options: dict[str, Any] = {}
-        self._lock = asyncio.Lock()
+        self._where = "the client passed in"
 
     @classmethod
     def from_url(
@@ -100,7 +97,8 @@ class MemcachedSessionStore(UserSessionsMixin):
         timeout: float = 1.0,
         **client_options: Any,
     ) -> MemcachedSessionStore:
-        """A store with its own client for ``memcached://host:port[,host:port...]``."""
+        """A store with its own clients (one per event loop) for
+        ``memcached://host:port[,host:port...]``."""
         example = "memcached://host:11211[,host:11211...]"
         check_scheme("MemcachedSessionStore.from_url", url, ("memcached",), example)
         _emcache()
@@ -112,29 +110,50 @@ class MemcachedSessionStore(UserSessionsMixin):
             address = urlsplit(f"//{node}")
             store._addresses.append((address.hostname or "127.0.0.1", address.port or 11211))
         store._options = {"timeout": timeout, "connection_timeout": timeout, **client_options}
+        store._clients = PerLoop(store._open_client, _close)
+        store._where = ",".join(f"{host}:{port}" for host, port in store._addresses)
         return store
+
+    @property
+    def _timeout(self) -> float | None:
+        """Seconds a command may take, when this store made the client (for messages)."""
+        timeout = self._options.get("timeout")
+        return float(timeout) if isinstance(timeout, (int, float)) else None
+
+    async def _open_client(self) -> Any:
+        emcache = _emcache()
+        nodes = [emcache.MemcachedHostAddress(*a) for a in self._addresses]
+        return await emcache.create_client(nodes, **self._options)
 
     async def _run(self, operation: str, command: str, id: str, *args: Any, **kw: Any) -> Any:
         """The command's answer; ``False`` when memcached refused it (NOT_STORED, EXISTS,
         NOT_FOUND), ``True`` when it succeeded and answers nothing."""
         emcache = _emcache()
+        refused = (emcache.NotStoredStorageCommandError, emcache.NotFoundCommandError)
+        head = f"memcached session store failed to {operation}"
         try:
-            if self._client is None:
-                async with self._lock:
-                    if self._client is None:
-                        nodes = [emcache.MemcachedHostAddress(*a) for a in self._addresses]
-                        self._client = await emcache.create_client(nodes, **self._options)
-            key = (self.key_prefix + id).encode("ascii")
-            answer = await getattr(self._client, command)(key, *args, **kw)
-        except (emcache.NotStoredStorageCommandError, emcache.NotFoundCommandError):
+            passing = (*refused, emcache.StorageCommandError)
+            with boundary(head, self._where, timeout=self._timeout, passing=passing):
+                client = await self._clients.get()
+                key = (self.key_prefix + id).encode("ascii")
+                answer = await getattr(client, command)(key, *args, **kw)
+        except refused:
             return False
         except emcache.StorageCommandError as exc:
             if command == "cas" and "NOT_FOUND" in str(exc):
                 return False  # emcache reports a cas on a missing key as a generic error
-            raise StoreError(f"memcached session store failed to {operation}: {exc!r}") from exc
-        except _errors() as exc:
-            raise StoreError(f"memcached session store failed to {operation}: {exc!r}") from exc
+            raise store_error(head, exc, self._where, timeout=self._timeout) from exc
         return True if answer is None and command != "gets" else answer
+
+    async def check(self) -> None:
+        """``version`` on every server: a ``StoreError`` naming the server and the cause when
+        one does not answer."""
+        head = "memcached session store failed to check the connection"
+        with boundary(head, self._where, timeout=self._timeout):
+            client = await self._clients.get()
+        for node in client.cluster_managment().nodes():
+            with boundary(head, f"{node.address}:{node.port}", timeout=self._timeout):
+                await client.version(node)
 
     def _exptime(self, ttl: timedelta) -> int:
         seconds = ttl_seconds(ttl)
@@ -170,7 +189,10 @@ class MemcachedSessionStore(UserSessionsMixin):
         await self._run("delete", "delete", id)
 
     async def aclose(self) -> None:
-        """Close the client if this store made it (``from_url``; a client you passed stays open)."""
-        if self._addresses and self._client is not None:
-            await self._client.close()
-            self._client = None
+        """Close the clients this store made (``from_url``; a client you passed stays open); a
+        later call makes new ones."""
+        await self._clients.aclose()
+
+
+async def _close(client: Any) -> None:
+    await client.close()

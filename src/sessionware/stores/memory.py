@@ -54,6 +54,9 @@ class MemorySessionStore(UserSessionsMixin):
         now = self._clock()
         return sum(1 for expires, _, _ in self._records.values() if expires > now)
 
+    async def check(self) -> None:
+        """Nothing to reach: the records live in this process."""
+
     def _live(self, id: str) -> tuple[float, bytes, int] | None:
         entry = self._records.get(id)
         if entry is not None and entry[0] <= self._clock():

@@ -48,6 +48,7 @@ from datetime import timedelta
 from typing import Any
 
 from sessionware.state import TOMBSTONE_HEAD, encode_tombstone
+from sessionware.stores._connections import check_each
 from sessionware.stores.base import (
     ABSENT,
     TOMBSTONE_TTL,
@@ -147,6 +148,11 @@ class MigratingStore:
                 await aclose()
 
     # -- reading -----------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """Check ``old``, then ``new`` (each one that has ``check``): the first failure is
+        raised, a ``StoreError`` naming which one, its server and the cause."""
+        await check_each("the migrating store", ("old store", self.old), ("new store", self.new))
 
     async def get(self, id: str) -> Record | None:
         record = await self.new.get(id)

@@ -25,21 +25,28 @@ connections must not set ``CLIENT.FOUND_ROWS``; the store checks.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import re
 import secrets
 from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from sessionware.stores._connections import PerLoop, address, boundary, positive, summary
 from sessionware.stores._maintenance import DEFAULT_BATCH, ProgressHook, delete_in_batches
 from sessionware.stores._urls import check_scheme
-from sessionware.stores.base import ABSENT, Absent, Record, StoreError, UserSessionsMixin, Version
+from sessionware.stores.base import ABSENT, Absent, Record, UserSessionsMixin, Version
 
 __all__ = ["MySQLSessionStore"]
+
+logger = logging.getLogger("sessionware.stores.mysql")
 
 _TABLE = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]{0,63}\.)?[A-Za-z_][A-Za-z0-9_]{0,57}")
 _FOUND_ROWS = 2
 """``CLIENT.FOUND_ROWS``: with it, affected rows would count rows matched but left unchanged."""
+_NO_SUCH_THREAD = 1094
+"""``ER_NO_SUCH_THREAD``: ``KILL QUERY`` found the connection gone already."""
 _NOW = "UTC_TIMESTAMP(6)"
 _SQL = {
     "create": "CREATE TABLE IF NOT EXISTS {t} (`key` VARCHAR(255) CHARACTER SET ascii"
@@ -67,6 +74,7 @@ _SQL = {
     "now": "SELECT {now}",
     "clear": "DELETE FROM {t} WHERE expires <= %s ORDER BY expires, `key` LIMIT %s",
     "clear_users": "DELETE FROM {t}_users WHERE expires <= %s ORDER BY expires, `user`, id LIMIT %s",
+    "check": "SELECT 1",
 }
 
 
@@ -84,15 +92,31 @@ def _micros(ttl: timedelta) -> int:
     return max(1, ttl // timedelta(microseconds=1))
 
 
+class _Misconfigured(ValueError):
+    """A connection the store cannot work with: raised as it is, not as a store failure."""
+
+
 class MySQLSessionStore(UserSessionsMixin):
     """Records in ``table`` (``name`` or ``db.name``, plus ``<table>_users`` for the user index).
 
-    ``MySQLSessionStore(pool)`` uses an asyncmy pool you own; ``from_dsn`` opens its own pool on
-    first use (so it can be built outside an event loop) and closes it in ``aclose``.
+    ``MySQLSessionStore(pool)`` uses an asyncmy pool you own (it works only in the event loop
+    that made it: from another loop every call is a ``StoreError`` saying so). ``from_dsn`` opens
+    a pool per event loop on first use (so it can be built outside a loop, and serves successive
+    test clients and threads alike); each closes with its loop, or in ``aclose``.
+
+    Each operation gives up after ``command_timeout`` seconds (5 by default), waiting for a
+    connection or a row another transaction holds included: a ``StoreError``, and the connection
+    is dropped. ``from_dsn``'s connections also set ``innodb_lock_wait_timeout`` to that (whole
+    seconds, at least 1), so the server stops waiting too.
     """
 
     def __init__(
-        self, pool: Any, *, table: str = "sessionware_sessions", hash_keys: bool = True
+        self,
+        pool: Any,
+        *,
+        table: str = "sessionware_sessions",
+        hash_keys: bool = True,
+        command_timeout: float = 5.0,
     ) -> None:
         if _TABLE.fullmatch(table) is None:
             raise ValueError(
@@ -101,16 +125,16 @@ class MySQLSessionStore(UserSessionsMixin):
             )
         self.table = table
         self.hash_keys = hash_keys
+        self.command_timeout = positive("command_timeout", command_timeout)
         index = table.rsplit(".", 1)[-1][:48]
         words = {"t": table, "i": index, "now": _NOW, "gone": f"expires <= {_NOW}"}
         words["later"] = f"{_NOW} + INTERVAL %s MICROSECOND"
         # The table name is a checked identifier: the only text formatted into the SQL.
         self._sql = {name: sql.format(**words) for name, sql in _SQL.items()}
-        self._pool = pool
+        self._pools: PerLoop[Any] = PerLoop.fixed(pool)
         self._pool_options: dict[str, Any] = {}
-        self._owns_pool = False
+        self._where = "the pool passed in"
         self._ready = False
-        self._lock = asyncio.Lock()
 
     @classmethod
     def from_dsn(
@@ -120,47 +144,91 @@ class MySQLSessionStore(UserSessionsMixin):
         table: str = "sessionware_sessions",
         hash_keys: bool = True,
         connect_timeout: float = 10.0,
+        command_timeout: float = 5.0,
         **pool_options: Any,
     ) -> MySQLSessionStore:
-        """A store with its own pool from ``mysql://user:password@host:port/database``."""
+        """A store with its own pools (one per event loop) from
+        ``mysql://user:password@host:port/database``."""
         _asyncmy()
         url = urlsplit(dsn)
         example = "mysql://user:password@host:3306/database"
         check_scheme("MySQLSessionStore.from_dsn", dsn, ("mysql", "mariadb"), example, noun="DSN")
         if not url.path.strip("/"):
             raise ValueError(f"the DSN must look like {example}: it names no database")
-        store = cls(None, table=table, hash_keys=hash_keys)
+        store = cls(None, table=table, hash_keys=hash_keys, command_timeout=command_timeout)
         login = {"user": unquote(url.username or "root"), "password": unquote(url.password or "")}
         store._pool_options = {"host": url.hostname or "127.0.0.1", "port": url.port or 3306}
         store._pool_options |= {**login, "db": unquote(url.path.strip("/")), "minsize": 1}
         store._pool_options |= {"autocommit": True, "charset": "utf8mb4"}
+        lock_wait = max(1, math.ceil(store.command_timeout))
+        store._pool_options["init_command"] = f"SET SESSION innodb_lock_wait_timeout = {lock_wait}"
         store._pool_options |= {"connect_timeout": connect_timeout, **pool_options}
-        store._owns_pool = True
+        store._pools = PerLoop(store._open_pool, _close)
+        store._where = address(dsn)
         return store
 
-    async def _run(self, operation: str, *steps: tuple[str, tuple[Any, ...]]) -> tuple[int, Any]:
-        """Run the statements in order on one connection; the last one's row count and rows."""
-        try:
-            if not self._ready:
-                async with self._lock:
-                    if self._pool is None:
-                        self._pool = await _asyncmy().create_pool(**self._pool_options)
+    async def _open_pool(self) -> Any:
+        return await _asyncmy().create_pool(**self._pool_options)
+
+    async def _run(
+        self, operation: str, *steps: tuple[str, tuple[Any, ...]], tables: bool = True
+    ) -> tuple[int, Any]:
+        """Run the statements in order on one connection (the tables made first, on first use);
+        the last one's row count and rows."""
+        timeout = self.command_timeout
+        head = f"MySQL session store failed to {operation}"
+        with boundary(head, self._where, timeout=timeout, passing=(_Misconfigured,)):
+            pool = await self._pools.get()
+            if tables and not self._ready:
+                async with self._pools.lock():
                     if not self._ready:
-                        await self._create_tables()
-            async with self._pool.acquire() as conn, conn.cursor() as cursor:
-                for name, args in steps:
-                    count = await cursor.execute(self._sql[name], args)
-                rows = await cursor.fetchall()
-                if not conn.get_autocommit():
-                    await conn.commit()
-        except (_asyncmy().Error, OSError, asyncio.TimeoutError) as exc:
-            raise StoreError(f"MySQL session store failed to {operation}: {exc!r}") from exc
+                        await asyncio.wait_for(self._create_tables(pool), timeout)
+            threads: list[int] = []
+            try:
+                return await asyncio.wait_for(self._steps(pool, steps, threads), timeout)
+            except asyncio.TimeoutError:
+                await self._stop(pool, threads)
+                raise
+
+    async def _steps(
+        self, pool: Any, steps: tuple[tuple[str, tuple[Any, ...]], ...], threads: list[int]
+    ) -> tuple[int, Any]:
+        async with pool.acquire() as conn, conn.cursor() as cursor:
+            threads.append(conn.thread_id())
+            for name, args in steps:
+                count = await cursor.execute(self._sql[name], args)
+            rows = await cursor.fetchall()
+            if not conn.get_autocommit():
+                await conn.commit()
         return count, rows
 
-    async def _create_tables(self) -> None:
-        async with self._pool.acquire() as conn, conn.cursor() as cursor:
+    async def _stop(self, pool: Any, threads: list[int]) -> None:
+        """Stop a statement cut short by the timeout on the server too (asyncmy only closed its
+        connection): left waiting on a row, it would land when the row is free, after its
+        caller was told it failed."""
+        if not threads:
+            return
+        try:
+            await asyncio.wait_for(self._kill(pool, threads[0]), self.command_timeout)
+        except Exception as exc:  # the server's own lock wait timeout ends it then
+            if exc.args[:1] != (_NO_SUCH_THREAD,):  # that one ended on its own meanwhile
+                logger.warning("could not stop a timed-out MySQL statement: %s", summary(exc))
+
+    @staticmethod
+    async def _kill(pool: Any, thread: int) -> None:
+        async with pool.acquire() as conn, conn.cursor() as cursor:
+            await cursor.execute("KILL QUERY %s", (thread,))
+
+    async def check(self) -> None:
+        """One ``SELECT 1``: a ``StoreError`` naming the server and the cause when it fails."""
+        await self._run("check the connection", ("check", ()), tables=False)
+
+    async def _create_tables(self, pool: Any) -> None:
+        async with pool.acquire() as conn, conn.cursor() as cursor:
             if getattr(conn, "_client_flag", 0) & _FOUND_ROWS:
-                raise ValueError("MySQLSessionStore needs connections without CLIENT.FOUND_ROWS")
+                raise _Misconfigured(
+                    "MySQLSessionStore needs connections without CLIENT.FOUND_ROWS"
+                )
             lock = f"sessionware:{self.table}"[:64]
             # sql_notes off: "table already exists" notes would be logged as warnings.
             await cursor.execute("SET @sw_notes = @@sql_notes, @@sql_notes = 0")
@@ -225,9 +293,15 @@ class MySQLSessionStore(UserSessionsMixin):
         return await delete_in_batches(delete, ("clear", "clear_users"), batch_size, on_batch)
 
     async def aclose(self) -> None:
-        """Close the pool if this store opened it (``from_dsn``; a pool you passed stays open)."""
-        if self._owns_pool and self._pool is not None:
-            self._pool.close()
-            await self._pool.wait_closed()
-            self._pool = None
-            self._ready = False
+        """Close the pools this store opened (``from_dsn``; a pool you passed stays open); a
+        later call opens new ones."""
+        await self._pools.aclose()
+
+
+async def _close(pool: Any) -> None:
+    """Close a pool: gracefully, or at once if a connection is still busy after a while."""
+    pool.close()
+    try:
+        await asyncio.wait_for(pool.wait_closed(), 2.0)
+    except Exception:  # busy connections, a server gone: close them at once
+        pool.terminate()

@@ -46,6 +46,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+from sessionware.stores._connections import PerLoop, address, boundary, positive
 from sessionware.stores._maintenance import DEFAULT_BATCH, ProgressHook, delete_in_batches
 from sessionware.stores._urls import check_scheme
 from sessionware.stores.base import ABSENT, Absent, Record, StoreError, UserSessionsMixin, Version
@@ -109,13 +110,21 @@ def _asyncpg() -> Any:
 class PostgresSessionStore(UserSessionsMixin):
     """Records in ``table`` (``name`` or ``schema.name``), the user index in ``{table}_users``.
 
-    ``PostgresSessionStore(pool)`` uses an asyncpg pool you own; ``from_dsn`` builds a store that
-    opens its own pool on first use (so it can be made outside an event loop) and closes it in
-    ``aclose``.
+    ``PostgresSessionStore(pool)`` uses an asyncpg pool you own (it works only in the event loop
+    that made it: from another loop every call is a ``StoreError`` saying so). ``from_dsn``
+    builds a store that opens a pool per event loop on first use (so it can be made outside a
+    loop, and serves successive test clients and threads alike); each closes with its loop, or
+    in ``aclose``. Each operation gives up after ``command_timeout`` seconds (5 by default),
+    waiting for a connection or a row another transaction holds included: a ``StoreError``.
     """
 
     def __init__(
-        self, pool: Any, *, table: str = "sessionware_sessions", hash_keys: bool = True
+        self,
+        pool: Any,
+        *,
+        table: str = "sessionware_sessions",
+        hash_keys: bool = True,
+        command_timeout: float = 5.0,
     ) -> None:
         match = _TABLE.fullmatch(table)
         if match is None:
@@ -125,16 +134,15 @@ class PostgresSessionStore(UserSessionsMixin):
             )
         self.table = table
         self.hash_keys = hash_keys
+        self.command_timeout = positive("command_timeout", command_timeout)
         name = match.group(1)
         # The table name is a checked identifier: the only text ever formatted into SQL.
         names = {"t": table, "i": name[:54], "u": name[:48], "now": "clock_timestamp()"}
         self._sql = {key: sql.format(**names) for key, sql in _SQL.items()}
-        self._pool = pool
-        self._pool_options: dict[str, Any] = {}
-        self._owns_pool = False
+        self._pools: PerLoop[Any] = PerLoop.fixed(pool)
+        self._where = "the pool passed in"
         self._ready = False
         self._closed = False
-        self._lock = asyncio.Lock()
 
     @classmethod
     def from_dsn(
@@ -144,9 +152,11 @@ class PostgresSessionStore(UserSessionsMixin):
         table: str = "sessionware_sessions",
         connect_timeout: float = 10.0,
         hash_keys: bool = True,
+        command_timeout: float = 5.0,
         **pool_options: Any,
     ) -> PostgresSessionStore:
-        """A store with its own pool (``asyncpg.create_pool(dsn, ...)``), opened on first use.
+        """A store with its own pools (``asyncpg.create_pool(dsn, ...)``, one per event loop),
+        each opened on first use.
 
         ``dsn`` is ``postgresql://`` (or ``postgres://``); another scheme raises ``ValueError``."""
         check_scheme(
@@ -156,51 +166,59 @@ class PostgresSessionStore(UserSessionsMixin):
             "postgresql://user:password@host:5432/database",
             noun="DSN",
         )
-        _asyncpg()
-        store = cls(None, table=table, hash_keys=hash_keys)
-        store._pool_options = {"dsn": dsn, "timeout": connect_timeout, "min_size": 1}
-        store._pool_options.update(pool_options)
-        store._owns_pool = True
+        asyncpg = _asyncpg()
+        store = cls(None, table=table, hash_keys=hash_keys, command_timeout=command_timeout)
+        options: dict[str, Any] = {"dsn": dsn, "timeout": connect_timeout, "min_size": 1}
+        options.update(pool_options)
+
+        async def open() -> Any:
+            return await asyncpg.create_pool(**options)
+
+        store._pools = PerLoop(open, _close)
+        store._where = address(dsn)
         return store
 
     @asynccontextmanager
-    async def _connection(self, op: str) -> AsyncIterator[Any]:
-        """A pooled connection (tables made on first use); driver failures become StoreError."""
+    async def _connection(self, op: str, *, tables: bool = True) -> AsyncIterator[Any]:
+        """A pooled connection (tables made on first use); every failure becomes StoreError."""
         if self._closed:
             raise StoreError(f"PostgreSQL store failed to {op}: the store is closed")
-        asyncpg = _asyncpg()
-        errors = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
-        try:
-            if not self._ready:
-                async with self._lock:
-                    if self._pool is None:
-                        self._pool = await asyncpg.create_pool(**self._pool_options)
+        timeout = self.command_timeout
+        with boundary(f"PostgreSQL store failed to {op}", self._where, timeout=timeout):
+            pool = await self._pools.get()
+            if tables and not self._ready:
+                async with self._pools.lock():
                     if not self._ready:
-                        await self._create_tables()
+                        await self._create_tables(pool)
                         self._ready = True
-            async with self._pool.acquire() as conn:
+            async with pool.acquire(timeout=timeout) as conn:
                 yield conn
-        except errors as exc:
-            raise StoreError(f"PostgreSQL store failed to {op}: {exc!r}") from exc
 
-    async def _create_tables(self) -> None:
-        async with self._pool.acquire() as conn:
-            if await conn.fetchval(self._sql["ready"]):  # no DDL: the role may not run any
+    async def check(self) -> None:
+        """One ``SELECT 1``: a ``StoreError`` naming the server and the cause when it fails."""
+        async with self._connection("check the connection", tables=False) as conn:
+            await conn.fetchval("SELECT 1", timeout=self.command_timeout)
+
+    async def _create_tables(self, pool: Any) -> None:
+        timeout = self.command_timeout
+        async with pool.acquire(timeout=timeout) as conn:
+            if await conn.fetchval(self._sql["ready"], timeout=timeout):  # no DDL: none allowed
                 return
             async with conn.transaction():
                 # Serialise the DDL: concurrent CREATE ... IF NOT EXISTS can still collide.
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.table)
-                await conn.execute(self._sql["create"])
-                if not await conn.fetchval(self._sql["has_version"]):  # a first-version table
-                    await conn.execute(self._sql["add_version"])
-                    await conn.execute(self._sql["drop_tombstones"])
+                lock = "SELECT pg_advisory_xact_lock(hashtext($1))"
+                await conn.execute(lock, self.table, timeout=timeout)
+                await conn.execute(self._sql["create"], timeout=timeout)
+                if not await conn.fetchval(self._sql["has_version"], timeout=timeout):  # v1
+                    await conn.execute(self._sql["add_version"], timeout=timeout)
+                    await conn.execute(self._sql["drop_tombstones"], timeout=timeout)
                 for name in ("expiry", "users", "users_expiry"):
-                    await conn.execute(self._sql[name])
+                    await conn.execute(self._sql[name], timeout=timeout)
 
     async def _query(self, op: str, method: str, name: str, *args: Any) -> Any:
         """``conn.<method>(<statement name>, *args)`` on a pooled connection."""
         async with self._connection(op) as conn:
-            return await getattr(conn, method)(self._sql[name], *args)
+            return await getattr(conn, method)(self._sql[name], *args, timeout=self.command_timeout)
 
     async def _execute(self, op: str, name: str, *args: Any) -> int:
         """Run a statement; how many rows it touched."""
@@ -255,9 +273,16 @@ class PostgresSessionStore(UserSessionsMixin):
         return await delete_in_batches(delete, ("purge", "purge_users"), batch_size, on_batch)
 
     async def aclose(self) -> None:
-        """Close the pool if this store opened it (``from_dsn``; a pool you passed stays open).
+        """Close the pools this store opened (``from_dsn``; a pool you passed stays open).
 
         Later calls fail."""
         self._closed = True
-        if self._owns_pool and self._pool is not None:
-            await self._pool.close()
+        await self._pools.aclose()
+
+
+async def _close(pool: Any) -> None:
+    """Close a pool: gracefully, or at once if a connection is still busy after a while."""
+    try:
+        await asyncio.wait_for(pool.close(), 2.0)
+    except Exception:  # busy connections, a server gone: close them at once
+        pool.terminate()

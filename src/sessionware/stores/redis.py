@@ -33,23 +33,20 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisClusterException, RedisError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("RedisSessionStore needs redis-py: pip install 'sessionware[redis]'") from exc
 
+from sessionware.stores._connections import PerLoop, address, boundary
 from sessionware.stores._urls import check_scheme
 from sessionware.stores.base import (
     Absent,
     Record,
-    StoreError,
     UserSessionsMixin,
     Version,
     ttl_seconds,
 )
 
 __all__ = ["RedisSessionStore"]
-
-_DRIVER_ERRORS = (RedisError, RedisClusterException, OSError)
 
 _CAS = """
 local v = redis.call('GET', KEYS[1])
@@ -73,15 +70,22 @@ class RedisSessionStore(UserSessionsMixin):
     """A ``RecordStore`` and ``UserIndex`` over a redis-py asyncio ``Redis``, ``RedisCluster`` or
     ``Sentinel.master_for(...)`` client. With ``decode_responses=True`` (UTF-8) the ``str`` values
     are encoded back to the stored bytes; a value that is not UTF-8 comes back as its raw bytes
-    (for the repository to find unreadable), not as an error."""
+    (for the repository to find unreadable), not as an error.
+
+    A client passed in stays yours (``aclose`` leaves it open) and works only in the event loop
+    that made it: from another loop (a second ``TestClient``, another thread) every call is a
+    ``StoreError`` saying so. ``from_url`` keeps one client per loop instead. Every command is
+    bounded by the client's socket timeouts (``from_url``: 2 s to connect, 2 s to answer, one
+    retry on a dropped connection); a failure of any kind is a ``StoreError`` naming the command,
+    the error's type and the server, never a key or a value."""
 
     def __init__(
         self, client: Redis | RedisCluster, *, key_prefix: str = "session:", hash_keys: bool = True
     ) -> None:
-        self._client = client
         self.key_prefix = key_prefix
         self.hash_keys = hash_keys
-        self._owns_client = False
+        self._clients: PerLoop[Redis | RedisCluster] = PerLoop.fixed(client)
+        self._where = _describe(client)
 
     @classmethod
     def from_url(
@@ -95,26 +99,42 @@ class RedisSessionStore(UserSessionsMixin):
         hash_keys: bool = True,
         **client_options: Any,
     ) -> RedisSessionStore:
-        """A store with its own client for ``url`` (``redis://``, ``rediss://``, ``unix://``).
+        """A store with its own clients for ``url`` (``redis://``, ``rediss://``, ``unix://``).
 
         Connecting and each command give up after the timeouts (seconds); redis-py's own retries
-        are off. ``cluster`` makes a ``RedisCluster``; other keywords go to the client. A bad URL
-        raises ``ValueError`` here; nothing connects before the first command.
+        are off. ``cluster`` makes ``RedisCluster`` clients; other keywords go to the client. A
+        bad URL raises ``ValueError`` here; nothing connects before the first command. Each event
+        loop that uses the store gets a client of its own (closed when that loop ends, or by
+        ``aclose``), so one store serves successive test clients and threads alike.
         """
         check_scheme(
             "RedisSessionStore.from_url", url, ("redis", "rediss", "unix"), "redis://host:6379/0"
         )
-        options: dict[str, Any] = {"retry": Retry(NoBackoff(), 0), **client_options}
-        options.update(socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout)
-        client = (RedisCluster if cluster else Redis).from_url(url, **options)
-        store = cls(client, key_prefix=key_prefix, hash_keys=hash_keys)
-        store._owns_client = True
+        timeouts = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+        }
+
+        def make() -> Redis | RedisCluster:
+            options = {"retry": Retry(NoBackoff(), 0), **client_options, **timeouts}
+            return (RedisCluster if cluster else Redis).from_url(url, **options)
+
+        async def open() -> Redis | RedisCluster:
+            return make()
+
+        store = cls(make(), key_prefix=key_prefix, hash_keys=hash_keys)  # a bad URL fails here
+        store._clients = PerLoop(open, _close)
+        store._where = address(url)
         return store
 
     async def aclose(self) -> None:
-        """Close the client if ``from_url`` created it; a client passed in is the caller's."""
-        if self._owns_client:
-            await self._client.aclose()
+        """Close the clients ``from_url`` made (a later command opens new ones); a client passed
+        in is the caller's to close."""
+        await self._clients.aclose()
+
+    async def check(self) -> None:
+        """One ``PING``: a ``StoreError`` naming the server and the cause when it does not answer."""
+        await self._run("PING")
 
     async def get(self, id: str) -> Record | None:
         """The record at ``id``, or ``None`` when there is none (Redis drops expired keys)."""
@@ -163,14 +183,35 @@ class RedisSessionStore(UserSessionsMixin):
         return f"{self.key_prefix}index:{user}"
 
     async def _run(self, *command: Any) -> Any:
-        """Run a command (once more if the connection dropped); driver errors -> ``StoreError``."""
-        try:
+        """Run a command (once more if the connection dropped); every failure -> ``StoreError``."""
+        with boundary(f"Redis {command[0]} failed", self._where, passing=(UnicodeDecodeError,)):
+            client = self._clients.current()
+            if client is None:
+                client = await self._clients.get()
             try:
-                return await self._client.execute_command(*command)
+                return await client.execute_command(*command)
             except RedisConnectionError:
-                return await self._client.execute_command(*command)
-        except _DRIVER_ERRORS as exc:
-            raise StoreError(f"Redis {command[0]} failed: {type(exc).__name__}: {exc}") from exc
+                return await client.execute_command(*command)
+
+
+async def _close(client: Redis | RedisCluster) -> None:
+    await client.aclose()
+
+
+def _describe(client: Redis | RedisCluster) -> str:
+    """Where a client connects (host, port and database; a socket; a Sentinel service; a
+    cluster's first nodes), never its credentials."""
+    pool = getattr(client, "connection_pool", None)
+    service = getattr(pool, "service_name", None)
+    if service is not None:
+        return f"the Sentinel service {service}"
+    options = getattr(pool, "connection_kwargs", None) or {}
+    if "path" in options:
+        return str(options["path"])
+    if "host" in options:
+        return f"{options['host']}:{options.get('port', 6379)}/{options.get('db', 0)}"
+    nodes = getattr(getattr(client, "nodes_manager", None), "startup_nodes", None) or {}
+    return ",".join(list(nodes)[:3]) or type(client).__name__
 
 
 def _version(data: bytes) -> str:

@@ -43,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+from sessionware.stores._connections import boundary, positive
 from sessionware.stores._maintenance import DEFAULT_BATCH, ProgressHook, delete_in_batches
 from sessionware.stores.base import (
     ABSENT,
@@ -87,10 +88,11 @@ _SQL = {
     "purge_users": "DELETE FROM {t}_users WHERE (user_id, key) IN"
     " (SELECT user_id, key FROM {t}_users WHERE expires <= ? ORDER BY expires LIMIT ?)",
     "checkpoint": "PRAGMA wal_checkpoint(PASSIVE)",
+    "check": "SELECT 1",
 }
 # Statements that never take the store's write lock: reads (WAL: they never wait for a writer)
 # and the passive checkpoint, which blocks no writer either.
-_UNLOCKED = frozenset({"get", "index_members", "checkpoint"})
+_UNLOCKED = frozenset({"get", "index_members", "checkpoint", "check"})
 # A URL scheme (two letters at least, so C:/ stays a path), or sqlite: however many slashes.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://|sqlite:", re.IGNORECASE)
 
@@ -111,12 +113,13 @@ class _Worker:
 class SQLiteSessionStore(UserSessionsMixin):
     """Records in ``table`` of the SQLite file at ``path``, the user index in ``{table}_users``.
 
-    One worker thread owns the store's connection, so calls never block the event loop. The file
-    is in WAL mode and every connection waits up to ``busy_timeout`` seconds for a lock, so
-    several processes (uvicorn workers) can share one file. A record's TTL (garbage
-    collection: the middleware's clock decides when a session expires) runs on the wall clock.
-    ``clear_expired`` runs on a second thread and connection of its own, so requests never
-    queue behind it.
+    One worker thread owns the store's connection, so calls never block the event loop and the
+    store serves any event loop (successive test clients, threads). The file is in WAL mode and
+    a call waits up to ``busy_timeout`` seconds (5 by default) for a lock another connection
+    holds, then fails with a ``StoreError``, so several processes (uvicorn workers) can share
+    one file. A record's TTL (garbage collection: the middleware's clock decides when a session
+    expires) runs on the wall clock. ``clear_expired`` runs on a second thread and connection
+    of its own, so requests never queue behind it.
     """
 
     def __init__(
@@ -138,7 +141,7 @@ class SQLiteSessionStore(UserSessionsMixin):
         self.hash_keys = hash_keys
         # The table name is a checked identifier: the only text ever formatted into SQL.
         self._sql = {name: sql.format(t=table) for name, sql in _SQL.items()}
-        self._busy_timeout = busy_timeout
+        self._busy_timeout = positive("busy_timeout", busy_timeout)
         self._clock = deprecated_clock("SQLiteSessionStore", clock)
         self.legacy_clock = clock
         """The clock given the first version's way, if one was; the middleware's otherwise."""
@@ -158,12 +161,15 @@ class SQLiteSessionStore(UserSessionsMixin):
         if self._closed:
             raise StoreError(f"SQLite store failed to {op}: the store is closed")
         chosen = worker or self._requests
-        try:
+        with boundary(f"SQLite store failed to {op}", self.path or ":memory:"):
             return await asyncio.get_running_loop().run_in_executor(
                 chosen.executor, self._call, chosen, steps
             )
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store failed to {op}: {exc}") from exc
+
+    async def check(self) -> None:
+        """Open the file (making the tables on first use) and run ``SELECT 1``: a ``StoreError``
+        naming the file and the cause when that fails."""
+        await self._run("check the database", ("check", ()))
 
     def _call(
         self, worker: _Worker, steps: tuple[tuple[str, tuple[Any, ...]], ...]
