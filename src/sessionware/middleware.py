@@ -208,7 +208,7 @@ class SessionMiddleware:
         self._warned_insecure = not cookie_secure
         self.scope_key = self.name
         self.admin_key = admin_key(self.name)
-        self._headers = tuple(carried)
+        self._header_transports = tuple(carried)
         self._routes = self._engines()
         self._plain = not carried and self.name == DEFAULT_NAME
         """The default session by cookie alone: ``__call__``'s own path, with no routing."""
@@ -218,7 +218,7 @@ class SessionMiddleware:
         """Each transport with the engine its requests go to (``self.engine`` the cookie's);
         with a header among them, every response varies by every transport's header."""
         cookie = next((t for t in self.transports if isinstance(t, CookieTransport)), COOKIE)
-        if not self._headers:
+        if not self._header_transports:
             return ((cookie, self.engine),)
         vary = b", ".join(
             t.name.encode("latin-1") if isinstance(t, HeaderTransport) else b"Cookie"
@@ -243,17 +243,17 @@ class SessionMiddleware:
             found = scope.get(DEFAULT_NAME)
             if found is not None and not isinstance(found, Session):
                 raise RuntimeError(self._taken(DEFAULT_NAME, found))
-        if self._headers:
+        if self._header_transports:
             self._claim(scope)
-        headers = scope["headers"]
-        for transport, engine in self._routes:
+        routes = self._routes
+        for transport, engine in routes:
             if isinstance(transport, HeaderTransport):
-                token = transport.find(headers)
+                token = transport.find(scope["headers"])
                 if token is not None:
                     return engine.begin([token], agent, self.lazy)
-            elif cookies and find_cookies(cookies, engine.cookie.name):
+            elif len(routes) == 1 or (cookies and find_cookies(cookies, engine.cookie.name)):
                 return engine.begin(cookies, agent, self.lazy)
-        transport, engine = self._routes[0]
+        transport, engine = routes[0]
         return engine.begin(
             [] if isinstance(transport, HeaderTransport) else cookies, agent, self.lazy
         )
@@ -262,7 +262,7 @@ class SessionMiddleware:
         """Note this session's headers in the request, refusing one another named session's
         middleware already takes (both would read its token and answer it)."""
         claimed: dict[bytes, str] = scope.setdefault("sessionware.headers", {})
-        for transport in self._headers:
+        for transport in self._header_transports:
             for header, spelled in (
                 (transport.key, transport.name),
                 (transport.response_key, transport.response_header),
