@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware as StarletteSessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -288,20 +287,6 @@ async def test_two_middlewares_with_one_name_fail_at_the_first_request() -> None
         key=KEY,
     )
     assert (await request(apart, "GET", "/")).status == 200
-
-
-async def test_another_librarys_session_middleware_beside_a_named_one_fails() -> None:
-    app = Starlette(
-        routes=[Route("/", count)],
-        middleware=[
-            Middleware(StarletteSessionMiddleware, secret_key="s" * 32),
-            Middleware(SessionMiddleware, name="admin", store=MemorySessionStore(), key=KEY),
-        ],
-    )
-    response = await request(app, "GET", "/")
-    assert isinstance(response.exception, RuntimeError)
-    message = str(response.exception)
-    assert "another session middleware" in message and "Starlette's" in message
 
 
 async def test_two_named_sessions_cannot_share_a_header() -> None:
