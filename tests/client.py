@@ -297,11 +297,12 @@ async def websocket(
     cookies: Mapping[str, str] | None = None,
     spec_version: str | None = "2.4",
     origin: str | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> list[dict[str, Any]]:
     """Open a WebSocket on ``app`` over raw ASGI; return every message the app sent.
     ``spec_version=None``: a server whose scope names none (daphne: ASGI 2.0)."""
     path, _, query = path.partition("?")
-    headers = [(b"host", b"testserver")]
+    headers = [(b"host", b"testserver"), *(headers or ())]
     if cookies:
         headers.append(
             (b"cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()).encode("latin-1"))

@@ -37,14 +37,17 @@ from sessionware.events import (
 from sessionware.flash import flash, get_flashed_messages
 from sessionware.middleware import SessionMiddleware, get_session
 from sessionware.session import Session, SessionStatus
+from sessionware.transport import CookieTransport, HeaderTransport
 
 __all__ = [
     "BrowserSession",
     "CSRFMiddleware",
     "ConflictEnded",
     "ContentSecurity",
+    "CookieTransport",
     "DecodeFailed",
     "DeviceBinding",
+    "HeaderTransport",
     "Key",
     "MergeRetry",
     "NotSupportedError",

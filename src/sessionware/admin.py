@@ -22,7 +22,7 @@ from sessionware.stores import base
 from sessionware.stores.base import TOMBSTONE_TTL, RecordStore, SessionInfo
 from sessionware.stores.cookie import CookieSessionStore
 
-__all__ = ["DEFAULT_LIMIT", "SessionAdmin", "get_admin"]
+__all__ = ["ADMIN_KEY", "DEFAULT_LIMIT", "SessionAdmin", "admin_key", "get_admin"]
 
 DEFAULT_LIMIT = 1000
 """How many sessions ``sessions_for`` lists at most unless told otherwise."""
@@ -35,6 +35,19 @@ _NOT_INSTALLED = (
     "no session admin in this request: add sessionware.SessionMiddleware to the app, e.g."
     " app.add_middleware(SessionMiddleware, store=..., key=...)"
 )
+_NOT_INSTALLED_NAMED = (
+    "no session admin for the session named {name!r} in this request: add a"
+    " sessionware.SessionMiddleware with that name, e.g. app.add_middleware(SessionMiddleware,"
+    " name={name!r}, store=..., key=...)"
+)
+ADMIN_KEY = "session_admin"
+"""The scope key of the default session's ``SessionAdmin``."""
+
+
+def admin_key(name: str) -> str:
+    """The scope key of the ``SessionAdmin`` of the session named ``name`` (a ``.`` cannot be
+    in a session's name, so no session's own key is ever one of these)."""
+    return ADMIN_KEY if name == "session" else f"{name}.admin"
 
 
 class SessionAdmin:
@@ -142,11 +155,14 @@ class SessionAdmin:
 base.ADMIN[:] = [SessionAdmin]
 
 
-def get_admin(request_or_scope: Any) -> SessionAdmin:
+def get_admin(request_or_scope: Any, name: str = "session") -> SessionAdmin:
     """The ``SessionAdmin`` of the middleware serving a request (a Starlette/FastAPI/Litestar
-    ``Request``, a WebSocket, or an ASGI scope)."""
+    ``Request``, a WebSocket, or an ASGI scope): the default session's, or that of the
+    ``SessionMiddleware(name=name)``."""
     scope = getattr(request_or_scope, "scope", request_or_scope)
-    admin = scope.get("session_admin") if isinstance(scope, Mapping) else None
+    admin = scope.get(admin_key(name)) if isinstance(scope, Mapping) else None
     if not isinstance(admin, SessionAdmin):
-        raise RuntimeError(_NOT_INSTALLED)
+        raise RuntimeError(
+            _NOT_INSTALLED if name == "session" else _NOT_INSTALLED_NAMED.format(name=name)
+        )
     return admin

@@ -21,11 +21,13 @@ from urllib.parse import parse_qsl
 
 from sessionware.middleware import ASGIApp, Message, Receive, Scope, Send, route_path
 from sessionware.session import CSRF_KEY, Session
+from sessionware.transport import HeaderTransport
 
 __all__ = [
     "CSRF_KEY",
     "SAFE_METHODS",
     "CSRFMiddleware",
+    "by_header",
     "csrf_token",
     "verify_csrf_token",
 ]
@@ -103,6 +105,13 @@ def verify_csrf_token(session: MutableMapping[str, Any], token: str | None) -> b
     return hmac.compare_digest(_xor(raw[:_SIZE], raw[_SIZE:]), secret)
 
 
+def by_header(session: Session) -> bool:
+    """Whether the request carries ``session``'s token in a header (``HeaderTransport``), not
+    the cookie: a browser never adds that header to a request another site makes, so such a
+    request cannot be forged cross-site and needs no CSRF token."""
+    return isinstance(session.transport, HeaderTransport)
+
+
 class CSRFMiddleware:
     """Refuses unsafe requests without the session's CSRF token: 403, and the session not saved.
 
@@ -111,8 +120,10 @@ class CSRFMiddleware:
     most ``max_body_size`` bytes, up to the field in a multipart body) and replayed to the app,
     so the handler still reads its form. A path in ``exempt`` is not checked: one ending in
     ``/`` covers everything under it (``"/hooks/"``), any other only itself (``"/api/login"``);
-    paths are the app's own, without the ``root_path`` it is mounted under.
-    Runs inside ``SessionMiddleware``; WebSocket and lifespan scopes pass through.
+    paths are the app's own, without the ``root_path`` it is mounted under. A request whose
+    session goes by a header (``session.transport`` is a ``HeaderTransport``) passes: a forged
+    cross-site request carries cookies, never that header. Runs inside ``SessionMiddleware``;
+    WebSocket and lifespan scopes pass through.
     """
 
     def __init__(
@@ -155,7 +166,7 @@ class CSRFMiddleware:
         session = scope.get("session")
         if not isinstance(session, Session):
             raise RuntimeError(_NOT_INSTALLED)
-        if scope["method"] in SAFE_METHODS or self.exempts(route_path(scope)):
+        if scope["method"] in SAFE_METHODS or self.exempts(route_path(scope)) or by_header(session):
             await self.app(scope, receive, send)
             return
         token, content_type = None, b""

@@ -55,6 +55,7 @@ from sessionware.config import BrowserSession, CookieSettings, PersistentSession
 from sessionware.config import TtlExtensionPolicy as Policy
 from sessionware.cookies import (
     MAX_SET_COOKIE_BYTES,
+    _percent_encode,
     cookie_suffix,
     find_cookies,
     removal_cookie,
@@ -89,6 +90,7 @@ from sessionware.session import Event, Outcome, Phase, SessionStatus, Tracker
 from sessionware.state import StoredState, stored_state
 from sessionware.stores.base import RecordStore, SessionKey, is_generated_key
 from sessionware.stores.cookie import CLOCK_SKEW, CookieSessionStore
+from sessionware.transport import COOKIE, HeaderTransport, Transport
 
 if TYPE_CHECKING:
     from sessionware.dbsc import DeviceBinder
@@ -103,6 +105,7 @@ __all__ = [
     "failure",
     "fingerprint",
     "make_engine",
+    "transported",
 ]
 
 logger = logging.getLogger("sessionware")
@@ -158,6 +161,12 @@ class SessionEngine:
     _base64_seal: bool
     """Whether every sealed value is in base64's alphabet (``_cookie_line``)."""
     backend: Repository | CookieSessionStore
+    transport: Transport = COOKIE
+    """How this engine's requests carry their token (``Session.transport``; ``transported``)."""
+    vary: bytes = b"Cookie"
+    """The Vary value of a response the session shapes: the header(s) the token may come in."""
+    carrier: bytes = b"set-cookie"
+    """The response header a new token goes out in."""
 
     def __init__(
         self,
@@ -936,4 +945,136 @@ def _merge_vary(headers: Headers) -> Headers:
                 value += b", Cookie"
             vary_done = True
         out.append((name, value))
+    return out
+
+
+# -- transports other than the cookie alone (sessionware.transport) ---------------------------
+# The engines above are the cookie's, with its Set-Cookie and ``Vary: Cookie`` written inline;
+# a middleware with a header transport gets one engine per transport, of the classes below,
+# which change only the fixed points: what ``begin`` is given, how a token and its removal are
+# written (``_cookie``, ``_removal``) and the headers they go out with (``_headers``).
+
+
+class _Transported(SessionEngine):
+    """An engine of a middleware whose requests may carry the token in several places: its
+    responses vary by all of them (``vary``), and a new token goes out in ``carrier``."""
+
+    def _headers(
+        self, tracker: Tracker, used: bool, cookie: str | None, headers: Headers
+    ) -> Headers:
+        if cookie is None and not (used or tracker.cookies):
+            return headers
+        out = _varying(headers, self.vary)
+        if cookie is not None:
+            out.append((self.carrier, cookie.encode("latin-1")))
+            if not any(name.lower() == b"cache-control" for name, _ in headers):
+                out.append(_PRIVATE)
+        return out
+
+
+class _HeaderTokens(_Transported):
+    """The token comes in a request header and goes out in a response header
+    (``HeaderTransport``): the sealed value, as the cookie would carry it, without the cookie."""
+
+    def begin(
+        self, cookie_headers: Iterable[bytes], user_agent: bytes | None = None, lazy: bool = False
+    ) -> Tracker:
+        """``cookie_headers`` are the tokens the request's header carried (none: an empty
+        session). Each is written as the cookie it stands for, so the cookie's path opens it
+        (a ``;`` cannot be in a token: it would spell another cookie)."""
+        prefix = self._prefix
+        cookies = [prefix + token for token in cookie_headers if token and b";" not in token]
+        return super().begin(cookies, user_agent, lazy)
+
+    def _cookie(self, value: str, resendable: tuple[str, str] | None = None) -> str:
+        """The sealed token for the response header: base64 as it is (a token68, as
+        ``Authorization`` wants it), else percent-encoded as the cookie would be."""
+        if resendable is not None and resendable[0] == value:
+            sealed = resendable[1]
+        else:
+            sealed = self.sealer.seal(value)
+        token = sealed if self._base64_seal else _percent_encode(sealed)
+        if len(token) > MAX_SET_COOKIE_BYTES:
+            raise PersistError(
+                f"the session token would be {len(token)} bytes, over the"
+                f" {MAX_SET_COOKIE_BYTES}-byte limit a cookie has (the header carries the same"
+                " value); store less in the session or use a server-side store",
+                status_code=500,
+            )
+        return token
+
+    def _removal(self) -> str:
+        """An ended session: the response header, empty."""
+        return ""
+
+    def _headers(
+        self, tracker: Tracker, used: bool, cookie: str | None, headers: Headers
+    ) -> Headers:
+        """As the cookie's, but the token goes out only when it changed: the client keeps the
+        one it sent (a cookie is sent again on every change, to restart it in the browser)."""
+        if (
+            cookie is not None
+            and tracker.resendable is not None
+            and cookie == tracker.resendable[1]
+        ):
+            cookie = None
+        return super()._headers(tracker, used, cookie, headers)
+
+
+class _ServerSideTransported(_Transported, ServerSideEngine):
+    """The cookie's server-side engine in a middleware that also takes a header."""
+
+
+class _ClientSideTransported(_Transported, ClientSideEngine):
+    """The cookie's client-side engine in a middleware that also takes a header."""
+
+
+class _ServerSideHeader(_HeaderTokens, ServerSideEngine):
+    """A header transport's engine over a record store."""
+
+
+class _ClientSideHeader(_HeaderTokens, ClientSideEngine):
+    """A header transport's engine over the cookie store (the token carries the state)."""
+
+
+def transported(engine: SessionEngine, transport: Transport, vary: bytes) -> SessionEngine:
+    """An engine like ``engine`` (the very repository or cookie store, and its key ring,
+    cookie settings, lifecycle, clock and events) whose requests carry the token by
+    ``transport`` and whose responses vary by ``vary`` (every transport's header)."""
+    header = isinstance(transport, HeaderTransport)
+    options: dict[str, Any] = {
+        "keys": engine.keys,
+        "security": engine.security,
+        "cookie": engine.cookie,
+        "lifecycle": engine.lifecycle,
+        "clock": engine.clock,
+        "on_event": engine.on_event,
+    }
+    new: SessionEngine
+    if isinstance(engine, ServerSideEngine):
+        cls = _ServerSideHeader if header else _ServerSideTransported
+        new = cls(repository=engine.repository, **options)
+    else:
+        assert isinstance(engine, ClientSideEngine)
+        client = _ClientSideHeader if header else _ClientSideTransported
+        new = client(store=engine.store, **options)
+    new.transport, new.vary = transport, vary
+    if isinstance(transport, HeaderTransport):
+        new.carrier = transport.response_key
+        new.cookie_max_age = None  # the token is sent when it changes, never to restart it
+    return new
+
+
+def _varying(headers: Headers, vary: bytes) -> Headers:
+    """A copy of ``headers`` whose first Vary names each of ``vary``'s headers (unless it is
+    ``*``), or with ``Vary: <vary>`` appended when it has none."""
+    out = list(headers)
+    for at, (name, value) in enumerate(out):
+        if name.lower() == b"vary":
+            named = {token.strip().lower() for token in value.split(b",")}
+            if b"*" not in named:
+                wanted = [n for n in vary.split(b", ") if n.lower() not in named]
+                out[at] = (name, b", ".join([value, *wanted]))
+            return out
+    out.append((b"vary", vary))
     return out

@@ -3,22 +3,39 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
-from sessionware.admin import SessionAdmin
+from sessionware.admin import ADMIN_KEY, SessionAdmin, admin_key
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession, SameSite
+from sessionware.cookies import find_cookies
 from sessionware.crypto import ContentSecurity, Key
 from sessionware.dbsc import DeviceBinding, serve
-from sessionware.engine import PersistError, ServerSideEngine, SessionEngine, make_engine
+from sessionware.engine import (
+    PersistError,
+    ServerSideEngine,
+    SessionEngine,
+    make_engine,
+    transported,
+)
+from sessionware.errors import NotSupportedError
 from sessionware.events import EventHook
 from sessionware.repository import Repository
 from sessionware.session import Event, Phase, Session, Tracker
 from sessionware.stores.base import RecordStore
 from sessionware.stores.cookie import CookieSessionStore
+from sessionware.transport import (
+    COOKIE,
+    CookieTransport,
+    HeaderTransport,
+    Transport,
+    declare,
+    transports,
+)
 
-__all__ = ["SessionMiddleware", "get_session", "route_path"]
+__all__ = ["DEFAULT_NAME", "SessionMiddleware", "get_session", "route_path"]
 
 logger = logging.getLogger("sessionware")
 
@@ -29,22 +46,52 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+DEFAULT_NAME = "session"
+"""The default session's name: ``request.session`` (``scope["session"]``), cookie ``id``."""
+
 _NOT_INSTALLED = (
     "no session in this request: add sessionware.SessionMiddleware to the app, e.g."
     " app.add_middleware(SessionMiddleware, store=..., key=...)"
 )
+_NOT_INSTALLED_NAMED = (
+    "no session named {name!r} in this request: add a sessionware.SessionMiddleware with that"
+    " name to the app, e.g. app.add_middleware(SessionMiddleware, name={name!r}, store=...,"
+    " key=...)"
+)
 _TWO_MIDDLEWARES = (
-    "this request already has a session (scope['session']) when sessionware's SessionMiddleware"
-    " starts: another session middleware ({found}) runs outside it. Use one session middleware:"
-    " remove the other (sessionware.integrations.starlette.SessionMiddleware replaces"
-    " Starlette's with the same parameters)"
+    "this request already has a session (scope[{key!r}]) when sessionware's SessionMiddleware"
+    " (name={name!r}) starts: another session middleware ({found}) runs outside it. Use one"
+    " session middleware per name: remove the other, or give each SessionMiddleware its own"
+    " name= (sessionware.integrations.starlette.SessionMiddleware replaces Starlette's with the"
+    " same parameters)"
 )
 _REPLACED = (
     "another session middleware inside sessionware's SessionMiddleware replaced"
-    " scope['session'] ({found}), so sessionware never saw this request's session. Use one"
+    " scope[{key!r}] ({found}), so sessionware never saw this request's session. Use one"
     " session middleware: remove the other (sessionware.integrations.starlette.SessionMiddleware"
     " replaces Starlette's with the same parameters)"
 )
+_SHARED_HEADER = (
+    "two sessionware SessionMiddleware, named {first!r} and {second!r}, both take the session"
+    " token in the {header} header: a token would be read by both and answered twice. Give each"
+    " named session its own headers, e.g. HeaderTransport(name='X-{second}-Session',"
+    " scheme=None, response_header='{second}-Session-Token')"
+)
+_DEVICE_NEEDS_COOKIES = (
+    "device binding is cookie-only: its credential is a second cookie the browser refreshes"
+    " with the device's key, which a header-carried session never has. Use transport="
+    "CookieTransport() with device_binding=, or a separate SessionMiddleware(name=...) for the"
+    " API clients"
+)
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+_RESERVED = frozenset(
+    {
+        "type", "asgi", "http_version", "method", "scheme", "path", "raw_path", "query_string",
+        "root_path", "headers", "client", "server", "subprotocols", "state", "extensions", "app",
+        "router", "endpoint", "path_params", "route", "user", "auth", ADMIN_KEY,
+    }
+)  # fmt: skip
+"""Scope keys that ASGI, Starlette or sessionware already use: a session cannot be named so."""
 _NO_ACCEPT_HEADERS = (
     "this server speaks ASGI {version}, whose WebSocket handshake cannot carry headers, so a"
     " session cookie cannot be set over a WebSocket here: only an existing session can be"
@@ -72,6 +119,13 @@ class SessionMiddleware:
     ends sessions with the same store, clock and events. With
     ``device_binding=DeviceBinding(...)`` (server-side stores) it also serves the DBSC
     registration and refresh endpoints, and ``session.bind_device()`` becomes available.
+
+    ``transport=`` says where the token travels: ``CookieTransport()`` (the default),
+    ``HeaderTransport()`` for API clients, or a list of both, the first one a request matches
+    winning (docs/api-clients.md). ``name=`` lets one app hold several sessions, each with its
+    own middleware: ``get_session(request, name)``; the default ``"session"`` is
+    ``request.session`` with the cookie ``id``, another name is its own scope key and cookie
+    name unless ``cookie_name=`` says otherwise (docs/named-sessions.md).
     """
 
     def __init__(
@@ -81,7 +135,9 @@ class SessionMiddleware:
         store: RecordStore | CookieSessionStore | Repository,
         key: Key | None = None,
         keys: Sequence[Key] | None = None,
-        cookie_name: str = "id",
+        name: str = DEFAULT_NAME,
+        transport: Transport | Sequence[Transport] | None = None,
+        cookie_name: str | None = None,
         cookie_secure: bool = True,
         cookie_http_only: bool = True,
         cookie_same_site: SameSite | None = "lax",
@@ -109,6 +165,13 @@ class SessionMiddleware:
                 else "key/keys must be sessionware.Key objects (see Key.from_hex)"
             )
         self.app: ASGIApp = app
+        self.name = _checked_name(name)
+        if cookie_name is None:
+            cookie_name = "id" if self.name == DEFAULT_NAME else self.name
+        self.transports = transports(transport)
+        carried = [t for t in self.transports if isinstance(t, HeaderTransport)]
+        if carried and device_binding is not None:
+            raise NotSupportedError(_DEVICE_NEEDS_COOKIES)
         cookie = CookieSettings(
             name=cookie_name,
             secure=cookie_secure,
@@ -143,14 +206,89 @@ class SessionMiddleware:
         self.lazy = lazy and self.engine.server_side
         self._load_first = self.engine.server_side and not self.lazy
         self._warned_insecure = not cookie_secure
+        self.scope_key = self.name
+        self.admin_key = admin_key(self.name)
+        self._header_transports = tuple(carried)
+        self._routes = self._engines()
+        self._plain = not carried and self.name == DEFAULT_NAME
+        """The default session by cookie alone: ``__call__``'s own path, with no routing."""
+        declare(self.name, cookie_name, self.transports)
+
+    def _engines(self) -> tuple[tuple[Transport, SessionEngine], ...]:
+        """Each transport with the engine its requests go to (``self.engine`` the cookie's);
+        with a header among them, every response varies by every transport's header."""
+        cookie = next((t for t in self.transports if isinstance(t, CookieTransport)), COOKIE)
+        if not self._header_transports:
+            return ((cookie, self.engine),)
+        vary = b", ".join(
+            t.name.encode("latin-1") if isinstance(t, HeaderTransport) else b"Cookie"
+            for t in self.transports
+        )
+        self.engine = transported(self.engine, cookie, vary)
+        return tuple(
+            (
+                t,
+                transported(self.engine, t, vary)
+                if isinstance(t, HeaderTransport)
+                else self.engine,
+            )
+            for t in self.transports
+        )
+
+    def _begin(self, scope: Scope, cookies: list[bytes], agent: bytes | None) -> Tracker:
+        """``begin`` for a named session or one a header may carry: on the engine of the
+        first transport the request matches (it carries the cookie; the header, with its
+        scheme), or of the first transport when it matches none."""
+        if self.name != DEFAULT_NAME:
+            found = scope.get(DEFAULT_NAME)
+            if found is not None and not isinstance(found, Session):
+                raise RuntimeError(self._taken(DEFAULT_NAME, found))
+        if self._header_transports:
+            self._claim(scope)
+        routes = self._routes
+        for transport, engine in routes:
+            if isinstance(transport, HeaderTransport):
+                token = transport.find(scope["headers"])
+                if token is not None:
+                    return engine.begin([token], agent, self.lazy)
+            elif len(routes) == 1 or (cookies and find_cookies(cookies, engine.cookie.name)):
+                return engine.begin(cookies, agent, self.lazy)
+        transport, engine = routes[0]
+        return engine.begin(
+            [] if isinstance(transport, HeaderTransport) else cookies, agent, self.lazy
+        )
+
+    def _claim(self, scope: Scope) -> None:
+        """Note this session's headers in the request, refusing one another named session's
+        middleware already takes (both would read its token and answer it)."""
+        claimed: dict[bytes, str] = scope.setdefault("sessionware.headers", {})
+        for transport in self._header_transports:
+            for header, spelled in (
+                (transport.key, transport.name),
+                (transport.response_key, transport.response_header),
+            ):
+                owner = claimed.setdefault(header, self.name)
+                if owner != self.name:
+                    raise RuntimeError(
+                        _SHARED_HEADER.format(first=owner, second=self.name, header=spelled)
+                    )
+
+    def _taken(self, key: str, found: object) -> str:
+        """Why a request whose scope already holds ``found`` under ``key`` is refused."""
+        return _TWO_MIDDLEWARES.format(key=key, name=self.name, found=_describe(found))
+
+    def _replaced(self, scope: Scope) -> str:
+        """Why a request whose session something inside replaced is refused."""
+        return _REPLACED.format(key=self.scope_key, found=_describe(scope.get(self.scope_key)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        if "session" in scope:
-            raise RuntimeError(_TWO_MIDDLEWARES.format(found=_describe(scope["session"])))
+        key = self.scope_key
+        if key in scope:
+            raise RuntimeError(self._taken(key, scope[key]))
         engine = self.engine
         binder = self.binder
         if binder is not None and kind == "http" and binder.endpoint(route_path(scope)):
@@ -162,19 +300,23 @@ class SessionMiddleware:
                 cookies.append(value)
             elif name == b"user-agent":
                 agent = value
-        tracker = engine.begin(cookies, agent, self.lazy)
+        if self._plain:
+            tracker = engine.begin(cookies, agent, self.lazy)
+        else:
+            tracker = self._begin(scope, cookies, agent)
+            engine = tracker.engine
         try:
             if self._load_first and tracker.unread:
                 try:
                     await engine.load(tracker)
                 except PersistError as exc:
                     logger.error("session not loaded: %s", exc)
-                    await _refuse(kind, send, exc.status_code, vary=True)
+                    await _refuse(kind, send, exc.status_code, vary=engine.vary)
                     return
             if binder is not None and not await self._device_allowed(scope, tracker, send):
                 return
-            session = scope["session"] = tracker.session
-            scope["session_admin"] = self.admin
+            session = scope[key] = tracker.session
+            scope[self.admin_key] = self.admin
             if kind == "websocket":
                 await self._websocket(scope, receive, send, tracker, session)
                 return
@@ -187,8 +329,8 @@ class SessionMiddleware:
                 nonlocal started, refused
                 if message["type"] == "http.response.start":
                     started = True
-                    if scope.get("session") is not session:
-                        raise RuntimeError(_REPLACED.format(found=_describe(scope.get("session"))))
+                    if scope.get(key) is not session:
+                        raise RuntimeError(self._replaced(scope))
                     original = message.get("headers", ())
                     try:
                         headers = engine.respond(tracker, message["status"], original)
@@ -196,7 +338,7 @@ class SessionMiddleware:
                             headers = await engine.persist(tracker, message["status"], original)
                     except PersistError as exc:
                         refused = True
-                        await _refuse_unsaved("http", send, exc, vary=bool(tracker.cookies))
+                        await _refuse_unsaved("http", send, exc, vary=_vary(engine, tracker))
                         return
                     if headers is not original:
                         message = self._with_headers(scope, message, headers)
@@ -216,7 +358,7 @@ class SessionMiddleware:
                 if started:
                     raise
                 logger.error("session not loaded: %s", exc)
-                await _refuse("http", send, exc.status_code, vary=bool(tracker.cookies))
+                await _refuse("http", send, exc.status_code, vary=_vary(engine, tracker))
                 return
             if tracker.phase is _LATE and not refused:  # changes after the last message
                 await _store_late(engine, tracker)
@@ -229,7 +371,7 @@ class SessionMiddleware:
         """Run the app; persist the session as the handshake is accepted (its cookie goes with
         it, where the server can carry headers there); then store later changes before each
         message goes out."""
-        engine = self.engine
+        engine = tracker.engine
         version = _asgi_version(scope)
         if version < (2, 1):  # ASGI 2.0: websocket.accept carries no headers, so no cookie
             reason = _NO_ACCEPT_HEADERS.format(version=".".join(map(str, version)))
@@ -249,7 +391,8 @@ class SessionMiddleware:
                     refused = True
                     await _refuse_unsaved("websocket", send, exc)
                     return
-                cookies = [(n, v) for n, v in added if n == b"set-cookie"]
+                carrier = engine.carrier
+                cookies = [(n, v) for n, v in added if n == carrier]
                 if cookies:
                     message = {**message, "headers": [*message.get("headers", ()), *cookies]}
             elif refused:
@@ -397,29 +540,52 @@ def _describe(found: object) -> str:
     return f"a {type(found).__module__}.{type(found).__qualname__}"
 
 
-async def _refuse_unsaved(kind: str, send: Send, exc: PersistError, vary: bool = False) -> None:
+async def _refuse_unsaved(
+    kind: str, send: Send, exc: PersistError, vary: bool | bytes = False
+) -> None:
     """The session could not be saved as the response started: log why, answer opaquely."""
     logger.error("session not saved: %s", exc)
     await _refuse(kind, send, exc.status_code, vary)
 
 
-async def _refuse(kind: str, send: Send, status: int, vary: bool = False) -> None:
+async def _refuse(kind: str, send: Send, status: int, vary: bool | bytes = False) -> None:
     """An opaque error: no body, no detail, the client's cookie left as it was; ``vary`` when
-    the request carried the session cookie (a cache must not serve it to another)."""
+    the request carried the session cookie (a cache must not serve it to another): ``True``
+    for ``Cookie``, or the engine's Vary value."""
     if kind == "websocket":
         await send({"type": "websocket.close", "code": 1011})
         return
     headers = [(b"content-length", b"0"), (b"cache-control", b"no-store")]
     if vary:
-        headers.append((b"vary", b"Cookie"))
+        headers.append((b"vary", b"Cookie" if vary is True else vary))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
 
 
-def get_session(request_or_scope: Any) -> Session:
-    """The session of a request (Starlette/FastAPI/Litestar ``Request``, WebSocket) or ASGI scope."""
+def get_session(request_or_scope: Any, name: str = DEFAULT_NAME) -> Session:
+    """The session of a request (Starlette/FastAPI/Litestar ``Request``, WebSocket) or ASGI
+    scope: the default one, or the one of the ``SessionMiddleware(name=name)``."""
     scope = getattr(request_or_scope, "scope", request_or_scope)
-    session = scope.get("session") if type(scope) is dict or isinstance(scope, Mapping) else None
+    session = scope.get(name) if type(scope) is dict or isinstance(scope, Mapping) else None
     if not isinstance(session, Session):
-        raise RuntimeError(_NOT_INSTALLED)
+        raise RuntimeError(
+            _NOT_INSTALLED if name == DEFAULT_NAME else _NOT_INSTALLED_NAMED.format(name=name)
+        )
     return session
+
+
+def _checked_name(name: object) -> str:
+    """``name=`` as given, once it can be a scope key and a cookie name; else ``ValueError``."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"name={name!r}: a session's name is a letter followed by up to 63 letters, digits,"
+            " '_' or '-' (it names the scope key and, unless cookie_name= is set, the cookie)"
+        )
+    if name in _RESERVED:
+        raise ValueError(f"name={name!r} is a key the ASGI scope already uses: choose another")
+    return name
+
+
+def _vary(engine: SessionEngine, tracker: Tracker) -> bytes | bool:
+    """The Vary of a refusal: the engine's, when the request carried the token."""
+    return engine.vary if tracker.cookies else False

@@ -51,6 +51,7 @@ from sessionware.errors import (
 )
 from sessionware.repository import KEEP, MISSING, Changes, Update
 from sessionware.state import ENVELOPE_HEAD, check_value, decode_state, state_unchanged
+from sessionware.transport import COOKIE, Transport
 
 if TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
@@ -213,6 +214,14 @@ class Session(dict[str, Any]):
         if not self._accessed:
             self._read()
         return self._tracker.ended
+
+    @property
+    def transport(self) -> Transport:
+        """How this request carries the session's token: the ``CookieTransport`` or
+        ``HeaderTransport`` of ``SessionMiddleware(transport=...)`` it matched (the first of
+        the list when it carried none); the cookie for a session made outside a request."""
+        engine = getattr(self._tracker, "engine", None)  # a standalone session's has none
+        return getattr(engine, "transport", COOKIE)
 
     @property
     def user_id(self) -> str | None:

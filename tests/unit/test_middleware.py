@@ -27,14 +27,16 @@ async def counter(request: Request) -> Response:
     return PlainTextResponse(str(session["n"]))
 
 
-async def test_another_session_middleware_outside_fails_with_one_message() -> None:
+@pytest.mark.parametrize("name", ["session", "admin"])
+async def test_another_session_middleware_outside_fails_with_one_message(name: str) -> None:
     """Issue 28 item 12: Starlette's SessionMiddleware outside sessionware's was a 500 with
-    ``'Session' object has no attribute 'modified'``."""
+    ``'Session' object has no attribute 'modified'``. A named session refuses it too (issue 26:
+    another library's session middleware in the same app)."""
     app = Starlette(
         routes=[Route("/", counter)],
         middleware=[
             Middleware(StarletteSessionMiddleware, secret_key="s" * 32),
-            Middleware(SessionMiddleware, store=MemorySessionStore(), key=KEY),
+            Middleware(SessionMiddleware, name=name, store=MemorySessionStore(), key=KEY),
         ],
     )
     response = await request(app, "GET", "/")

@@ -2,8 +2,11 @@
 
 ``SessionDep`` is actix's ``Session`` extractor: declare ``session: SessionDep`` in an endpoint,
 HTTP or WebSocket, and get the request's ``Session``, already loaded (so it works with
-``SessionMiddleware(lazy=True)`` too). ``session_model(User)`` validates the whole session as a
-pydantic model on the way in, for endpoints that need, say, a signed-in user.
+``SessionMiddleware(lazy=True)`` too); ``session_dependency("admin")`` is the same for the
+session of ``SessionMiddleware(name="admin")``. Both document in OpenAPI (``/docs``) how the
+session's token travels: the cookie, or the header of a ``HeaderTransport``.
+``session_model(User)`` validates the whole session as a pydantic model on the way in, for
+endpoints that need, say, a signed-in user.
 
 ``CSRFProtected`` checks the session's CSRF token on one route, as ``CSRFMiddleware`` does for
 every route: ``@app.post("/transfer", dependencies=[CSRFProtected])``. ``SessionAdminDep`` gives
@@ -14,19 +17,31 @@ FastAPI is imported here and nowhere else in sessionware.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException
+from fastapi.openapi.models import APIKey, APIKeyIn, HTTPBearer
+from fastapi.openapi.models import SecurityBase as SecuritySchemeModel
+from fastapi.security.base import SecurityBase
 from pydantic import BaseModel, ValidationError
 from starlette.requests import HTTPConnection, Request
 
 from sessionware.admin import SessionAdmin, get_admin
-from sessionware.csrf import SAFE_METHODS, verify_csrf_token
+from sessionware.csrf import SAFE_METHODS, by_header, verify_csrf_token
+from sessionware.middleware import DEFAULT_NAME, get_session
 from sessionware.session import Session
+from sessionware.transport import CookieTransport, HeaderTransport, declared
 
-__all__ = ["CSRFProtected", "SessionAdminDep", "SessionDep", "session_model"]
+__all__ = [
+    "CSRFProtected",
+    "SessionAdminDep",
+    "SessionDep",
+    "session_dependency",
+    "session_model",
+]
 
 logger = logging.getLogger("sessionware")
 
@@ -49,19 +64,85 @@ def _missing(found: object) -> str:
     )
 
 
-async def _dependency(connection: HTTPConnection) -> Session:
-    """The request's (or WebSocket's) session, loaded from the store if that was deferred."""
-    session = connection.scope.get("session")
-    if not isinstance(session, Session):
-        raise RuntimeError(_missing(session))
-    return await session.load()
+class _SessionScheme(SecurityBase):
+    """The dependency that gives the session named ``name``, and the OpenAPI security scheme
+    saying how its token travels: as the last ``SessionMiddleware(name=name)`` built in the
+    process takes it (FastAPI builds the middleware at the app's first request, before it
+    renders ``/openapi.json``), the session cookie before any is."""
+
+    def __init__(self, name: str) -> None:
+        self.name = self.scheme_name = name
+
+    @property
+    def model(self) -> SecuritySchemeModel:  # type: ignore[override]  # read as FastAPI renders
+        return _scheme(self.name)
+
+    async def __call__(self, connection: HTTPConnection) -> Session:
+        """The request's (or WebSocket's) session, loaded from the store if that was deferred."""
+        if self.name == DEFAULT_NAME:
+            session = connection.scope.get(DEFAULT_NAME)
+            if not isinstance(session, Session):
+                raise RuntimeError(_missing(session))
+        else:
+            session = get_session(connection, self.name)
+        return await session.load()
 
 
-SessionDep = Annotated[Session, Depends(_dependency)]
+def _scheme(name: str) -> SecuritySchemeModel:
+    """The OpenAPI security scheme of the session named ``name``: its first header transport
+    (what an API client, and ``/docs``'s Authorize, must send), else its cookie."""
+    found = declared(name)
+    cookie_name = found.cookie_name if found else ("id" if name == DEFAULT_NAME else name)
+    carried = found.transports if found else (CookieTransport(),)
+    header = next((t for t in carried if isinstance(t, HeaderTransport)), None)
+    if header is None:
+        return _api_key(APIKeyIn.cookie, cookie_name, f"The {name!r} session's cookie.")
+    scheme = "" if header.scheme is None else f"{header.scheme} "
+    sent = f"`{header.name}: {scheme}<token>`"
+    description = (
+        f"The {name!r} session's token, sent as {sent}. A new token comes back in the"
+        f" `{header.response_header}` response header (empty when the session ended); a request"
+        " without a token starts a new session."
+    )
+    if any(isinstance(t, CookieTransport) for t in carried):
+        description += f" Browsers send the session cookie `{cookie_name}` instead."
+    if (
+        header.scheme is not None
+        and header.scheme.lower() == "bearer"
+        and header.key == b"authorization"
+    ):
+        return HTTPBearer(description=description)
+    if header.scheme is not None:
+        description += f" In /docs, enter `{header.scheme} <token>` as the value."
+    return _api_key(APIKeyIn.header, header.name, description)
+
+
+def _api_key(where: APIKeyIn, name: str, description: str) -> APIKey:
+    return APIKey.model_validate({"in": where, "name": name, "description": description})
+
+
+_DEFAULT_SCHEME = _SessionScheme(DEFAULT_NAME)
+
+SessionDep = Annotated[Session, Depends(_DEFAULT_SCHEME)]
 """The current ``Session``, for HTTP and WebSocket endpoints: ``session: SessionDep``.
 
 Raises ``RuntimeError`` (a 500) naming the fix when ``SessionMiddleware`` is not installed.
+OpenAPI shows how its token travels (the cookie, or a ``HeaderTransport``'s header).
 """
+
+
+@functools.cache
+def session_dependency(name: str = DEFAULT_NAME) -> Any:
+    """The ``SessionDep`` of the session named ``name`` (``SessionMiddleware(name=name)``):
+    ``AdminSession = session_dependency("admin")`` then ``session: AdminSession``.
+
+    Type checkers cannot read a call as an annotation; for them, write
+    ``if TYPE_CHECKING: AdminSession = Session`` and ``else: AdminSession =
+    session_dependency("admin")``.
+    """
+    if name == DEFAULT_NAME:
+        return SessionDep
+    return Annotated[Session, Depends(_SessionScheme(name))]
 
 
 async def _admin(connection: HTTPConnection) -> SessionAdmin:
@@ -122,7 +203,7 @@ async def _csrf_protected(request: Request) -> None:
     session = request.scope.get("session")
     if not isinstance(session, Session):
         raise RuntimeError(_missing(session))
-    if request.method in SAFE_METHODS:
+    if request.method in SAFE_METHODS or by_header(session):
         return
     await session.load()
     token = request.headers.get("x-csrf-token")
