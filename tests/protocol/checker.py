@@ -198,6 +198,8 @@ class Run:
         self.fresh: set[tuple[str, str]] = set()
         """Records written during the run: their TTL is new (minutes at least), so none of
         them reaches it within the run; only older records can expire."""
+        self.on_expire: Callable[[str, bytes], None] = lambda store, data: None
+        """Told of each record an ``expire`` fault drops: time has passed its TTL."""
         self.scheduling = False
         self.abandoned = False
         self.tasks: list[asyncio.Task[Any]] = []
@@ -342,6 +344,8 @@ class Run:
             before = at_once(parked.store.backing.get(id))
             at_once(parked.store.backing.delete(id))
             data = None if before is None else before.data
+            if data is not None:
+                self.on_expire(parked.store.name, data)
             self._record(step.actor, parked.store.name, "expire", id, data, None, fault)
         result = self._apply(step.actor, parked.store, parked.op, parked.args, parked.kwargs, fault)
         if fault == "retry":

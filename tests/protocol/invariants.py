@@ -14,7 +14,15 @@ from typing import Any
 
 from sessionware import repository
 from tests.protocol.checker import Effect
-from tests.protocol.world import ENDINGS, RENEWALS, USER, Result, World
+from tests.protocol.world import (
+    ENDINGS,
+    RENEWALS,
+    USER,
+    Result,
+    World,
+    state_of,
+    tombstone,
+)
 
 INVARIANTS = {
     1: "An acknowledged write is visible to the next request of a holder of the current key,"
@@ -56,7 +64,7 @@ class _Facts:
         self.processes = range(world.scenario.processes)
         self.lineage: dict[str, str] = {id: name for name, (_, _, id) in world.seeds.items()}
         for effect in self.effects:  # a record that held a session's state belongs to it
-            state = _state(effect.data) if effect.op == "put" and effect.result else None
+            state = state_of(effect.data) if effect.op == "put" and effect.result else None
             if state is not None and "seed" in state:
                 self.lineage.setdefault(effect.id, state["seed"])
         self.labels: dict[str, str] = {}
@@ -80,7 +88,7 @@ class _Facts:
             e.op == "put"
             and e.result is not None
             and self.lineage.get(e.id) == name
-            and _tombstone(e.data) == (True, None)
+            and tombstone(e.data) == (True, None)
             and self.world.results[e.actor].actor.action in ENDINGS
             for e in self.effects
             if e.actor in self.world.results
@@ -89,7 +97,7 @@ class _Facts:
     def expired(self, name: str) -> bool:
         """Whether a live record of the session reached its TTL (an ``expire`` fault)."""
         return any(
-            e.op == "expire" and _state(e.data) is not None and self.lineage.get(e.id) == name
+            e.op == "expire" and state_of(e.data) is not None and self.lineage.get(e.id) == name
             for e in self.effects
         )
 
@@ -103,7 +111,7 @@ class _Facts:
             e.op == "put"
             and e.id == id
             and e.result is not None
-            and _tombstone(e.data) == (True, None)
+            and tombstone(e.data) == (True, None)
             and e.actor in self.world.results
             and self.world.results[e.actor].actor.action in ENDINGS
             for e in self.effects
@@ -128,7 +136,7 @@ class _Facts:
                 and e.op == "put"
                 and e.id == old_id
                 and e.result is not None
-                and _tombstone(e.data)[1]
+                and tombstone(e.data)[1]
             ):
                 return e
         return None
@@ -156,7 +164,7 @@ class _Facts:
             and e.op == "put"
             and e.result is not None
             and (id is None or e.id == id)
-            and (_state(e.data) or {}).get(key, _MISSING) == value
+            and (state_of(e.data) or {}).get(key, _MISSING) == value
         ]
 
 
@@ -225,7 +233,7 @@ def _counted_updates(facts: _Facts) -> list[str]:
                 e.actor == r.actor.name
                 and e.op == "put"
                 and e.result is not None
-                and "n" in (_state(e.data) or {})
+                and "n" in (state_of(e.data) or {})
                 for e in facts.effects
             )
         ]
@@ -407,30 +415,3 @@ def _outcome(result: Result) -> str:
 
 def _show(state: dict[str, Any]) -> str:
     return "an empty session" if not state else f"state {sorted(state)}"
-
-
-def _state(data: bytes | None) -> dict[str, Any] | None:
-    """The state a stored record holds (``None``: a tombstone, nothing, or unreadable)."""
-    if data is None:
-        return None
-    try:
-        envelope = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(envelope, dict) or envelope.get("v") == 0:
-        return None
-    state = envelope.get("state")
-    return state if isinstance(state, dict) else None
-
-
-def _tombstone(data: bytes | None) -> tuple[bool, str | None]:
-    """``(True, successor)`` for a tombstone, else ``(False, None)``."""
-    if data is None:
-        return False, None
-    try:
-        envelope = json.loads(data)
-    except ValueError:
-        return False, None
-    if isinstance(envelope, dict) and envelope.get("v") == 0:
-        return True, envelope.get("successor")
-    return False, None

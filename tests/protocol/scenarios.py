@@ -35,6 +35,11 @@ SCENARIOS = [
     ),
     Scenario("purge_write", (Actor("A", "purge"), Actor("B", "write"))),
     Scenario("login_purge", (Actor("A", "login"), Actor("B", "purge"))),
+    Scenario(
+        "login_write_purge",
+        (Actor("A", "login"), Actor("B", "write"), Actor("C", "purge")),
+        sampled=3000,
+    ),
     Scenario("login_signout", (Actor("A", "login"), Actor("B", "signout")), seeds=LOGGED_IN),
     Scenario(
         "signout_two_devices",
@@ -80,6 +85,13 @@ SCENARIOS = [
         processes=2,
         cached=True,
         sampled=3000,
+    ),
+    Scenario(
+        "cache_signout_read",
+        (Actor("A", "read", process=1), Actor("B", "signout")),
+        seeds=LOGGED_IN,
+        processes=2,
+        cached=True,
     ),
     Scenario(
         "cache_login_read",

@@ -50,6 +50,9 @@ KNOWN = {
     "cache_read_purge": "CachedSessionStore: a fill after a failed cache read revives a purged"
     " session",
     "cache_login_read": "issue 24: lost reply / retry during renew",
+    "cache_signout_read": "issue 24 (one clock): a cached copy of a session whose durable record"
+    " expired still opens, after a sign-out that found nothing to end",
+    "login_write_purge": "issue 24: as login_write",
 }
 """Scenarios that break an invariant on the code as it is, and why (each has a replay test)."""
 

@@ -50,6 +50,11 @@ CACHE_FILL = (
     " purger's cache read failed (the purge found no copy to correct)"
 )
 
+EXPIRED_COPY = (
+    "issue 24, one clock: expiry is the store's TTL, so a cached copy of a session whose"
+    " durable record expired opens until the copy's own TTL, though a sign-out found nothing"
+)
+
 REPLAYS = [
     Replay(
         "pre-login HTTP write lands in the logged-in session",
@@ -155,6 +160,13 @@ REPLAYS = [
         "A.1 get; A.2 get; B.1 get !fail; B.2 get; B.3 put; B.4 get; A.3 put",
         2,
         CACHE_FILL,
+    ),
+    Replay(
+        "a cached copy opens after its durable record expired and a sign-out was acknowledged",
+        "cache_signout_read",
+        "A.1 get; A.2 get; B.1 index_members; B.2 get; A.3 put; B.3 get !expire; B.4 index_remove",
+        2,
+        EXPIRED_COPY,
     ),
 ]
 

@@ -263,6 +263,14 @@ class Stage:
             self.cache.backing, self.cache.run = MemorySessionStore(), run
         self.clock.now = T0 + (11 * 60 if self.scenario.lifecycle == "touch_after" else 0)
         run.groups = self.groups
+        run.on_expire = self._expired
+
+    def _expired(self, store: str, data: bytes) -> None:
+        """A durable record reached its TTL: the clock is past the time its envelope gives
+        (one clock decides expiry; a cached copy's TTL is the cache's own)."""
+        found = envelope(data) if store == "db" else None
+        if found is not None and isinstance(found.get("expires"), (int, float)):
+            self.clock.now = max(self.clock.now, found["expires"] + 1)
 
 
 class World:
@@ -299,11 +307,10 @@ class World:
                 self.probes[key, process] = await self.probe(key, process)
         if any(seed.user for seed in self.scenario.seeds):
             await self.stage.admins[0].sessions_for(USER)
-            db = self.stage.db.backing
-            for member in at_once(db.index_members(USER)):
-                record = at_once(db.get(member))
-                envelope = None if record is None else _envelope(record.data)
-                if envelope is None or envelope.get("user") != USER:
+            for member in at_once(self.stage.db.backing.index_members(USER)):
+                record = await self.stage.stores[0].get(member)  # as the listing read it
+                stored = None if record is None else envelope(record.data)
+                if stored is None or stored.get("user") != USER:
                     what = "gone" if record is None else "ended"
                     self.index_problems.append(
                         f"after one listing the user index still lists a session that is {what}"
@@ -473,7 +480,7 @@ class World:
             e.id for e in self.run.effects if e.store == "db"
         ]:
             record = at_once(db.get(id))
-            if record is not None and _envelope(record.data) is None:
+            if record is not None and envelope(record.data) is None:
                 at_once(db.delete(id))
         if stage.cache is not None:
             stage.cache.backing = MemorySessionStore()
@@ -570,15 +577,34 @@ except ImportError:
     _ADMIN_CLASS = None
 
 
-def _envelope(data: bytes) -> dict[str, Any] | None:
-    """A stored record's envelope (``None``: a tombstone or unreadable)."""
+def envelope(data: bytes | None) -> dict[str, Any] | None:
+    """A stored record's envelope, read as the checker's own oracle (not with the library's
+    reader): ``None`` for a tombstone, nothing, or something unreadable."""
     try:
-        envelope = json.loads(data)
+        found = json.loads(data) if data is not None else None
     except ValueError:
         return None
-    if not isinstance(envelope, dict) or envelope.get("v") == 0:
+    if not isinstance(found, dict) or found.get("v") == 0:
         return None
-    return envelope
+    return found
+
+
+def state_of(data: bytes | None) -> dict[str, Any] | None:
+    """The state a stored record holds (``None``: a tombstone, nothing, or unreadable)."""
+    found = envelope(data)
+    state = None if found is None else found.get("state")
+    return state if isinstance(state, dict) else None
+
+
+def tombstone(data: bytes | None) -> tuple[bool, str | None]:
+    """``(True, successor)`` for a tombstone, else ``(False, None)``."""
+    try:
+        found = json.loads(data) if data is not None else None
+    except ValueError:
+        return False, None
+    if isinstance(found, dict) and found.get("v") == 0:
+        return True, found.get("successor")
+    return False, None
 
 
 class execute:
