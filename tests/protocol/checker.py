@@ -478,11 +478,15 @@ class Stats:
     sampled: bool = False
 
     def summary(self) -> str:
-        mode = "exhaustive" if self.exhaustive else "sampled" if self.sampled else "truncated"
+        if self.sampled:
+            how = f"sampled: {self.runs} draws"
+        else:
+            how = "exhaustive" if self.exhaustive else "truncated"
+            how += f"; {self.pruned} pruned runs"
         found = f", {len(self.violations)} violating" if self.violations else ""
         return (
-            f"{self.complete} schedules ({mode}; {self.pruned} pruned runs, {self.steps} store"
-            f" calls, depth <= {self.max_depth}){found} in {self.seconds:.1f}s"
+            f"{self.complete} schedules ({how}, {self.steps} store calls, depth <="
+            f" {self.max_depth}){found} in {self.seconds:.1f}s"
         )
 
 
@@ -568,13 +572,22 @@ class _DepthFirst:
 
 
 class _Random:
-    """The chooser for ``sample``: uniform among the choices, from a seeded generator."""
+    """The chooser for ``sample``, from a seeded generator: an actor uniformly among those
+    parked, then its call without a fault, or (one time in ``1 / fault_rate``) with one of its
+    faults, so that faults land early and late in a run alike."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, fault_rate: float = 0.15) -> None:
         self.rng = random.Random(seed)
+        self.fault_rate = fault_rate
 
     def __call__(self, run: Run) -> Choice | None:
-        return self.rng.choice(run.choices())
+        choices = run.choices()
+        actor = self.rng.choice(sorted({c.step.actor for c in choices}))
+        mine = [c for c in choices if c.step.actor == actor]
+        faulty = [c for c in mine if c.step.fault and c.step.fault != "again"]
+        if faulty and self.rng.random() < self.fault_rate:
+            return self.rng.choice(faulty)
+        return next(c for c in mine if c not in faulty)
 
 
 class _Fixed:
@@ -641,7 +654,7 @@ def sample(execute: Execute, *, faults: int, runs: int, seed: int) -> Stats:
         for number in range(runs):
             run, problems = _one(execute, _Random(seed * 1_000_003 + number), faults, loop)
             schedule = format_schedule(run.steps)
-            if schedule in seen:
+            if schedule in seen:  # drawn before: counted once
                 stats.runs += 1
                 continue
             seen.add(schedule)

@@ -13,13 +13,14 @@ import json
 from typing import Any
 
 from sessionware import repository
-from tests.protocol.checker import Effect
+from tests.protocol.checker import Effect, at_once
 from tests.protocol.world import (
     ENDINGS,
     RENEWALS,
     USER,
     Result,
     World,
+    envelope,
     state_of,
     tombstone,
 )
@@ -95,11 +96,18 @@ class _Facts:
         )
 
     def expired(self, name: str) -> bool:
-        """Whether a live record of the session reached its TTL (an ``expire`` fault)."""
-        return any(
-            e.op == "expire" and state_of(e.data) is not None and self.lineage.get(e.id) == name
-            for e in self.effects
-        )
+        """Whether the session expired: a live record of it reached its TTL (an ``expire``
+        fault), or one of another session did and so the clock passed this one's expiry too
+        (sessions seeded together expire together) with no write since to extend it."""
+        if not any(e.op == "expire" and state_of(e.data) is not None for e in self.effects):
+            return False
+        now, db = self.world.stage.clock.now, self.world.stage.db.backing
+        for id, owner in self.lineage.items():
+            record = at_once(db.get(id)) if owner == name else None
+            stored = None if record is None else envelope(record.data)
+            if stored is not None and stored.get("expires", now) > now:
+                return False
+        return True
 
     def excused(self, name: str) -> bool:
         return self.ended(name) or self.expired(name)
