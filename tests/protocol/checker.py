@@ -682,8 +682,12 @@ def sample(execute: Execute, *, faults: int, runs: int, seed: int) -> Stats:
 
 def replay(execute: Execute, schedule: str, *, faults: int = 2) -> tuple[Run, list[str]]:
     """Run one schedule (as ``format_schedule`` wrote it); the invariants it broke."""
+    chooser = _Fixed(parse_schedule(schedule))
     with _loop() as loop:
-        run, problems = _one(execute, _Fixed(parse_schedule(schedule)), faults, loop)
+        run, problems = _one(execute, chooser, faults, loop)
+    if chooser.position < len(chooser.steps):
+        left = format_schedule(chooser.steps[chooser.position :])
+        raise NondeterminismError(f"the run ended before the schedule did: {left} left")
     assert problems is not None
     return run, problems
 

@@ -112,6 +112,15 @@ class _Facts:
     def excused(self, name: str) -> bool:
         return self.ended(name) or self.expired(name)
 
+    def expired_key(self, key: str) -> bool:
+        """Whether the session ``key`` names is past its expiry on the clock (which only an
+        ``expire`` fault moves past a session's)."""
+        if not any(e.op == "expire" and state_of(e.data) is not None for e in self.effects):
+            return False
+        record = at_once(self.world.stage.db.backing.get(hashlib.sha256(key.encode()).hexdigest()))
+        stored = None if record is None else envelope(record.data)
+        return stored is None or stored.get("expires", 0) <= self.world.stage.clock.now
+
     def ended_key(self, key: str) -> bool:
         """Whether an ending committed on the record ``key`` names (a session an actor made)."""
         id = hashlib.sha256(key.encode()).hexdigest()
@@ -194,7 +203,7 @@ def _acknowledged_writes(facts: _Facts) -> list[str]:
             continue
         if current is None or (name is not None and facts.excused(name)):
             continue
-        if facts.ended_key(current):
+        if facts.ended_key(current) or facts.expired_key(current):
             continue
         for key, value in writer.wrote.items():
             if RMW and writer.actor.action == "update_or":

@@ -31,21 +31,21 @@ SCENARIOS = [
     Scenario(
         "renew_write_write",
         (Actor("A", "renew"), Actor("B", "write"), Actor("C", "write")),
-        sampled=2000,
+        sampled=1500,
     ),
     Scenario("purge_write", (Actor("A", "purge"), Actor("B", "write"))),
     Scenario("login_purge", (Actor("A", "login"), Actor("B", "purge"))),
     Scenario(
         "login_write_purge",
         (Actor("A", "login"), Actor("B", "write"), Actor("C", "purge")),
-        sampled=2000,
+        sampled=1500,
     ),
     Scenario("login_signout", (Actor("A", "login"), Actor("B", "signout")), seeds=LOGGED_IN),
     Scenario(
         "signout_two_devices",
         (Actor("A", "signout"), Actor("B", "write"), Actor("C", "write", session="M")),
         seeds=TWO_DEVICES,
-        sampled=2000,
+        sampled=1500,
     ),
     Scenario("end_session_write", (Actor("A", "end"), Actor("B", "write")), seeds=LOGGED_IN),
     Scenario("end_session_login", (Actor("A", "end"), Actor("B", "login")), seeds=LOGGED_IN),
@@ -84,7 +84,7 @@ SCENARIOS = [
         (Actor("A", "write"), Actor("B", "write", process=1)),
         processes=2,
         cached=True,
-        sampled=2000,
+        sampled=1500,
     ),
     Scenario(
         "cache_signout_read",

@@ -25,34 +25,19 @@ SEED = 29
 BUDGET = 100_000 if DEEP else 20_000
 """Runs an exhaustive exploration may take; more, and the scenario belongs among the sampled."""
 
+_CARRY_RETRY = "renew: a retried carry into the new record ends both sessions (one fault)"
 KNOWN = {
-    "login_alone": "issue 24: a lost reply to the tombstone write, or the store client's retry,"
-    " ends the renewal with neither session usable",
-    "login_write": "issue 24: pre-login writes carried into the successor; a renewed key gets a new"
-    " cookie; lost reply / retry during renew",
-    "login_nested": "issue 24: as login_write",
-    "login_login": "issue 24: the second login presents a renewed key and gets a new cookie",
-    "renew_write_write": "issue 24: as login_write",
-    "login_purge": "issue 24: lost reply during renew",
-    "login_signout": "issue 24: lost reply / retry during renew",
-    "end_session_login": "issue 24: lost reply during renew",
-    "touch_login": "issue 24: lost reply during renew; a touch lands on the tombstone and sends"
-    " the old key again",
-    "touch_after_login": "issue 24: lost reply during renew",
-    "stream_login": "issue 24: a late write carried into the successor; a late write to an empty"
-    " session vanishes silently",
-    "stream_purge": "a late write to an empty session vanishes silently",
-    "stream_new_session": "a late write to an empty session vanishes silently",
-    "ws_login": "issue 24: a WebSocket write carried into the successor; a late write to an"
-    " empty session vanishes silently",
-    "ws_signout": "a late write to an empty session vanishes silently",
-    "ws_late_login": "issue 24: a WebSocket write carried into the successor",
-    "cache_read_purge": "CachedSessionStore: a fill after a failed cache read revives a purged"
-    " session",
-    "cache_login_read": "issue 24: lost reply / retry during renew",
-    "cache_signout_read": "issue 24 (one clock): a cached copy of a session whose durable record"
-    " expired still opens, after a sign-out that found nothing to end",
-    "login_write_purge": "issue 24: as login_write",
+    "login_alone": "renew: a lost or retried tombstone write followed by a failed re-read, or a"
+    " retried carry, leaves neither session usable (two faults)",
+    "update_or_twice": "update_or: a retried put that landed is applied again (one fault)",
+    "login_write": _CARRY_RETRY,
+    "login_nested": _CARRY_RETRY,
+    "login_login": "a login on a renewed key sends a new key that replaces the first login's",
+    "renew_write_write": _CARRY_RETRY,
+    "touch_login": _CARRY_RETRY,
+    "touch_after_login": _CARRY_RETRY,
+    "stream_login": _CARRY_RETRY,
+    "ws_login": _CARRY_RETRY,
 }
 """Scenarios that break an invariant on the code as it is, and why (each has a replay test)."""
 

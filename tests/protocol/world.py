@@ -25,6 +25,7 @@ from sessionware import (
     BrowserSession,
     Key,
     PersistentSession,
+    SessionAdmin,
     SessionError,
     SessionMiddleware,
     TtlExtensionPolicy,
@@ -197,7 +198,7 @@ class Stage:
         self.stores: list[Any] = []
         self.middlewares: list[SessionMiddleware] = []
         self.probing: list[SessionMiddleware] = []
-        self.admins: list[Any] = []
+        self.admins: list[SessionAdmin] = []
         for process in range(scenario.processes):
             store: Any = self.db
             if self.cache is not None:
@@ -332,7 +333,7 @@ class World:
             if actor.action in ADMIN_ACTIONS:
                 admin = self.stage.admins[actor.process]
                 if actor.action == "signout":
-                    await _end_all_for(admin, USER)
+                    await admin.end_all_for(USER)
                 else:
                     await admin.end_session(id or "")
             elif actor.action in ("ws", "ws_late"):
@@ -555,26 +556,9 @@ def _do(session: Any, action: str, actor: str, headers: dict[bytes, bytes]) -> d
     raise AssertionError(f"unknown action {action}")
 
 
-async def _end_all_for(admin: Any, user: str) -> Any:
-    """Sign-out-everywhere through the admin interface there is."""
-    if hasattr(admin, "end_all_for"):
-        return await admin.end_all_for(user)
-    return await admin.delete_all_for(user)
-
-
-def _admin(store: Any, clock: Clock) -> Any:
-    """The admin operations on the middleware's clock: ``SessionAdmin`` once it exists (issue
-    24), the repository until then."""
-    if isinstance(store, Repository):
-        return store
-    admin_class = _ADMIN_CLASS or Repository
-    return admin_class(store, clock=clock)
-
-
-try:
-    from sessionware import SessionAdmin as _ADMIN_CLASS  # type: ignore[attr-defined]
-except ImportError:
-    _ADMIN_CLASS = None
+def _admin(store: Any, clock: Clock) -> SessionAdmin:
+    """The admin operations on the middleware's clock, over its store or its repository."""
+    return SessionAdmin(store, clock=clock)
 
 
 def envelope(data: bytes | None) -> dict[str, Any] | None:
