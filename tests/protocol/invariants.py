@@ -12,7 +12,6 @@ import hashlib
 import json
 from typing import Any
 
-from sessionware import repository
 from tests.protocol.checker import Effect, at_once
 from tests.protocol.world import (
     ENDINGS,
@@ -41,9 +40,6 @@ INVARIANTS = {
     " and no exception escapes the middleware.",
 }
 _MISSING: Any = object()
-RMW = hasattr(repository, "Update")
-"""Whether ``update_or`` is merged into the stored value (issue 24's ``Update``); the hook
-for the counter check of invariant 1."""
 
 
 def check(world: World) -> list[str]:
@@ -206,7 +202,7 @@ def _acknowledged_writes(facts: _Facts) -> list[str]:
         if facts.ended_key(current) or facts.expired_key(current):
             continue
         for key, value in writer.wrote.items():
-            if RMW and writer.actor.action == "update_or":
+            if writer.actor.action == "update_or":
                 continue  # counted by _counted_updates
             since = facts.landed(writer.actor.name, key, value)
             after = since[-1].seq if since else -1
@@ -232,12 +228,9 @@ def _acknowledged_writes(facts: _Facts) -> list[str]:
 
 
 def _counted_updates(facts: _Facts) -> list[str]:
-    """Where ``update_or`` is a read-modify-write merged into the stored value (``Update`` in
-    the repository), concurrent increments all count: the counter is the number of requests
-    whose increment was stored (each once), and at least the number acknowledged. Before, it
-    was last-writer-wins, which ``_acknowledged_writes`` checks."""
-    if not RMW:
-        return []
+    """``update_or`` is a read-modify-write merged into the stored value, so concurrent
+    increments all count: the counter is the number of requests whose increment was stored
+    (each once), and at least the number acknowledged."""
     out = []
     for name, (key, _, _) in facts.world.seeds.items():
         counters = [r for r in facts.of(name) if r.actor.action == "update_or"]

@@ -1,11 +1,9 @@
 """The scenarios the checker explores: 2-3 concurrent actors each, with the fault model.
 
-Hooks for what does not exist yet: automatic rotation (an actor action ``rotate`` once
-``Session`` has it: loads and writes may follow a rotation successor within its grace window,
-so invariant 3 must exempt it) and ``update_or`` as a read-modify-write applied to the stored
-value (today it is an insert of a value computed from the loaded one, so two concurrent
-increments may give 1: last writer wins, which invariant 1 accepts; once it merges, add the
-counter check to invariant 1).
+The hook for what does not exist yet: automatic rotation, one more actor action (``rotate``)
+once ``Session`` has it; loads and writes may then follow a rotation successor within its grace
+window, so invariant 3 must exempt rotations. ``update_or`` is a read-modify-write merged into
+the stored value, counted by invariant 1.
 """
 
 from __future__ import annotations
