@@ -1,0 +1,100 @@
+"""The scenarios the checker explores: 2-3 concurrent actors each, with the fault model.
+
+The hook for what does not exist yet: automatic rotation, one more actor action (``rotate``)
+once ``Session`` has it; loads and writes may then follow a rotation successor within its grace
+window, so invariant 3 must exempt rotations. ``update_or`` is a read-modify-write merged into
+the stored value, counted by invariant 1.
+"""
+
+from __future__ import annotations
+
+from tests.protocol.world import USER, Actor, Scenario, Seed
+
+LOGGED_IN = (Seed("L", user=USER),)
+TWO_DEVICES = (Seed("L", user=USER), Seed("M", user=USER))
+
+SCENARIOS = [
+    Scenario("login_alone", (Actor("A", "login"),), seeds=LOGGED_IN, faults=2),
+    Scenario("write_write", (Actor("A", "write"), Actor("B", "write"))),
+    Scenario(
+        "write_other_session",
+        (Actor("A", "write"), Actor("B", "write", session="M")),
+        seeds=(Seed("L"), Seed("M")),
+    ),
+    Scenario("nested_nested", (Actor("A", "nested"), Actor("B", "nested"))),
+    Scenario("update_or_twice", (Actor("A", "update_or"), Actor("B", "update_or"))),
+    Scenario("login_write", (Actor("A", "login"), Actor("B", "write"))),
+    Scenario("login_nested", (Actor("A", "login"), Actor("B", "nested"))),
+    Scenario("login_login", (Actor("A", "login"), Actor("B", "login"))),
+    Scenario(
+        "renew_write_write",
+        (Actor("A", "renew"), Actor("B", "write"), Actor("C", "write")),
+        sampled=1500,
+    ),
+    Scenario("purge_write", (Actor("A", "purge"), Actor("B", "write"))),
+    Scenario("login_purge", (Actor("A", "login"), Actor("B", "purge"))),
+    Scenario(
+        "login_write_purge",
+        (Actor("A", "login"), Actor("B", "write"), Actor("C", "purge")),
+        sampled=1500,
+    ),
+    Scenario("login_signout", (Actor("A", "login"), Actor("B", "signout")), seeds=LOGGED_IN),
+    Scenario(
+        "signout_two_devices",
+        (Actor("A", "signout"), Actor("B", "write"), Actor("C", "write", session="M")),
+        seeds=TWO_DEVICES,
+        sampled=1500,
+    ),
+    Scenario("end_session_write", (Actor("A", "end"), Actor("B", "write")), seeds=LOGGED_IN),
+    Scenario("end_session_login", (Actor("A", "end"), Actor("B", "login")), seeds=LOGGED_IN),
+    Scenario(
+        "touch_login", (Actor("A", "read"), Actor("B", "login")), seeds=LOGGED_IN, lifecycle="touch"
+    ),
+    Scenario(
+        "touch_purge", (Actor("A", "read"), Actor("B", "purge")), seeds=LOGGED_IN, lifecycle="touch"
+    ),
+    Scenario(
+        "touch_after_write",
+        (Actor("A", "read"), Actor("B", "write")),
+        seeds=LOGGED_IN,
+        lifecycle="touch_after",
+    ),
+    Scenario(
+        "touch_after_login",
+        (Actor("A", "read"), Actor("B", "login")),
+        seeds=LOGGED_IN,
+        lifecycle="touch_after",
+    ),
+    Scenario("stream_login", (Actor("A", "stream"), Actor("B", "login"))),
+    Scenario("stream_new_session", (Actor("A", "stream", session=""),)),
+    Scenario("stream_purge", (Actor("A", "stream"), Actor("B", "purge"))),
+    Scenario("ws_login", (Actor("A", "ws"), Actor("B", "login"))),
+    Scenario("ws_signout", (Actor("A", "ws"), Actor("B", "signout")), seeds=LOGGED_IN),
+    Scenario("ws_late_login", (Actor("A", "ws_late"), Actor("B", "login"))),
+    Scenario(
+        "cache_read_purge",
+        (Actor("A", "read", process=1), Actor("B", "purge")),
+        processes=2,
+        cached=True,
+    ),
+    Scenario(
+        "cache_write_write",
+        (Actor("A", "write"), Actor("B", "write", process=1)),
+        processes=2,
+        cached=True,
+        sampled=1500,
+    ),
+    Scenario(
+        "cache_signout_read",
+        (Actor("A", "read", process=1), Actor("B", "signout")),
+        seeds=LOGGED_IN,
+        processes=2,
+        cached=True,
+    ),
+    Scenario(
+        "cache_login_read",
+        (Actor("A", "login"), Actor("B", "read", process=1)),
+        processes=2,
+        cached=True,
+    ),
+]
