@@ -610,7 +610,10 @@ class ServerSideEngine(SessionEngine):
         return _ENDED
 
     async def _renew(self, tracker: Tracker, outcome: Outcome) -> Stored:
-        """Renewed: the state moves to a new key (a new session when there was none)."""
+        """Renewed: the state moves to a new key (a new session when there was none; nothing
+        for a key a login renewed: its cookie would replace that login's)."""
+        if tracker.renewed is not None:
+            return self._superseded(tracker)
         record, meta = tracker.record, self._meta(tracker)
         _, _, _, changes, state_json = outcome
         if record is None:
@@ -694,7 +697,13 @@ class ServerSideEngine(SessionEngine):
         """Store ``device`` as the record's binding, its state as it is, only if nothing wrote
         the record since ``loaded`` was read (one compare-and-set)."""
         state = loaded.state
-        meta = StoredState(created=state.created, user=state.user, agent=state.agent, device=device)
+        meta = StoredState(
+            created=state.created,
+            user=state.user,
+            agent=state.agent,
+            device=device,
+            applied=state.applied,
+        )
         try:
             stored = await self.repository.replace(loaded, state, meta, self.ttl)
         except Exception as exc:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from sessionware.events import (
     emit,
 )
 from sessionware.state import (
+    MAX_APPLIED,
     TOMBSTONE_HEAD,
     DeserializationError,
     StoredState,
@@ -75,6 +77,8 @@ from sessionware.stores.base import (
 
 __all__ = ["ENDED", "KEEP", "MISSING", "RENEWED", "Changes", "Loaded", "Repository", "Update"]
 
+_SURE_READS = 3
+"""How often a renewal reads the old record to tell whether its swap landed."""
 _ATTEMPTS = 64
 """Bound on lost compare-and-set races (and key collisions) before giving up with a 503."""
 _HEX64 = frozenset("0123456789abcdef")
@@ -292,6 +296,7 @@ class Repository:
             agent=meta.agent if meta.user is not None else None,
             device=meta.device,
             state_json=state_json,
+            applied=meta.applied,
         )
         return text.encode("utf-8")
 
@@ -326,17 +331,23 @@ class Repository:
         (``loaded.state`` with ``changes`` applied), written as it is while the record is still
         the one loaded."""
         id, version, current = loaded.id, loaded.version, loaded.state
+        update = _update_id() if changes.updates else None
         for attempt in range(_ATTEMPTS):
             merged = changes.apply(current)
             user = current.user if changes.user is KEEP else changes.user
-            stored = _record(merged, current, meta, user)
+            stored = _record(merged, current, meta, user, update)
             data = self._encode(merged, stored, ttl, state_json=state_json)
             new = await self.store.put(id, data, ttl, expect=version)
             record = None
-            if new is None:
+            if new is None:  # a lost race, or a client's retry of this very put, which landed
                 record, fresh, successor = await self._read(id)
-                if record is not None and record.data == data and not changes.updates:
-                    new = record.version  # the same bytes: this put landed (a client's retry)
+                if record is not None and (
+                    record.data == data
+                    if update is None
+                    else fresh is not None and update in (fresh.applied or ())
+                ):
+                    await self._file(user, current.user, id, ttl)
+                    return _loaded(id, record)
             if new is not None:
                 await self._file(user, current.user, id, ttl)
                 return Loaded(stored, id, new, data.decode())
@@ -374,6 +385,7 @@ class Repository:
             state.device,
             now + ttl.total_seconds(),
             state.seen,
+            state.applied,
         )
         return Loaded(stored, loaded.id, version, data.decode())
 
@@ -388,13 +400,16 @@ class Repository:
         user = loaded.state.user if changes.user is KEEP else changes.user
         record_meta = _record({}, loaded.state, meta, user)
         key, new = await self.create(changes.apply(loaded.state), record_meta, ttl)
-        try:  # until the old record names the new one, a failure leaves it intact
+        try:  # until the old record may name the new one, a failure leaves it intact
             old_id, old_version, current = loaded.id, loaded.version, loaded.state
             for attempt in range(_ATTEMPTS):
                 if await self._swap(old_id, old_version, new.id):
                     await self._unfile(current.user, old_id)
                     return key, new
-                record, fresh, successor = await self._read(old_id)
+                # The swap may have landed all the same (a client's retry of it reads as a
+                # refusal): what the old record says now decides, and a read that fails
+                # leaves that unknown.
+                record, fresh, successor = await self._read_surely(old_id)
                 if fresh is None and successor == new.id:  # a retry of a swap that landed
                     await self._unfile(current.user, old_id)
                     return key, new
@@ -409,7 +424,10 @@ class Repository:
                 carried = _record(merged, current, meta, user)
                 data = self._encode(merged, carried, ttl)
                 version = await self.store.put(new.id, data, ttl, expect=new.version)
-                if version is None:  # the new session was ended (sign-out-everywhere)
+                if version is None:  # ended (sign-out-everywhere), or a retry of a put that landed
+                    landed = await self.store.get(new.id)
+                    version = None if landed is None or landed.data != data else landed.version
+                if version is None:
                     await self._purge(old_id)
                     return None
                 new = Loaded(carried, new.id, version, data.decode())
@@ -429,15 +447,24 @@ class Repository:
         sees why it did not); ``_Unsure`` when even that fails: it may have."""
         try:
             return await self._bury(old_id, old_version, new_id) is not None
-        except Exception as exc:
+        except Exception:
+            record, _, successor = await self._read_surely(old_id)
+            return record is not None and successor == new_id
+
+    async def _read_surely(self, id: str) -> tuple[Record | None, StoredState | None, str | None]:
+        """``_read``, tried again after a failure (a renewal must tell whether its swap
+        landed); ``_Unsure`` when it cannot."""
+        for attempt in range(_SURE_READS):
             try:
-                record = await self.store.get(old_id)
-            except Exception:
-                raise _Unsure(
-                    "the session store failed while renewing the session, and could not tell"
-                    " whether the renewal happened"
-                ) from exc
-            return record is not None and read_tombstone(record.data) == (True, new_id)
+                return await self._read(id)
+            except Exception as exc:
+                if attempt == _SURE_READS - 1:
+                    raise _Unsure(
+                        "the session store failed while renewing the session, and could not"
+                        " tell whether the renewal happened"
+                    ) from exc
+                await _backoff(attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def replace(
         self, loaded: Loaded, state: Mapping[str, Any], meta: StoredState, ttl: timedelta
@@ -570,16 +597,33 @@ def _loaded(id: str, record: Record) -> Loaded:
 
 
 def _record(
-    state: Mapping[str, Any], current: StoredState, meta: StoredState, user: str | None
+    state: Mapping[str, Any],
+    current: StoredState,
+    meta: StoredState,
+    user: str | None,
+    update: str | None = None,
 ) -> StoredState:
     """``state`` with the metadata a write stores: created from the record, the rest from this
-    request; the device binding from the record too, unless this request started a new one."""
+    request; the device binding from the record too, unless this request started a new one;
+    the record's update ids, with ``update``'s first when this write applies updates."""
     device = current.device if meta.device is None else meta.device
-    return stored_state(state, current.created or meta.created, user, meta.agent, device)
+    applied = current.applied
+    if update is not None:
+        applied = (update, *(applied or ()))[:MAX_APPLIED]
+    return stored_state(
+        state, current.created or meta.created, user, meta.agent, device, None, None, applied
+    )
+
+
+def _update_id() -> str:
+    """An id for one write's updates (``StoredState.applied``)."""
+    return secrets.token_hex(6)
 
 
 def _state(state: Mapping[str, Any], meta: StoredState) -> StoredState:
-    return stored_state(state, meta.created, meta.user, meta.agent, meta.device)
+    return stored_state(
+        state, meta.created, meta.user, meta.agent, meta.device, None, None, meta.applied
+    )
 
 
 async def _backoff(attempt: int) -> None:

@@ -74,13 +74,16 @@ class StoredState(dict[str, Any]):
 
     # Slots, each set when one is built: CPython specializes reads of slots, not of instance
     # attributes that fall back to a class-level default.
-    __slots__ = ("__dict__", "agent", "created", "device", "expires", "seen", "user")
+    __slots__ = ("__dict__", "agent", "applied", "created", "device", "expires", "seen", "user")
     created: float | None
     expires: float | None
     seen: float | None
     user: str | None
     agent: str | None
     device: dict[str, Any] | None
+    applied: tuple[str, ...] | None
+    """The ids of the last read-modify-write updates merged into the record (``update_or``),
+    so a write whose answer was lost can tell that it landed and is not applied twice."""
 
     def __init__(
         self,
@@ -92,9 +95,10 @@ class StoredState(dict[str, Any]):
         user: str | None = None,
         agent: str | None = None,
         device: dict[str, Any] | None = None,
+        applied: tuple[str, ...] | None = None,
     ) -> None:
         dict.__init__(self, state)
-        _set_fields(self, created, user, agent, device, expires, seen)
+        _set_fields(self, created, user, agent, device, expires, seen, applied)
 
 
 def check_value(value: Any, depth: bool = True) -> str:
@@ -141,6 +145,7 @@ def encode_state(
     seen: float | None = None,
     agent: str | None = None,
     device: dict[str, Any] | None = None,
+    applied: tuple[str, ...] | None = None,
 ) -> str:
     """Serialise ``state`` as the v1 envelope (or, with ``legacy``, the actix 0.11 map of JSON texts).
 
@@ -158,6 +163,7 @@ def encode_state(
         and expires is not None
         and agent is None
         and device is None
+        and applied is None
         and not isinstance(state, StoredState)
     ):
         times = f'"created":{int(created)},"expires":{int(expires)}}}'
@@ -171,6 +177,7 @@ def encode_state(
         user = state.user if user is None else user
         agent = state.agent if agent is None else agent
         device = state.device if device is None else device
+        applied = state.applied if applied is None else applied
     text = ENVELOPE_HEAD + (_dumps(state) if state_json is None else state_json)
     if seen is not None:
         text += f',"seen":{int(seen)}'
@@ -180,6 +187,8 @@ def encode_state(
         text += f',"agent":{_dumps(agent)}'
     if device is not None:
         text += f',"device":{_dumps(device)}'
+    if applied is not None:
+        text += f',"applied":{_dumps(list(applied))}'
     if created is not None:
         text += f',"created":{int(created)}'
     if expires is not None:
@@ -195,13 +204,14 @@ def stored_state(
     device: dict[str, Any] | None = None,
     expires: float | None = None,
     seen: float | None = None,
+    applied: tuple[str, ...] | None = None,
     /,
 ) -> StoredState:
     """``StoredState(state, created=..., ...)`` built by C calls and the fields given (the
     repository builds one for every write)."""
     result = _new_state(StoredState)
     _fill_state(result, state)
-    _set_fields(result, created, user, agent, device, expires, seen)
+    _set_fields(result, created, user, agent, device, expires, seen, applied)
     return result
 
 
@@ -213,10 +223,12 @@ def _set_fields(
     device: dict[str, Any] | None,
     expires: float | None,
     seen: float | None,
+    applied: tuple[str, ...] | None = None,
 ) -> None:
     """Set every metadata field."""
     result.created, result.expires, result.seen = created, expires, seen
     result.user, result.agent, result.device = user, agent, device
+    result.applied = applied
 
 
 ENVELOPE_HEAD = '{"v":1,"state":'
@@ -297,7 +309,9 @@ def _envelope_fields(data: dict[str, Any]) -> _Fields | None:
     for anything else, which ``_decode_object`` reads or names the problem of."""
     state = data.get("state")
     version = data.get("v")
-    if type(state) is not dict or version != 1 or type(version) is not int or "device" in data:
+    if type(state) is not dict or version != 1 or type(version) is not int:
+        return None
+    if "device" in data or "applied" in data:  # _decode_object reads and checks those
         return None
     created, expires, seen = data.get("created"), data.get("expires"), data.get("seen")
     user, agent = data.get("user"), data.get("agent")
@@ -352,6 +366,7 @@ def _decode_object(data: Any) -> StoredState:
             user=_text(data, "user"),
             agent=_text(data, "agent"),
             device=_object(data, "device"),
+            applied=_applied(data),
         )
     if all(isinstance(value, str) for value in data.values()):
         try:
@@ -391,6 +406,25 @@ def _text(data: Mapping[str, Any], field: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise DeserializationError(f"session metadata field {field!r} is not a string")
+
+
+def _applied(data: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The ``applied`` metadata: a short list of short ids (``Repository.save`` writes it)."""
+    value = data.get("applied")
+    if value is None:
+        return None
+    if (
+        isinstance(value, list)
+        and len(value) <= MAX_APPLIED
+        and all(isinstance(i, str) and 0 < len(i) <= 32 and i.isalnum() for i in value)
+    ):
+        return tuple(value)
+    raise DeserializationError("session metadata field 'applied' is not a list of update ids")
+
+
+MAX_APPLIED = 8
+"""How many update ids a record keeps: more writers than this racing one update could still
+apply it twice if its answer is lost."""
 
 
 def _object(data: Mapping[str, Any], field: str) -> dict[str, Any] | None:

@@ -175,11 +175,14 @@ def test_the_reduction_loses_no_outcome(name: str, faults: int) -> None:
 
 
 def test_a_violation_replays_to_the_same_problems() -> None:
+    from tests.protocol.test_broken import CarriesLateWrites, _repository
+
     scenario = next(s for s in SCENARIOS if s.name == "login_write")
-    stats = explore(execute(scenario), faults=1, max_runs=20_000)
+    broken = _repository(CarriesLateWrites)
+    stats = explore(execute(scenario, broken), faults=1, max_runs=20_000)
     assert stats.violations
     for violation in stats.violations[:10]:
-        assert replay(execute(scenario), violation.schedule)[1] == violation.problems
+        assert replay(execute(scenario, broken), violation.schedule)[1] == violation.problems
 
 
 def test_sampling_is_reproducible() -> None:

@@ -25,20 +25,7 @@ SEED = 29
 BUDGET = 100_000 if DEEP else 20_000
 """Runs an exhaustive exploration may take; more, and the scenario belongs among the sampled."""
 
-_CARRY_RETRY = "renew: a retried carry into the new record ends both sessions (one fault)"
-KNOWN = {
-    "login_alone": "renew: a lost or retried tombstone write followed by a failed re-read, or a"
-    " retried carry, leaves neither session usable (two faults)",
-    "update_or_twice": "update_or: a retried put that landed is applied again (one fault)",
-    "login_write": _CARRY_RETRY,
-    "login_nested": _CARRY_RETRY,
-    "login_login": "a login on a renewed key sends a new key that replaces the first login's",
-    "renew_write_write": _CARRY_RETRY,
-    "touch_login": _CARRY_RETRY,
-    "touch_after_login": _CARRY_RETRY,
-    "stream_login": _CARRY_RETRY,
-    "ws_login": _CARRY_RETRY,
-}
+KNOWN: dict[str, str] = {}
 """Scenarios that break an invariant on the code as it is, and why (each has a replay test)."""
 
 

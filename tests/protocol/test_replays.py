@@ -36,32 +36,6 @@ class Replay:
     """Why it breaks on the code as it is (empty: it holds)."""
 
 
-CARRY_RETRY = (
-    "renew: when the put that carries a concurrent write into the new record is retried by the"
-    " store client, the retry's refusal reads as 'the new session was ended', and the renewal"
-    " purges the old session too: neither is usable (one fault)"
-)
-UNSURE_503 = (
-    "renew: when the tombstone write's answer is lost and the re-read fails too, the renewal"
-    " answers 503 and the client keeps the old key, which may already be the tombstone (two"
-    " faults); sending the new key when unsure would keep the user signed in, and is safe (the"
-    " new key is fresh; if the swap did not land, the old key keeps only the pre-login state)"
-)
-RETRY_THEN_READ_FAILS = (
-    "renew: a retried tombstone write answers 'not applied', and when the re-read then fails"
-    " the new record is deleted, though the old record may name it (two faults)"
-)
-UPDATE_TWICE = (
-    "update_or merged into the stored value: when the store client retries a put that landed,"
-    " the refusal reads as a lost race and the update is applied again on top of its own"
-    " result (one fault)"
-)
-LOGIN_ON_RENEWED_KEY = (
-    "a login (renew) on the empty session a renewed key opens starts a new session and sends"
-    " its key, replacing the first login's cookie (DESIGN: a request presenting a renewed key"
-    " never sends a cookie replacing the successor's)"
-)
-
 REPLAYS = [
     # Broken before issue 24, held since (each failed on the code before it).
     Replay(
@@ -149,42 +123,41 @@ REPLAYS = [
         "A.1 get; A.2 put; A.3 get; B.1 index_members; B.2 get; A.4 put; B.3 get !expire",
         2,
     ),
-    # Broken on the code as it is.
+    # Broken on main after issue 24's change, and fixed since (the renewal reads again after a
+    # retried carry or an unsure swap, a login on a renewed key is a 409, and a record keeps
+    # the ids of the last updates merged into it).
     Replay(
         "a retried carry into the new record ends both sessions",
         "login_write",
         "A.1 get; A.2 put; A.3 index_add; B.1 get; B.2 put; A.4 put; A.5 get; A.6 put !retry;"
         " A.6 put !again",
         4,
-        CARRY_RETRY,
     ),
     Replay(
         "a lost tombstone reply and a failed re-read leave neither session usable",
         "login_alone",
         "A.1 get; A.2 put; A.3 index_add; A.4 put !lost; A.5 get !fail",
         4,
-        UNSURE_503,
     ),
     Replay(
         "a retried tombstone write and a failed re-read delete the successor",
         "login_alone",
         "A.1 get; A.2 put; A.3 index_add; A.4 put !retry; A.4 put !again; A.5 get !fail",
         4,
-        RETRY_THEN_READ_FAILS,
     ),
     Replay(
         "a retried update_or counts twice",
         "update_or_twice",
-        "A.1 get; A.2 put !retry; A.2 put !again; B.1 get; B.2 put; A.3 get; A.4 put",
+        # Before the fix A then put its update again: "...; A.3 get; A.4 put".
+        "A.1 get; A.2 put !retry; A.2 put !again; B.1 get; B.2 put; A.3 get",
         1,
-        UPDATE_TWICE,
     ),
     Replay(
         "a second login with the renewed key replaces the first login's cookie",
         "login_login",
-        "A.1 get; A.2 put; A.3 index_add; A.4 put; B.1 get; B.2 put; B.3 index_add",
+        # Before the fix B then made a new session: "...; B.2 put; B.3 index_add".
+        "A.1 get; A.2 put; A.3 index_add; A.4 put; B.1 get",
         4,
-        LOGIN_ON_RENEWED_KEY,
     ),
 ]
 
