@@ -10,7 +10,7 @@ It knows nothing of ASGI. An adapter, per request::
         headers = await engine.persist(tracker, status, headers)
     outcome = tracker.late_outcome()    # before each later message (streamed body, WebSocket):
     if outcome: await engine.persist_late(tracker, outcome)  # changes made since the head
-    engine.release(tracker)             # the request is over
+    tracker.release()                   # the request is over
 
 Two engines, chosen once at construction: ``ServerSideEngine`` (the cookie seals a key; the
 session lives in a ``RecordStore`` behind the ``Repository``, which holds every rule about
@@ -119,10 +119,6 @@ def fingerprint(secret: str) -> str:
     return hashlib.blake2b(secret.encode("utf-8", "replace"), key=_SALT, digest_size=8).hexdigest()
 
 
-_REQUEST_OVER = (
-    "the session's request is over: nothing written to it now can be stored (write to the"
-    " session before the response ends)"
-)
 _SEALED = (
     "the session's cookie went out with the response: nothing written to it now can be stored"
     " (write to the session before the response starts)"
@@ -318,10 +314,6 @@ class SessionEngine:
     def open_into(self, tracker: Tracker, session: Session) -> None:
         """``load_into`` without I/O, where the engine needs none (the cookie store)."""
         raise NotImplementedError
-
-    def release(self, tracker: Tracker) -> None:
-        """The request is over: its session takes no more writes (none could be stored)."""
-        tracker.release(_REQUEST_OVER)
 
     # -- response phase ----------------------------------------------------------------------
 

@@ -363,7 +363,7 @@ class SessionMiddleware:
             if tracker.phase is _LATE and not refused:  # changes after the last message
                 await _store_late(engine, tracker)
         finally:
-            engine.release(tracker)
+            tracker.release()
 
     async def _websocket(
         self, scope: Scope, receive: Receive, send: Send, tracker: Tracker, session: Session

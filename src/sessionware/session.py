@@ -821,12 +821,12 @@ class Tracker:
         if self.phase is _LATE:
             session._accessed = False
 
-    def release(self, reason: str) -> None:
+    def release(self) -> None:
         """The request is over: nothing written to its session now can be stored. The tracker
         lets go of the session (which keeps the tracker, to read its state if it is used after
         all), so neither keeps the other alive."""
         if self.phase is not _CLOSED:
-            self.handle(Event.SEALED, reason)
+            self.handle(Event.SEALED, _REQUEST_OVER)
         del self.session
 
 
@@ -981,6 +981,10 @@ def check_user_id(user_id: Any) -> None:
 # Held in an unread session's dict storage, so C code that reads dicts (json's encoder checks
 # the size before it calls items()) takes the slow path through this class, which reads it.
 _UNREAD = "\x00sessionware: not read yet"
+_REQUEST_OVER = (
+    "the session's request is over: nothing written to it now can be stored (write to the"
+    " session before the response ends)"
+)
 _NO_CHANGES = Changes()
 _outcome = tuple.__new__  # Outcome(...) without the namedtuple's Python-level __new__
 _UNUSED = Outcome(SessionStatus.UNCHANGED, True, False, _NO_CHANGES, None)

@@ -78,7 +78,7 @@ async def test_a_request_cycle_without_asgi() -> None:
     assert core.respond(tracker, 200, [(b"content-type", b"text/plain")]) is None  # store I/O
     headers = await core.persist(tracker, 200, [(b"content-type", b"text/plain")])
     assert [n for n, _ in headers] == [b"content-type", b"vary", b"set-cookie", b"cache-control"]
-    core.release(tracker)
+    tracker.release()
     cookie = set_cookie(headers)
     assert cookie is not None
 
