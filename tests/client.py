@@ -345,3 +345,30 @@ async def websocket(
 
     await app(scope, receive, send)
     return messages
+
+
+async def lifespan(
+    app: Any, during: Callable[[], Awaitable[object]] | None = None
+) -> list[dict[str, Any]]:
+    """Drive ``app``'s ASGI lifespan as a server does: start-up, then (when it completed)
+    ``await during()`` and shutdown. Every message the app sent, in order."""
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    sent: list[dict[str, Any]] = []
+    answer = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(dict(message))
+        answer.set()
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+    task = asyncio.create_task(app(scope, inbox.get, send))
+    await inbox.put({"type": "lifespan.startup"})
+    answered = asyncio.create_task(answer.wait())
+    await asyncio.wait({task, answered}, return_when=asyncio.FIRST_COMPLETED)
+    answered.cancel()
+    if sent and sent[-1]["type"] == "lifespan.startup.complete":
+        if during is not None:
+            await during()
+        await inbox.put({"type": "lifespan.shutdown"})
+    await asyncio.wait_for(task, 10)
+    return sent
