@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -372,3 +373,25 @@ async def lifespan(
         await inbox.put({"type": "lifespan.shutdown"})
     await asyncio.wait_for(task, 10)
     return sent
+
+
+class Reports(list[Any]):
+    """Events as ``on_event`` hands them over, from any thread; ``wait`` for one condition."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = threading.Condition()
+
+    def __call__(self, event: Any) -> None:
+        with self._changed:
+            self.append(event)
+            self._changed.notify_all()
+
+    def wait(self, done: Callable[[list[Any]], bool], timeout: float = 10) -> bool:
+        """Block until ``done(events)`` holds (at most ``timeout`` seconds); whether it does."""
+        with self._changed:
+            return self._changed.wait_for(lambda: done(self), timeout)
+
+    async def until(self, done: Callable[[list[Any]], bool], timeout: float = 10) -> bool:
+        """``wait`` without blocking the event loop the events come from."""
+        return await asyncio.to_thread(self.wait, done, timeout)
