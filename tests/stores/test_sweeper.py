@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import asyncmy
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -140,6 +143,64 @@ async def test_a_sweep_never_deletes_a_record_a_write_kept_live(server_sql: Any)
     for key in lost:
         assert await store.get(key) is None, key
     assert all(e.outcome == "swept" for e in swept(events))
+
+
+@asynccontextmanager
+async def extending(store: Any, key: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """A write in flight: a transaction of its own that has extended the live record ``key``
+    by an hour and not committed yet; the context gives its commit."""
+    if isinstance(store, PostgresSessionStore):
+        conn = await asyncpg.connect(postgres_factory.DSN)
+        try:
+            async with conn.transaction():
+                status = await conn.execute(
+                    f"UPDATE {store.table} SET expires = clock_timestamp() + interval '1 hour'"
+                    " WHERE key = $1 AND expires > clock_timestamp()",
+                    key,
+                )
+                assert status == "UPDATE 1"
+                yield lambda: asyncio.sleep(0)  # commits as the block ends
+        finally:
+            await conn.close()
+        return
+    conn = await asyncmy.connect(host="127.0.0.1", user="root", db="test", autocommit=False)
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute(
+                f"UPDATE {store.table} SET expires = UTC_TIMESTAMP(6) + INTERVAL 1 HOUR"
+                " WHERE `key` = %s AND expires > UTC_TIMESTAMP(6)",
+                (key,),
+            )
+            assert cursor.rowcount == 1
+            yield conn.commit
+            await conn.commit()
+    finally:
+        conn.close()
+
+
+async def test_a_sweep_keeps_a_record_whose_extension_commits_while_it_runs(
+    server_sql: Any,
+) -> None:
+    """The record is expired for the sweep, but a request extended it just before and commits
+    while the sweep runs: the sweep skips it (PostgreSQL) or waits for the commit and sees it
+    is live (MariaDB), and never deletes it."""
+    store = server_sql
+    await store.put("doomed", b"{}", timedelta(milliseconds=500), expect=ABSENT)
+    await store.put("kept", b'{"v":0}', timedelta(milliseconds=500), expect=ABSENT)
+    events = Reports()
+
+    async def during() -> None:
+        async with extending(store, "kept") as commit:
+            await asyncio.sleep(0.6)  # both records are past their first expiry now
+            await events.until(lambda found: any(e.deleted for e in swept(found)), timeout=0.3)
+            await commit()
+        count = len(swept(events))
+        await until(events, count + 2)
+
+    await lifespan(app_sweeping(store, events), during)
+    assert await store.get("doomed") is None
+    assert await store.get("kept") is not None
+    assert {e.outcome for e in swept(events)} == {"swept"}
 
 
 async def test_two_sweepers_on_one_database_take_turns(sql: tuple[Any, Tables]) -> None:
