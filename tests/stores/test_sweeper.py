@@ -121,16 +121,16 @@ async def test_a_sweep_never_deletes_a_record_a_write_kept_live(server_sql: Any)
 
     async def writer(n: int) -> None:
         rng = random.Random(n)
-        for round in range(4):
+        for round in range(3):
             key = f"w{n}-{round}"
-            version = await store.put(key, b'{"v":0}', timedelta(milliseconds=30), expect=ABSENT)
+            version = await store.put(key, b'{"v":0}', timedelta(milliseconds=200), expect=ABSENT)
             assert version is not None
-            await asyncio.sleep(rng.uniform(0.015, 0.045))  # around the moment it expires
+            await asyncio.sleep(rng.uniform(0.05, 0.35))  # around the moment it expires
             again = await store.put(key, b'{"v":1}', timedelta(hours=1), expect=version)
             (kept if again is not None else lost).append(key)
 
     async def writing() -> None:
-        await asyncio.gather(*(writer(n) for n in range(40)))
+        await asyncio.gather(*(writer(n) for n in range(30)))
         await asyncio.sleep(SHORT.total_seconds() * 3)  # sweeps after the last write
 
     app = app_sweeping(store, events)
