@@ -56,8 +56,8 @@ def sweepable(store: object, every: object) -> Sweepable:
         why = "the cookie store keeps nothing on the server, so there is nothing to sweep"
     else:
         why = (
-            f"{name} has no sweeper; sweep the SQL store underneath it with its own"
-            " SessionMiddleware(sweep_every=...) or a scheduled `sessionware clear-expired`"
+            f"{name} has no sweeper; clear the SQL store underneath it from a scheduled job"
+            " (`sessionware clear-expired --store URL`, or its `await store.clear_expired()`)"
         )
     raise NotSupportedError(
         f"sweep_every= works with the SQL stores (SQLiteSessionStore, PostgresSessionStore,"
