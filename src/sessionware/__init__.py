@@ -31,6 +31,7 @@ from sessionware.events import (
     SessionPurged,
     SessionRenewed,
     SessionRevoked,
+    SessionsSwept,
     SessionSuperseded,
     StoreFailed,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "SessionStatus",
     "SessionSuperseded",
     "SessionUpdateError",
+    "SessionsSwept",
     "SessionwareError",
     "StoreError",
     "StoreFailed",

@@ -32,6 +32,7 @@ __all__ = [
     "SessionRenewed",
     "SessionRevoked",
     "SessionSuperseded",
+    "SessionsSwept",
     "StoreFailed",
 ]
 
@@ -179,6 +180,21 @@ class StoreFailed(SessionEvent):
 
     def attributes(self) -> dict[str, str]:
         return {"operation": self.operation, "store": self.store, "error": self.error}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionsSwept(SessionEvent):
+    """The sweeper (``SessionMiddleware(sweep_every=...)``) ran once: ``outcome`` is ``swept``
+    (``deleted`` expired rows went in ``seconds``), ``busy`` (another process was sweeping the
+    database) or ``failed`` (the store failed; logged)."""
+
+    kind: ClassVar[str] = "swept"
+    outcome: Literal["swept", "busy", "failed"]
+    deleted: int = 0
+    seconds: float = 0.0
+
+    def attributes(self) -> dict[str, str]:
+        return {"outcome": self.outcome}
 
 
 EventHook = Callable[[SessionEvent], None]

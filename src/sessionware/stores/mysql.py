@@ -17,6 +17,7 @@ number, fresh on every write. Statements per operation::
     index_members SELECT id FROM t_users WHERE `user` = ? AND expires > now
     clear_expired DELETE FROM t WHERE expires <= ? ORDER BY expires, `key` LIMIT n, with ? the
                   time the clear began, batch after batch (then t_users alike)
+    sweep_lock    SELECT GET_LOCK('sessionware-sweep:t', 0), held while the sweep runs
 
 ``put(ABSENT)`` reads the affected rows (1 inserted, 2 replaced an expired row, 0 refused), so
 connections must not set ``CLIENT.FOUND_ROWS``; the store checks.
@@ -29,6 +30,8 @@ import logging
 import math
 import re
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -291,6 +294,27 @@ class MySQLSessionStore(UserSessionsMixin):
             return int((await self._run("clear expired rows", (name, (now, limit))))[0])
 
         return await delete_in_batches(delete, ("clear", "clear_users"), batch_size, on_batch)
+
+    @asynccontextmanager
+    async def sweep_lock(self) -> AsyncIterator[bool]:
+        """Whether this process may sweep the table now: ``GET_LOCK(name, 0)`` on the table's
+        name, held on a pooled connection until the block ends, so one sweeper at a time works
+        on a database; ``False`` at once while another holds it (the server drops it with the
+        connection, should this process die)."""
+        name = f"sessionware-sweep:{self.table}"[:64]
+        timeout = self.command_timeout
+        with boundary("MySQL session store failed to take the sweep lock", self._where):
+            pool = await self._pools.get()
+            async with pool.acquire() as conn, conn.cursor() as cursor:
+                await asyncio.wait_for(cursor.execute("SELECT GET_LOCK(%s, 0)", (name,)), timeout)
+                held = (await cursor.fetchall())[0][0] == 1
+                try:
+                    yield held
+                finally:
+                    if held:
+                        release = cursor.execute("SELECT RELEASE_LOCK(%s)", (name,))
+                        await asyncio.wait_for(release, timeout)
+                        await cursor.fetchall()
 
     async def aclose(self) -> None:
         """Close the pools this store opened (``from_dsn``; a pool you passed stays open); a

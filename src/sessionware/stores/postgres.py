@@ -35,6 +35,7 @@ server agrees on expiry::
     clear_expired DELETE FROM t WHERE ctid = ANY(ARRAY(SELECT ctid FROM t WHERE expires <= $1
                   ORDER BY expires LIMIT $2 FOR UPDATE SKIP LOCKED)) AND expires <= $1, with $1
                   the time the clear began, batch after batch (then t_users alike)
+    sweep_lock    SELECT pg_try_advisory_lock(class, hashtext(t)), held while the sweep runs
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ __all__ = ["PostgresSessionStore"]
 
 # A table's own name leaves room for "_users" within PostgreSQL's 63-character identifiers.
 _TABLE = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]{0,62}\.)?([A-Za-z_][A-Za-z0-9_]{0,56})")
+
+_SWEEP_CLASS = 0x5357
+"""The first key of the sweeper's two-key advisory lock (the second is the table's hash)."""
 
 _SQL = {  # {now} is clock_timestamp(): the time now, even inside a transaction
     "create": "CREATE TABLE IF NOT EXISTS {t} (key TEXT PRIMARY KEY, data TEXT NOT NULL,"
@@ -94,6 +98,9 @@ _SQL = {  # {now} is clock_timestamp(): the time now, even inside a transaction
     " ORDER BY expires LIMIT $2 FOR UPDATE SKIP LOCKED)) AND expires <= $1",
     "purge_users": "DELETE FROM {t}_users WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t}_users"
     " WHERE expires <= $1 ORDER BY expires LIMIT $2 FOR UPDATE SKIP LOCKED)) AND expires <= $1",
+    # The sweeper's lock: a session advisory lock keyed (class, table), apart from the DDL's.
+    "sweep_lock": f"SELECT pg_try_advisory_lock({_SWEEP_CLASS}, hashtext($1))",
+    "sweep_unlock": f"SELECT pg_advisory_unlock({_SWEEP_CLASS}, hashtext($1))",
 }
 
 
@@ -271,6 +278,21 @@ class PostgresSessionStore(UserSessionsMixin):
             return await self._execute("clear expired rows", name, now, limit)
 
         return await delete_in_batches(delete, ("purge", "purge_users"), batch_size, on_batch)
+
+    @asynccontextmanager
+    async def sweep_lock(self) -> AsyncIterator[bool]:
+        """Whether this process may sweep the table now: ``pg_try_advisory_lock`` on the table,
+        held on a pooled connection until the block ends, so one sweeper at a time works on a
+        database; ``False`` at once while another holds it (the server drops it with the
+        connection, should this process die)."""
+        async with self._connection("take the sweep lock") as conn:
+            timeout = self.command_timeout
+            held = bool(await conn.fetchval(self._sql["sweep_lock"], self.table, timeout=timeout))
+            try:
+                yield held
+            finally:
+                if held:
+                    await conn.fetchval(self._sql["sweep_unlock"], self.table, timeout=timeout)
 
     async def aclose(self) -> None:
         """Close the pools this store opened (``from_dsn``; a pool you passed stays open).

@@ -28,6 +28,8 @@ One statement per operation (``now`` is ``clock()``; ``index_add``'s two in one 
     clear_expired DELETE FROM sessions WHERE key IN (SELECT key ... WHERE expires <= now
                   ORDER BY expires LIMIT n), batch after batch on a connection of its own
                   (then sessions_users alike), each followed by PRAGMA wal_checkpoint(PASSIVE)
+    sweep_lock    an exclusive, non-blocking lock on the file <path>-<table>.sweep (flock;
+                  the OS drops it with the process), held while the sweep runs
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ import asyncio
 import os
 import re
 import sqlite3
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -150,6 +154,7 @@ class SQLiteSessionStore(UserSessionsMixin):
         in_memory = self.path in ("", ":memory:")
         self._maintenance = self._requests if in_memory else _Worker("sessionware-sqlite-clear")
         self._writing = threading.Lock()
+        self._sweeping = threading.Lock()  # an in-memory database's sweep lock
         self._closed = False
 
     async def _run(
@@ -288,6 +293,28 @@ class SQLiteSessionStore(UserSessionsMixin):
 
         return await delete_in_batches(delete, ("purge", "purge_users"), batch_size, on_batch)
 
+    @asynccontextmanager
+    async def sweep_lock(self) -> AsyncIterator[bool]:
+        """Whether this process may sweep the table now: an exclusive lock on the file
+        ``<path>-<table>.sweep`` beside the database, held until the block ends, so one sweeper
+        at a time works on a database across processes; ``False`` at once while another holds
+        it (the OS drops it with the process). An in-memory database has one store to lock."""
+        if self._maintenance is self._requests:  # in memory: nothing outside this store
+            held = self._sweeping.acquire(blocking=False)
+            try:
+                yield held
+            finally:
+                if held:
+                    self._sweeping.release()
+            return
+        where = f"{self.path}-{self.table}.sweep"
+        with boundary("SQLite store failed to take the sweep lock", where):
+            fd = os.open(where, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                yield _try_lock(fd)
+            finally:
+                os.close(fd)  # closing drops the lock
+
     async def aclose(self) -> None:
         """Close the connections and stop the worker threads; later calls fail."""
         if self._closed:
@@ -299,6 +326,25 @@ class SQLiteSessionStore(UserSessionsMixin):
                 await loop.run_in_executor(worker.executor, worker.close)
             finally:
                 worker.executor.shutdown(wait=False)
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive lock on the open file ``fd`` if no one holds it; whether it did."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _check_path(path: str | os.PathLike[str]) -> None:
