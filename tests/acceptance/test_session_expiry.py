@@ -19,6 +19,7 @@ from sessionware.middleware import get_session
 from sessionware.stores import CookieSessionStore
 from tests.client import RecordingStore, Response, request
 from tests.conftest import FACTORIES
+from tests.sessions import finish
 
 KEY = Key.generate()
 TTL = timedelta(hours=1)
@@ -289,3 +290,21 @@ async def test_touch_after_counts_from_the_sessions_own_lifetime(kind: str) -> N
         seen = (await browser.get()).json()
         extended = datetime.fromtimestamp(START + 900, timezone.utc) + MONTH
         assert seen["expires_at"] == extended.isoformat()
+
+
+@pytest.mark.parametrize(
+    "kind", [kind for kind in STORES if kind in ("memory", "redis", "postgres")]
+)
+async def test_a_racing_write_keeps_the_lifetime_another_request_chose(kind: str) -> None:
+    """The lifetime merges as the state does: a write that chose none keeps the stored one."""
+    async with setup(kind) as (browser, clock, _):
+        await browser.get("/login")
+        engine: Any = browser.asgi.engine
+        slow = engine.begin([f"id={browser.cookie}".encode()])
+        await engine.load(slow)  # loaded before the lifetime was chosen
+        await browser.get("/remember")
+        slow.session["cart"] = 1
+        await finish(engine, slow)
+        clock.now += 3 * TTL.total_seconds()
+        seen = (await browser.get()).json()
+        assert seen["user"] == "ada" and seen["ended_reason"] is None
