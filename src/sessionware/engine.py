@@ -307,8 +307,8 @@ class SessionEngine:
             return False
         window = self._touch_window
         expires = tracker.expires
-        if window is not None and tracker.stored_lifetime:  # its own TTL: its own window
-            window = self._window(tracker.stored_lifetime)
+        if window is not None and tracker.lifetime:  # its own TTL: its own window
+            window = self._window(tracker.lifetime)
         return window is None or expires is None or expires - self.clock() <= window
 
     def _window(self, lifetime: float) -> float:
@@ -477,7 +477,7 @@ class ServerSideEngine(SessionEngine):
         state = loaded.state
         tracker.key, tracker.record = opened[0], loaded
         tracker.created, tracker.expires = state.created, state.expires
-        tracker.stored_lifetime = state.lifetime
+        tracker.lifetime = state.lifetime
         self._opened(tracker, opened)
         tracker.fill(
             session, state, user=state.user, origin=loaded.text, key=opened[0], id=loaded.id
@@ -524,7 +524,7 @@ class ServerSideEngine(SessionEngine):
         status, persist, used, _, _ = outcome
         if persist and (status is not _UNCHANGED or tracker.reissue or self._due(tracker)):
             if tracker.reissue and status is _UNCHANGED and not self._due(tracker):
-                key, suffix = tracker.key, self._suffix(tracker.stored_lifetime)
+                key, suffix = tracker.key, self._suffix(tracker.lifetime)
                 cookie = None if key is None else self._cookie(key, None, suffix)
                 self._close(tracker, persist)
                 return self._headers(tracker, used, cookie, headers)
@@ -562,10 +562,10 @@ class ServerSideEngine(SessionEngine):
         """The Set-Cookie for what a write before the head reported (the module's table)."""
         if stored is _WRITTEN:
             assert tracker.key is not None
-            suffix = self._suffix(tracker.stored_lifetime)
+            suffix = self._suffix(tracker.lifetime)
             return self._cookie(tracker.key, tracker.resendable, suffix)
         if stored is _KEPT:
-            key, lifetime = tracker.key, tracker.stored_lifetime
+            key, lifetime = tracker.key, tracker.lifetime
             if key is not None and (tracker.reissue or self._max_age_of(lifetime) is not None):
                 return self._cookie(key, tracker.resendable, self._suffix(lifetime))
             return None
@@ -626,7 +626,7 @@ class ServerSideEngine(SessionEngine):
             return self._revoked(tracker, "late_save" if tracker.phase is Phase.LATE else "save")
         tracker.record = saved
         tracker.rebase(tracker.key, saved.id, state_json)
-        tracker.stored_lifetime = saved.state.lifetime
+        tracker.lifetime = saved.state.lifetime
         return _WRITTEN
 
     async def _purge(self, tracker: Tracker, outcome: Outcome) -> Stored:
@@ -667,7 +667,7 @@ class ServerSideEngine(SessionEngine):
             self._emit(SessionRenewed())
         tracker.key, tracker.record, tracker.resendable = key, stored, None
         tracker.rebase(key, stored.id, state_json)
-        tracker.stored_lifetime = stored.state.lifetime
+        tracker.lifetime = stored.state.lifetime
         return _WRITTEN
 
     async def _create(self, tracker: Tracker, meta: StoredState, state_json: str | None) -> Stored:
@@ -681,7 +681,7 @@ class ServerSideEngine(SessionEngine):
             self._emit(SessionCreated())
         tracker.key, tracker.record, tracker.resendable = key, stored, None
         tracker.rebase(key, stored.id, state_json)
-        tracker.stored_lifetime = stored.state.lifetime
+        tracker.lifetime = stored.state.lifetime
         return _WRITTEN
 
     def _revoked(self, tracker: Tracker, operation: str) -> Stored:
@@ -792,7 +792,7 @@ class ClientSideEngine(SessionEngine):
             self._emit(SessionLoaded())
         state, tracker.created, tracker.expires, user = fields
         if type(state) is StoredState:  # a lifetime makes the envelope take decode_state's way
-            tracker.stored_lifetime = state.lifetime
+            tracker.lifetime = state.lifetime
         tracker.record = opened[0]
         self._opened(tracker, opened)
         tracker.fill(session, state, user=user, origin=opened[0])
@@ -865,7 +865,7 @@ class ClientSideEngine(SessionEngine):
             if not self._due(tracker):
                 if not tracker.reissue:
                     return None
-                return self._cookie(tracker.record, None, self._suffix(tracker.stored_lifetime))
+                return self._cookie(tracker.record, None, self._suffix(tracker.lifetime))
         user, store = tracker.user, self.store
         state = tracker.state() if state_json is None or store.legacy_format else _UNREAD
         if not (live or user or (state_json != "{}" if state_json is not None else state)):

@@ -264,13 +264,15 @@ class Session(dict[str, Any]):
         if not self._accessed:
             self._read()
         current = self._lifetime
-        if lifetime == (tracker.stored_lifetime if current is _KEEP else current):
+        if lifetime == (tracker.lifetime if current is _KEEP else current):
             return
         if tracker.phase is not _OPEN:
             tracker.allow_write()  # CLOSED: says why nothing can be stored
             raise SessionError(_LIFETIME_LATE)
         self._write()
         self._lifetime = lifetime
+        if tracker is not _DETACHED:  # shared by every standalone session
+            tracker.lifetime = lifetime
 
     def _peek(self) -> Tracker:
         """The request's tracker, the session read into it, without counting as a use (the
@@ -748,6 +750,7 @@ class Tracker:
         "expires",
         "key",
         "lazy",
+        "lifetime",
         "phase",
         "reason",
         "record",
@@ -756,7 +759,6 @@ class Tracker:
         "renewed",
         "resendable",
         "session",
-        "stored_lifetime",
         "unread",
     )
 
@@ -789,9 +791,9 @@ class Tracker:
         """Whether an older key of the ring sealed the cookie (it goes back under the current)."""
         self.created: float | None = None
         self.expires: float | None = None
-        self.stored_lifetime: float | None = None
-        """The per-session lifetime the envelope holds (``set_expiry``): seconds, 0 for a
-        browser session, ``None`` for the middleware's lifecycle."""
+        self.lifetime: float | None = None
+        """The session's own lifetime (``set_expiry``), as stored or as this request chose:
+        seconds, 0 for a browser session, ``None`` for the middleware's lifecycle."""
         self.discarded = False
         """Whether nothing of this request is stored (``Session.discard_changes``: CSRF)."""
         self.ended: EndedReason | None = None
@@ -869,13 +871,6 @@ class Tracker:
         """The user the session is bound to now."""
         return self.session._user
 
-    @property
-    def lifetime(self) -> float | None:
-        """The session's own lifetime now (``set_expiry``, or as stored): seconds, 0 for a
-        browser session, ``None`` for the middleware's lifecycle."""
-        lifetime = self.session._lifetime
-        return self.stored_lifetime if lifetime is _KEEP else lifetime
-
     def persists(self, status_code: int) -> bool:
         """Whether a response with ``status_code`` stores the session's changes: not for a
         5xx (Django's rule), nor for a request whose changes were discarded (CSRF)."""
@@ -917,8 +912,7 @@ class Tracker:
         session._status = _UNCHANGED
         session._cleared = session._user_changed = False
         session._set = session._removed = session._updates = None
-        if session._lifetime is not _KEEP:
-            self.stored_lifetime, session._lifetime = session._lifetime, _KEEP
+        session._lifetime = _KEEP
         if self.phase is _LATE:
             session._accessed = False
 
@@ -1024,7 +1018,7 @@ class _Detached(Tracker):
     def __init__(self) -> None:
         self.phase = _OPEN
         self.unread = self.lazy = self.discarded = False
-        self.ended = self.device = self.created = self.expires = self.stored_lifetime = None
+        self.ended = self.device = self.created = self.expires = self.lifetime = None
 
     def handle(self, event: Event, reason: str, refusal: type[SessionError] = SessionError) -> None:
         raise SessionError("a standalone Session() belongs to no request")

@@ -441,7 +441,7 @@ def test_set_expiry_refuses_a_lifetime_it_cannot_keep(value: timedelta) -> None:
 
 def test_set_expiry_changes_the_session_only_when_the_lifetime_differs() -> None:
     tracker = tracked({"a": 1})
-    tracker.stored_lifetime = timedelta(days=30).total_seconds()
+    tracker.lifetime = timedelta(days=30).total_seconds()
     session = tracker.session
     session.set_expiry(timedelta(days=30))  # what is stored already
     assert session.status is UNCHANGED
