@@ -96,14 +96,17 @@ class CookieSessionStore:
         ``legacy_format``, ``state`` itself is not read. The legacy format carries no times."""
         legacy = self.legacy_format
         expires = None if legacy else (self._clock() if now is None else now) + ttl.total_seconds()
+        if lifetime is not None and not legacy:
+            return encode_state(
+                state,
+                created=created,
+                expires=expires,
+                user=user,
+                state_json=state_json,
+                lifetime=lifetime,
+            )
         return encode_state(
-            state,
-            created=created,
-            expires=expires,
-            user=user,
-            legacy=legacy,
-            state_json=state_json,
-            lifetime=lifetime,
+            state, created=created, expires=expires, user=user, legacy=legacy, state_json=state_json
         )
 
     async def sessions_for(self, user_id: str) -> list[SessionInfo]:
