@@ -562,7 +562,8 @@ class ServerSideEngine(SessionEngine):
         """The Set-Cookie for what a write before the head reported (the module's table)."""
         if stored is _WRITTEN:
             assert tracker.key is not None
-            suffix = self._suffix(tracker.lifetime)
+            lifetime = tracker.lifetime  # _suffix's test, inline: every write passes here
+            suffix = None if lifetime is None else self._suffix(lifetime)
             return self._cookie(tracker.key, tracker.resendable, suffix)
         if stored is _KEPT:
             key, lifetime = tracker.key, tracker.lifetime
