@@ -96,8 +96,10 @@ async def request(
     cookie_header: str | bytes | list[bytes] | None = None,
     json: Any = None,
     headers: list[tuple[bytes, bytes]] | None = None,
+    body: bytes = b"",
 ) -> Response:
-    """Call ``app`` once over raw ASGI and collect the response."""
+    """Call ``app`` once over raw ASGI and collect the response (``body``: the request's, when
+    not ``json``)."""
     raw_headers = list(headers or [])
     if cookies:
         raw_headers.append(
@@ -110,7 +112,6 @@ async def request(
                 (b"cookie", value.encode("latin-1") if isinstance(value, str) else value)
             )
     path, _, query = path.partition("?")
-    body = b""
     if json is not None:
         body = jsonlib.dumps(json).encode()
         raw_headers.append((b"content-type", b"application/json"))

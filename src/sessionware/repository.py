@@ -126,7 +126,8 @@ class Changes(NamedTuple):
 
     ``cleared``: the state was emptied first; ``set``: keys written (new values); ``removed``:
     keys deleted; ``user``: the user it was bound to (``KEEP`` if untouched); ``updates``: the
-    ``Update``s of keys the request did not set, applied last, in order.
+    ``Update``s of keys the request did not set, applied last, in order; ``lifetime``: the
+    per-session lifetime ``set_expiry`` chose (seconds, 0 or ``None``; ``KEEP`` if untouched).
     """
 
     cleared: bool = False
@@ -134,11 +135,14 @@ class Changes(NamedTuple):
     removed: frozenset[str] = frozenset()
     user: str | None = KEEP
     updates: Mapping[str, tuple[Update, ...]] = MappingProxyType({})
+    lifetime: float | None = KEEP
 
     @classmethod
-    def replace(cls, state: Mapping[str, Any], user: str | None = KEEP) -> Changes:
+    def replace(
+        cls, state: Mapping[str, Any], user: str | None = KEEP, lifetime: float | None = KEEP
+    ) -> Changes:
         """Changes that make the state exactly ``state``."""
-        return cls(True, dict(state), frozenset(), user)
+        return cls(True, dict(state), frozenset(), user, lifetime=lifetime)
 
     def apply(self, current: Mapping[str, Any]) -> dict[str, Any]:
         """The state after these changes, on top of ``current``. Raises
@@ -297,6 +301,7 @@ class Repository:
             device=meta.device,
             state_json=state_json,
             applied=meta.applied,
+            lifetime=meta.lifetime,
         )
         return text.encode("utf-8")
 
@@ -304,6 +309,9 @@ class Repository:
         self, state: Mapping[str, Any], meta: StoredState, ttl: timedelta
     ) -> tuple[SessionKey, Loaded]:
         """Store a new session under a fresh key; return the key and the stored record."""
+        lifetime = meta.lifetime  # lasting(), inline: every new session passes here
+        if lifetime:
+            ttl = timedelta(seconds=lifetime)
         data = self._encode(state, meta, ttl)
         for _ in range(_ATTEMPTS):
             key = generate_session_key()
@@ -335,9 +343,11 @@ class Repository:
         for attempt in range(_ATTEMPTS):
             merged = changes.apply(current)
             user = current.user if changes.user is KEEP else changes.user
-            stored = _record(merged, current, meta, user, update)
-            data = self._encode(merged, stored, ttl, state_json=state_json)
-            new = await self.store.put(id, data, ttl, expect=version)
+            stored = _record(merged, current, meta, user, update, changes.lifetime)
+            lifetime = stored.lifetime  # lasting(), inline: every write passes here
+            lived = timedelta(seconds=lifetime) if lifetime else ttl
+            data = self._encode(merged, stored, lived, state_json=state_json)
+            new = await self.store.put(id, data, lived, expect=version)
             record = None
             if new is None:  # a lost race, or a client's retry of this very put, which landed
                 record, fresh, successor = await self._read(id)
@@ -346,10 +356,10 @@ class Repository:
                     if update is None
                     else fresh is not None and update in (fresh.applied or ())
                 ):
-                    await self._file(user, current.user, id, ttl)
+                    await self._file(user, current.user, id, lived)
                     return _loaded(id, record)
             if new is not None:
-                await self._file(user, current.user, id, ttl)
+                await self._file(user, current.user, id, lived)
                 return Loaded(stored, id, new, data.decode())
             if fresh is None:
                 return RENEWED if successor is not None else None
@@ -368,6 +378,7 @@ class Repository:
         A lost race needs no retry: the write that won extended the session too.
         """
         state = loaded.state
+        ttl = lasting(state.lifetime, ttl)
         data = self._encode(state, state, ttl, seen=state.seen)
         version = await self.store.put(loaded.id, data, ttl, expect=loaded.version)
         if version is None:
@@ -386,6 +397,7 @@ class Repository:
             now + ttl.total_seconds(),
             state.seen,
             state.applied,
+            state.lifetime,
         )
         return Loaded(stored, loaded.id, version, data.decode())
 
@@ -398,7 +410,7 @@ class Repository:
         one is stored); ``None`` when the session ended meanwhile.
         """
         user = loaded.state.user if changes.user is KEEP else changes.user
-        record_meta = _record({}, loaded.state, meta, user)
+        record_meta = _record({}, loaded.state, meta, user, None, changes.lifetime)
         key, new = await self.create(changes.apply(loaded.state), record_meta, ttl)
         try:  # until the old record may name the new one, a failure leaves it intact
             old_id, old_version, current = loaded.id, loaded.version, loaded.state
@@ -421,9 +433,10 @@ class Repository:
                 current, old_version = fresh, record.version
                 user = current.user if changes.user is KEEP else changes.user
                 merged = changes.apply(current)
-                carried = _record(merged, current, meta, user)
-                data = self._encode(merged, carried, ttl)
-                version = await self.store.put(new.id, data, ttl, expect=new.version)
+                carried = _record(merged, current, meta, user, None, changes.lifetime)
+                lived = lasting(carried.lifetime, ttl)
+                data = self._encode(merged, carried, lived)
+                version = await self.store.put(new.id, data, lived, expect=new.version)
                 if version is None:  # ended (sign-out-everywhere), or a retry of a put that landed
                     landed = await self.store.get(new.id)
                     version = None if landed is None or landed.data != data else landed.version
@@ -475,6 +488,7 @@ class Repository:
         For a write whose decision rests on the record as read (a DBSC proof checked against
         the binding it holds), which must not land on a record that moved on meanwhile.
         """
+        ttl = lasting(meta.lifetime, ttl)
         data = self._encode(state, meta, ttl)
         version = await self.store.put(loaded.id, data, ttl, expect=loaded.version)
         if version is None:
@@ -602,16 +616,27 @@ def _record(
     meta: StoredState,
     user: str | None,
     update: str | None = None,
+    lifetime: float | None = KEEP,
 ) -> StoredState:
     """``state`` with the metadata a write stores: created from the record, the rest from this
-    request; the device binding from the record too, unless this request started a new one;
-    the record's update ids, with ``update``'s first when this write applies updates."""
+    request; the device binding and lifetime from the record too, unless this request chose new
+    ones; the record's update ids, with ``update``'s first when this write applies updates."""
     device = current.device if meta.device is None else meta.device
     applied = current.applied
     if update is not None:
         applied = (update, *(applied or ()))[:MAX_APPLIED]
+    if lifetime is KEEP:
+        lifetime = current.lifetime
     return stored_state(
-        state, current.created or meta.created, user, meta.agent, device, None, None, applied
+        state,
+        current.created or meta.created,
+        user,
+        meta.agent,
+        device,
+        None,
+        None,
+        applied,
+        lifetime,
     )
 
 
@@ -622,8 +647,22 @@ def _update_id() -> str:
 
 def _state(state: Mapping[str, Any], meta: StoredState) -> StoredState:
     return stored_state(
-        state, meta.created, meta.user, meta.agent, meta.device, None, None, meta.applied
+        state,
+        meta.created,
+        meta.user,
+        meta.agent,
+        meta.device,
+        None,
+        None,
+        meta.applied,
+        meta.lifetime,
     )
+
+
+def lasting(lifetime: float | None, ttl: timedelta) -> timedelta:
+    """How long a record lives: its own lifetime when ``set_expiry`` gave it one (> 0), else
+    ``ttl`` (the middleware's; a browser session, lifetime 0, keeps it too)."""
+    return timedelta(seconds=lifetime) if lifetime else ttl
 
 
 async def _backoff(attempt: int) -> None:

@@ -3,6 +3,7 @@ make an app do what their text says when requests go through them."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,51 @@ async def test_the_websocket_example_keeps_its_session_without_a_cookie_on_accep
             assert sent[1]["text"] == f'{{"nickname":"guest","messages":{messages}}}'
     finally:
         await close_stores(app)
+
+
+@pytest.mark.parametrize("server_side", [True, False], ids=["memory", "cookie"])
+async def test_the_remember_me_and_expired_examples_do_what_they_say(
+    server_side: bool, tmp_path: Path
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.routing import Route
+
+    from sessionware import BrowserSession, Key, SessionMiddleware
+    from sessionware.stores import CookieSessionStore, MemorySessionStore
+
+    login = run(example("docs/lifecycle.md", 'A "remember me" login'), tmp_path)["login"]
+    home = run(example("docs/lifecycle.md", '"Your session expired" or a new visitor'), tmp_path)
+    now = [1_800_000_000.0]
+    lifecycle = BrowserSession(state_ttl=timedelta(hours=1), max_age=timedelta(days=60))
+    app = Starlette(
+        routes=[Route("/login", login, methods=["POST"]), Route("/", home["home"])],
+        middleware=[
+            Middleware(
+                SessionMiddleware,
+                store=MemorySessionStore() if server_side else CookieSessionStore(),
+                key=Key.generate(),
+                lifecycle=lifecycle,
+                clock=lambda: now[0],
+            )
+        ],
+    )
+    form = [(b"content-type", b"application/x-www-form-urlencoded")]
+
+    async def log_in(body: bytes) -> dict[str, str]:
+        response = await request(app, "POST", "/login", headers=form, body=body)
+        cookie = response.cookie()
+        assert response.status == 303 and cookie is not None
+        return {cookie.name: cookie.value} | {"max-age": str(cookie.max_age)}
+
+    visitor = await request(app, "GET", "/")
+    assert (visitor.status, visitor.text) == (401, "Welcome! Please sign in.")
+    remembered = await log_in(b"user=ada&remember=on")
+    assert remembered.pop("max-age") == str(30 * 86400)
+    plain = await log_in(b"user=bob")
+    assert plain.pop("max-age") == "None"
+    now[0] += 2 * 3600  # past the middleware's idle TTL, within the remembered 30 days
+    page = await request(app, "GET", "/", cookies=remembered)
+    assert page.text == "Hello ada, signed in until 08:00 UTC."  # 30 days after the login
+    expired = await request(app, "GET", "/", cookies=plain)
+    assert expired.status == 401 and "expired after a while without activity" in expired.text
