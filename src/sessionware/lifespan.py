@@ -9,17 +9,18 @@ lifespan protocol (it raises, or returns without answering) gets it answered for
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sessionware.errors import NotSupportedError, StoreError
 from sessionware.events import EventHook, SessionsSwept, emit
-from sessionware.stores._maintenance import DEFAULT_BATCH
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Lifespan", "Sweepable", "Sweeper", "run_lifespan", "sweepable"]
 
@@ -76,11 +77,9 @@ class Sweeper:
         every: timedelta,
         *,
         on_event: EventHook | None = None,
-        batch_size: int = DEFAULT_BATCH,
     ) -> None:
         self.store = store
         self.every = every
-        self.batch_size = batch_size
         self._on_event = on_event
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -93,7 +92,7 @@ class Sweeper:
                 if not held:
                     logger.debug("session sweep skipped: another process is sweeping")
                     return self._report(SessionsSwept("busy"))
-                deleted = await self.store.clear_expired(batch_size=self.batch_size)
+                deleted = await self.store.clear_expired()
         except StoreError as exc:
             logger.error("session sweep failed: %s", exc)
             return self._report(SessionsSwept("failed", seconds=time.monotonic() - started))
@@ -107,6 +106,8 @@ class Sweeper:
         return event
 
     async def _loop(self) -> None:
+        import asyncio  # here, not at import: the request path imports no event loop library
+
         interval = self.every.total_seconds()
         while not self._stopping:
             await self.sweep()
@@ -115,6 +116,8 @@ class Sweeper:
 
     def start(self) -> None:
         """Sweep now, then every ``every``, in a task of the running loop."""
+        import asyncio
+
         if self._task is None:
             self._stopping = False
             self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -122,6 +125,8 @@ class Sweeper:
     async def stop(self) -> None:
         """Cancel the sweeps (a batch under way is rolled back or finished by the database)
         and wait until the task has ended."""
+        import asyncio
+
         task, self._task = self._task, None
         if task is None:
             return

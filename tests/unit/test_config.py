@@ -163,6 +163,7 @@ def test_public_names_are_exactly_these() -> None:
             "SessionRenewed",
             "SessionRevoked",
             "SessionSuperseded",
+            "SessionsSwept",
             "StoreError",
             "StoreFailed",
             "TtlExtensionPolicy",
