@@ -92,7 +92,8 @@ class SessionAdmin:
         return self.repository
 
     async def sessions_for(self, user_id: str, *, limit: int = DEFAULT_LIMIT) -> list[SessionInfo]:
-        """The user's live sessions, oldest first: at most ``limit`` of them."""
+        """The user's live sessions, oldest first: at most ``limit`` of them (``DEFAULT_LIMIT``,
+        1,000, unless told)."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
         infos = await self._repository().sessions_for(user_id)

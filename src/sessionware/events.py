@@ -196,6 +196,10 @@ def emit(hook: EventHook, event: SessionEvent) -> None:
         logger.exception("the on_event hook raised on a %s event; ignored", event.kind)
 
 
+_BATCHES = frozenset({"get_many", "replace_many", "index_remove_many"})
+"""The optional batch operations (``BatchRecords``, ``BatchIndex``), present when inner's are."""
+
+
 class ObservedStore:
     """A record store that reports each call: failures to ``on_event`` (``StoreFailed``) and,
     with ``timer``, every call's latency. It has the per-user index only when ``inner`` has it.
@@ -226,7 +230,14 @@ class ObservedStore:
         self._timer = timer
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)  # close(), clear_expired(), ... pass through
+        found = getattr(self.inner, name)  # close(), clear_expired(), ... pass through
+        if name not in _BATCHES:
+            return found
+
+        async def observed(*args: Any) -> Any:
+            return await self._run(name, found(*args))
+
+        return observed  # the optional batches are reported like the four
 
     async def _run(self, operation: str, call: Any) -> Any:
         start = time.perf_counter()

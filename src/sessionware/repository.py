@@ -34,7 +34,7 @@ import hashlib
 import random
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from types import MappingProxyType
@@ -63,9 +63,12 @@ from sessionware.state import (
 from sessionware.stores.base import (
     ABSENT,
     TOMBSTONE_TTL,
+    BatchIndex,
+    BatchRecords,
     NotSupportedError,
     Record,
     RecordStore,
+    Replace,
     SessionInfo,
     SessionKey,
     StoreError,
@@ -82,6 +85,8 @@ _SURE_READS = 3
 _ATTEMPTS = 64
 """Bound on lost compare-and-set races (and key collisions) before giving up with a 503."""
 _HEX64 = frozenset("0123456789abcdef")
+_BATCH = 1000
+"""Records (or index members) per batch call: bounds a statement's or a pipeline's size."""
 
 
 class _Keep:
@@ -493,10 +498,10 @@ class Repository:
         user: str | None = None,
         *,
         owner: str | None = None,
+        hops: int = 0,
     ) -> bool:
         """Tombstone ``id``, following renewals; whether a live session ended. With ``owner``,
-        only a session bound to that user is ended."""
-        hops = 0
+        only a session bound to that user is ended; ``hops``: renewals followed to reach it."""
         for _ in range(_ATTEMPTS):
             if version is not None and await self._bury(id, version, None) is not None:
                 await self._unfile(user, id)
@@ -507,9 +512,7 @@ class Repository:
             if fresh is None and record.data.startswith(TOMBSTONE_HEAD):
                 if successor is None:
                     return False
-                if hops >= self.max_hops:  # never acknowledged while a successor may live
-                    self._gave_up("purge", "hops")
-                    raise StoreError(f"more than {self.max_hops} renewals to follow")
+                self._check_hops(hops)
                 id, version, hops = successor, None, hops + 1
                 continue
             if owner is not None and (fresh is None or fresh.user != owner):
@@ -559,33 +562,147 @@ class Repository:
         return self.index
 
     async def sessions_for(self, user_id: str) -> list[SessionInfo]:
-        """The user's live sessions, oldest first (stale index members are dropped)."""
+        """The user's live sessions, oldest first (stale index members are dropped).
+
+        A few round trips whatever their number on a store with the batches (``BatchRecords``,
+        ``BatchIndex``), on one connection where it can pin one."""
         index = self.require_index()
-        infos = []
-        for id in await index.index_members(user_id):
-            _, state, _ = await self._read(id)
-            if state is None or state.user != user_id:
-                await index.index_remove(user_id, id)
-                continue
-            infos.append(SessionInfo(id, state.created, state.seen, state.expires, state.agent))
+        async with _pinned(self.store):
+            ids = await index.index_members(user_id)
+            infos, stale = [], []
+            for id, record in zip(ids, await self._get_many(ids), strict=True):
+                state = _live_state(id, record)
+                if state is None or state.user != user_id:
+                    stale.append(id)
+                    continue
+                infos.append(SessionInfo(id, state.created, state.seen, state.expires, state.agent))
+            await self._remove_many(user_id, stale)
         return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.id))
 
     async def end_all_for(self, user_id: str, keep: str | None = None) -> int:
         """End every session of the user but the one filed under ``keep``; how many were
-        live."""
+        live. Each ends as ``end`` ends one, all of them read and buried in batches."""
         index = self.require_index()
-        ended = 0
-        for id in await index.index_members(user_id):
-            if id != keep:
-                ended += await self._purge(id, owner=user_id)
-                await self._unfile(user_id, id)
+        async with _pinned(self.store):
+            ids = [id for id in await index.index_members(user_id) if id != keep]
+            ended, buried = await self._purge_many(ids, user_id)
+            await _quietly(self._remove_many(user_id, list(dict.fromkeys(ids + buried))))
         return ended
+
+    async def _purge_many(self, ids: list[str], owner: str) -> tuple[int, list[str]]:
+        """``_purge(id, owner=owner)`` for each of ``ids``, a batch per renewal hop: read them
+        all, tombstone the live ones with one compare-and-set each, follow the tombstones'
+        successors in the next batch; a lost race goes through ``_purge``. How many ended,
+        and the ids buried in batches (the owner's, for the caller to take out of the index)."""
+        ended, pending, buried = 0, list(dict.fromkeys(ids)), []
+        tombstone = encode_tombstone(None).encode()
+        for hops in range(self.max_hops + 1):
+            if not pending:
+                break
+            burials, successors = [], []
+            for id, record in zip(pending, await self._get_many(pending), strict=True):
+                if record is None:
+                    continue
+                if record.data.startswith(TOMBSTONE_HEAD):
+                    successor = read_tombstone(record.data)[1]
+                    if successor is not None:
+                        self._check_hops(hops)
+                        successors.append(successor)
+                    continue
+                state = _live_state(id, record)
+                if state is None or state.user != owner:
+                    continue
+                burials.append(Replace(id, tombstone, self.tombstone_ttl, record.version))
+            for burial, version in zip(burials, await self._replace_many(burials), strict=True):
+                if version is not None:
+                    ended += 1
+                    buried.append(burial.id)
+                else:  # written meanwhile: the one-by-one way reads it again
+                    self._retried("purge")
+                    ended += await self._purge(burial.id, owner=owner, hops=hops)
+            pending = list(dict.fromkeys(successors))
+        return ended, buried
+
+    def _check_hops(self, hops: int) -> None:
+        """A purge never acknowledges while a successor past the hop limit may live."""
+        if hops >= self.max_hops:
+            self._gave_up("purge", "hops")
+            raise StoreError(f"more than {self.max_hops} renewals to follow")
+
+    async def _get_many(self, ids: list[str]) -> list[Record | None]:
+        """The records under ``ids``: in batches when the store has them, else one by one."""
+        batches = _batches(self.store)
+        if batches is None:
+            return [await self.store.get(id) for id in ids]
+        records: list[Record | None] = []
+        for start in range(0, len(ids), _BATCH):
+            records += await batches.get_many(ids[start : start + _BATCH])
+        return records
+
+    async def _replace_many(self, writes: list[Replace]) -> list[Version | None]:
+        """Each write's new version (``None``: refused), in batches when the store has them."""
+        batches = _batches(self.store)
+        if batches is None:
+            return [await self.store.put(*write[:3], expect=write.expect) for write in writes]
+        versions: list[Version | None] = []
+        for start in range(0, len(writes), _BATCH):
+            versions += await batches.replace_many(writes[start : start + _BATCH])
+        return versions
+
+    async def _remove_many(self, user: str, ids: list[str]) -> None:
+        """Take ``ids`` out of ``user``'s index, in batches when the store has them."""
+        index = self.require_index()
+        batches = _index_batches(index)
+        if batches is None:
+            for id in ids:
+                await index.index_remove(user, id)
+            return
+        for start in range(0, len(ids), _BATCH):
+            await batches.index_remove_many(user, ids[start : start + _BATCH])
 
     def is_id(self, text: str) -> bool:
         """Whether ``text`` has the shape of an id this repository files sessions under."""
         if self.hash_keys:
             return len(text) == 64 and set(text) <= _HEX64
         return is_generated_key(text)
+
+
+def _batches(store: object) -> BatchRecords | None:
+    """``store`` if it reads and replaces records in batches (``BatchRecords``), else None."""
+    return store if _has(store, "get_many", "replace_many") else None  # type: ignore[return-value]
+
+
+def _index_batches(index: object) -> BatchIndex | None:
+    """``index`` if it removes ids in batches (``BatchIndex``), else None."""
+    return index if _has(index, "index_remove_many") else None  # type: ignore[return-value]
+
+
+def _has(store: object, *operations: str) -> bool:
+    """Whether ``store`` has the optional operations. Looked up with ``getattr``, not
+    ``isinstance``: a wrapper (``ObservedStore``) forwards them through ``__getattr__``, which
+    ``isinstance`` no longer consults (Python 3.12)."""
+    return all(callable(getattr(store, name, None)) for name in operations)
+
+
+def _live_state(id: str, record: Record | None) -> StoredState | None:
+    """The state a record holds; ``None`` for no record, a tombstone or an unreadable one."""
+    if record is None or record.data.startswith(TOMBSTONE_HEAD):
+        return None
+    try:
+        return _loaded(id, record).state
+    except DeserializationError:
+        return None
+
+
+@contextlib.asynccontextmanager
+async def _pinned(store: RecordStore) -> AsyncIterator[None]:
+    """The store's ``pinned()`` (the calls inside share one connection), where it has one."""
+    pinned = getattr(store, "pinned", None)
+    if pinned is None:
+        yield
+        return
+    async with pinned():
+        yield
 
 
 def _loaded(id: str, record: Record) -> Loaded:
