@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from sessionware.repository import Loaded, Repository
 from sessionware.state import StoredState
@@ -95,8 +96,10 @@ async def request(
     cookie_header: str | bytes | list[bytes] | None = None,
     json: Any = None,
     headers: list[tuple[bytes, bytes]] | None = None,
+    form: Mapping[str, str] | None = None,
 ) -> Response:
-    """Call ``app`` once over raw ASGI and collect the response."""
+    """Call ``app`` once over raw ASGI and collect the response (``json`` or ``form``: the body,
+    with its content type)."""
     raw_headers = list(headers or [])
     if cookies:
         raw_headers.append(
@@ -113,6 +116,9 @@ async def request(
     if json is not None:
         body = jsonlib.dumps(json).encode()
         raw_headers.append((b"content-type", b"application/json"))
+    if form is not None:
+        body = urlencode(form).encode()
+        raw_headers.append((b"content-type", b"application/x-www-form-urlencoded"))
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},

@@ -655,7 +655,8 @@ class ServerSideEngine(SessionEngine):
 
     def _meta(self, tracker: Tracker) -> StoredState:
         """The metadata a write stores beside the state: creation, the bound user, its agent,
-        and a new device binding if one was asked for (``None``: the record's stays)."""
+        a new device binding if one was asked for (``None``: the record's stays), and the
+        indexes ``Session.index`` changed (merged into the record's)."""
         agent = tracker.agent
         return stored_state(
             {},
@@ -663,6 +664,10 @@ class ServerSideEngine(SessionEngine):
             tracker.user,
             agent[:120].decode("latin-1") if agent else None,
             None if self.device is None else self.device.binding(tracker, self.clock()),
+            None,
+            None,
+            None,
+            tracker.indexes,
         )
 
     # -- the DBSC endpoints (sessionware.dbsc.serve) -----------------------------------------
@@ -695,6 +700,7 @@ class ServerSideEngine(SessionEngine):
             agent=state.agent,
             device=device,
             applied=state.applied,
+            indexes=state.indexes,
         )
         try:
             stored = await self.repository.replace(loaded, state, meta, self.ttl)

@@ -92,8 +92,8 @@ class SessionRevoked(SessionEvent):
 
 @dataclass(frozen=True, slots=True)
 class SessionEnded(SessionEvent):
-    """``SessionAdmin`` ended a session: ``operation`` is end_all_for (one event per session
-    ended) or end_session."""
+    """``SessionAdmin`` ended a session: ``operation`` is end_all_for or end_where (one event
+    per session ended) or end_session."""
 
     kind: ClassVar[str] = "ended"
     operation: str

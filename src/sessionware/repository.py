@@ -34,7 +34,7 @@ import hashlib
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import MappingProxyType
@@ -78,13 +78,25 @@ from sessionware.stores.base import (
     is_generated_key,
 )
 
-__all__ = ["ENDED", "KEEP", "MISSING", "RENEWED", "Changes", "Loaded", "Repository", "Update"]
+__all__ = [
+    "ENDED",
+    "KEEP",
+    "MISSING",
+    "RENEWED",
+    "Changes",
+    "Loaded",
+    "Repository",
+    "Update",
+    "index_key",
+]
 
 _SURE_READS = 3
 """How often a renewal reads the old record to tell whether its swap landed."""
 _ATTEMPTS = 64
 """Bound on lost compare-and-set races (and key collisions) before giving up with a 503."""
 _HEX64 = frozenset("0123456789abcdef")
+_SEPARATOR = "\x1f"
+"""Between an index's name and its value in an index key (never printable: see ``index_key``)."""
 _BATCH = 1000
 """Records (or index members) per batch call: bounds a statement's or a pipeline's size."""
 
@@ -263,8 +275,7 @@ class Repository:
             await self.store.delete(id)
             return None
         loaded.version = version
-        if loaded.state.user is not None and self.index is not None:
-            await self.index.index_add(loaded.state.user, id, ttl)
+        await self._file(_filed(loaded.state), (), id, ttl)
         return loaded
 
     async def _read(self, id: str) -> tuple[Record | None, StoredState | None, str | None]:
@@ -302,6 +313,7 @@ class Repository:
             device=meta.device,
             state_json=state_json,
             applied=meta.applied,
+            indexes=meta.indexes,
         )
         return text.encode("utf-8")
 
@@ -315,7 +327,7 @@ class Repository:
             id = self.id_of(key)
             version = await self.store.put(id, data, ttl, expect=ABSENT)
             if version is not None:
-                await self._file(meta.user, None, id, ttl)
+                await self._file(_filed(meta), (), id, ttl)
                 return key, Loaded(_state(state, meta), id, version, data.decode())
         raise StoreError(f"no free session id after {_ATTEMPTS} attempts")
 
@@ -351,10 +363,10 @@ class Repository:
                     if update is None
                     else fresh is not None and update in (fresh.applied or ())
                 ):
-                    await self._file(user, current.user, id, ttl)
+                    await self._file(_filed(stored), _filed(current), id, ttl)
                     return _loaded(id, record)
             if new is not None:
-                await self._file(user, current.user, id, ttl)
+                await self._file(_filed(stored), _filed(current), id, ttl)
                 return Loaded(stored, id, new, data.decode())
             if fresh is None:
                 return RENEWED if successor is not None else None
@@ -380,7 +392,7 @@ class Repository:
             if fresh is not None and record is not None:
                 return Loaded(fresh, loaded.id, record.version, record.data.decode())
             return RENEWED if successor is not None else None
-        await self._file(state.user, state.user, loaded.id, ttl)
+        await self._file(_filed(state), (), loaded.id, ttl)
         now = self.clock()
         stored = stored_state(
             state,
@@ -391,6 +403,7 @@ class Repository:
             now + ttl.total_seconds(),
             state.seen,
             state.applied,
+            state.indexes,
         )
         return Loaded(stored, loaded.id, version, data.decode())
 
@@ -409,14 +422,14 @@ class Repository:
             old_id, old_version, current = loaded.id, loaded.version, loaded.state
             for attempt in range(_ATTEMPTS):
                 if await self._swap(old_id, old_version, new.id):
-                    await self._unfile(current.user, old_id)
+                    await self._unfile(_filed(current), old_id)
                     return key, new
                 # The swap may have landed all the same (a client's retry of it reads as a
                 # refusal): what the old record says now decides, and a read that fails
                 # leaves that unknown.
                 record, fresh, successor = await self._read_surely(old_id)
                 if fresh is None and successor == new.id:  # a retry of a swap that landed
-                    await self._unfile(current.user, old_id)
+                    await self._unfile(_filed(current), old_id)
                     return key, new
                 if fresh is None:  # ended, or renewed by another request first
                     await self._end(new)
@@ -484,27 +497,28 @@ class Repository:
         version = await self.store.put(loaded.id, data, ttl, expect=loaded.version)
         if version is None:
             return None
-        await self._file(meta.user, loaded.state.user, loaded.id, ttl)
+        await self._file(_filed(meta), _filed(loaded.state), loaded.id, ttl)
         return Loaded(_state(state, meta), loaded.id, version, data.decode())
 
     async def purge(self, loaded: Loaded) -> None:
         """End the session (and, if it was renewed meanwhile, the session it was renewed to)."""
-        await self._purge(loaded.id, loaded.version, loaded.state.user)
+        await self._purge(loaded.id, loaded.version, loaded.state)
 
     async def _purge(
         self,
         id: str,
         version: Version | None = None,
-        user: str | None = None,
+        state: StoredState | None = None,
         *,
         owner: str | None = None,
         hops: int = 0,
     ) -> bool:
-        """Tombstone ``id``, following renewals; whether a live session ended. With ``owner``,
-        only a session bound to that user is ended; ``hops``: renewals followed to reach it."""
+        """Tombstone ``id`` (read at ``version``, holding ``state``), following renewals;
+        whether a live session ended. With ``owner`` (an index key, ``index_key``), only a
+        session filed under it is ended; ``hops``: renewals followed to reach it."""
         for _ in range(_ATTEMPTS):
             if version is not None and await self._bury(id, version, None) is not None:
-                await self._unfile(user, id)
+                await self._unfile(_filed(state), id)
                 return True
             record, fresh, successor = await self._read(id)
             if record is None:
@@ -515,35 +529,37 @@ class Repository:
                 self._check_hops(hops)
                 id, version, hops = successor, None, hops + 1
                 continue
-            if owner is not None and (fresh is None or fresh.user != owner):
+            if owner is not None and (fresh is None or owner not in _filed(fresh)):
                 return False
             if version is not None:
                 self._retried("purge")
-            version, user = record.version, fresh.user if fresh is not None else None
+            version, state = record.version, fresh
         self._gave_up("purge")
         raise StoreError(f"the session kept changing: gave up after {_ATTEMPTS} attempts")
 
     async def _end(self, loaded: Loaded) -> None:
         """Tombstone a record this request created and nobody else knows yet."""
-        await self._purge(loaded.id, loaded.version, loaded.state.user)
+        await self._purge(loaded.id, loaded.version, loaded.state)
 
     async def _bury(self, id: str, version: Version, successor: str | None) -> Version | None:
         data = encode_tombstone(successor).encode()
         return await self.store.put(id, data, self.tombstone_ttl, expect=version)
 
-    async def _file(self, user: str | None, old: str | None, id: str, ttl: timedelta) -> None:
-        """Keep the user index in step with a record: filed under ``user``, not under ``old``."""
+    async def _file(self, filed: list[str], old: Sequence[str], id: str, ttl: timedelta) -> None:
+        """Keep the indexes in step with a record: filed under the keys ``filed`` (``_filed``),
+        no longer under those of ``old`` it left."""
         if self.index is None:
             return
-        if user is not None:
-            await self.index.index_add(user, id, ttl)
-        if old != user:
-            await self._unfile(old, id)
+        for key in filed:
+            await self.index.index_add(key, id, ttl)
+        await self._unfile([key for key in old if key not in filed], id)
 
-    async def _unfile(self, user: str | None, id: str) -> None:
-        """Take ``id`` out of ``user``'s index; failing leaves a stale member, which listings drop."""
-        if self.index is not None and user is not None:
-            await _quietly(self.index.index_remove(user, id))
+    async def _unfile(self, keys: Sequence[str], id: str) -> None:
+        """Take ``id`` out of the indexes ``keys``; failing leaves a stale member, which
+        listings drop."""
+        if self.index is not None:
+            for key in keys:
+                await _quietly(self.index.index_remove(key, id))
 
     async def end(self, id: str) -> bool:
         """End the session filed under ``id`` (and any session a login renewed it to);
@@ -562,44 +578,56 @@ class Repository:
         return self.index
 
     async def sessions_for(self, user_id: str) -> list[SessionInfo]:
-        """The user's live sessions, oldest first (stale index members are dropped).
-
-        A few round trips whatever their number on a store with the batches (``BatchRecords``,
-        ``BatchIndex``), on one connection where it can pin one."""
-        index = self.require_index()
-        async with _pinned(self.store):
-            ids = await index.index_members(user_id)
-            infos, stale = [], []
-            for id, record in zip(ids, await self._get_many(ids), strict=True):
-                state = _live_state(id, record)
-                if state is None or state.user != user_id:
-                    stale.append(id)
-                    continue
-                infos.append(SessionInfo(id, state.created, state.seen, state.expires, state.agent))
-            await self._remove_many(user_id, stale)
-        return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.id))
+        """The user's live sessions, oldest first (stale index members are dropped)."""
+        return await self.sessions_where("user", user_id)
 
     async def end_all_for(self, user_id: str, keep: str | None = None) -> int:
         """End every session of the user but the one filed under ``keep``; how many were
-        live. Each ends as ``end`` ends one, all of them read and buried in batches."""
-        index = self.require_index()
+        live."""
+        return await self.end_where("user", user_id, keep)
+
+    async def sessions_where(self, name: str, value: str) -> list[SessionInfo]:
+        """The live sessions filed under ``(name, value)`` (``Session.index``; ``"user"``:
+        ``bind_user``), oldest first; stale index members are dropped.
+
+        A few round trips whatever their number on a store with the batches (``BatchRecords``,
+        ``BatchIndex``), on one connection where it can pin one."""
+        index, key = self.require_index(), index_key(name, value)
         async with _pinned(self.store):
-            ids = [id for id in await index.index_members(user_id) if id != keep]
-            ended, buried = await self._purge_many(ids, user_id)
-            await _quietly(self._remove_many(user_id, list(dict.fromkeys(ids + buried))))
+            ids = await index.index_members(key)
+            infos, stale = [], []
+            for id, record in zip(ids, await self._get_many(ids), strict=True):
+                state = _live_state(id, record)
+                if state is None or key not in _filed(state):
+                    stale.append(id)
+                    continue
+                infos.append(SessionInfo(id, state.created, state.seen, state.expires, state.agent))
+            await self._remove_many(key, stale)
+        return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.id))
+
+    async def end_where(self, name: str, value: str, keep: str | None = None) -> int:
+        """End every session filed under ``(name, value)`` but the one filed under ``keep``;
+        how many were live. Each ends as ``end`` ends one, all read and buried in batches."""
+        index, key = self.require_index(), index_key(name, value)
+        async with _pinned(self.store):
+            ids = [id for id in await index.index_members(key) if id != keep]
+            ended, unfiled = await self._purge_many(ids, key)
+            unfiled.setdefault(key, []).extend(ids)
+            for filed, members in unfiled.items():
+                await _quietly(self._remove_many(filed, list(dict.fromkeys(members))))
         return ended
 
-    async def _purge_many(self, ids: list[str], owner: str) -> tuple[int, list[str]]:
+    async def _purge_many(self, ids: list[str], owner: str) -> tuple[int, dict[str, list[str]]]:
         """``_purge(id, owner=owner)`` for each of ``ids``, a batch per renewal hop: read them
         all, tombstone the live ones with one compare-and-set each, follow the tombstones'
         successors in the next batch; a lost race goes through ``_purge``. How many ended,
-        and the ids buried in batches (the owner's, for the caller to take out of the index)."""
-        ended, pending, buried = 0, list(dict.fromkeys(ids)), []
+        and the ids buried in batches by index key, for the caller to take out of them."""
+        ended, pending, unfiled = 0, list(dict.fromkeys(ids)), dict[str, list[str]]()
         tombstone = encode_tombstone(None).encode()
         for hops in range(self.max_hops + 1):
             if not pending:
                 break
-            burials, successors = [], []
+            burials, filed, successors = [], {}, []
             for id, record in zip(pending, await self._get_many(pending), strict=True):
                 if record is None:
                     continue
@@ -610,18 +638,20 @@ class Repository:
                         successors.append(successor)
                     continue
                 state = _live_state(id, record)
-                if state is None or state.user != owner:
+                if state is None or owner not in (keys := _filed(state)):
                     continue
                 burials.append(Replace(id, tombstone, self.tombstone_ttl, record.version))
+                filed[id] = keys
             for burial, version in zip(burials, await self._replace_many(burials), strict=True):
                 if version is not None:
                     ended += 1
-                    buried.append(burial.id)
+                    for key in filed[burial.id]:
+                        unfiled.setdefault(key, []).append(burial.id)
                 else:  # written meanwhile: the one-by-one way reads it again
                     self._retried("purge")
                     ended += await self._purge(burial.id, owner=owner, hops=hops)
             pending = list(dict.fromkeys(successors))
-        return ended, buried
+        return ended, unfiled
 
     def _check_hops(self, hops: int) -> None:
         """A purge never acknowledges while a successor past the hop limit may live."""
@@ -665,6 +695,23 @@ class Repository:
         if self.hash_keys:
             return len(text) == 64 and set(text) <= _HEX64
         return is_generated_key(text)
+
+
+def index_key(name: str, value: str) -> str:
+    """The key a store's index files sessions under for ``(name, value)``: the user id itself
+    for ``"user"`` (as the first version filed them), else ``name``, U+001F, ``value``. User
+    ids and index values are printable, so no two indexes' keys meet."""
+    return value if name == "user" else f"{name}{_SEPARATOR}{value}"
+
+
+def _filed(state: StoredState | None) -> list[str]:
+    """The index keys a record is filed under: its user's, then its other indexes'."""
+    if state is None:
+        return []
+    keys = [] if state.user is None else [state.user]
+    if state.indexes:
+        keys += [f"{n}{_SEPARATOR}{v}" for n, v in state.indexes.items() if v is not None]
+    return keys
 
 
 def _batches(store: object) -> BatchRecords | None:
@@ -727,9 +774,17 @@ def _record(
     applied = current.applied
     if update is not None:
         applied = (update, *(applied or ()))[:MAX_APPLIED]
-    return stored_state(
-        state, current.created or meta.created, user, meta.agent, device, None, None, applied
-    )
+    indexes = current.indexes if not meta.indexes else _indexes(current.indexes, meta.indexes)
+    created = current.created or meta.created
+    return stored_state(state, created, user, meta.agent, device, None, None, applied, indexes)
+
+
+def _indexes(
+    current: Mapping[str, str | None] | None, changed: Mapping[str, str | None] | None
+) -> dict[str, str | None] | None:
+    """The record's indexes with a request's changes (``None``: taken out) applied."""
+    merged = {**(current or {}), **(changed or {})}
+    return {name: value for name, value in merged.items() if value is not None} or None
 
 
 def _update_id() -> str:
@@ -738,8 +793,9 @@ def _update_id() -> str:
 
 
 def _state(state: Mapping[str, Any], meta: StoredState) -> StoredState:
+    indexes = _indexes(None, meta.indexes)
     return stored_state(
-        state, meta.created, meta.user, meta.agent, meta.device, None, None, meta.applied
+        state, meta.created, meta.user, meta.agent, meta.device, None, None, meta.applied, indexes
     )
 
 

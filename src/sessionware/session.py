@@ -30,6 +30,7 @@ import enum
 import functools
 import json
 import math
+import re
 from collections.abc import (
     Callable,
     ItemsView,
@@ -43,6 +44,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast, overload
 
 from sessionware.errors import (
+    NotSupportedError,
     SessionError,
     SessionGetError,
     SessionInsertError,
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CSRF_KEY",
+    "MAX_INDEX_VALUE",
     "MAX_USER_ID",
     "TRANSITIONS",
     "Event",
@@ -71,6 +74,7 @@ __all__ = [
     "SessionStatus",
     "SessionUpdateError",
     "Tracker",
+    "check_index",
     "check_user_id",
 ]
 
@@ -79,6 +83,10 @@ CSRF_KEY = "_csrf"
 """The session key ``sessionware.csrf`` keeps its secret under; ``renew()`` drops it."""
 MAX_USER_ID = 255
 """The longest user id ``bind_user`` takes (characters): what every store's index can hold."""
+MAX_INDEX_VALUE = 200
+"""The longest value ``Session.index`` takes (characters): with its name (at most 32) and a
+separator, what every store's index can hold."""
+_INDEX_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _MISSING: Any = MISSING
 _CONTAINERS = (dict, list)
 
@@ -139,6 +147,7 @@ class Session(dict[str, Any]):
         "_accessed",
         "_cleared",
         "_id",
+        "_indexes",
         "_key",
         "_origin",
         "_removed",
@@ -167,6 +176,8 @@ class Session(dict[str, Any]):
     _id: str | None
     _user: str | None
     _user_changed: bool
+    _indexes: dict[str, str | None] | None
+    """The indexes ``index()`` filed the session under (or took it out of) since its last write."""
     __hash__ = None
 
     def __init__(self, state: Mapping[str, Any] | None = None) -> None:
@@ -240,6 +251,29 @@ class Session(dict[str, Any]):
         self._write()
         self._user = user_id
         self._user_changed = True
+
+    def index(self, name: str, value: str | None) -> None:
+        """File this session under ``(name, value)`` besides its user (``None``: take it out of
+        index ``name``), so ``SessionAdmin.sessions_where(name, value)`` and ``end_where``
+        find it: e.g. ``session.index("oidc_sid", sid)`` at an OpenID Connect login.
+
+        ``name``: 1 to 32 of ``[a-z0-9_]``, starting with a letter (``"user"`` is
+        ``bind_user``'s); ``value``: 1 to ``MAX_INDEX_VALUE`` printable characters. Kept in the
+        stored record and across ``renew()``. A server-side store's: the cookie store keeps no
+        index (``NotSupportedError``)."""
+        check_index(name, value)
+        engine = getattr(self._tracker, "engine", None)
+        if engine is not None and getattr(engine, "repository", None) is None:
+            raise NotSupportedError(
+                "the cookie store keeps no index of sessions: session.index() needs a"
+                " server-side store (Redis, SQLite, PostgreSQL, MariaDB, memory)"
+            )
+        if self._status is _PURGED:
+            return
+        self._write()
+        if self._indexes is None:
+            self._indexes = {}
+        self._indexes[name] = value
 
     def bind_device(self) -> None:
         """Offer the browser to bind this session to a key it keeps on the device (DBSC).
@@ -593,7 +627,7 @@ def _new(tracker: Tracker) -> Session:
     session._set = session._removed = session._updates = session._origin = None
     session._scalars_only = True
     session._tracker = tracker
-    session._key = session._id = session._user = None
+    session._key = session._id = session._user = session._indexes = None
     return session
 
 
@@ -604,7 +638,7 @@ def _reset(session: Session, tracker: Tracker) -> None:
     session._set = session._removed = session._updates = session._origin = None
     session._scalars_only = True  # what _set_origin(session, None) sets
     session._tracker = tracker
-    session._key = session._id = session._user = None
+    session._key = session._id = session._user = session._indexes = None
 
 
 def _set_origin(session: Session, origin: str | None) -> None:
@@ -777,6 +811,11 @@ class Tracker:
         """The user the session is bound to now."""
         return self.session._user
 
+    @property
+    def indexes(self) -> dict[str, str | None] | None:
+        """The indexes ``Session.index`` changed since the last write (``None``: none)."""
+        return self.session._indexes
+
     def persists(self, status_code: int) -> bool:
         """Whether a response with ``status_code`` stores the session's changes: not for a
         5xx (Django's rule), nor for a request whose changes were discarded (CSRF)."""
@@ -817,7 +856,7 @@ class Tracker:
         _set_origin(session, None if state_json is None else f"{ENVELOPE_HEAD}{state_json}}}")
         session._status = _UNCHANGED
         session._cleared = session._user_changed = False
-        session._set = session._removed = session._updates = None
+        session._set = session._removed = session._updates = session._indexes = None
         if self.phase is _LATE:
             session._accessed = False
 
@@ -961,6 +1000,26 @@ def _check_value(key: str, value: Any) -> None:
         check_value(value)
     except (TypeError, ValueError) as exc:
         raise SessionInsertError(f"cannot store session key {key!r}: {_why(exc)}") from None
+
+
+def check_index(name: Any, value: Any) -> None:
+    """Refuse an index a store could not hold (``Session.index``): a name of 1 to 32
+    ``[a-z0-9_]`` starting with a letter, not ``"user"``; a value of 1 to ``MAX_INDEX_VALUE``
+    printable characters, or ``None``."""
+    if not isinstance(name, str) or not _INDEX_NAME.fullmatch(name):
+        raise ValueError(
+            f"an index name is 1 to 32 of [a-z0-9_], starting with a letter: not {name!r}"
+        )
+    if name == "user":
+        raise ValueError("the user index is bind_user()'s: call session.bind_user(user_id)")
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ValueError(f"index values are str, not {type(value).__name__}")
+    if not value or len(value) > MAX_INDEX_VALUE or not value.isprintable():
+        raise ValueError(
+            f"an index value is 1 to {MAX_INDEX_VALUE} printable characters (no control characters)"
+        )
 
 
 def check_user_id(user_id: Any) -> None:

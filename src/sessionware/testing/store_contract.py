@@ -32,7 +32,15 @@ from datetime import timedelta
 
 import pytest
 
-from sessionware.repository import ENDED, RENEWED, Changes, Loaded, Repository, Update
+from sessionware.repository import (
+    ENDED,
+    RENEWED,
+    Changes,
+    Loaded,
+    Repository,
+    Update,
+    index_key,
+)
 from sessionware.state import DeserializationError, StoredState
 from sessionware.stores.base import (
     ABSENT,
@@ -337,6 +345,48 @@ class StoreContract:
         assert await repository.end(repository.id_of(first)) is False
         assert await repository.sessions_for("ada") == []
         assert len(await repository.sessions_for("bob")) == 1
+
+    async def test_index_keys_of_other_indexes(self, record_store: RecordStore) -> None:
+        if not isinstance(record_store, UserIndex):
+            pytest.skip(f"{type(record_store).__name__} has no index")
+        # What Session.index files under: a name, U+001F, a value of up to 200 characters.
+        longest = index_key("n" * 32, "ü" * 200)
+        await record_store.index_add(longest, _id("a"), TTL)
+        await record_store.index_add(index_key("oidc_sid", "s1"), _id("b"), TTL)
+        assert await record_store.index_members(longest) == [_id("a")]
+        assert await record_store.index_members(index_key("oidc_sid", "s1")) == [_id("b")]
+        assert await record_store.index_members("oidc_sid") == []
+
+    async def test_sessions_by_another_index(self, repository: Repository) -> None:
+        if repository.index is None:
+            pytest.skip(f"{type(repository.store).__name__} has no index")
+        sid: dict[str, str | None] = {"oidc_sid": "op-session-1"}
+        first, _ = await repository.create({"n": 1}, StoredState(user="ada", indexes=sid), TTL)
+        second, _ = await repository.create({"n": 2}, StoredState(indexes=sid), TTL)
+        other: dict[str, str | None] = {"oidc_sid": "op-session-2"}
+        third, _ = await repository.create({"n": 3}, StoredState(user="ada", indexes=other), TTL)
+        found = await repository.sessions_where("oidc_sid", "op-session-1")
+        assert sorted(i.id for i in found) == sorted(map(repository.id_of, (first, second)))
+        # A renewal keeps the index; a write can take the session out of it.
+        renewed = await repository.renew(
+            await _load(repository, first), Changes(), StoredState(user="ada"), TTL
+        )
+        assert isinstance(renewed, tuple)
+        first = renewed[0]
+        assert (await _load(repository, first)).state.indexes == sid
+        found = await repository.sessions_where("oidc_sid", "op-session-1")
+        assert sorted(i.id for i in found) == sorted(map(repository.id_of, (first, second)))
+        out = StoredState(indexes={"oidc_sid": None})
+        await repository.save(await _load(repository, second), Changes(), out, TTL)
+        assert [i.id for i in await repository.sessions_where("oidc_sid", "op-session-1")] == [
+            repository.id_of(first)
+        ]
+        # Ending by the index ends only the sessions filed under it, and unfiles them.
+        assert await repository.end_where("oidc_sid", "op-session-1") == 1
+        assert not await _live(repository, first)
+        assert await _live(repository, second) and await _live(repository, third)
+        assert [i.id for i in await repository.sessions_for("ada")] == [repository.id_of(third)]
+        assert await repository.sessions_where("oidc_sid", "op-session-1") == []
 
     async def test_sign_out_everywhere_catches_a_renewal(self, repository: Repository) -> None:
         if repository.index is None:
