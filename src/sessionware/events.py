@@ -26,6 +26,7 @@ __all__ = [
     "SessionCreated",
     "SessionEnded",
     "SessionEvent",
+    "SessionEvicted",
     "SessionExpired",
     "SessionLoaded",
     "SessionPurged",
@@ -100,6 +101,15 @@ class SessionEnded(SessionEvent):
 
     def attributes(self) -> dict[str, str]:
         return {"operation": self.operation}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvicted(SessionEvent):
+    """A session ended because its user logged in once more than
+    ``SessionMiddleware(max_sessions_per_user=N)`` allows: the least recently used go (one
+    event per session ended)."""
+
+    kind: ClassVar[str] = "evicted"
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ from sessionware.events import (
     EventHook,
     MergeRetry,
     ObservedStore,
+    SessionEvicted,
     emit,
 )
 from sessionware.state import (
@@ -98,6 +99,9 @@ _HEX64 = frozenset("0123456789abcdef")
 _SEPARATOR = "\x1f"
 """Between an index's name and its value in an index key (never printable: see ``index_key``)."""
 _BATCH = 1000
+_LOCK_PREFIX = "cap."
+"""Ids of the per-user lock records of the cap (never an id a session is filed under)."""
+_LOCK_TTL = timedelta(seconds=5)
 """Records (or index members) per batch call: bounds a statement's or a pipeline's size."""
 
 
@@ -219,6 +223,9 @@ class Repository:
         self.on_event: EventHook | None = None
         if on_event is not None:
             self.observe(on_event)
+        self.max_per_user: int | None = None
+        """``SessionMiddleware(max_sessions_per_user=N)``: binding a session to a user who
+        then has more than N live sessions ends the least recently used (needs an index)."""
 
     def observe(self, on_event: EventHook) -> None:
         """Send events to ``on_event``, and the store's failures too (its calls get wrapped)."""
@@ -318,16 +325,18 @@ class Repository:
         return text.encode("utf-8")
 
     async def create(
-        self, state: Mapping[str, Any], meta: StoredState, ttl: timedelta
+        self, state: Mapping[str, Any], meta: StoredState, ttl: timedelta, *, cap: bool = True
     ) -> tuple[SessionKey, Loaded]:
-        """Store a new session under a fresh key; return the key and the stored record."""
+        """Store a new session under a fresh key; return the key and the stored record.
+        ``cap``: a session bound to a user holds them to ``max_per_user`` (a renewal does
+        that once its old record is buried)."""
         data = self._encode(state, meta, ttl)
         for _ in range(_ATTEMPTS):
             key = generate_session_key()
             id = self.id_of(key)
             version = await self.store.put(id, data, ttl, expect=ABSENT)
             if version is not None:
-                await self._file(_filed(meta), (), id, ttl)
+                await self._file(_filed(meta), (), id, ttl, cap=cap)
                 return key, Loaded(_state(state, meta), id, version, data.decode())
         raise StoreError(f"no free session id after {_ATTEMPTS} attempts")
 
@@ -413,11 +422,22 @@ class Repository:
         """Move the session to a fresh key, carrying concurrent writes (module docstring).
 
         Returns the new key and record; ``RENEWED`` when another renewal won (nothing of this
-        one is stored); ``None`` when the session ended meanwhile.
+        one is stored); ``None`` when the session ended meanwhile. A renewal that binds the
+        session to another user (a login) then holds that user to ``max_per_user``.
         """
+        renewed = await self._renew(loaded, changes, meta, ttl)
+        if self.max_per_user is not None and isinstance(renewed, tuple):
+            user = renewed[1].state.user
+            if user is not None and user != loaded.state.user:
+                await self._cap(user, renewed[1].id)
+        return renewed
+
+    async def _renew(
+        self, loaded: Loaded, changes: Changes, meta: StoredState, ttl: timedelta
+    ) -> tuple[SessionKey, Loaded] | None:
         user = loaded.state.user if changes.user is KEEP else changes.user
         record_meta = _record({}, loaded.state, meta, user)
-        key, new = await self.create(changes.apply(loaded.state), record_meta, ttl)
+        key, new = await self.create(changes.apply(loaded.state), record_meta, ttl, cap=False)
         try:  # until the old record may name the new one, a failure leaves it intact
             old_id, old_version, current = loaded.id, loaded.version, loaded.state
             for attempt in range(_ATTEMPTS):
@@ -545,14 +565,64 @@ class Repository:
         data = encode_tombstone(successor).encode()
         return await self.store.put(id, data, self.tombstone_ttl, expect=version)
 
-    async def _file(self, filed: list[str], old: Sequence[str], id: str, ttl: timedelta) -> None:
+    async def _file(
+        self, filed: list[str], old: Sequence[str], id: str, ttl: timedelta, *, cap: bool = True
+    ) -> None:
         """Keep the indexes in step with a record: filed under the keys ``filed`` (``_filed``),
-        no longer under those of ``old`` it left."""
+        no longer under those of ``old`` it left; a record newly bound to a user (its first
+        key) holds that user to ``max_per_user`` (unless ``cap`` is false)."""
         if self.index is None:
             return
         for key in filed:
             await self.index.index_add(key, id, ttl)
         await self._unfile([key for key in old if key not in filed], id)
+        user = filed[0] if filed and _SEPARATOR not in filed[0] else None  # not another index
+        if cap and self.max_per_user is not None and user is not None and user not in old:
+            await self._cap(user, id)
+
+    async def _cap(self, user: str, keep: str) -> None:
+        """End ``user``'s least recently used sessions beyond ``max_per_user`` (``keep``, the
+        one just bound, stays if it still lives), one ``SessionEvicted`` each. Under a lock
+        record per user, so two logins at once, in any processes, leave at most that many."""
+        limit, index = self.max_per_user, self.require_index()
+        assert limit is not None
+        if len(await index.index_members(user)) <= limit:  # each login's own count decides
+            return
+        lock = _LOCK_PREFIX + hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()
+        await self._lock(lock)
+        try:
+            async with _pinned(self.store):
+                ids = await index.index_members(user)
+                live = [
+                    (state, id)
+                    for id, record in zip(ids, await self._get_many(ids), strict=True)
+                    if (state := _live_state(id, record)) is not None and state.user == user
+                ]
+                # The one just bound first, then the most recently used (the latest expiry:
+                # every write or refresh moves it), then the most recently written.
+                live.sort(
+                    key=lambda e: (e[1] == keep, e[0].expires or 0, e[0].seen or 0, e[1]),
+                    reverse=True,
+                )
+                evicted, unfiled = await self._purge_many([id for _, id in live[limit:]], user)
+                for filed, members in unfiled.items():
+                    await _quietly(self._remove_many(filed, members))
+        finally:
+            await _quietly(self.store.delete(lock))
+        for _ in range(evicted):
+            self._emit(SessionEvicted())
+
+    async def _lock(self, id: str) -> None:
+        """Take the lock record ``id`` (created only if absent, so one holder at a time; it
+        expires after ``_LOCK_TTL`` should its holder die); ``StoreError`` past that wait."""
+        data = encode_tombstone(None).encode()  # should anything read it: an ended session
+        deadline = time.monotonic() + _LOCK_TTL.total_seconds()
+        attempt = 0
+        while await self.store.put(id, data, _LOCK_TTL, expect=ABSENT) is None:
+            if time.monotonic() > deadline:
+                raise StoreError("another process held the user's session cap lock too long")
+            await _backoff(min(attempt, 7))
+            attempt += 1
 
     async def _unfile(self, keys: Sequence[str], id: str) -> None:
         """Take ``id`` out of the indexes ``keys``; failing leaves a stale member, which
