@@ -282,7 +282,7 @@ class Repository:
             await self.store.delete(id)
             return None
         loaded.version = version
-        await self._file(_filed(loaded.state), (), id, ttl)
+        await self._file(_filed(loaded.state), (), id, ttl, cap=False)  # bound before
         return loaded
 
     async def _read(self, id: str) -> tuple[Record | None, StoredState | None, str | None]:
@@ -401,7 +401,7 @@ class Repository:
             if fresh is not None and record is not None:
                 return Loaded(fresh, loaded.id, record.version, record.data.decode())
             return RENEWED if successor is not None else None
-        await self._file(_filed(state), (), loaded.id, ttl)
+        await self._file(_filed(state), _filed(state), loaded.id, ttl)
         now = self.clock()
         stored = stored_state(
             state,

@@ -225,3 +225,23 @@ async def test_ending_all_catches_a_write_or_renewal_between_its_read_and_its_bu
         new_key, _ = successor[0]
         assert await plain.load(new_key, TTL) is ENDED
     assert await plain.sessions_for("ada") == []
+
+
+async def test_only_binding_a_user_applies_the_cap() -> None:
+    """A refresh or a write of a session already bound never ends another: only a binding
+    (create, save or renew to a new user) counts the user's sessions."""
+    from sessionware.stores import MemorySessionStore
+
+    repository = Repository(MemorySessionStore())
+    first, _ = await repository.create({}, StoredState(user="ada"), TTL)
+    await repository.create({}, StoredState(user="ada"), TTL)
+    repository.max_per_user = 1  # two sessions already: over the cap
+    loaded = await repository.load(first, TTL)
+    assert isinstance(loaded, Loaded)
+    refreshed = await repository.refresh(loaded, TTL)
+    assert isinstance(refreshed, Loaded)
+    saved = await repository.save(refreshed, Changes(set={"n": 1}), refreshed.state, TTL)
+    assert isinstance(saved, Loaded)
+    assert len(await repository.sessions_for("ada")) == 2
+    await repository.create({}, StoredState(user="ada"), TTL)  # a binding: one stays
+    assert len(await repository.sessions_for("ada")) == 1
