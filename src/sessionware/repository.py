@@ -575,10 +575,15 @@ class Repository:
             return
         for key in filed:
             await self.index.index_add(key, id, ttl)
-        await self._unfile([key for key in old if key not in filed], id)
-        user = filed[0] if filed and _SEPARATOR not in filed[0] else None  # not another index
-        if cap and self.max_per_user is not None and user is not None and user not in old:
-            await self._cap(user, id)
+        if old and old != filed:
+            await self._unfile([key for key in old if key not in filed], id)
+        if cap and self.max_per_user is not None and filed and filed[0] not in old:
+            await self._cap_bound(filed[0], id)
+
+    async def _cap_bound(self, key: str, id: str) -> None:
+        """``_cap`` when the index key a record was just filed under is a user's."""
+        if _SEPARATOR not in key:  # not another index's
+            await self._cap(key, id)
 
     async def _cap(self, user: str, keep: str) -> None:
         """End ``user``'s least recently used sessions beyond ``max_per_user`` (``keep``, the
@@ -779,7 +784,7 @@ def _filed(state: StoredState | None) -> list[str]:
     if state is None:
         return []
     keys = [] if state.user is None else [state.user]
-    if state.indexes:
+    if state.indexes is not None:
         keys += [f"{n}{_SEPARATOR}{v}" for n, v in state.indexes.items() if v is not None]
     return keys
 

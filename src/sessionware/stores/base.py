@@ -132,6 +132,8 @@ class RecordStore(Protocol):
 @runtime_checkable
 class UserIndex(Protocol):
     """The optional per-user index: which record ids belong to a user, each until its TTL.
+    (The ``user`` argument is an index key: a user id, or for ``Session.index(name, value)``
+    the name, U+001F and the value; printable text of up to 255 characters but for that.)
 
     ``index_add`` files ``id`` under ``user`` until ``ttl`` from now (a second add moves that
     time) and drops members already past theirs, so an index never outgrows the user's recent
