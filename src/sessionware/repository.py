@@ -282,7 +282,7 @@ class Repository:
             await self.store.delete(id)
             return None
         loaded.version = version
-        await self._file(_filed(loaded.state), (), id, ttl, cap=False)  # bound before
+        await self._file(loaded.state, None, id, ttl, cap=False)  # bound before
         return loaded
 
     async def _read(self, id: str) -> tuple[Record | None, StoredState | None, str | None]:
@@ -336,7 +336,7 @@ class Repository:
             id = self.id_of(key)
             version = await self.store.put(id, data, ttl, expect=ABSENT)
             if version is not None:
-                await self._file(_filed(meta), (), id, ttl, cap=cap)
+                await self._file(meta, None, id, ttl, cap=cap)
                 return key, Loaded(_state(state, meta), id, version, data.decode())
         raise StoreError(f"no free session id after {_ATTEMPTS} attempts")
 
@@ -372,10 +372,10 @@ class Repository:
                     if update is None
                     else fresh is not None and update in (fresh.applied or ())
                 ):
-                    await self._file(_filed(stored), _filed(current), id, ttl)
+                    await self._file(stored, current, id, ttl)
                     return _loaded(id, record)
             if new is not None:
-                await self._file(_filed(stored), _filed(current), id, ttl)
+                await self._file(stored, current, id, ttl)
                 return Loaded(stored, id, new, data.decode())
             if fresh is None:
                 return RENEWED if successor is not None else None
@@ -401,7 +401,7 @@ class Repository:
             if fresh is not None and record is not None:
                 return Loaded(fresh, loaded.id, record.version, record.data.decode())
             return RENEWED if successor is not None else None
-        await self._file(_filed(state), _filed(state), loaded.id, ttl)
+        await self._file(state, state, loaded.id, ttl)
         now = self.clock()
         stored = stored_state(
             state,
@@ -517,7 +517,7 @@ class Repository:
         version = await self.store.put(loaded.id, data, ttl, expect=loaded.version)
         if version is None:
             return None
-        await self._file(_filed(meta), _filed(loaded.state), loaded.id, ttl)
+        await self._file(meta, loaded.state, loaded.id, ttl)
         return Loaded(_state(state, meta), loaded.id, version, data.decode())
 
     async def purge(self, loaded: Loaded) -> None:
@@ -566,24 +566,32 @@ class Repository:
         return await self.store.put(id, data, self.tombstone_ttl, expect=version)
 
     async def _file(
-        self, filed: list[str], old: Sequence[str], id: str, ttl: timedelta, *, cap: bool = True
+        self,
+        new: StoredState,
+        old: StoredState | None,
+        id: str,
+        ttl: timedelta,
+        *,
+        cap: bool = True,
     ) -> None:
-        """Keep the indexes in step with a record: filed under the keys ``filed`` (``_filed``),
-        no longer under those of ``old`` it left; a record newly bound to a user (its first
-        key) holds that user to ``max_per_user`` (unless ``cap`` is false)."""
+        """Keep the indexes in step with a record: filed under the keys of ``new`` (its user,
+        its other indexes), no longer under those of ``old`` it left; a record newly bound to
+        a user holds that user to ``max_per_user`` (unless ``cap`` is false)."""
         if self.index is None:
             return
-        for key in filed:
-            await self.index.index_add(key, id, ttl)
-        if old and old != filed:
-            await self._unfile([key for key in old if key not in filed], id)
-        if cap and self.max_per_user is not None and filed and filed[0] not in old:
-            await self._cap_bound(filed[0], id)
-
-    async def _cap_bound(self, key: str, id: str) -> None:
-        """``_cap`` when the index key a record was just filed under is a user's."""
-        if _SEPARATOR not in key:  # not another index's
-            await self._cap(key, id)
+        user, before = new.user, None if old is None else old.user
+        if new.indexes is None and (old is None or old.indexes is None):  # a user's alone
+            if user is not None:
+                await self.index.index_add(user, id, ttl)
+            if before is not None and before != user:
+                await self._unfile([before], id)
+        else:
+            filed, was = _filed(new), _filed(old)
+            for key in filed:
+                await self.index.index_add(key, id, ttl)
+            await self._unfile([key for key in was if key not in filed], id)
+        if cap and self.max_per_user is not None and user is not None and user != before:
+            await self._cap(user, id)
 
     async def _cap(self, user: str, keep: str) -> None:
         """End ``user``'s least recently used sessions beyond ``max_per_user`` (``keep``, the

@@ -147,7 +147,6 @@ class Session(dict[str, Any]):
         "_accessed",
         "_cleared",
         "_id",
-        "_indexes",
         "_key",
         "_origin",
         "_removed",
@@ -176,8 +175,6 @@ class Session(dict[str, Any]):
     _id: str | None
     _user: str | None
     _user_changed: bool
-    _indexes: dict[str, str | None] | None
-    """The indexes ``index()`` filed the session under (or took it out of) since its last write."""
     __hash__ = None
 
     def __init__(self, state: Mapping[str, Any] | None = None) -> None:
@@ -271,9 +268,11 @@ class Session(dict[str, Any]):
         if self._status is _PURGED:
             return
         self._write()
-        if self._indexes is None:
-            self._indexes = {}
-        self._indexes[name] = value
+        tracker = self._tracker
+        if tracker is not _DETACHED:  # a standalone Session() is never stored
+            if tracker.indexes is None:
+                tracker.indexes = {}
+            tracker.indexes[name] = value
 
     def bind_device(self) -> None:
         """Offer the browser to bind this session to a key it keeps on the device (DBSC).
@@ -627,7 +626,7 @@ def _new(tracker: Tracker) -> Session:
     session._set = session._removed = session._updates = session._origin = None
     session._scalars_only = True
     session._tracker = tracker
-    session._key = session._id = session._user = session._indexes = None
+    session._key = session._id = session._user = None
     return session
 
 
@@ -638,7 +637,7 @@ def _reset(session: Session, tracker: Tracker) -> None:
     session._set = session._removed = session._updates = session._origin = None
     session._scalars_only = True  # what _set_origin(session, None) sets
     session._tracker = tracker
-    session._key = session._id = session._user = session._indexes = None
+    session._key = session._id = session._user = None
 
 
 def _set_origin(session: Session, origin: str | None) -> None:
@@ -692,6 +691,7 @@ class Tracker:
         "ended",
         "engine",
         "expires",
+        "indexes",
         "key",
         "lazy",
         "phase",
@@ -745,6 +745,8 @@ class Tracker:
         """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
         self.device_requested = False
         """Whether ``bind_device()`` was called since the last write (device binding's hook)."""
+        self.indexes: dict[str, str | None] | None = None
+        """The indexes ``Session.index`` changed since the last write (``None``: none)."""
         self.decided: Outcome | None = None
         """The outcome the engine decided as the response started, while it stores it."""
         self.session = _new(self)
@@ -811,11 +813,6 @@ class Tracker:
         """The user the session is bound to now."""
         return self.session._user
 
-    @property
-    def indexes(self) -> dict[str, str | None] | None:
-        """The indexes ``Session.index`` changed since the last write (``None``: none)."""
-        return self.session._indexes
-
     def persists(self, status_code: int) -> bool:
         """Whether a response with ``status_code`` stores the session's changes: not for a
         5xx (Django's rule), nor for a request whose changes were discarded (CSRF)."""
@@ -856,7 +853,7 @@ class Tracker:
         _set_origin(session, None if state_json is None else f"{ENVELOPE_HEAD}{state_json}}}")
         session._status = _UNCHANGED
         session._cleared = session._user_changed = False
-        session._set = session._removed = session._updates = session._indexes = None
+        session._set = session._removed = session._updates = self.indexes = None
         if self.phase is _LATE:
             session._accessed = False
 

@@ -161,7 +161,10 @@ class RedisSessionStore(UserSessionsMixin):
             value = await self._run("GET", self.key_prefix + id)
         except UnicodeDecodeError as exc:  # a decoding client read bytes that are not UTF-8
             value = exc.object
-        return None if value is None else _record(value)
+        if value is None:
+            return None
+        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        return Record(data, _version(data))
 
     async def put(
         self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
