@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from sessionware.repository import Loaded, Repository
 from sessionware.state import StoredState
@@ -97,9 +98,10 @@ async def request(
     json: Any = None,
     headers: list[tuple[bytes, bytes]] | None = None,
     body: bytes = b"",
+    form: Mapping[str, str] | None = None,
 ) -> Response:
-    """Call ``app`` once over raw ASGI and collect the response (``body``: the request's, when
-    not ``json``)."""
+    """Call ``app`` once over raw ASGI and collect the response (``json`` or ``form``: the body,
+    with its content type; else ``body``, as it is)."""
     raw_headers = list(headers or [])
     if cookies:
         raw_headers.append(
@@ -115,6 +117,9 @@ async def request(
     if json is not None:
         body = jsonlib.dumps(json).encode()
         raw_headers.append((b"content-type", b"application/json"))
+    if form is not None:
+        body = urlencode(form).encode()
+        raw_headers.append((b"content-type", b"application/x-www-form-urlencoded"))
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},

@@ -704,7 +704,8 @@ class ServerSideEngine(SessionEngine):
 
     def _meta(self, tracker: Tracker) -> StoredState:
         """The metadata a write stores beside the state: creation, the bound user, its agent,
-        and a new device binding if one was asked for (``None``: the record's stays)."""
+        a new device binding if one was asked for (``None``: the record's stays), and the
+        indexes ``Session.index`` changed (merged into the record's)."""
         agent = tracker.agent
         return stored_state(
             {},
@@ -712,6 +713,11 @@ class ServerSideEngine(SessionEngine):
             tracker.user,
             agent[:120].decode("latin-1") if agent else None,
             None if self.device is None else self.device.binding(tracker, self.clock()),
+            None,
+            None,
+            None,
+            None,
+            tracker.indexes,
         )
 
     # -- the DBSC endpoints (sessionware.dbsc.serve) -----------------------------------------
@@ -745,6 +751,7 @@ class ServerSideEngine(SessionEngine):
             device=device,
             applied=state.applied,
             lifetime=state.lifetime,
+            indexes=state.indexes,
         )
         try:
             stored = await self.repository.replace(loaded, state, meta, self.ttl)

@@ -119,7 +119,10 @@ class SessionMiddleware:
     session's envelope carries); a store's TTL only collects garbage. ``on_event`` receives the
     ``sessionware.events`` (created, loaded, store_error, ...) for metrics; unset, no event is
     built (docs/telemetry.md). ``get_admin(request)`` gives the ``SessionAdmin`` that lists and
-    ends sessions with the same store, clock and events. With
+    ends sessions with the same store, clock and events. ``max_sessions_per_user=N`` (a
+    server-side store with a user index): when a session is bound to a user (``bind_user``) who
+    then has more than N live sessions, the least recently used end (``SessionEvicted``), under
+    a lock per user so logins at once in any processes leave at most N. With
     ``device_binding=DeviceBinding(...)`` (server-side stores) it also serves the DBSC
     registration and refresh endpoints, and ``session.bind_device()`` becomes available.
 
@@ -164,6 +167,7 @@ class SessionMiddleware:
         check_store_on_startup: bool = False,
         sweep_every: timedelta | None = None,
         store_error_response: Callable[[], ASGIApp] | None = None,
+        max_sessions_per_user: int | None = None,
     ) -> None:
         if (key is None) == (keys is None):
             raise ValueError(
@@ -210,6 +214,8 @@ class SessionMiddleware:
             on_event=on_event,
             device=self.binder,
         )
+        if max_sessions_per_user is not None:
+            self._cap(max_sessions_per_user)
         self.admin = SessionAdmin(
             self.engine.backend,  # the engine's repository: its events, clock and tombstones
             clock=self.engine.clock,
@@ -237,6 +243,19 @@ class SessionMiddleware:
             if check_store_on_startup or sweeper is not None
             else None
         )
+
+    def _cap(self, limit: int) -> None:
+        """Hold every user to ``limit`` live sessions (the repository enforces it)."""
+        given: object = limit
+        if isinstance(given, bool) or not isinstance(given, int) or limit < 1:
+            raise ValueError(f"max_sessions_per_user must be a whole number >= 1, not {limit!r}")
+        repository = self.engine.backend if self.engine.server_side else None
+        if not isinstance(repository, Repository) or repository.index is None:
+            raise NotSupportedError(
+                "max_sessions_per_user needs a store that lists a user's sessions (Redis,"
+                " SQLite, PostgreSQL, MariaDB, memory): this store keeps no user index"
+            )
+        repository.max_per_user = limit
 
     def _engines(self) -> tuple[tuple[Transport, SessionEngine], ...]:
         """Each transport with the engine its requests go to (``self.engine`` the cookie's);

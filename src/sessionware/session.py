@@ -30,6 +30,7 @@ import enum
 import functools
 import json
 import math
+import re
 from collections.abc import (
     Callable,
     ItemsView,
@@ -44,6 +45,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, cast, overload
 
 from sessionware.errors import (
+    NotSupportedError,
     SessionError,
     SessionGetError,
     SessionInsertError,
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CSRF_KEY",
+    "MAX_INDEX_VALUE",
     "MAX_LIFETIME",
     "MAX_USER_ID",
     "TRANSITIONS",
@@ -73,6 +76,7 @@ __all__ = [
     "SessionStatus",
     "SessionUpdateError",
     "Tracker",
+    "check_index",
     "check_user_id",
 ]
 
@@ -83,6 +87,10 @@ MAX_USER_ID = 255
 """The longest user id ``bind_user`` takes (characters): what every store's index can hold."""
 MAX_LIFETIME = timedelta(days=400)
 """The longest lifetime ``set_expiry`` takes: browsers cap a cookie's Max-Age there (RFC 6265bis)."""
+MAX_INDEX_VALUE = 200
+"""The longest value ``Session.index`` takes (characters): with its name (at most 32) and a
+separator, what every store's index can hold."""
+_INDEX_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _MISSING: Any = MISSING
 _KEEP: Any = KEEP
 _CONTAINERS = (dict, list)
@@ -309,6 +317,31 @@ class Session(dict[str, Any]):
         self._write()
         self._user = user_id
         self._user_changed = True
+
+    def index(self, name: str, value: str | None) -> None:
+        """File this session under ``(name, value)`` besides its user (``None``: take it out of
+        index ``name``), so ``SessionAdmin.sessions_where(name, value)`` and ``end_where``
+        find it: e.g. ``session.index("oidc_sid", sid)`` at an OpenID Connect login.
+
+        ``name``: 1 to 32 of ``[a-z0-9_]``, starting with a letter (``"user"`` is
+        ``bind_user``'s); ``value``: 1 to ``MAX_INDEX_VALUE`` printable characters. Kept in the
+        stored record and across ``renew()``. A server-side store's: the cookie store keeps no
+        index (``NotSupportedError``)."""
+        check_index(name, value)
+        engine = getattr(self._tracker, "engine", None)
+        if engine is not None and getattr(engine, "repository", None) is None:
+            raise NotSupportedError(
+                "the cookie store keeps no index of sessions: session.index() needs a"
+                " server-side store (Redis, SQLite, PostgreSQL, MariaDB, memory)"
+            )
+        if self._status is _PURGED:
+            return
+        self._write()
+        tracker = self._tracker
+        if tracker is not _DETACHED:  # a standalone Session() is never stored
+            if tracker.indexes is None:
+                tracker.indexes = {}
+            tracker.indexes[name] = value
 
     def bind_device(self) -> None:
         """Offer the browser to bind this session to a key it keeps on the device (DBSC).
@@ -748,6 +781,7 @@ class Tracker:
         "ended",
         "engine",
         "expires",
+        "indexes",
         "key",
         "lazy",
         "lifetime",
@@ -805,6 +839,8 @@ class Tracker:
         """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
         self.device_requested = False
         """Whether ``bind_device()`` was called since the last write (device binding's hook)."""
+        self.indexes: dict[str, str | None] | None = None
+        """The indexes ``Session.index`` changed since the last write (``None``: none)."""
         self.decided: Outcome | None = None
         """The outcome the engine decided as the response started, while it stores it."""
         self.session = _new(self)
@@ -911,7 +947,7 @@ class Tracker:
         _set_origin(session, None if state_json is None else f"{ENVELOPE_HEAD}{state_json}}}")
         session._status = _UNCHANGED
         session._cleared = session._user_changed = False
-        session._set = session._removed = session._updates = None
+        session._set = session._removed = session._updates = self.indexes = None
         session._lifetime = _KEEP
         if self.phase is _LATE:
             session._accessed = False
@@ -1056,6 +1092,26 @@ def _check_value(key: str, value: Any) -> None:
         check_value(value)
     except (TypeError, ValueError) as exc:
         raise SessionInsertError(f"cannot store session key {key!r}: {_why(exc)}") from None
+
+
+def check_index(name: Any, value: Any) -> None:
+    """Refuse an index a store could not hold (``Session.index``): a name of 1 to 32
+    ``[a-z0-9_]`` starting with a letter, not ``"user"``; a value of 1 to ``MAX_INDEX_VALUE``
+    printable characters, or ``None``."""
+    if not isinstance(name, str) or not _INDEX_NAME.fullmatch(name):
+        raise ValueError(
+            f"an index name is 1 to 32 of [a-z0-9_], starting with a letter: not {name!r}"
+        )
+    if name == "user":
+        raise ValueError("the user index is bind_user()'s: call session.bind_user(user_id)")
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ValueError(f"index values are str, not {type(value).__name__}")
+    if not value or len(value) > MAX_INDEX_VALUE or not value.isprintable():
+        raise ValueError(
+            f"an index value is 1 to {MAX_INDEX_VALUE} printable characters (no control characters)"
+        )
 
 
 def check_user_id(user_id: Any) -> None:

@@ -147,6 +147,7 @@ def test_public_names_are_exactly_these() -> None:
             "SessionAdmin",
             "SessionConflictError",
             "SessionEnded",
+            "SessionEvicted",
             "SessionError",
             "SessionGetError",
             "SessionInsertError",

@@ -252,3 +252,43 @@ async def test_the_remember_me_and_expired_examples_do_what_they_say(
     assert page.text == "Hello ada, signed in until 08:00 UTC."  # 30 days after the login
     expired = await request(app, "GET", "/", cookies=plain)
     assert expired.status == 401 and "expired after a while without activity" in expired.text
+
+
+async def test_the_back_channel_logout_example_ends_the_providers_sessions(
+    tmp_path: Path,
+) -> None:
+    """docs/lifecycle.md: two logins through the provider's session sid-1, one through sid-2;
+    a logout token for sid-1 ends the first two. The token check and the login are the app's
+    OpenID Connect library's: stood in for by functions that read the test's claims."""
+    code = run(
+        example(
+            "docs/lifecycle.md",
+            "Sessions found by other indexes: OpenID Connect back-channel logout",
+        ),
+        tmp_path,
+    )
+    app = code["app"]
+
+    async def finish_login(request: Any) -> dict[str, str]:
+        return {"sub": request.query_params["sub"], "sid": request.query_params["sid"]}
+
+    def verify_logout_token(token: str) -> dict[str, str]:
+        if not token.startswith("valid:"):
+            raise ValueError("bad token")
+        return dict([token.removeprefix("valid:").split("=")])
+
+    code["finish_login"], code["verify_logout_token"] = finish_login, verify_logout_token
+    cookies: dict[str, dict[str, str]] = {}
+    for browser, sid in (("laptop", "sid-1"), ("phone", "sid-1"), ("tablet", "sid-2")):
+        login = await request(app, "GET", f"/callback?sub=ada&sid={sid}")
+        cookie = login.cookie()
+        assert login.status == 200 and cookie is not None
+        cookies[browser] = {cookie.name: cookie.value}
+    logout = "/backchannel-logout"
+    bad = await request(app, "POST", logout, form={"logout_token": "forged"})
+    assert bad.status == 400
+    done = await request(app, "POST", logout, form={"logout_token": "valid:sid=sid-1"})
+    assert done.status == 200
+    for browser, status in (("laptop", 401), ("phone", 401), ("tablet", 200)):
+        assert (await request(app, "GET", "/me", cookies=cookies[browser])).status == status
+    await close_stores(app)

@@ -232,3 +232,18 @@ def test_tombstones_are_not_state() -> None:
         with pytest.raises(DeserializationError):
             decode_state(text)
     assert read_tombstone(encode_state({"a": 1})) == (False, None)
+
+
+def test_indexes_round_trip_in_the_envelope() -> None:
+    text = encode_state({"a": 1}, created=1, expires=2, indexes={"oidc_sid": "s1", "gone": None})
+    assert '"indexes":{"oidc_sid":"s1"}' in text  # a None value is taken out, not stored
+    assert decode_state(text).indexes == {"oidc_sid": "s1"}
+    assert decode_state(encode_state({"a": 1}, created=1, expires=2)).indexes is None
+
+
+@pytest.mark.parametrize(
+    "indexes", ['["s1"]', '{"oidc_sid":1}', '{"not a name":"s1"}', '{"sid":"a\\nb"}']
+)
+def test_indexes_that_no_write_makes_are_unreadable(indexes: str) -> None:
+    with pytest.raises(DeserializationError):
+        decode_state('{"v":1,"state":{},"indexes":' + indexes + "}")

@@ -25,6 +25,11 @@ One statement per operation (``now`` is ``clock()``; ``index_add``'s two in one 
                   DELETE FROM sessions_users WHERE user_id = ? AND key <> ? AND expires <= now
     index_remove  DELETE FROM sessions_users WHERE user_id = ? AND key = ?
     index_members SELECT key FROM sessions_users WHERE user_id = ? AND expires > now
+    get_many      SELECT key, data, version FROM sessions WHERE key IN (SELECT value FROM
+                  json_each(ids)) AND expires > now
+    replace_many  UPDATE sessions SET ... FROM json_each(writes) AS w WHERE key = w's id AND
+                  version = w's version AND expires > now RETURNING key, version
+    index_remove_many  DELETE FROM sessions_users WHERE user_id = ? AND key IN (json_each(ids))
     clear_expired DELETE FROM sessions WHERE key IN (SELECT key ... WHERE expires <= now
                   ORDER BY expires LIMIT n), batch after batch on a connection of its own
                   (then sessions_users alike), each followed by PRAGMA wal_checkpoint(PASSIVE)
@@ -35,13 +40,14 @@ One statement per operation (``now`` is ``clock()``; ``index_add``'s two in one 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -53,6 +59,7 @@ from sessionware.stores.base import (
     ABSENT,
     Absent,
     Record,
+    Replace,
     StoreError,
     UserSessionsMixin,
     Version,
@@ -86,6 +93,16 @@ _SQL = {
     "index_prune": "DELETE FROM {t}_users WHERE user_id = ? AND key <> ? AND expires <= ?",
     "index_remove": "DELETE FROM {t}_users WHERE user_id = ? AND key = ?",
     "index_members": "SELECT key FROM {t}_users WHERE user_id = ? AND expires > ?",
+    # Batches: the ids (or [id, data, version, expires] rows) as one JSON array parameter.
+    "get_many": "SELECT key, data, version FROM {t} WHERE key IN (SELECT value FROM json_each(?))"
+    " AND expires > ?",
+    "replace_many": "UPDATE {t} SET data = json_extract(w.value, '$[1]'),"
+    " version = {t}.version + 1, expires = json_extract(w.value, '$[3]') FROM json_each(?) AS w"
+    " WHERE {t}.key = json_extract(w.value, '$[0]')"
+    " AND {t}.version = json_extract(w.value, '$[2]') AND {t}.expires > ?"
+    " RETURNING {t}.key, {t}.version",
+    "index_remove_many": "DELETE FROM {t}_users WHERE user_id = ?"
+    " AND key IN (SELECT value FROM json_each(?))",
     # Maintenance: one batch of expired rows, found through the expires index, in its order.
     "purge": "DELETE FROM {t} WHERE key IN"
     " (SELECT key FROM {t} WHERE expires <= ? ORDER BY expires LIMIT ?)",
@@ -96,7 +113,7 @@ _SQL = {
 }
 # Statements that never take the store's write lock: reads (WAL: they never wait for a writer)
 # and the passive checkpoint, which blocks no writer either.
-_UNLOCKED = frozenset({"get", "index_members", "checkpoint", "check"})
+_UNLOCKED = frozenset({"get", "get_many", "index_members", "checkpoint", "check"})
 # A URL scheme (two letters at least, so C:/ stays a path), or sqlite: however many slashes.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://|sqlite:", re.IGNORECASE)
 
@@ -255,6 +272,23 @@ class SQLiteSessionStore(UserSessionsMixin):
         rows, _ = await self._run("put", step)
         return int(rows[0][0]) if rows else None
 
+    async def get_many(self, ids: Sequence[str]) -> list[Record | None]:
+        rows, _ = await self._run("get", ("get_many", (json.dumps(list(ids)), self._clock())))
+        found = {key: Record(data.encode(), version) for key, data, version in rows}
+        return [found.get(id) for id in ids]
+
+    async def replace_many(self, writes: Sequence[Replace]) -> list[Version | None]:
+        now = self._clock()
+        rows = json.dumps(
+            [
+                [w.id, w.data.decode("utf-8", "replace"), w.expect, now + w.ttl.total_seconds()]
+                for w in writes
+            ]
+        )
+        written, _ = await self._run("put", ("replace_many", (rows, now)))
+        versions = {key: int(version) for key, version in written}
+        return [versions.get(w.id) for w in writes]
+
     async def touch(self, id: str, ttl: timedelta) -> bool:
         now = self._clock()
         _, changed = await self._run("touch", ("touch", (now + ttl.total_seconds(), id, now)))
@@ -274,6 +308,10 @@ class SQLiteSessionStore(UserSessionsMixin):
     async def index_members(self, user: str) -> list[str]:
         rows, _ = await self._run("list the user index", ("index_members", (user, self._clock())))
         return [row[0] for row in rows]
+
+    async def index_remove_many(self, user: str, ids: Sequence[str]) -> None:
+        step = ("index_remove_many", (user, json.dumps(list(ids))))
+        await self._run("remove from the user index", step)
 
     async def clear_expired(
         self, *, batch_size: int = DEFAULT_BATCH, on_batch: ProgressHook | None = None
