@@ -22,6 +22,7 @@ from sessionware.engine import (
 )
 from sessionware.errors import NotSupportedError
 from sessionware.events import EventHook
+from sessionware.origins import OriginCheck
 from sessionware.repository import Repository
 from sessionware.session import Event, Phase, Session, Tracker
 from sessionware.stores.base import RecordStore
@@ -126,6 +127,11 @@ class SessionMiddleware:
     own middleware: ``get_session(request, name)``; the default ``"session"`` is
     ``request.session`` with the cookie ``id``, another name is its own scope key and cookie
     name unless ``cookie_name=`` says otherwise (docs/named-sessions.md).
+
+    A WebSocket handshake that carries the session cookie from a page of another origin is
+    refused (403) before the app runs, unless ``websocket_origins=`` lists that origin
+    (``["https://app.example.com"]``); one without ``Origin`` (not a browser) passes
+    (docs/csrf.md#websockets).
     """
 
     def __init__(
@@ -150,6 +156,7 @@ class SessionMiddleware:
         clock: Callable[[], float] | None = None,
         on_event: EventHook | None = None,
         device_binding: DeviceBinding | None = None,
+        websocket_origins: Sequence[str] = (),
     ) -> None:
         if (key is None) == (keys is None):
             raise ValueError(
@@ -169,6 +176,11 @@ class SessionMiddleware:
         if cookie_name is None:
             cookie_name = "id" if self.name == DEFAULT_NAME else self.name
         self.transports = transports(transport)
+        origins = OriginCheck(websocket_origins, cookie_name, on_event)
+        cookied = any(isinstance(t, CookieTransport) for t in self.transports)
+        self.origins = origins if cookied else None
+        """The Origin check of WebSocket handshakes carrying the session cookie (none when the
+        token never travels in a cookie: a page cannot make a browser send a header)."""
         carried = [t for t in self.transports if isinstance(t, HeaderTransport)]
         if carried and device_binding is not None:
             raise NotSupportedError(_DEVICE_NEEDS_COOKIES)
@@ -300,6 +312,11 @@ class SessionMiddleware:
                 cookies.append(value)
             elif name == b"user-agent":
                 agent = value
+        if kind == "websocket" and self.origins is not None:
+            origin = self.origins.refused(scope, cookies)
+            if origin is not None:
+                await self.origins.refuse(scope, send, origin)
+                return
         if self._plain:
             tracker = engine.begin(cookies, agent, self.lazy)
         else:
