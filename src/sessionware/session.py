@@ -50,7 +50,14 @@ from sessionware.errors import (
     SessionUpdateError,
 )
 from sessionware.repository import KEEP, MISSING, Changes, Update
-from sessionware.state import ENVELOPE_HEAD, check_value, decode_state, state_unchanged
+from sessionware.state import (
+    ENVELOPE_HEAD,
+    MAX_USER_ID,
+    check_value,
+    decode_state,
+    state_unchanged,
+    user_id_problem,
+)
 from sessionware.transport import COOKIE, Transport
 
 if TYPE_CHECKING:
@@ -77,8 +84,6 @@ __all__ = [
 T = TypeVar("T")
 CSRF_KEY = "_csrf"
 """The session key ``sessionware.csrf`` keeps its secret under; ``renew()`` drops it."""
-MAX_USER_ID = 255
-"""The longest user id ``bind_user`` takes (characters): what every store's index can hold."""
 _MISSING: Any = MISSING
 _CONTAINERS = (dict, list)
 
@@ -964,18 +969,11 @@ def _check_value(key: str, value: Any) -> None:
 
 
 def check_user_id(user_id: Any) -> None:
-    """Refuse a user id a store's index could not hold: 1 to ``MAX_USER_ID`` printable
-    characters of valid UTF-8 (no NUL, no control characters). Also applied to stored records."""
-    if not isinstance(user_id, str):
-        raise SessionInsertError(f"user ids are str, not {type(user_id).__name__}")
-    if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
-        raise SessionInsertError(
-            f"a user id is 1 to {MAX_USER_ID} printable characters (no control characters)"
-        )
-    try:
-        user_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise SessionInsertError("a user id holds a lone surrogate, not valid UTF-8") from None
+    """Refuse a user id a store's index could not hold (``state.user_id_problem``: the rule
+    records read are held to as well)."""
+    problem = user_id_problem(user_id)
+    if problem is not None:
+        raise SessionInsertError(problem)
 
 
 # Held in an unread session's dict storage, so C code that reads dicts (json's encoder checks
