@@ -225,7 +225,12 @@ class Repository:
         """The id a session with ``key`` is filed under."""
         if not self.hash_keys:
             return key
-        return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        return _digest(key)
+
+    def public_id(self, id: str) -> str:
+        """What the session filed under ``id`` shows as its id (``session.id``,
+        ``SessionInfo.id``): the SHA-256 of its key in every mode, never the key itself."""
+        return id if self.hash_keys else _digest(id)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -529,23 +534,39 @@ class Repository:
         return await self.store.put(id, data, self.tombstone_ttl, expect=version)
 
     async def _file(self, user: str | None, old: str | None, id: str, ttl: timedelta) -> None:
-        """Keep the user index in step with a record: filed under ``user``, not under ``old``."""
-        if self.index is None:
+        """Keep the user index in step with a record: filed under ``user``, not under ``old``.
+        A key filed in clear (``hash_keys=False``) is also filed under its public id, so that
+        ``end(public id)`` finds it."""
+        index = self.index
+        if index is None:
             return
         if user is not None:
-            await self.index.index_add(user, id, ttl)
+            await index.index_add(user, id, ttl)
+            if not self.hash_keys:
+                await index.index_add(_by_id(_digest(id)), id, ttl)
         if old != user:
-            await self._unfile(old, id)
+            await self._unfile(old, id, keep_alias=user is not None)
 
-    async def _unfile(self, user: str | None, id: str) -> None:
-        """Take ``id`` out of ``user``'s index; failing leaves a stale member, which listings drop."""
+    async def _unfile(self, user: str | None, id: str, *, keep_alias: bool = False) -> None:
+        """Take ``id`` out of ``user``'s index (and, filed in clear, out of its public id's
+        unless ``keep_alias``); failing leaves a stale member, which listings drop."""
         if self.index is not None and user is not None:
             await _quietly(self.index.index_remove(user, id))
+            if not self.hash_keys and not keep_alias:
+                await _quietly(self.index.index_remove(_by_id(_digest(id)), id))
 
     async def end(self, id: str) -> bool:
-        """End the session filed under ``id`` (and any session a login renewed it to);
-        whether a live one ended."""
-        return await self._purge(id)
+        """End the session whose public id is ``id`` (and any session a login renewed it to);
+        whether a live one ended. A key filed in clear is found through the user index, so
+        only a session bound to a user can be ended so there."""
+        if self.hash_keys:
+            return await self._purge(id)
+        ended = False
+        for key in await self.require_index().index_members(_by_id(id)):
+            if _digest(key) == id:
+                ended = await self._purge(key) or ended
+            await self._unfile(_by_id(id), key, keep_alias=True)
+        return ended
 
     # -- the user index ----------------------------------------------------------------------
 
@@ -567,25 +588,38 @@ class Repository:
             if state is None or state.user != user_id:
                 await index.index_remove(user_id, id)
                 continue
-            infos.append(SessionInfo(id, state.created, state.seen, state.expires, state.agent))
+            infos.append(
+                SessionInfo(
+                    self.public_id(id), state.created, state.seen, state.expires, state.agent
+                )
+            )
         return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.id))
 
     async def end_all_for(self, user_id: str, keep: str | None = None) -> int:
-        """End every session of the user but the one filed under ``keep``; how many were
-        live."""
+        """End every session of the user but the one whose public id is ``keep``; how many
+        were live."""
         index = self.require_index()
         ended = 0
         for id in await index.index_members(user_id):
-            if id != keep:
+            if self.public_id(id) != keep:
                 ended += await self._purge(id, owner=user_id)
                 await self._unfile(user_id, id)
         return ended
 
     def is_id(self, text: str) -> bool:
-        """Whether ``text`` has the shape of an id this repository files sessions under."""
-        if self.hash_keys:
-            return len(text) == 64 and set(text) <= _HEX64
-        return is_generated_key(text)
+        """Whether ``text`` has the shape of a public id (``public_id``): never a key's."""
+        return len(text) == 64 and set(text) <= _HEX64
+
+
+def _digest(key: str) -> str:
+    """The SHA-256 of a session key, in hex: its public id, and its id at rest by default."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _by_id(public_id: str) -> str:
+    """The index entry that files a key kept in clear under its public id: a name no user id
+    can have (``state.user_id_problem`` refuses control characters, and records holding one)."""
+    return f"\x1fid:{public_id}"
 
 
 def _loaded(id: str, record: Record) -> Loaded:

@@ -204,12 +204,13 @@ class Session(dict[str, Any]):
 
     @property
     def id(self) -> str | None:
-        """The session's id: the SHA-256 of its key, safe to show (e.g. to mark "this device"
-        in ``SessionAdmin.sessions_for``) and to pass to ``end_session``. ``None`` for a new
-        session or the cookie store."""
+        """The session's id: the SHA-256 of its key (with ``hash_keys=False`` too), safe to
+        show (e.g. to mark "this device" in ``SessionAdmin.sessions_for``) and to pass to
+        ``end_session``. ``None`` for a new session or the cookie store."""
         if not self._accessed:
             self._read()
-        return self._id
+        id = self._id  # where the record is filed: the key itself with hash_keys=False
+        return None if id is None else self._tracker.engine.public_id(id)
 
     @property
     def ended_elsewhere(self) -> bool:
