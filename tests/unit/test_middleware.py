@@ -199,11 +199,12 @@ async def test_a_background_write_to_a_new_visitors_session_raises(store: Any) -
 def origin_app(**options: Any) -> tuple[SessionMiddleware, list[Any]]:
     """A WebSocket endpoint that echoes its session's user; the events it emits."""
     events: list[Any] = []
+    name = options.get("name", "session")
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await receive()
         await send({"type": "websocket.accept"})
-        await send({"type": "websocket.send", "text": str(get_session(scope).get("user"))})
+        await send({"type": "websocket.send", "text": str(get_session(scope, name).get("user"))})
         await send({"type": "websocket.close", "code": 1000})
 
     store = options.pop("store", MemorySessionStore())
@@ -336,3 +337,21 @@ async def test_without_the_cookie_or_without_origin_a_handshake_passes() -> None
 def test_websocket_origins_that_are_not_origins_fail_at_construction(origins: Any) -> None:
     with pytest.raises((ValueError, TypeError), match=r"websocket_origins.*(not an origin|a list)"):
         SessionMiddleware(_ok, store=MemorySessionStore(), key=KEY, websocket_origins=origins)
+
+
+async def test_the_check_follows_the_middlewares_own_cookie() -> None:
+    """A named session checks its own cookie; a header-carried one has none a page could make
+    the browser send."""
+    from sessionware import HeaderTransport
+
+    named, _ = origin_app(name="admin")
+    cookie = await _signed_in(named)
+    evil = "https://evil.example"
+    refused = await websocket(named, "/ws", cookies={"admin": cookie}, origin=evil)
+    assert refused == [{"type": "websocket.close", "code": 1008}]
+    other = await websocket(named, "/ws", cookies={"id": cookie}, origin=evil)
+    assert other[0]["type"] == "websocket.accept"
+    headed, _ = origin_app(transport=HeaderTransport())
+    assert headed.origins is None
+    passed = await websocket(headed, "/ws", cookies={"id": cookie}, origin=evil)
+    assert passed[0]["type"] == "websocket.accept"
