@@ -1,5 +1,6 @@
 """The ASGI adapter: what it refuses at the first request, WebSockets on servers that cannot set
-cookies there, paths under a root_path, and the headers of its own refusals."""
+cookies there and from other origins, paths under a root_path, and the headers of its own
+refusals."""
 
 from __future__ import annotations
 
