@@ -153,7 +153,9 @@ class SessionAdmin:
         """The id of a session named by its key or its id (the first version's ``except_key``
         took either)."""
         repository = self._repository()
-        return key_or_id if repository.is_id(key_or_id) else repository.id_of(key_or_id)
+        if repository.is_id(key_or_id):
+            return key_or_id
+        return repository.public_id(repository.id_of(key_or_id))
 
     def _kept_id(self, keep: Session | str | None) -> str | None:
         if keep is None:

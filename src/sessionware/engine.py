@@ -274,6 +274,10 @@ class SessionEngine:
         if self.on_event is not None:
             emit(self.on_event, event)
 
+    def public_id(self, id: str) -> str:
+        """``session.id`` of the session whose record is filed under ``id``."""
+        return id
+
     def _lapsed(self, created: float | None, expires: float | None) -> str | None:
         """Whether a session with these envelope times has timed out now: ``"idle"`` (its
         ``expires`` passed), ``"absolute"`` (``max_age`` since ``created``), or ``None``."""
@@ -443,6 +447,9 @@ class ServerSideEngine(SessionEngine):
         self.server_side = True
         self._base64_seal = True  # a key of [A-Za-z0-9], sealed or signed: base64's alphabet
         self.repository = self.backend = repository
+
+    def public_id(self, id: str) -> str:
+        return self.repository.public_id(id)
 
     async def seed(self, state: Mapping[str, Any]) -> str:
         """Store ``state`` as a new session; the Set-Cookie value that carries it (for tests)."""

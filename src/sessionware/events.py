@@ -23,6 +23,7 @@ __all__ = [
     "EventHook",
     "MergeRetry",
     "ObservedStore",
+    "OriginRefused",
     "SessionCreated",
     "SessionEnded",
     "SessionEvent",
@@ -149,6 +150,14 @@ class DecodeFailed(SessionEvent):
 
     def attributes(self) -> dict[str, str]:
         return {"reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class OriginRefused(SessionEvent):
+    """A WebSocket handshake carried the session cookie from an origin neither the app's nor in
+    ``websocket_origins`` (cross-site WebSocket hijacking): it was answered 403."""
+
+    kind: ClassVar[str] = "origin_refused"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from sessionware.engine import (
 from sessionware.errors import NotSupportedError
 from sessionware.events import EventHook, ObservedStore
 from sessionware.lifespan import Lifespan, Sweeper, run_lifespan, sweepable
+from sessionware.origins import OriginCheck
 from sessionware.repository import Repository
 from sessionware.session import Event, Phase, Session, Tracker
 from sessionware.stores.base import RecordStore
@@ -140,6 +141,11 @@ class SessionMiddleware:
     (docs/lifecycle.md). ``store_error_response=`` is a callable taking nothing and returning
     an ASGI app (a Starlette ``Response``, say) whose body and headers answer a store failure
     instead of the empty 503; the status stays 503 and it never sets a cookie.
+
+    A WebSocket handshake that carries the session cookie from a page of another origin is
+    refused (403) before the app runs, unless ``websocket_origins=`` lists that origin
+    (``["https://app.example.com"]``); one without ``Origin`` (not a browser) passes
+    (docs/csrf.md#websockets).
     """
 
     def __init__(
@@ -168,6 +174,7 @@ class SessionMiddleware:
         sweep_every: timedelta | None = None,
         store_error_response: Callable[[], ASGIApp] | None = None,
         max_sessions_per_user: int | None = None,
+        websocket_origins: Sequence[str] = (),
     ) -> None:
         if (key is None) == (keys is None):
             raise ValueError(
@@ -187,6 +194,11 @@ class SessionMiddleware:
         if cookie_name is None:
             cookie_name = "id" if self.name == DEFAULT_NAME else self.name
         self.transports = transports(transport)
+        origins = OriginCheck(websocket_origins, cookie_name, on_event)
+        cookied = any(isinstance(t, CookieTransport) for t in self.transports)
+        self.origins = origins if cookied else None
+        """The Origin check of WebSocket handshakes carrying the session cookie (none when the
+        token never travels in a cookie: a page cannot make a browser send a header)."""
         carried = [t for t in self.transports if isinstance(t, HeaderTransport)]
         if carried and device_binding is not None:
             raise NotSupportedError(_DEVICE_NEEDS_COOKIES)
@@ -346,6 +358,11 @@ class SessionMiddleware:
                 cookies.append(value)
             elif name == b"user-agent":
                 agent = value
+        if kind == "websocket" and self.origins is not None:
+            origin = self.origins.refused(scope, cookies)
+            if origin is not None:
+                await self.origins.refuse(scope, send, origin)
+                return
         if self._plain:
             tracker = engine.begin(cookies, agent, self.lazy)
         else:

@@ -253,7 +253,14 @@ class Repository:
         """The id a session with ``key`` is filed under."""
         if not self.hash_keys:
             return key
+        # _digest(key) inline, a call fewer per request; test_keys_at_rest's
+        # test_session_id_is_the_hash_of_the_key_in_every_mode holds the two equal.
         return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def public_id(self, id: str) -> str:
+        """What the session filed under ``id`` shows as its id (``session.id``,
+        ``SessionInfo.id``): the SHA-256 of its key in every mode, never the key itself."""
+        return id if self.hash_keys else _digest(id)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -605,6 +612,12 @@ class Repository:
             for key in filed:
                 await self.index.index_add(key, id, ttl)
             await self._unfile([key for key in was if key not in filed], id)
+        if not self.hash_keys:  # a key kept in clear is filed under its public id too (end)
+            alias = _by_id(_digest(id))
+            if user is not None:
+                await self.index.index_add(alias, id, ttl)
+            elif before is not None:
+                await self._unfile([alias], id)
         if cap and self.max_per_user is not None and user is not None and user != before:
             await self._cap(user, id)
 
@@ -660,9 +673,17 @@ class Repository:
                 await _quietly(self.index.index_remove(key, id))
 
     async def end(self, id: str) -> bool:
-        """End the session filed under ``id`` (and any session a login renewed it to);
-        whether a live one ended."""
-        return await self._purge(id)
+        """End the session whose public id is ``id`` (and any session a login renewed it to);
+        whether a live one ended. A key filed in clear is found through the user index, so
+        only a session bound to a user can be ended so there."""
+        if self.hash_keys:
+            return await self._purge(id)
+        ended = False
+        for key in await self.require_index().index_members(_by_id(id)):
+            if _digest(key) == id:
+                ended = await self._purge(key) or ended
+            await self._unfile([_by_id(id)], key)
+        return ended
 
     # -- the user index ----------------------------------------------------------------------
 
@@ -699,7 +720,11 @@ class Repository:
                 if state is None or key not in _filed(state):
                     stale.append(id)
                     continue
-                infos.append(SessionInfo(id, state.created, state.seen, state.expires, state.agent))
+                infos.append(
+                    SessionInfo(
+                        self.public_id(id), state.created, state.seen, state.expires, state.agent
+                    )
+                )
             await self._remove_many(key, stale)
         return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.id))
 
@@ -708,7 +733,7 @@ class Repository:
         how many were live. Each ends as ``end`` ends one, all read and buried in batches."""
         index, key = self.require_index(), index_key(name, value)
         async with _pinned(self.store):
-            ids = [id for id in await index.index_members(key) if id != keep]
+            ids = [id for id in await index.index_members(key) if self.public_id(id) != keep]
             ended, unfiled = await self._purge_many(ids, key)
             unfiled.setdefault(key, []).extend(ids)
             for filed, members in unfiled.items():
@@ -789,10 +814,19 @@ class Repository:
             await batches.index_remove_many(user, ids[start : start + _BATCH])
 
     def is_id(self, text: str) -> bool:
-        """Whether ``text`` has the shape of an id this repository files sessions under."""
-        if self.hash_keys:
-            return len(text) == 64 and set(text) <= _HEX64
-        return is_generated_key(text)
+        """Whether ``text`` has the shape of a public id (``public_id``): never a key's."""
+        return len(text) == 64 and set(text) <= _HEX64
+
+
+def _digest(key: str) -> str:
+    """The SHA-256 of a session key, in hex: its public id, and its id at rest by default."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _by_id(public_id: str) -> str:
+    """The index entry that files a key kept in clear under its public id: a name no user id
+    can have (``state.user_id_problem`` refuses control characters, and records holding one)."""
+    return f"\x1fid:{public_id}"
 
 
 def index_key(name: str, value: str) -> str:

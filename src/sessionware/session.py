@@ -53,7 +53,14 @@ from sessionware.errors import (
     SessionUpdateError,
 )
 from sessionware.repository import KEEP, MISSING, Changes, Update
-from sessionware.state import ENVELOPE_HEAD, check_value, decode_state, state_unchanged
+from sessionware.state import (
+    ENVELOPE_HEAD,
+    MAX_USER_ID,
+    check_value,
+    decode_state,
+    state_unchanged,
+    user_id_problem,
+)
 from sessionware.transport import COOKIE, Transport
 
 if TYPE_CHECKING:
@@ -83,8 +90,6 @@ __all__ = [
 T = TypeVar("T")
 CSRF_KEY = "_csrf"
 """The session key ``sessionware.csrf`` keeps its secret under; ``renew()`` drops it."""
-MAX_USER_ID = 255
-"""The longest user id ``bind_user`` takes (characters): what every store's index can hold."""
 MAX_LIFETIME = timedelta(days=400)
 """The longest lifetime ``set_expiry`` takes: browsers cap a cookie's Max-Age there (RFC 6265bis)."""
 MAX_INDEX_VALUE = 200
@@ -216,12 +221,13 @@ class Session(dict[str, Any]):
 
     @property
     def id(self) -> str | None:
-        """The session's id: the SHA-256 of its key, safe to show (e.g. to mark "this device"
-        in ``SessionAdmin.sessions_for``) and to pass to ``end_session``. ``None`` for a new
-        session or the cookie store."""
+        """The session's id: the SHA-256 of its key (with ``hash_keys=False`` too), safe to
+        show (e.g. to mark "this device" in ``SessionAdmin.sessions_for``) and to pass to
+        ``end_session``. ``None`` for a new session or the cookie store."""
         if not self._accessed:
             self._read()
-        return self._id
+        id = self._id  # where the record is filed: the key itself with hash_keys=False
+        return None if id is None else self._tracker.engine.public_id(id)
 
     @property
     def ended_elsewhere(self) -> bool:
@@ -1115,18 +1121,11 @@ def check_index(name: Any, value: Any) -> None:
 
 
 def check_user_id(user_id: Any) -> None:
-    """Refuse a user id a store's index could not hold: 1 to ``MAX_USER_ID`` printable
-    characters of valid UTF-8 (no NUL, no control characters). Also applied to stored records."""
-    if not isinstance(user_id, str):
-        raise SessionInsertError(f"user ids are str, not {type(user_id).__name__}")
-    if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
-        raise SessionInsertError(
-            f"a user id is 1 to {MAX_USER_ID} printable characters (no control characters)"
-        )
-    try:
-        user_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise SessionInsertError("a user id holds a lone surrogate, not valid UTF-8") from None
+    """Refuse a user id a store's index could not hold (``state.user_id_problem``: the rule
+    records read are held to as well)."""
+    problem = user_id_problem(user_id)
+    if problem is not None:
+        raise SessionInsertError(problem)
 
 
 # Held in an unread session's dict storage, so C code that reads dicts (json's encoder checks

@@ -24,6 +24,7 @@ from sessionware.errors import DeserializationError
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_USER_ID",
     "TOMBSTONE_HEAD",
     "DeserializationError",
     "StoredState",
@@ -35,7 +36,25 @@ __all__ = [
     "read_tombstone",
     "state_unchanged",
     "stored_state",
+    "user_id_problem",
 ]
+
+MAX_USER_ID = 255
+"""The longest user id a session may be bound to (characters): what every store's index can
+hold (MariaDB's is ``VARCHAR(255)``)."""
+_USER_ID_RULE = f"a user id is 1 to {MAX_USER_ID} printable characters (no control characters)"
+
+
+def user_id_problem(user_id: object) -> str | None:
+    """Why ``user_id`` cannot be a session's user, or ``None`` when it can: the one rule,
+    applied by ``bind_user`` and to every record read. ``isprintable`` also refuses NUL and
+    lone surrogates, which PostgreSQL and MariaDB cannot store."""
+    if type(user_id) is not str:
+        return f"user ids are str, not {type(user_id).__name__}"
+    if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
+        return _USER_ID_RULE
+    return None
+
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
@@ -356,7 +375,7 @@ def _envelope_fields(data: dict[str, Any]) -> _Fields | None:
         (created is None or (type(created) is int and 0 <= created < _MAX_TIMESTAMP))
         and (expires is None or (type(expires) is int and 0 <= expires < _MAX_TIMESTAMP))
         and (seen is None or (type(seen) is int and 0 <= seen < _MAX_TIMESTAMP))
-        and (user is None or type(user) is str)
+        and (user is None or user_id_problem(user) is None)
         and (agent is None or type(agent) is str)
     ):
         return None
@@ -400,7 +419,7 @@ def _decode_object(data: Any) -> StoredState:
             created=_timestamp(data, "created"),
             expires=_timestamp(data, "expires"),
             seen=_timestamp(data, "seen"),
-            user=_text(data, "user"),
+            user=_user(data),
             agent=_text(data, "agent"),
             device=_object(data, "device"),
             applied=_applied(data),
@@ -445,6 +464,16 @@ def _text(data: Mapping[str, Any], field: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise DeserializationError(f"session metadata field {field!r} is not a string")
+
+
+def _user(data: Mapping[str, Any]) -> str | None:
+    """The ``user`` metadata, when ``bind_user`` would have taken it: a record holding one no
+    store's index can hold (NUL, over ``MAX_USER_ID``) is unreadable, never a store failure."""
+    value = data.get("user")
+    problem = None if value is None else user_id_problem(value)
+    if problem is not None:
+        raise DeserializationError(f"session metadata field 'user' is unusable: {problem}")
+    return value
 
 
 def _applied(data: Mapping[str, Any]) -> tuple[str, ...] | None:

@@ -141,6 +141,7 @@ def test_public_names_are_exactly_these() -> None:
             "Key",
             "MergeRetry",
             "NotSupportedError",
+            "OriginRefused",
             "PersistError",
             "PersistentSession",
             "Session",

@@ -1,5 +1,6 @@
 """The ASGI adapter: what it refuses at the first request, WebSockets on servers that cannot set
-cookies there, paths under a root_path, and the headers of its own refusals."""
+cookies there and from other origins, paths under a root_path, and the headers of its own
+refusals."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
-from sessionware import CSRFMiddleware, Key, SessionError, SessionMiddleware, get_session
+from sessionware import (
+    CSRFMiddleware,
+    Key,
+    OriginRefused,
+    SessionError,
+    SessionMiddleware,
+    get_session,
+)
 from sessionware.middleware import route_path
 from sessionware.stores import CookieSessionStore, MemorySessionStore, StoreError
 from tests.client import RecordingStore, lifespan, request, websocket
@@ -387,3 +395,164 @@ async def test_a_store_error_response_that_fails_gives_the_empty_503() -> None:
     assert cookie is not None
     response = await request(app, "GET", "/", cookies={"id": cookie.value})
     assert response.status == 503 and response.body == b""
+
+
+def origin_app(**options: Any) -> tuple[SessionMiddleware, list[Any]]:
+    """A WebSocket endpoint that echoes its session's user; the events it emits."""
+    events: list[Any] = []
+    name = options.get("name", "session")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": str(get_session(scope, name).get("user"))})
+        await send({"type": "websocket.close", "code": 1000})
+
+    store = options.pop("store", MemorySessionStore())
+    middleware = SessionMiddleware(app, store=store, key=KEY, on_event=events.append, **options)
+    return middleware, events
+
+
+async def _signed_in(app: SessionMiddleware) -> str:
+    seeded = await app.engine.seed({"user": "alice"})
+    return seeded.split(";", 1)[0].split("=", 1)[1]
+
+
+@pytest.mark.parametrize("store", [MemorySessionStore, CookieSessionStore])
+async def test_a_cross_origin_websocket_handshake_with_the_cookie_is_refused(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 28 item 2 (SECURITY.md row 64): a page of another site opened a WebSocket with
+    the victim's cookie and was served the session."""
+    app, events = origin_app(store=store())
+    cookie = await _signed_in(app)
+    messages = await websocket(app, "/ws", cookies={"id": cookie}, origin="https://evil.example")
+    assert messages == [{"type": "websocket.close", "code": 1008}]
+    assert events == [OriginRefused()]
+    [line] = [r.getMessage() for r in caplog.records if "refused (403)" in r.getMessage()]
+    assert "https://evil.example" in line and cookie not in line
+
+
+async def test_a_refused_handshake_is_a_403_response_where_the_server_has_the_extension() -> None:
+    """Starlette's TestClient advertises ``websocket.http.response``, as uvicorn and hypercorn."""
+    from starlette.routing import WebSocketRoute
+    from starlette.testclient import TestClient, WebSocketDenialResponse
+    from starlette.websockets import WebSocket
+
+    async def echo(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text(str(ws.session.get("user")))
+        await ws.close()
+
+    store = MemorySessionStore()
+    app = Starlette(
+        routes=[WebSocketRoute("/ws", echo)],
+        middleware=[Middleware(SessionMiddleware, store=store, key=KEY)],
+    )
+    cookie = await _signed_in(SessionMiddleware(_ok, store=store, key=KEY))
+    with TestClient(app, base_url="https://testserver") as client:
+        client.cookies.set("id", cookie)
+        evil = {"origin": "https://evil.example"}
+        with (
+            pytest.raises(WebSocketDenialResponse) as denied,
+            client.websocket_connect("/ws", headers=evil),
+        ):
+            pass
+        assert denied.value.status_code == 403 and denied.value.content == b""
+        # TestClient opens ws://testserver, the socket of a page at http://testserver
+        with client.websocket_connect("/ws", headers={"origin": "http://testserver"}) as ws:
+            assert ws.receive_text() == "alice"
+
+
+@pytest.mark.parametrize(
+    ("scheme", "host", "origin"),
+    [
+        ("wss", b"testserver", "https://testserver"),
+        ("wss", b"TestServer:443", "https://testserver"),
+        ("ws", b"localhost:8000", "http://localhost:8000"),
+        ("wss", None, "https://testserver"),  # no Host: the ASGI server's address
+        ("ws", b"[::1]:8000", "http://[::1]:8000"),
+    ],
+)
+async def test_a_same_origin_handshake_is_accepted(
+    scheme: str, host: bytes | None, origin: str
+) -> None:
+    app, events = origin_app()
+    cookie = await _signed_in(app)
+
+    async def through(scope: Any, receive: Any, send: Any) -> None:
+        scope["scheme"] = scheme
+        scope["headers"] = [(n, v) for n, v in scope["headers"] if n != b"host"]
+        if host is not None:
+            scope["headers"].append((b"host", host))
+        await app(scope, receive, send)
+
+    messages = await websocket(through, "/ws", cookies={"id": cookie}, origin=origin)
+    assert [m.get("text") for m in messages if m["type"] == "websocket.send"] == ["alice"]
+    assert OriginRefused() not in events
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://testserver",  # the page's scheme differs from the handshake's (wss)
+        "https://testserver:8443",
+        "https://testserver.evil.example",
+        "null",
+        "https://testserver/",
+    ],
+)
+async def test_a_near_miss_origin_is_refused(origin: str) -> None:
+    app, _ = origin_app()
+    cookie = await _signed_in(app)
+    messages = await websocket(app, "/ws", cookies={"id": cookie}, origin=origin)
+    assert messages == [{"type": "websocket.close", "code": 1008}]
+
+
+async def test_an_allowed_origin_is_accepted() -> None:
+    app, _ = origin_app(websocket_origins=["https://App.example.com:443", "http://localhost:3000"])
+    cookie = await _signed_in(app)
+    for origin in ("https://app.example.com", "http://localhost:3000"):
+        messages = await websocket(app, "/ws", cookies={"id": cookie}, origin=origin)
+        assert [m.get("text") for m in messages if m["type"] == "websocket.send"] == ["alice"]
+    refused = await websocket(app, "/ws", cookies={"id": cookie}, origin="http://localhost:3001")
+    assert refused == [{"type": "websocket.close", "code": 1008}]
+
+
+async def test_without_the_cookie_or_without_origin_a_handshake_passes() -> None:
+    """No cookie: nothing to steal (a new visitor's session is the attacker's own). No Origin:
+    not a browser, which no page can make open a socket."""
+    app, events = origin_app()
+    cookie = await _signed_in(app)
+    anonymous = await websocket(app, "/ws", origin="https://evil.example")
+    assert [m.get("text") for m in anonymous if m["type"] == "websocket.send"] == ["None"]
+    native = await websocket(app, "/ws", cookies={"id": cookie})
+    assert [m.get("text") for m in native if m["type"] == "websocket.send"] == ["alice"]
+    assert OriginRefused() not in events
+
+
+@pytest.mark.parametrize(
+    "origins",
+    [["https://app.example.com/"], ["app.example.com"], ["ftp://x"], [None], "https://a.example"],
+)
+def test_websocket_origins_that_are_not_origins_fail_at_construction(origins: Any) -> None:
+    with pytest.raises((ValueError, TypeError), match=r"websocket_origins.*(not an origin|a list)"):
+        SessionMiddleware(_ok, store=MemorySessionStore(), key=KEY, websocket_origins=origins)
+
+
+async def test_the_check_follows_the_middlewares_own_cookie() -> None:
+    """A named session checks its own cookie; a header-carried one has none a page could make
+    the browser send."""
+    from sessionware import HeaderTransport
+
+    named, _ = origin_app(name="admin")
+    cookie = await _signed_in(named)
+    evil = "https://evil.example"
+    refused = await websocket(named, "/ws", cookies={"admin": cookie}, origin=evil)
+    assert refused == [{"type": "websocket.close", "code": 1008}]
+    other = await websocket(named, "/ws", cookies={"id": cookie}, origin=evil)
+    assert other[0]["type"] == "websocket.accept"
+    headed, _ = origin_app(transport=HeaderTransport())
+    assert headed.origins is None
+    passed = await websocket(headed, "/ws", cookies={"id": cookie}, origin=evil)
+    assert passed[0]["type"] == "websocket.accept"

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sessionware.session import Session, SessionInsertError
 from sessionware.state import (
+    MAX_USER_ID,
     DeserializationError,
     StoredState,
     decode_fields,
@@ -17,6 +19,7 @@ from sessionware.state import (
     encode_state,
     encode_tombstone,
     read_tombstone,
+    user_id_problem,
 )
 
 VALUES = {"s": "value", "n": 1, "f": 2.5, "b": False, "z": None, "o": {"a": [1, "x"]}, "l": []}
@@ -247,3 +250,23 @@ def test_indexes_round_trip_in_the_envelope() -> None:
 def test_indexes_that_no_write_makes_are_unreadable(indexes: str) -> None:
     with pytest.raises(DeserializationError):
         decode_state('{"v":1,"state":{},"indexes":' + indexes + "}")
+
+
+@pytest.mark.parametrize("user", ["a\x00b", "x" * 256, "", "\ud800", "line\nbreak"])
+def test_a_record_whose_user_bind_user_would_refuse_is_unreadable(user: str) -> None:
+    """Issue 28 item 4: one rule for user ids, at ``bind_user`` and when reading a record (the
+    fast path of plain envelopes and the full decoder alike)."""
+    text = json.dumps({"v": 1, "state": {"a": 1}, "user": user, "created": 1, "expires": 2})
+    with pytest.raises(DeserializationError, match="'user'"):
+        decode_state(text)
+    with pytest.raises(DeserializationError, match="'user'"):
+        decode_fields(text)
+    with pytest.raises(SessionInsertError):
+        Session().bind_user(user)
+    assert user_id_problem(user) is not None
+
+
+def test_a_user_at_the_limit_reads_back() -> None:
+    text = encode_state({"a": 1}, created=1, expires=2, user="é" * MAX_USER_ID)
+    assert user_id_problem("é" * MAX_USER_ID) is None
+    assert decode_state(text).user == decode_fields(text)[3] == "é" * MAX_USER_ID
