@@ -50,7 +50,13 @@ from sessionware.errors import (
     SessionUpdateError,
 )
 from sessionware.repository import KEEP, MISSING, Changes, Update
-from sessionware.state import ENVELOPE_HEAD, check_value, decode_state, state_unchanged
+from sessionware.state import (
+    ENVELOPE_HEAD,
+    check_value,
+    decode_state,
+    state_members,
+    state_unchanged,
+)
 from sessionware.transport import COOKIE, Transport
 
 if TYPE_CHECKING:
@@ -804,10 +810,14 @@ class Tracker:
     def late_outcome(self) -> Outcome | None:
         """After the response head: the changes made since, or ``None`` when there are none
         (a session not used since costs no encode)."""
-        if not self.session._accessed or self.phase is not _LATE:
+        session = self.session
+        if not session._accessed or self.phase is not _LATE:
             return None
         outcome = self.outcome(200)
-        return None if outcome[0] is _UNCHANGED else outcome
+        if outcome[0] is _UNCHANGED:
+            session._accessed = False  # checked up to here: only a later use asks again
+            return None
+        return outcome
 
     def rebase(self, key: str | None, id: str | None, state_json: str | None) -> None:
         """The session was just stored (under ``key``), its state being ``state_json``: track
@@ -894,7 +904,9 @@ def _why(exc: BaseException) -> str:
 
 
 def _mutated(session: Session, origin: str | None) -> set[str]:
-    """Keys not written through the session whose container value differs from the loaded one."""
+    """Keys not written through the session whose container value differs from the loaded
+    one: each such value is encoded once and compared with its text in ``origin`` (encoding
+    the loaded value too only where the texts differ, or ``origin`` is not an envelope)."""
     written = session._set or ()
     updated = session._updates or ()
     candidates = [
@@ -904,17 +916,26 @@ def _mutated(session: Session, origin: str | None) -> set[str]:
     ]
     if not candidates or origin is None:
         return set()
-    try:
-        original = decode_state(origin)
-    except ValueError:  # pragma: no cover - it decoded once already
-        return set(candidates)
-    return {
-        key
-        for key in candidates
-        if key not in original
-        or check_value(original[key], depth=False)
-        != check_value(_getitem(session, key), depth=False)
-    }
+    members = state_members(origin)
+    if members is None:
+        try:
+            original = decode_state(origin)
+        except ValueError:  # pragma: no cover - it decoded once already
+            return set(candidates)
+        members = {key: (0, 0, value) for key, value in original.items()}
+    mutated = set()
+    for key in candidates:
+        member = members.get(key)
+        if member is None:
+            mutated.add(key)
+            continue
+        start, end, loaded = member
+        text = check_value(_getitem(session, key), depth=False)
+        if end - start == len(text) and origin.startswith(text, start):
+            continue
+        if check_value(loaded, depth=False) != text:
+            mutated.add(key)
+    return mutated
 
 
 class _Detached(Tracker):
