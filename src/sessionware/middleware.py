@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequen
 from typing import Any
 
 from sessionware.admin import ADMIN_KEY, SessionAdmin, admin_key
+from sessionware.codec import TaggedJSON
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession, SameSite
 from sessionware.cookies import find_cookies
 from sessionware.crypto import ContentSecurity, Key
@@ -126,6 +127,10 @@ class SessionMiddleware:
     own middleware: ``get_session(request, name)``; the default ``"session"`` is
     ``request.session`` with the cookie ``id``, another name is its own scope key and cookie
     name unless ``cookie_name=`` says otherwise (docs/named-sessions.md).
+
+    ``codec=TaggedJSON()`` stores ``datetime``, ``UUID``, ``Decimal``, ``bytes``, sets and
+    tuples as tagged JSON objects (docs/values.md); the default is plain JSON, which actix-web
+    reads.
     """
 
     def __init__(
@@ -150,6 +155,7 @@ class SessionMiddleware:
         clock: Callable[[], float] | None = None,
         on_event: EventHook | None = None,
         device_binding: DeviceBinding | None = None,
+        codec: TaggedJSON | None = None,
     ) -> None:
         if (key is None) == (keys is None):
             raise ValueError(
@@ -195,6 +201,7 @@ class SessionMiddleware:
             clock=_one_clock(clock, store),
             on_event=on_event,
             device=self.binder,
+            codec=codec,
         )
         self.admin = SessionAdmin(
             self.engine.backend,  # the engine's repository: its events, clock and tombstones

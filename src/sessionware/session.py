@@ -62,6 +62,8 @@ from sessionware.transport import COOKIE, Transport
 if TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
 
+    from sessionware.codec import TaggedJSON
+
 __all__ = [
     "CSRF_KEY",
     "MAX_USER_ID",
@@ -86,7 +88,8 @@ CSRF_KEY = "_csrf"
 MAX_USER_ID = 255
 """The longest user id ``bind_user`` takes (characters): what every store's index can hold."""
 _MISSING: Any = MISSING
-_CONTAINERS = (dict, list)
+_CONTAINERS = (dict, list, set)
+"""What a handler can change in place (a set only with a codec that stores sets)."""
 
 
 class SessionStatus(enum.Enum):
@@ -416,7 +419,7 @@ class Session(dict[str, Any]):
             or value is None
             or kind is bool
         ):
-            _check_value(key, value)
+            value = _storable(key, value, self._tracker)
         if self._status is _PURGED:
             return
         if self._status is _UNCHANGED or self._tracker.phase is not _OPEN or not self._accessed:
@@ -547,7 +550,7 @@ class Session(dict[str, Any]):
         if value is _MISSING:  # update() of a key that is not there: nothing to do
             return
         try:
-            _check_value(key, value)
+            value = _storable(key, value, self._tracker)
         except SessionInsertError as exc:
             raise SessionUpdateError(str(exc)) from exc
         if self._status is _PURGED:
@@ -775,8 +778,11 @@ class Tracker:
         self.unread = self.lazy = False
 
     def state(self) -> dict[str, Any]:
-        """The state as a plain dict, without counting as a use of the session."""
-        return dict(_items(self.session))
+        """The state as a plain dict of what is stored (the codec's JSON values), without
+        counting as a use of the session."""
+        state = dict(_items(self.session))
+        codec = _codec_of(self)
+        return state if codec is None else codec.encode_state(state)
 
     @property
     def user(self) -> str | None:
@@ -861,18 +867,31 @@ def _changes(
         if not mutated and user is KEEP:
             return status, _NO_CHANGES, state_json
         status = _CHANGED
+    codec = _codec_of(session._tracker)
     if session._cleared:
-        return status, Changes.replace(dict(_items(session)), user), state_json
+        state = dict(_items(session))
+        return (
+            status,
+            Changes.replace(state if codec is None else codec.encode_state(state), user),
+            state_json,
+        )
     written = (session._set or set()) | mutated
     updates = session._updates
+    set_ = {key: _getitem(session, key) for key in written if _contains(session, key)}
     return (
         status,
         Changes(
-            set={key: _getitem(session, key) for key in written if _contains(session, key)},
+            set=set_ if codec is None else codec.encode_state(set_),
             removed=frozenset(session._removed or ()),
             user=user,
             updates=(
-                MappingProxyType({k: tuple(v) for k, v in updates.items() if k not in written})
+                MappingProxyType(
+                    {
+                        k: tuple(v) if codec is None else tuple(map(codec.encode_update, v))
+                        for k, v in updates.items()
+                        if k not in written
+                    }
+                )
                 if updates
                 else _NO_UPDATES
             ),
@@ -882,14 +901,16 @@ def _changes(
 
 
 def _encode_state(session: Session) -> str:
+    codec = _codec_of(session._tracker)
     try:
-        return check_value(dict(_items(session)), depth=False)
-    except (TypeError, ValueError):
+        state = dict(_items(session))
+        return check_value(state if codec is None else codec.encode_state(state), depth=False)
+    except (TypeError, ValueError, RecursionError):
         pass
     for key, value in _items(session):
         try:
-            check_value(value)
-        except (TypeError, ValueError) as exc:
+            check_value(value if codec is None else codec.encode(value))
+        except (TypeError, ValueError, RecursionError) as exc:
             raise SessionError(
                 f"the value under session key {key!r} was changed in place into something JSON"
                 f" cannot hold ({_why(exc)}); store only JSON types"
@@ -916,6 +937,7 @@ def _mutated(session: Session, origin: str | None) -> set[str]:
     ]
     if not candidates or origin is None:
         return set()
+    codec = _codec_of(session._tracker)
     members = state_members(origin)
     if members is None:
         try:
@@ -930,7 +952,8 @@ def _mutated(session: Session, origin: str | None) -> set[str]:
             mutated.add(key)
             continue
         start, end, loaded = member
-        text = check_value(_getitem(session, key), depth=False)
+        value = _getitem(session, key)
+        text = check_value(value if codec is None else codec.encode(value), depth=False)
         if end - start == len(text) and origin.startswith(text, start):
             continue
         if check_value(loaded, depth=False) != text:
@@ -965,23 +988,42 @@ def _check_key(key: Any) -> None:
             ) from None
 
 
-def _check_value(key: str, value: Any) -> None:
-    """Refuse at the call what could not be stored; scalars are checked without encoding."""
+def _storable(key: str, value: Any, tracker: Tracker) -> Any:
+    """``value`` as the session keeps it: itself, or a pydantic model's ``model_dump(mode=
+    "json")``. Refuse at the call what could not be stored; scalars are checked without
+    encoding."""
     kind = type(value)
     if kind is str:
         if value.isascii():
-            return
+            return value
     elif (
         value is None
         or kind is bool
         or (kind is int and -_INT_BOUND < value < _INT_BOUND)
         or (kind is float and math.isfinite(value))
     ):
-        return
+        return value
+    codec = _codec_of(tracker)
     try:
-        check_value(value)
-    except (TypeError, ValueError) as exc:
+        check_value(value if codec is None else codec.encode(value))
+        return value
+    except TypeError as exc:
+        dump = getattr(value, "model_dump", None)  # a pydantic model: its JSON form is stored
+        if dump is None or isinstance(value, type):
+            raise SessionInsertError(f"cannot store session key {key!r}: {_why(exc)}") from None
+    except (ValueError, RecursionError) as exc:
         raise SessionInsertError(f"cannot store session key {key!r}: {_why(exc)}") from None
+    try:
+        value = dump(mode="json")
+        check_value(value)
+    except Exception as exc:
+        raise SessionInsertError(f"cannot store session key {key!r}: {_why(exc)}") from None
+    return value
+
+
+def _codec_of(tracker: Tracker) -> TaggedJSON | None:
+    """The codec of the middleware the session belongs to (``None``: plain JSON)."""
+    return getattr(getattr(tracker, "engine", None), "codec", None)
 
 
 def check_user_id(user_id: Any) -> None:
