@@ -22,9 +22,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from sessionware import Key, SessionMiddleware, TaggedJSON
+from sessionware import Key, SessionInsertError, SessionMiddleware, TaggedJSON
 from sessionware.errors import DeserializationError
 from sessionware.stores import CookieSessionStore, MemorySessionStore
+from sessionware.testing import make_session_cookie, read_session
 from tests.client import request
 from tests.factories import redis as redis_factory
 
@@ -315,3 +316,16 @@ async def test_a_pydantic_model_is_stored_as_its_json_dump_without_a_codec() -> 
 def test_a_codec_that_is_not_one_is_refused_at_construction() -> None:
     with pytest.raises(TypeError, match="TaggedJSON"):
         SessionMiddleware(Starlette(), store=MemorySessionStore(), key=KEY, codec="json")  # type: ignore[arg-type]
+
+
+async def test_the_testing_helpers_seed_and_read_values_through_the_apps_codec(store: Any) -> None:
+    app = app_of(store)
+    name, value = await make_session_cookie(
+        app, {**VALUES, "profile": {"name": "Ada", "born": "1815-12-10"}}
+    )
+    assert (await request(app, "GET", "/check", cookies={name: value})).text == "same"
+    assert same(
+        await read_session(app, value), {**VALUES, "profile": {"name": "Ada", "born": "1815-12-10"}}
+    )
+    with pytest.raises(SessionInsertError, match="complex"):
+        await make_session_cookie(app, {"z": 1j})
