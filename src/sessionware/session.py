@@ -852,7 +852,8 @@ def _changes(
     """The effective status, the delta to store (``delta``) and the state's JSON (one
     encode)."""
     origin = session._origin
-    state_json = _encode_state(session)
+    codec = getattr(getattr(session._tracker, "engine", None), "codec", None)
+    state_json = _encode_state(session, codec)
     user = session._user if session._user_changed else KEEP
     if (
         status is _UNCHANGED
@@ -862,12 +863,11 @@ def _changes(
         return status, _NO_CHANGES, state_json
     if not delta:  # the whole state is stored: any difference from what came is a change
         return (_CHANGED if status is _UNCHANGED else status), _NO_CHANGES, state_json
-    mutated = _mutated(session, origin)
+    mutated = _mutated(session, origin, codec)
     if status is _UNCHANGED:
         if not mutated and user is KEEP:
             return status, _NO_CHANGES, state_json
         status = _CHANGED
-    codec = _codec_of(session._tracker)
     if session._cleared:
         state = dict(_items(session))
         return (
@@ -900,8 +900,7 @@ def _changes(
     )
 
 
-def _encode_state(session: Session) -> str:
-    codec = _codec_of(session._tracker)
+def _encode_state(session: Session, codec: TaggedJSON | None) -> str:
     try:
         state = dict(_items(session))
         return check_value(state if codec is None else codec.encode_state(state), depth=False)
@@ -924,7 +923,7 @@ def _why(exc: BaseException) -> str:
     return text if isinstance(exc, TypeError) and text.startswith("Object of type") else text[:80]
 
 
-def _mutated(session: Session, origin: str | None) -> set[str]:
+def _mutated(session: Session, origin: str | None, codec: TaggedJSON | None) -> set[str]:
     """Keys not written through the session whose container value differs from the loaded
     one: each such value is encoded once and compared with its text in ``origin`` (encoding
     the loaded value too only where the texts differ, or ``origin`` is not an envelope)."""
@@ -937,7 +936,6 @@ def _mutated(session: Session, origin: str | None) -> set[str]:
     ]
     if not candidates or origin is None:
         return set()
-    codec = _codec_of(session._tracker)
     members = state_members(origin)
     if members is None:
         try:

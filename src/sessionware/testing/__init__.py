@@ -148,8 +148,9 @@ async def make_session_cookie(
     """Store ``data`` as a new session and return the cookie that carries it: ``(name, value)``.
 
     The value is what a browser would send back (sealed, percent-encoded), ready for a Cookie
-    header or a test client's cookie jar (``client.cookies.set(name, value, domain=host)``). ``data`` must be JSON-serialisable,
-    or what the app's codec stores (``SessionInsertError`` names the key that is not). The session lives the app's state TTL.
+    header or a test client's cookie jar (``client.cookies.set(name, value, domain=host)``).
+    ``data`` must be JSON-serialisable, or what the app's codec stores (``SessionInsertError``
+    names what is not). The session lives the app's state TTL.
     """
     engine = _engine(middleware_or_app, store, key, cookie_name, content_security)
     checked = Session()
