@@ -26,9 +26,10 @@ from typing import Any
 from sessionware.errors import DeserializationError
 from sessionware.repository import MISSING, Update
 
-__all__ = ["TaggedJSON"]
+__all__ = ["TAG", "TaggedJSON", "may_hold_tags"]
 
 TAG = "__tag__"
+"""The key of a tagged object."""
 _ESCAPE = "~"
 
 
@@ -106,6 +107,12 @@ class TaggedJSON:
             raise
         except (ValueError, TypeError, KeyError, ArithmeticError, binascii.Error):
             raise DeserializationError(f"session state holds a malformed {tag} value") from None
+
+
+def may_hold_tags(text: str) -> bool:
+    """Whether JSON ``text`` may hold a tag or an escaped key (else the codec has nothing to
+    read in it, and its walk is skipped): it spells ``__tag__``, or escapes a character."""
+    return TAG in text or "\\u" in text
 
 
 def _escaped(key: Any) -> Any:

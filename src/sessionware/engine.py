@@ -51,7 +51,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sessionware.codec import TaggedJSON
+from sessionware.codec import TaggedJSON, may_hold_tags
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession
 from sessionware.config import TtlExtensionPolicy as Policy
 from sessionware.cookies import (
@@ -438,7 +438,11 @@ class ServerSideEngine(SessionEngine):
         loaded = None if opened is None else await self._load(tracker, opened[0])
         values = None
         if loaded is not None:
-            values = loaded.state if self.codec is None else self._decoded(loaded, opened)
+            values = (
+                loaded.state
+                if self.codec is None or not may_hold_tags(loaded.text)
+                else self._decoded(loaded, opened)
+            )
         if values is None:
             tracker.fill(session, {})
             if tracker.phase is Phase.LATE:  # after the head: no cookie can follow a new one
@@ -789,7 +793,7 @@ class ClientSideEngine(SessionEngine):
                 and fields[1] > self.clock() + CLOCK_SKEW
             ):
                 raise DeserializationError("session cookie was created in the future")
-            if fields is not None and self.codec is not None:
+            if fields is not None and self.codec is not None and may_hold_tags(plain):
                 fields = (self.codec.decode_state(fields[0]), *fields[1:])
         except DeserializationError:
             logger.warning(

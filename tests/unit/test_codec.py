@@ -23,6 +23,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from sessionware import Key, SessionInsertError, SessionMiddleware, TaggedJSON
+from sessionware.codec import may_hold_tags
 from sessionware.errors import DeserializationError
 from sessionware.stores import CookieSessionStore, MemorySessionStore
 from sessionware.testing import make_session_cookie, read_session
@@ -329,3 +330,11 @@ async def test_the_testing_helpers_seed_and_read_values_through_the_apps_codec(s
     )
     with pytest.raises(SessionInsertError, match="complex"):
         await make_session_cookie(app, {"z": 1j})
+
+
+def test_a_text_that_cannot_hold_a_tag_is_not_walked() -> None:
+    assert not may_hold_tags(json.dumps(CODEC.encode({"a": [1, "x"], "b": {"c": None}})))
+    assert may_hold_tags(json.dumps(CODEC.encode({"a": (1,)})))
+    assert may_hold_tags(
+        json.dumps({"\u005f_tag__": 1}, ensure_ascii=True).replace("_", "\\u005f", 1)
+    )
