@@ -186,12 +186,9 @@ class SessionEngine:
             raise TypeError("lifecycle must be a BrowserSession or a PersistentSession")
         if not isinstance(security, ContentSecurity):
             raise TypeError("content_security must be a ContentSecurity member")
-        if codec is not None:
-            if not isinstance(codec, TaggedJSON):
-                raise TypeError(
-                    f"codec must be sessionware.TaggedJSON(), not {type(codec).__name__}"
-                )
-            self.codec = codec
+        if codec is not None and not isinstance(codec, TaggedJSON):
+            raise TypeError(f"codec must be sessionware.TaggedJSON(), not {type(codec).__name__}")
+        self.codec = codec
         if on_event is not None and not callable(on_event):
             raise TypeError(
                 f"on_event must be a callable taking one event, not {type(on_event).__name__}"
@@ -436,13 +433,9 @@ class ServerSideEngine(SessionEngine):
         ``PersistError`` when the store fails."""
         opened = self.open(tracker.cookies)
         loaded = None if opened is None else await self._load(tracker, opened[0])
-        values = None
-        if loaded is not None:
-            values = (
-                loaded.state
-                if self.codec is None or not may_hold_tags(loaded.text)
-                else self._decoded(loaded, opened)
-            )
+        values: Any = loaded
+        if loaded is not None and self.codec is not None and may_hold_tags(loaded.text):
+            values = self._decoded(loaded, opened)
         if values is None:
             tracker.fill(session, {})
             if tracker.phase is Phase.LATE:  # after the head: no cookie can follow a new one
@@ -456,7 +449,12 @@ class ServerSideEngine(SessionEngine):
         tracker.created, tracker.expires = state.created, state.expires
         self._opened(tracker, opened)
         tracker.fill(
-            session, values, user=state.user, origin=loaded.text, key=opened[0], id=loaded.id
+            session,
+            state if values is loaded else values,
+            user=state.user,
+            origin=loaded.text,
+            key=opened[0],
+            id=loaded.id,
         )
 
     def _decoded(self, loaded: Loaded, opened: Any) -> Mapping[str, Any] | None:

@@ -852,7 +852,10 @@ def _changes(
     """The effective status, the delta to store (``delta``) and the state's JSON (one
     encode)."""
     origin = session._origin
-    codec = getattr(getattr(session._tracker, "engine", None), "codec", None)
+    try:
+        codec = session._tracker.engine.codec
+    except AttributeError:  # a standalone session, or a test's tracker without an engine
+        codec = None
     state_json = _encode_state(session, codec)
     user = session._user if session._user_changed else KEEP
     if (
