@@ -135,7 +135,8 @@ class Session(dict[str, Any]):
     """The session of one request: a ``dict`` of JSON values with a status.
 
     ``Session()`` is a standalone empty session; the middleware makes the one handlers see.
-    Values must be JSON-serialisable (checked at insert). Writing through the dict methods and
+    Values must be JSON-serialisable, or what the middleware's codec stores (checked at insert;
+    a pydantic model is stored as its JSON dump). Writing through the dict methods and
     the actix-named ones has the same effect on ``status``. It is a real ``dict`` so that
     ``json.dumps(session)`` and ``JSONResponse(request.session)`` work as with Starlette's.
     """
