@@ -25,6 +25,8 @@ from starlette.routing import Route
 from sessionware import Key, SessionInsertError, SessionMiddleware, TaggedJSON
 from sessionware.codec import may_hold_tags
 from sessionware.errors import DeserializationError
+from sessionware.session import Tracker
+from sessionware.state import decode_state
 from sessionware.stores import CookieSessionStore, MemorySessionStore
 from sessionware.testing import make_session_cookie, read_session
 from tests.client import request
@@ -338,3 +340,21 @@ def test_a_text_that_cannot_hold_a_tag_is_not_walked() -> None:
     assert may_hold_tags(
         json.dumps({"\u005f_tag__": 1}, ensure_ascii=True).replace("_", "\\u005f", 1)
     )
+
+
+class _Engine:
+    codec = CODEC
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.text(max_size=4), _VALUES, min_size=1, max_size=4))
+def test_a_sessions_state_round_trips_through_the_codec(state: dict[str, Any]) -> None:
+    """What the session stores (its state's JSON, worked out as the response starts) reads back
+    through the codec as the values the handler set."""
+    state = {k: v.replace(fold=0) if isinstance(v, dt.datetime) else v for k, v in state.items()}
+    tracker = Tracker(_Engine(), [], None, False)
+    tracker.fill(tracker.session, {}, origin=None)
+    tracker.session.update(state)
+    state_json = tracker.outcome(200).state_json
+    assert state_json is not None
+    assert same(CODEC.decode_state(decode_state(f'{{"v":1,"state":{state_json}}}')), state)
