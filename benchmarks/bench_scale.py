@@ -13,6 +13,8 @@ Parts (``--parts``):
 * ``stored``: a read and a write while 10k to 1M other sessions sit in the store (Redis,
   PostgreSQL, SQLite, MariaDB), filled with copies of a record the library itself wrote;
 * ``user``: listing and ending all of 10 to 1,000 sessions of one user, round trips counted;
+* ``codec``: ``codec=TaggedJSON()`` against plain JSON on the cookie and memory stores, with a
+  state of JSON values and one of datetimes, UUIDs, Decimals, sets and tuples, on read and write;
 * ``concurrency``: uvicorn + wrk, 1/16/64 connections writing distinct sessions or one shared
   session in Redis: req/s ÷ the bare app's, p50/p99, increments lost, compare-and-set retries.
 
@@ -68,7 +70,7 @@ import sessionware  # noqa: E402
 from sessionware import Key, Session  # noqa: E402
 from sessionware import SessionMiddleware as SessionwareMiddleware  # noqa: E402
 
-PARTS = ("state", "stored", "user", "concurrency")
+PARTS = ("state", "stored", "user", "concurrency", "codec")
 STORES = ("redis", "postgres", "sqlite", "mysql")
 LABELS = {
     "cookie": "cookie (PRIVATE)",
@@ -565,6 +567,92 @@ async def part_state(args: argparse.Namespace, run: Run, rng: random.Random) -> 
                 )
             )
     ratio_table("state size (ratios within each round)", rows, rounds, cpu_rounds, {})
+
+
+# -- part 5: the codec ----------------------------------------------------------------------------
+
+
+def codec_state(typed: bool) -> dict[str, Any]:
+    """A small cart-like state (~1.5 KB as JSON): JSON values, or the same made of the values
+    ``TaggedJSON`` stores (datetimes, UUIDs, Decimals, sets, tuples)."""
+    import datetime as dt
+    import decimal
+
+    when = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
+    state: dict[str, Any] = {"counter": 7}
+    for i in range(8):
+        line = {
+            "id": uuid.UUID(int=i),
+            "at": when + dt.timedelta(minutes=i),
+            "price": decimal.Decimal(f"{i}.90"),
+            "tags": {"a", "b"},
+            "size": (i, i + 1),
+        }
+        state[f"line{i}"] = (
+            line
+            if typed
+            else {k: v if isinstance(v, int) else str(v) for k, v in line.items()}
+            | {"tags": ["a", "b"], "size": [i, i + 1]}
+        )
+    return state
+
+
+def codec_routes(getter: _apps.Getter) -> list[Route]:
+    """``/seed/{typed}``: put ``codec_state(typed == 1)`` into the session."""
+
+    async def seed(request: Request) -> Response:
+        session = await getter(request)
+        for key, value in codec_state(request.path_params["typed"] == 1).items():
+            session[key] = value
+        return PlainTextResponse("ok")
+
+    return [Route("/seed/{typed:int}", seed)]
+
+
+async def part_codec(args: argparse.Namespace, run: Run, rng: random.Random) -> None:
+    print("\n## codec: TaggedJSON against plain JSON (cookie and memory stores)")
+    codec_of = getattr(sessionware, "TaggedJSON", None)
+    if codec_of is None:
+        print("(not measured: this sessionware has no TaggedJSON)")
+        return
+    from sessionware.stores import CookieSessionStore, MemorySessionStore
+
+    stores: dict[str, Callable[[], Any]] = {
+        "cookie": CookieSessionStore,
+        "memory": MemorySessionStore,
+    }
+    routes = codec_routes(_apps.GETTERS["sessionware"])
+    cells: dict[Cell, Measure] = {}
+    names: list[str] = []
+    for store_name, make in stores.items():
+        for config, typed in (("json", False), ("codec", False), ("codec", True)):
+            options = {"codec": codec_of()} if config == "codec" else {}
+            app = session_app(make(), routes, **options)
+            cookie = await new_session(app, f"/seed/{int(typed)}")
+            name = f"{store_name}/{config}/{'typed' if typed else 'json'} values"
+            for request_kind in ("read", "write"):
+                request_scope = scope(f"/{request_kind}", cookie)
+                reply = await _apps.call(app, request_scope)
+                if reply.status != 200:
+                    raise RuntimeError(f"{name} {request_kind}: {reply.status} {reply.body!r}")
+                cells[(name, request_kind)] = cell(app, [request_scope])
+            names.append(name)
+    rounds, cpu_rounds = await run_rounds(cells, args, rng)
+    cells_table("codec (µs per request)", names, ("read", "write"), rounds)
+    rows: list[Row] = []
+    for store_name in stores:
+        plain = f"{store_name}/json/json values"
+        for other in ("codec/json values", "codec/typed values"):
+            for request_kind in ("read", "write"):
+                rows.append(
+                    ratio(
+                        f"{store_name} {request_kind}, {other} ÷ no codec",
+                        None,
+                        (f"{store_name}/{other}", request_kind),
+                        (plain, request_kind),
+                    )
+                )
+    ratio_table("codec (ratios within each round)", rows, rounds, cpu_rounds, {})
 
 
 # -- part 2: stored sessions ---------------------------------------------------------------------
@@ -1270,7 +1358,13 @@ def header(args: argparse.Namespace) -> None:
 async def in_process(args: argparse.Namespace, run: Run, rng: random.Random) -> None:
     """The parts that run in this process's event loop; their stores close in it too."""
     try:
-        for name, part in (("state", part_state), ("stored", part_stored), ("user", part_user)):
+        parts = (
+            ("state", part_state),
+            ("stored", part_stored),
+            ("user", part_user),
+            ("codec", part_codec),
+        )
+        for name, part in parts:
             if name in args.parts:
                 began = time.monotonic()
                 await part(args, run, rng)

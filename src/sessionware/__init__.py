@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sessionware.admin import SessionAdmin, get_admin
+from sessionware.codec import TaggedJSON
 from sessionware.config import BrowserSession, PersistentSession, TtlExtensionPolicy
 from sessionware.crypto import ContentSecurity, Key
 from sessionware.csrf import CSRFMiddleware, csrf_token
@@ -81,6 +82,7 @@ __all__ = [
     "SessionwareError",
     "StoreError",
     "StoreFailed",
+    "TaggedJSON",
     "TtlExtensionPolicy",
     "csrf_token",
     "flash",

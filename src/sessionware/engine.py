@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from sessionware.codec import TaggedJSON, may_hold_tags
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession
 from sessionware.config import TtlExtensionPolicy as Policy
 from sessionware.cookies import (
@@ -163,6 +164,9 @@ class SessionEngine:
     vary: bytes = b"Cookie"
     """The Vary value of a response the session shapes: the header(s) the token may come in."""
     carrier: bytes = b"set-cookie"
+    codec: TaggedJSON | None = None
+    """What turns session values JSON cannot hold into JSON and back (``codec=``); ``None``:
+    plain JSON, nothing done."""
     """The response header a new token goes out in."""
 
     def __init__(
@@ -175,6 +179,7 @@ class SessionEngine:
         clock: Callable[[], float] = time.time,
         on_event: EventHook | None = None,
         device: DeviceBinder | None = None,
+        codec: TaggedJSON | None = None,
     ) -> None:
         if not keys:
             raise ValueError("at least one Key is needed to seal session cookies")
@@ -182,6 +187,9 @@ class SessionEngine:
             raise TypeError("lifecycle must be a BrowserSession or a PersistentSession")
         if not isinstance(security, ContentSecurity):
             raise TypeError("content_security must be a ContentSecurity member")
+        if codec is not None and not isinstance(codec, TaggedJSON):
+            raise TypeError(f"codec must be sessionware.TaggedJSON(), not {type(codec).__name__}")
+        self.codec = codec
         if on_event is not None and not callable(on_event):
             raise TypeError(
                 f"on_event must be a callable taking one event, not {type(on_event).__name__}"
@@ -473,12 +481,15 @@ class ServerSideEngine(SessionEngine):
         ``PersistError`` when the store fails."""
         opened = self.open(tracker.cookies)
         loaded = None if opened is None else await self._load(tracker, opened[0])
-        if loaded is None:
+        values: Any = loaded
+        if loaded is not None and self.codec is not None and may_hold_tags(loaded.text):
+            values = self._decoded(loaded, opened)
+        if values is None:
             tracker.fill(session, {})
             if tracker.phase is Phase.LATE:  # after the head: no cookie can follow a new one
                 tracker.handle(Event.SEALED, _NO_NEW_KEY)
             return
-        assert opened is not None
+        assert opened is not None and loaded is not None
         if self.on_event is not None:
             self._emit(SessionLoaded())
         state = loaded.state
@@ -487,8 +498,27 @@ class ServerSideEngine(SessionEngine):
         tracker.lifetime = state.lifetime
         self._opened(tracker, opened)
         tracker.fill(
-            session, state, user=state.user, origin=loaded.text, key=opened[0], id=loaded.id
+            session,
+            state if values is loaded else values,
+            user=state.user,
+            origin=loaded.text,
+            key=opened[0],
+            id=loaded.id,
         )
+
+    def _decoded(self, loaded: Loaded, opened: Any) -> Mapping[str, Any] | None:
+        """The loaded state's values as the codec reads them; ``None``, logged as unreadable
+        state, when it cannot (an unknown tag)."""
+        assert self.codec is not None
+        try:
+            return self.codec.decode_state(loaded.state)
+        except DeserializationError:
+            logger.warning(
+                "session %s holds unreadable state; starting anew", fingerprint(opened[0])
+            )
+            if self.on_event is not None:
+                self._emit(DecodeFailed("state"))
+            return None
 
     def open_into(self, tracker: Tracker, session: Session) -> None:
         """A server-side session is read by ``load_into`` (it needs I/O), never opened."""
@@ -827,6 +857,8 @@ class ClientSideEngine(SessionEngine):
                 and fields[1] > self.clock() + CLOCK_SKEW
             ):
                 raise DeserializationError("session cookie was created in the future")
+            if fields is not None and self.codec is not None and may_hold_tags(plain):
+                fields = (self.codec.decode_state(fields[0]), *fields[1:])
         except DeserializationError:
             logger.warning(
                 "session cookie %s holds unreadable state; starting anew", fingerprint(plain)
@@ -1139,6 +1171,7 @@ def transported(engine: SessionEngine, transport: Transport, vary: bytes) -> Ses
         "lifecycle": engine.lifecycle,
         "clock": engine.clock,
         "on_event": engine.on_event,
+        "codec": engine.codec,
     }
     new: SessionEngine
     if isinstance(engine, ServerSideEngine):

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from sessionware.admin import ADMIN_KEY, SessionAdmin, admin_key
+from sessionware.codec import TaggedJSON
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession, SameSite
 from sessionware.cookies import find_cookies
 from sessionware.crypto import ContentSecurity, Key
@@ -146,6 +147,10 @@ class SessionMiddleware:
     refused (403) before the app runs, unless ``websocket_origins=`` lists that origin
     (``["https://app.example.com"]``); one without ``Origin`` (not a browser) passes
     (docs/csrf.md#websockets).
+
+    ``codec=TaggedJSON()`` stores ``datetime``, ``UUID``, ``Decimal``, ``bytes``, sets and
+    tuples as tagged JSON objects (docs/values.md); the default is plain JSON, which actix-web
+    reads.
     """
 
     def __init__(
@@ -175,6 +180,7 @@ class SessionMiddleware:
         store_error_response: Callable[[], ASGIApp] | None = None,
         max_sessions_per_user: int | None = None,
         websocket_origins: Sequence[str] = (),
+        codec: TaggedJSON | None = None,
     ) -> None:
         if (key is None) == (keys is None):
             raise ValueError(
@@ -225,6 +231,7 @@ class SessionMiddleware:
             clock=_one_clock(clock, store),
             on_event=on_event,
             device=self.binder,
+            codec=codec,
         )
         if max_sessions_per_user is not None:
             self._cap(max_sessions_per_user)

@@ -58,6 +58,7 @@ from sessionware.state import (
     MAX_USER_ID,
     check_value,
     decode_state,
+    state_members,
     state_unchanged,
     user_id_problem,
 )
@@ -65,6 +66,8 @@ from sessionware.transport import COOKIE, Transport
 
 if TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
+
+    from sessionware.codec import TaggedJSON
 
 __all__ = [
     "CSRF_KEY",
@@ -98,7 +101,8 @@ separator, what every store's index can hold."""
 _INDEX_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _MISSING: Any = MISSING
 _KEEP: Any = KEEP
-_CONTAINERS = (dict, list)
+_CONTAINERS = (dict, list, set)
+"""What a handler can change in place (a set only with a codec that stores sets)."""
 EndedReason = Literal["idle_timeout", "absolute_timeout", "signed_out"]
 
 
@@ -145,7 +149,8 @@ class Session(dict[str, Any]):
     """The session of one request: a ``dict`` of JSON values with a status.
 
     ``Session()`` is a standalone empty session; the middleware makes the one handlers see.
-    Values must be JSON-serialisable (checked at insert). Writing through the dict methods and
+    Values must be JSON-serialisable, or what the middleware's codec stores (checked at insert;
+    a pydantic model is stored as its JSON dump). Writing through the dict methods and
     the actix-named ones has the same effect on ``status``. It is a real ``dict`` so that
     ``json.dumps(session)`` and ``JSONResponse(request.session)`` work as with Starlette's.
     """
@@ -515,7 +520,7 @@ class Session(dict[str, Any]):
             or value is None
             or kind is bool
         ):
-            _check_value(key, value)
+            value = _storable(key, value, self._tracker)
         if self._status is _PURGED:
             return
         if self._status is _UNCHANGED or self._tracker.phase is not _OPEN or not self._accessed:
@@ -646,7 +651,7 @@ class Session(dict[str, Any]):
         if value is _MISSING:  # update() of a key that is not there: nothing to do
             return
         try:
-            _check_value(key, value)
+            value = _storable(key, value, self._tracker)
         except SessionInsertError as exc:
             raise SessionUpdateError(str(exc)) from exc
         if self._status is _PURGED:
@@ -905,8 +910,11 @@ class Tracker:
         self.unread = self.lazy = False
 
     def state(self) -> dict[str, Any]:
-        """The state as a plain dict, without counting as a use of the session."""
-        return dict(_items(self.session))
+        """The state as a plain dict of what is stored (the codec's JSON values), without
+        counting as a use of the session."""
+        state = dict(_items(self.session))
+        codec = _codec_of(self)
+        return state if codec is None else codec.encode_state(state)
 
     @property
     def user(self) -> str | None:
@@ -940,10 +948,14 @@ class Tracker:
     def late_outcome(self) -> Outcome | None:
         """After the response head: the changes made since, or ``None`` when there are none
         (a session not used since costs no encode)."""
-        if not self.session._accessed or self.phase is not _LATE:
+        session = self.session
+        if not session._accessed or self.phase is not _LATE:
             return None
         outcome = self.outcome(200)
-        return None if outcome[0] is _UNCHANGED else outcome
+        if outcome[0] is _UNCHANGED:
+            session._accessed = False  # checked up to here: only a later use asks again
+            return None
+        return outcome
 
     def rebase(self, key: str | None, id: str | None, state_json: str | None) -> None:
         """The session was just stored (under ``key``), its state being ``state_json``: track
@@ -973,7 +985,11 @@ def _changes(
     """The effective status, the delta to store (``delta``) and the state's JSON (one
     encode)."""
     origin = session._origin
-    state_json = _encode_state(session)
+    try:
+        codec = session._tracker.engine.codec
+    except AttributeError:  # a standalone session, or a test's tracker without an engine
+        codec = None
+    state_json = _encode_state(session, codec)
     user = session._user if session._user_changed else KEEP
     if (
         status is _UNCHANGED
@@ -983,22 +999,30 @@ def _changes(
         return status, _NO_CHANGES, state_json
     if not delta:  # the whole state is stored: any difference from what came is a change
         return (_CHANGED if status is _UNCHANGED else status), _NO_CHANGES, state_json
-    mutated = _mutated(session, origin)
+    mutated = _mutated(session, origin, codec)
     if status is _UNCHANGED:
         if not mutated and user is KEEP:
             return status, _NO_CHANGES, state_json
         status = _CHANGED
     if session._cleared:
-        changes = Changes.replace(dict(_items(session)), user, session._lifetime)
-        return status, changes, state_json
+        state = dict(_items(session))
+        encoded = state if codec is None else codec.encode_state(state)
+        return status, Changes.replace(encoded, user, session._lifetime), state_json
     written = (session._set or set()) | mutated
     updates = session._updates
+    set_ = {key: _getitem(session, key) for key in written if _contains(session, key)}
     changes = Changes(
-        set={key: _getitem(session, key) for key in written if _contains(session, key)},
+        set=set_ if codec is None else codec.encode_state(set_),
         removed=frozenset(session._removed or ()),
         user=user,
         updates=(
-            MappingProxyType({k: tuple(v) for k, v in updates.items() if k not in written})
+            MappingProxyType(
+                {
+                    k: tuple(v) if codec is None else tuple(map(codec.encode_update, v))
+                    for k, v in updates.items()
+                    if k not in written
+                }
+            )
             if updates
             else _NO_UPDATES
         ),
@@ -1008,15 +1032,16 @@ def _changes(
     return status, changes, state_json
 
 
-def _encode_state(session: Session) -> str:
+def _encode_state(session: Session, codec: TaggedJSON | None) -> str:
     try:
-        return check_value(dict(_items(session)), depth=False)
-    except (TypeError, ValueError):
+        state = dict(_items(session))
+        return check_value(state if codec is None else codec.encode_state(state), depth=False)
+    except (TypeError, ValueError, RecursionError):
         pass
     for key, value in _items(session):
         try:
-            check_value(value)
-        except (TypeError, ValueError) as exc:
+            check_value(value if codec is None else codec.encode(value))
+        except (TypeError, ValueError, RecursionError) as exc:
             raise SessionError(
                 f"the value under session key {key!r} was changed in place into something JSON"
                 f" cannot hold ({_why(exc)}); store only JSON types"
@@ -1030,8 +1055,10 @@ def _why(exc: BaseException) -> str:
     return text if isinstance(exc, TypeError) and text.startswith("Object of type") else text[:80]
 
 
-def _mutated(session: Session, origin: str | None) -> set[str]:
-    """Keys not written through the session whose container value differs from the loaded one."""
+def _mutated(session: Session, origin: str | None, codec: TaggedJSON | None) -> set[str]:
+    """Keys not written through the session whose container value differs from the loaded
+    one: each such value is encoded once and compared with its text in ``origin`` (encoding
+    the loaded value too only where the texts differ, or ``origin`` is not an envelope)."""
     written = session._set or ()
     updated = session._updates or ()
     candidates = [
@@ -1041,17 +1068,27 @@ def _mutated(session: Session, origin: str | None) -> set[str]:
     ]
     if not candidates or origin is None:
         return set()
-    try:
-        original = decode_state(origin)
-    except ValueError:  # pragma: no cover - it decoded once already
-        return set(candidates)
-    return {
-        key
-        for key in candidates
-        if key not in original
-        or check_value(original[key], depth=False)
-        != check_value(_getitem(session, key), depth=False)
-    }
+    members = state_members(origin)
+    if members is None:
+        try:
+            original = decode_state(origin)
+        except ValueError:  # pragma: no cover - it decoded once already
+            return set(candidates)
+        members = {key: (0, 0, value) for key, value in original.items()}
+    mutated = set()
+    for key in candidates:
+        member = members.get(key)
+        if member is None:
+            mutated.add(key)
+            continue
+        start, end, loaded = member
+        value = _getitem(session, key)
+        text = check_value(value if codec is None else codec.encode(value), depth=False)
+        if end - start == len(text) and origin.startswith(text, start):
+            continue
+        if check_value(loaded, depth=False) != text:
+            mutated.add(key)
+    return mutated
 
 
 class _Detached(Tracker):
@@ -1081,23 +1118,42 @@ def _check_key(key: Any) -> None:
             ) from None
 
 
-def _check_value(key: str, value: Any) -> None:
-    """Refuse at the call what could not be stored; scalars are checked without encoding."""
+def _storable(key: str, value: Any, tracker: Tracker) -> Any:
+    """``value`` as the session keeps it: itself, or a pydantic model's ``model_dump(mode=
+    "json")``. Refuse at the call what could not be stored; scalars are checked without
+    encoding."""
     kind = type(value)
     if kind is str:
         if value.isascii():
-            return
+            return value
     elif (
         value is None
         or kind is bool
         or (kind is int and -_INT_BOUND < value < _INT_BOUND)
         or (kind is float and math.isfinite(value))
     ):
-        return
+        return value
+    codec = _codec_of(tracker)
     try:
-        check_value(value)
-    except (TypeError, ValueError) as exc:
+        check_value(value if codec is None else codec.encode(value))
+        return value
+    except TypeError as exc:
+        dump = getattr(value, "model_dump", None)  # a pydantic model: its JSON form is stored
+        if dump is None or isinstance(value, type):
+            raise SessionInsertError(f"cannot store session key {key!r}: {_why(exc)}") from None
+    except (ValueError, RecursionError) as exc:
         raise SessionInsertError(f"cannot store session key {key!r}: {_why(exc)}") from None
+    try:
+        value = dump(mode="json")
+        check_value(value)
+    except Exception as exc:
+        raise SessionInsertError(f"cannot store session key {key!r}: {_why(exc)}") from None
+    return value
+
+
+def _codec_of(tracker: Tracker) -> TaggedJSON | None:
+    """The codec of the middleware the session belongs to (``None``: plain JSON)."""
+    return getattr(getattr(tracker, "engine", None), "codec", None)
 
 
 def check_index(name: Any, value: Any) -> None:

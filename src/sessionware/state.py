@@ -18,6 +18,8 @@ import math
 import re
 import sys
 from collections.abc import Callable, Mapping
+from itertools import chain, compress, repeat
+from operator import not_
 from typing import Any, cast
 
 from sessionware.errors import DeserializationError
@@ -34,6 +36,7 @@ __all__ = [
     "encode_state",
     "encode_tombstone",
     "read_tombstone",
+    "state_members",
     "state_unchanged",
     "stored_state",
     "user_id_problem",
@@ -160,17 +163,29 @@ def check_value(value: Any, depth: bool = True) -> str:
 
 
 def too_deep(value: Any, text: str) -> bool:
-    """Whether ``value`` (whose JSON is ``text``) nests containers deeper than ``MAX_DEPTH``."""
+    """Whether ``value`` (whose JSON is ``text``) nests containers deeper than ``MAX_DEPTH``.
+
+    It goes down one level at a time, each level's containers gathered by C iterators, so it
+    costs a fraction of the encode it guards."""
     if text.count("[") + text.count("{") <= MAX_DEPTH:
         return False  # cannot nest deeper than it has brackets
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return False
+    level: list[Any] = [value] if isinstance(value, _CONTAINERS) else []
+    for _ in range(MAX_DEPTH):
+        if not level:
+            return False
+        is_dict = list(map(isinstance, level, repeat(dict)))
+        children = list(
+            chain(
+                chain.from_iterable(map(_values, compress(level, is_dict))),
+                chain.from_iterable(compress(level, map(not_, is_dict))),
+            )
+        )
+        level = list(compress(children, map(isinstance, children, repeat(_CONTAINERS))))
+    return bool(level)
+
+
+_CONTAINERS = (dict, list)
+_values: Callable[[Any], Any] = dict.values
 
 
 def encode_state(
@@ -297,6 +312,39 @@ def state_unchanged(envelope: str, state_json: str) -> bool:
         and envelope.startswith(state_json, len(ENVELOPE_HEAD))
         and envelope[end : end + 1] in (",", "}")
     )
+
+
+Member = tuple[int, int, Any]
+"""Where a state's value sits in its envelope's text (start, end) and the value it decodes to."""
+
+
+def state_members(envelope: str) -> dict[str, Member] | None:
+    """Each state key of ``envelope`` (a v1 envelope in compact JSON, as ``encode_state``
+    writes it) with where its value's text sits, read by the C scanner; ``None`` for any other
+    text."""
+    start = len(ENVELOPE_HEAD)
+    if not envelope.startswith(ENVELOPE_HEAD) or envelope[start : start + 1] != "{":
+        return None
+    members: dict[str, Member] = {}
+    index = start + 1
+    try:
+        if envelope[index] == "}":
+            return members
+        while True:
+            if envelope[index] != '"':
+                return None
+            key, index = _scan_text(envelope, index + 1, True)
+            if envelope[index] != ":":
+                return None
+            value, end = _scan(envelope, index + 1)
+            members[key] = (index + 1, end, value)
+            if envelope[end] == "}":
+                return members
+            if envelope[end] != ",":
+                return None
+            index = end + 1
+    except (ValueError, IndexError, StopIteration, RecursionError):
+        return None
 
 
 def decode_state(raw: str | bytes) -> StoredState:
@@ -531,6 +579,7 @@ _decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite
 _decode = _decoder.decode
 # The C scanner that decode() wraps in Python (typeshed types make_scanner oddly).
 _scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(cast(Any, _decoder))
+_scan_text: Callable[[str, int, bool], tuple[str, int]] = cast(Any, json.decoder).scanstring
 
 
 _MAX_TIMESTAMP = 2**40

@@ -157,6 +157,7 @@ def test_public_names_are_exactly_these() -> None:
             "SessionStatus",
             "SessionUpdateError",
             "SessionwareError",
+            "TaggedJSON",
             "SessionCreated",
             "SessionEvent",
             "SessionExpired",

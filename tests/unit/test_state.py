@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sessionware.session import Session, SessionInsertError
 from sessionware.state import (
+    MAX_DEPTH,
     MAX_USER_ID,
     DeserializationError,
     StoredState,
@@ -19,6 +20,8 @@ from sessionware.state import (
     encode_state,
     encode_tombstone,
     read_tombstone,
+    state_members,
+    too_deep,
     user_id_problem,
 )
 
@@ -270,3 +273,45 @@ def test_a_user_at_the_limit_reads_back() -> None:
     text = encode_state({"a": 1}, created=1, expires=2, user="é" * MAX_USER_ID)
     assert user_id_problem("é" * MAX_USER_ID) is None
     assert decode_state(text).user == decode_fields(text)[3] == "é" * MAX_USER_ID
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value``'s lists and objects nest (a scalar: 0), the plain recursive way."""
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+def _nest(value: Any, levels: int, shape: int) -> Any:
+    for i in range(levels):
+        value = [value, i] if (i + shape) % 2 else {"k": value, "n": [i]}
+    return value
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(MAX_DEPTH - 4, MAX_DEPTH + 4), st.integers(0, 1), _JSON)
+def test_too_deep_is_exactly_the_nesting_depth_beyond_max_depth(
+    levels: int, shape: int, leaf: Any
+) -> None:
+    """Issue 30 item 1: the depth check went container by container in Python (costing more
+    than the C encoder); it now goes a level at a time through C iterators, same answer."""
+    value = {"a": 1, "deep": _nest(leaf, levels, shape), "wide": [[1], {"x": [2]}]}
+    text = json.dumps(value)
+    assert too_deep(value, text) is (_depth(value) > MAX_DEPTH)
+
+
+def test_state_members_locate_each_value_in_a_compact_envelope() -> None:
+    text = encode_state({"a": [1, {"b": "}"}], "c": "x,y", "d": {}})
+    members = state_members(text)
+    assert members is not None
+    assert {k: text[s:e] for k, (s, e, _) in members.items()} == {
+        "a": '[1,{"b":"}"}]',
+        "c": '"x,y"',
+        "d": "{}",
+    }
+    assert members["a"][2] == [1, {"b": "}"}]
+    assert state_members(encode_state({})) == {}
+    for other in ('{"v": 1, "state": {"a": 1}}', '{"a":1}', '{"v":1,"state":{"a":1 }}', ""):
+        assert state_members(other) is None
