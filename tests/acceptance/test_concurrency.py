@@ -50,6 +50,14 @@ def app_for(store: RecordingStore | Repository, **options: Any) -> Any:
     return make_app(store=store, routes=APP_ROUTES, **options)
 
 
+def two_processes(store: RecordingStore, **options: Any) -> tuple[Any, Any]:
+    """Two apps over one store with one key, as two processes behind a load balancer: one
+    process's writes of a session take turns, so writes that race through the store (one
+    parked at a put while the other commits) come from two processes."""
+    key = Key.generate()
+    return app_for(store, key=key, **options), app_for(store, key=key, **options)
+
+
 async def _interleave(
     store: RecordingStore,
     gate: Gate,
@@ -77,26 +85,26 @@ async def _all(app: Any, cookie: str) -> Any:
 
 
 async def test_writes_to_different_keys_both_survive(recording: RecordingStore) -> None:
-    app = app_for(recording)
+    app, other = two_processes(recording)
     cookie = await _start(app, {"start": 0})
     slow, fast = await _interleave(
         recording,
         Gate("put"),
         request(app, "POST", "/set", cookies={"id": cookie}, json={"a": 1}),
-        request(app, "POST", "/set", cookies={"id": cookie}, json={"b": 2}),
+        request(other, "POST", "/set", cookies={"id": cookie}, json={"b": 2}),
     )
     assert slow.status == fast.status == 200
     assert await _all(app, cookie) == {"start": 0, "a": 1, "b": 2}
 
 
 async def test_clear_then_late_write_keeps_only_the_late_write(recording: RecordingStore) -> None:
-    app = app_for(recording)
+    app, other = two_processes(recording)
     cookie = await _start(app, {"a": 1, "b": 2})
     await _interleave(
         recording,
         Gate("put"),
         request(app, "POST", "/set", cookies={"id": cookie}, json={"c": 3}),
-        request(app, "POST", "/clear", cookies={"id": cookie}),
+        request(other, "POST", "/clear", cookies={"id": cookie}),
     )
     assert await _all(app, cookie) == {"c": 3}
 
@@ -169,14 +177,14 @@ async def test_found1_revocation_survives_the_tombstone_expiring(factory: str) -
 async def test_found2_a_write_during_renew_is_carried_over(
     recording: RecordingStore, nth: int
 ) -> None:
-    app = app_for(recording)
+    app, other = two_processes(recording)
     cookie = await _start(app, {"cart": ["x"]})
     # The login parks at its first put (the new record) or its second (burying the old one).
     login, csrf = await _interleave(
         recording,
         Gate("put", nth),
         request(app, "POST", "/login", cookies={"id": cookie}, json={"user_id": "u"}),
-        request(app, "POST", "/set", cookies={"id": cookie}, json={"csrf": "t1"}),
+        request(other, "POST", "/set", cookies={"id": cookie}, json={"csrf": "t1"}),
     )
     assert csrf.status == 200
     renewed = login.cookie()
@@ -190,13 +198,13 @@ async def test_a_write_committing_after_a_login_is_never_carried_into_it(
 ) -> None:
     """Issue 24: a request that loaded the pre-login key and commits after the login's
     tombstone stores nothing (an opaque 409): it could be an attacker's, holding a planted key."""
-    app = app_for(recording)
+    app, other = two_processes(recording)
     cookie = await _start(app, {"cart": ["x"]})
     slow, fast = await _interleave(
         recording,
         Gate("put"),
         request(app, "POST", "/set", cookies={"id": cookie}, json={"payout": "attacker"}),
-        request(app, "POST", "/login", cookies={"id": cookie}, json={"user_id": "u"}),
+        request(other, "POST", "/login", cookies={"id": cookie}, json={"user_id": "u"}),
     )
     renewed = fast.cookie()
     assert renewed is not None
