@@ -49,6 +49,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession
@@ -86,7 +87,7 @@ from sessionware.events import (
     emit,
 )
 from sessionware.repository import ENDED, RENEWED, Loaded, Repository
-from sessionware.session import Event, Outcome, Phase, SessionStatus, Tracker
+from sessionware.session import EndedReason, Event, Outcome, Phase, SessionStatus, Tracker
 from sessionware.state import StoredState, stored_state
 from sessionware.stores.base import RecordStore, SessionKey, is_generated_key
 from sessionware.stores.cookie import CLOCK_SKEW, CookieSessionStore
@@ -284,11 +285,20 @@ class SessionEngine:
             return "absolute"
         return None
 
-    def _expired(self, why: str) -> None:
-        """Log and report a session that timed out (``_lapsed``)."""
+    def _expired(self, why: str, tracker: Tracker) -> None:
+        """Log and report a session that timed out (``_lapsed``), and note why it ended."""
+        tracker.ended = _ENDED_BY[why]
         logger.info("session passed its %s timeout", why)
         if self.on_event is not None:
             self._emit(SessionExpired(why))  # type: ignore[arg-type]
+
+    def ends_at(self, tracker: Tracker) -> float | None:
+        """When the session the tracker loaded ends unless it is used: its idle expiry, or its
+        absolute timeout (``max_age``) when that comes first (``Session.expires_at``)."""
+        expires, created, max_age = tracker.expires, tracker.created, self._max_age
+        if expires is not None and created is not None and max_age is not None:
+            return min(expires, created + max_age)
+        return expires
 
     def _due(self, tracker: Tracker) -> bool:
         """Whether an unchanged session's life is extended now: under ON_EVERY_REQUEST, unless
@@ -297,7 +307,31 @@ class SessionEngine:
             return False
         window = self._touch_window
         expires = tracker.expires
+        if window is not None and tracker.lifetime:  # its own TTL: its own window
+            window = self._window(tracker.lifetime)
         return window is None or expires is None or expires - self.clock() <= window
+
+    def _window(self, lifetime: float) -> float:
+        """``_touch_window`` for a session that lives ``lifetime`` seconds (``set_expiry``):
+        extended once ``touch_after`` passed, or on every request when it lives no longer."""
+        touch_after = self.lifecycle.touch_after
+        assert touch_after is not None
+        after = touch_after.total_seconds()
+        return lifetime - after if after < lifetime else lifetime
+
+    def _max_age_of(self, lifetime: float | None) -> int | None:
+        """The cookie's Max-Age for a session with this lifetime (``set_expiry``; ``None``:
+        the middleware's)."""
+        if lifetime is None:
+            return self.cookie_max_age
+        return int(lifetime) or None
+
+    def _suffix(self, lifetime: float | None) -> str | None:
+        """The Set-Cookie attributes for a session with this lifetime; ``None`` for the
+        middleware's (``_cookie_suffix``)."""
+        if lifetime is None:
+            return None
+        return cookie_suffix(self.cookie, self._max_age_of(lifetime))
 
     async def load(self, tracker: Tracker) -> Session:
         """Read the cookie's session into the tracker's session, if not done yet; raise
@@ -359,17 +393,23 @@ class SessionEngine:
     def _removal(self) -> str:
         return removal_cookie(self.cookie, self.clock())
 
-    def _cookie(self, value: str, resendable: tuple[str, str] | None = None) -> str:
+    def _cookie(
+        self,
+        value: str,
+        resendable: tuple[str, str] | None = None,
+        suffix: str | None = None,
+    ) -> str:
         """The Set-Cookie line carrying ``value`` sealed (percent-encoded as ``session_cookie``
         does); ``PersistError`` when browsers would drop it for its size. ``resendable``: the
         request's own cookie as ``(plaintext, sealed value)`` with the current key; when it
-        holds ``value``, it is sent back as it came (the same ciphertext: no new seal)."""
+        holds ``value``, it is sent back as it came (the same ciphertext: no new seal).
+        ``suffix``: the attributes of a session with its own lifetime (``_suffix``)."""
         sealed = (
             resendable[1]
             if resendable is not None and resendable[0] == value
             else self.sealer.seal(value)
         )
-        line = _cookie_line(self, sealed)
+        line = _cookie_line(self, sealed, suffix)
         size = len(line) if line.isascii() else len(line.encode("utf-8"))
         if size > MAX_SET_COOKIE_BYTES:
             raise PersistError(
@@ -380,18 +420,19 @@ class SessionEngine:
         return line
 
 
-def _cookie_line(engine: SessionEngine, sealed: str) -> str:
+def _cookie_line(engine: SessionEngine, sealed: str, suffix: str | None = None) -> str:
     """The Set-Cookie line for a sealed value. A seal in the base64 alphabets (PRIVATE,
     SIGNED; SIGNED_ACTIX's key, server-side) needs only ``/`` and ``=`` escaped, in two C-level
     replaces;
     anything else goes through ``session_cookie``'s percent-encoding (test_engine's
-    test_cookie_lines_match_the_general_encoder holds the two equal)."""
+    test_cookie_lines_match_the_general_encoder holds the two equal). ``suffix``: the
+    attributes, when not the engine's own."""
+    if suffix is None:
+        suffix = engine._cookie_suffix
     if engine._base64_seal:
         escaped = sealed.replace("/", "%2F").replace("=", "%3D")
-        return f"{engine._cookie_head}{escaped}{engine._cookie_suffix}"
-    return session_cookie(
-        engine.cookie, sealed, engine.cookie_max_age, suffix=engine._cookie_suffix
-    )
+        return f"{engine._cookie_head}{escaped}{suffix}"
+    return session_cookie(engine.cookie, sealed, engine.cookie_max_age, suffix=suffix)
 
 
 class ServerSideEngine(SessionEngine):
@@ -436,6 +477,7 @@ class ServerSideEngine(SessionEngine):
         state = loaded.state
         tracker.key, tracker.record = opened[0], loaded
         tracker.created, tracker.expires = state.created, state.expires
+        tracker.lifetime = state.lifetime
         self._opened(tracker, opened)
         tracker.fill(
             session, state, user=state.user, origin=loaded.text, key=opened[0], id=loaded.id
@@ -457,18 +499,18 @@ class ServerSideEngine(SessionEngine):
             return None
         except Exception as exc:
             raise failure(exc, "load") from exc
-        if loaded is None:
-            self._expired("idle")  # the store dropped it at its TTL
+        if loaded is None:  # the store dropped it at its TTL (or an ended one's tombstone went)
+            self._expired("idle", tracker)
             return None
         if loaded is ENDED:
-            tracker.ended = True
+            tracker.ended = "signed_out"
             return None
         if loaded is RENEWED:
             tracker.renewed = self.repository.id_of(key)
             return None
         why = self._lapsed(loaded.state.created, loaded.state.expires)
         if why is not None:
-            self._expired(why)
+            self._expired(why, tracker)
             return None
         if self.device is not None and not self.device.admit(tracker, loaded, self.clock()):
             logger.info("session %s is device-bound; no valid credential came", fingerprint(key))
@@ -482,7 +524,8 @@ class ServerSideEngine(SessionEngine):
         status, persist, used, _, _ = outcome
         if persist and (status is not _UNCHANGED or tracker.reissue or self._due(tracker)):
             if tracker.reissue and status is _UNCHANGED and not self._due(tracker):
-                cookie = None if tracker.key is None else self._cookie(tracker.key)
+                key, suffix = tracker.key, self._suffix(tracker.lifetime)
+                cookie = None if key is None else self._cookie(key, None, suffix)
                 self._close(tracker, persist)
                 return self._headers(tracker, used, cookie, headers)
             tracker.decided = outcome
@@ -519,11 +562,13 @@ class ServerSideEngine(SessionEngine):
         """The Set-Cookie for what a write before the head reported (the module's table)."""
         if stored is _WRITTEN:
             assert tracker.key is not None
-            return self._cookie(tracker.key, tracker.resendable)
+            lifetime = tracker.lifetime  # _suffix's test, inline: every write passes here
+            suffix = None if lifetime is None else self._suffix(lifetime)
+            return self._cookie(tracker.key, tracker.resendable, suffix)
         if stored is _KEPT:
-            key = tracker.key
-            if key is not None and (tracker.reissue or self.cookie_max_age is not None):
-                return self._cookie(key, tracker.resendable)
+            key, lifetime = tracker.key, tracker.lifetime
+            if key is not None and (tracker.reissue or self._max_age_of(lifetime) is not None):
+                return self._cookie(key, tracker.resendable, self._suffix(lifetime))
             return None
         if stored is _ENDED:
             return self._removal()
@@ -582,6 +627,7 @@ class ServerSideEngine(SessionEngine):
             return self._revoked(tracker, "late_save" if tracker.phase is Phase.LATE else "save")
         tracker.record = saved
         tracker.rebase(tracker.key, saved.id, state_json)
+        tracker.lifetime = saved.state.lifetime
         return _WRITTEN
 
     async def _purge(self, tracker: Tracker, outcome: Outcome) -> Stored:
@@ -622,6 +668,7 @@ class ServerSideEngine(SessionEngine):
             self._emit(SessionRenewed())
         tracker.key, tracker.record, tracker.resendable = key, stored, None
         tracker.rebase(key, stored.id, state_json)
+        tracker.lifetime = stored.state.lifetime
         return _WRITTEN
 
     async def _create(self, tracker: Tracker, meta: StoredState, state_json: str | None) -> Stored:
@@ -629,11 +676,13 @@ class ServerSideEngine(SessionEngine):
         state = tracker.state()
         if not (state or meta.user or meta.device):
             return _NOTHING
+        meta.lifetime = tracker.lifetime
         key, stored = await self.repository.create(state, meta, self.ttl)
         if self.on_event is not None:
             self._emit(SessionCreated())
         tracker.key, tracker.record, tracker.resendable = key, stored, None
         tracker.rebase(key, stored.id, state_json)
+        tracker.lifetime = stored.state.lifetime
         return _WRITTEN
 
     def _revoked(self, tracker: Tracker, operation: str) -> Stored:
@@ -655,7 +704,8 @@ class ServerSideEngine(SessionEngine):
 
     def _meta(self, tracker: Tracker) -> StoredState:
         """The metadata a write stores beside the state: creation, the bound user, its agent,
-        and a new device binding if one was asked for (``None``: the record's stays)."""
+        a new device binding if one was asked for (``None``: the record's stays), and the
+        indexes ``Session.index`` changed (merged into the record's)."""
         agent = tracker.agent
         return stored_state(
             {},
@@ -663,6 +713,11 @@ class ServerSideEngine(SessionEngine):
             tracker.user,
             agent[:120].decode("latin-1") if agent else None,
             None if self.device is None else self.device.binding(tracker, self.clock()),
+            None,
+            None,
+            None,
+            None,
+            tracker.indexes,
         )
 
     # -- the DBSC endpoints (sessionware.dbsc.serve) -----------------------------------------
@@ -695,6 +750,8 @@ class ServerSideEngine(SessionEngine):
             agent=state.agent,
             device=device,
             applied=state.applied,
+            lifetime=state.lifetime,
+            indexes=state.indexes,
         )
         try:
             stored = await self.repository.replace(loaded, state, meta, self.ttl)
@@ -734,7 +791,7 @@ class ClientSideEngine(SessionEngine):
     def open_into(self, tracker: Tracker, session: Session) -> None:
         """Open the request's cookie into ``session`` (its first use): no I/O."""
         opened = self.open(tracker.cookies)
-        fields = None if opened is None else self._read_state(opened[0])
+        fields = None if opened is None else self._read_state(opened[0], tracker)
         if fields is None:
             tracker.fill(session, {})
             return
@@ -742,6 +799,8 @@ class ClientSideEngine(SessionEngine):
         if self.on_event is not None:
             self._emit(SessionLoaded())
         state, tracker.created, tracker.expires, user = fields
+        if type(state) is StoredState:  # a lifetime makes the envelope take decode_state's way
+            tracker.lifetime = state.lifetime
         tracker.record = opened[0]
         self._opened(tracker, opened)
         tracker.fill(session, state, user=user, origin=opened[0])
@@ -750,7 +809,7 @@ class ClientSideEngine(SessionEngine):
         """``open_into``, for callers that await (``session.load()``)."""
         self.open_into(tracker, session)
 
-    def _read_state(self, plain: str) -> Any:
+    def _read_state(self, plain: str, tracker: Tracker) -> Any:
         """The live state an opened cookie's plaintext holds; ``None``, with its log line and
         event, when it is unreadable, idle or too old."""
         try:
@@ -772,7 +831,7 @@ class ClientSideEngine(SessionEngine):
             return None
         why = self._lapsed(fields[1], fields[2])
         if why is not None:
-            self._expired(why)
+            self._expired(why, tracker)
             return None
         return fields
 
@@ -812,7 +871,9 @@ class ClientSideEngine(SessionEngine):
             if not live:
                 return None
             if not self._due(tracker):
-                return self._cookie(tracker.record) if tracker.reissue else None
+                if not tracker.reissue:
+                    return None
+                return self._cookie(tracker.record, None, self._suffix(tracker.lifetime))
         user, store = tracker.user, self.store
         state = tracker.state() if state_json is None or store.legacy_format else _UNREAD
         if not (live or user or (state_json != "{}" if state_json is not None else state)):
@@ -821,10 +882,23 @@ class ClientSideEngine(SessionEngine):
             self._emit(SessionRenewed() if live else SessionCreated())
         now = self.clock()
         created = tracker.created or now
+        lifetime = tracker.lifetime
+        if lifetime is None:
+            text = store.dump(
+                state, self.ttl, state_json=state_json, created=created, user=user, now=now
+            )
+            return self._cookie(text, tracker.resendable)
+        ttl = timedelta(seconds=lifetime) if lifetime else self.ttl
         text = store.dump(
-            state, self.ttl, state_json=state_json, created=created, user=user, now=now
+            state,
+            ttl,
+            state_json=state_json,
+            created=created,
+            user=user,
+            now=now,
+            lifetime=lifetime,
         )
-        return self._cookie(text, tracker.resendable)
+        return self._cookie(text, tracker.resendable, self._suffix(lifetime))
 
 
 _UNCHANGED = SessionStatus.UNCHANGED
@@ -832,6 +906,8 @@ _PURGED = SessionStatus.PURGED
 _NOTHING, _KEPT, _WRITTEN = Stored.NOTHING, Stored.KEPT, Stored.WRITTEN
 _ENDED, _CONFLICT = Stored.ENDED, Stored.CONFLICT
 _RENEWED = SessionStatus.RENEWED
+_ENDED_BY: dict[str, EndedReason] = {"idle": "idle_timeout", "absolute": "absolute_timeout"}
+"""``Session.ended_reason`` for each timeout ``_lapsed`` names."""
 _UNREAD: Mapping[str, Any] = {}
 """What ``dump`` gets as the state when it is given the state's JSON: it does not read it."""
 
@@ -987,9 +1063,15 @@ class _HeaderTokens(_Transported):
         cookies = [prefix + token for token in cookie_headers if token and b";" not in token]
         return super().begin(cookies, user_agent, lazy)
 
-    def _cookie(self, value: str, resendable: tuple[str, str] | None = None) -> str:
+    def _cookie(
+        self,
+        value: str,
+        resendable: tuple[str, str] | None = None,
+        suffix: str | None = None,
+    ) -> str:
         """The sealed token for the response header: base64 as it is (a token68, as
-        ``Authorization`` wants it), else percent-encoded as the cookie would be."""
+        ``Authorization`` wants it), else percent-encoded as the cookie would be (a header
+        has no Max-Age: ``suffix`` is not used)."""
         if resendable is not None and resendable[0] == value:
             sealed = resendable[1]
         else:

@@ -38,7 +38,7 @@ import hashlib
 import random
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import MappingProxyType
@@ -50,6 +50,7 @@ from sessionware.events import (
     EventHook,
     MergeRetry,
     ObservedStore,
+    SessionEvicted,
     emit,
 )
 from sessionware.state import (
@@ -67,9 +68,12 @@ from sessionware.state import (
 from sessionware.stores.base import (
     ABSENT,
     TOMBSTONE_TTL,
+    BatchIndex,
+    BatchRecords,
     NotSupportedError,
     Record,
     RecordStore,
+    Replace,
     SessionInfo,
     SessionKey,
     StoreError,
@@ -79,13 +83,30 @@ from sessionware.stores.base import (
     is_generated_key,
 )
 
-__all__ = ["ENDED", "KEEP", "MISSING", "RENEWED", "Changes", "Loaded", "Repository", "Update"]
+__all__ = [
+    "ENDED",
+    "KEEP",
+    "MISSING",
+    "RENEWED",
+    "Changes",
+    "Loaded",
+    "Repository",
+    "Update",
+    "index_key",
+]
 
 _SURE_READS = 3
 """How often a renewal reads the old record to tell whether its swap landed."""
 _ATTEMPTS = 64
 """Bound on lost compare-and-set races (and key collisions) before giving up with a 503."""
 _HEX64 = frozenset("0123456789abcdef")
+_SEPARATOR = "\x1f"
+"""Between an index's name and its value in an index key (never printable: see ``index_key``)."""
+_BATCH = 1000
+_LOCK_PREFIX = "cap."
+"""Ids of the per-user lock records of the cap (never an id a session is filed under)."""
+_LOCK_TTL = timedelta(seconds=5)
+"""Records (or index members) per batch call: bounds a statement's or a pipeline's size."""
 
 
 class _Keep:
@@ -130,7 +151,8 @@ class Changes(NamedTuple):
 
     ``cleared``: the state was emptied first; ``set``: keys written (new values); ``removed``:
     keys deleted; ``user``: the user it was bound to (``KEEP`` if untouched); ``updates``: the
-    ``Update``s of keys the request did not set, applied last, in order.
+    ``Update``s of keys the request did not set, applied last, in order; ``lifetime``: the
+    per-session lifetime ``set_expiry`` chose (seconds, 0 or ``None``; ``KEEP`` if untouched).
     """
 
     cleared: bool = False
@@ -138,11 +160,14 @@ class Changes(NamedTuple):
     removed: frozenset[str] = frozenset()
     user: str | None = KEEP
     updates: Mapping[str, tuple[Update, ...]] = MappingProxyType({})
+    lifetime: float | None = KEEP
 
     @classmethod
-    def replace(cls, state: Mapping[str, Any], user: str | None = KEEP) -> Changes:
+    def replace(
+        cls, state: Mapping[str, Any], user: str | None = KEEP, lifetime: float | None = KEEP
+    ) -> Changes:
         """Changes that make the state exactly ``state``."""
-        return cls(True, dict(state), frozenset(), user)
+        return cls(True, dict(state), frozenset(), user, lifetime=lifetime)
 
     def apply(self, current: Mapping[str, Any]) -> dict[str, Any]:
         """The state after these changes, on top of ``current``. Raises
@@ -207,6 +232,9 @@ class Repository:
         self.on_event: EventHook | None = None
         if on_event is not None:
             self.observe(on_event)
+        self.max_per_user: int | None = None
+        """``SessionMiddleware(max_sessions_per_user=N)``: binding a session to a user who
+        then has more than N live sessions ends the least recently used (needs an index)."""
 
     def observe(self, on_event: EventHook) -> None:
         """Send events to ``on_event``, and the store's failures too (its calls get wrapped)."""
@@ -256,6 +284,7 @@ class Repository:
     async def _adopt(self, key: str, id: str, legacy: Record, ttl: timedelta) -> Loaded | None:
         """Move a record filed under its key in clear to its hashed id; a tombstone stays."""
         loaded = _loaded(id, legacy)  # unreadable: raises before anything moves
+        ttl = lasting(loaded.state.lifetime, ttl)
         version = await self.store.put(id, legacy.data, ttl, expect=ABSENT)
         if version is None:
             return None
@@ -263,8 +292,7 @@ class Repository:
             await self.store.delete(id)
             return None
         loaded.version = version
-        if loaded.state.user is not None and self.index is not None:
-            await self.index.index_add(loaded.state.user, id, ttl)
+        await self._file(loaded.state, None, id, ttl, cap=False)  # bound before
         return loaded
 
     async def _read(self, id: str) -> tuple[Record | None, StoredState | None, str | None]:
@@ -302,20 +330,27 @@ class Repository:
             device=meta.device,
             state_json=state_json,
             applied=meta.applied,
+            lifetime=meta.lifetime,
+            indexes=meta.indexes,
         )
         return text.encode("utf-8")
 
     async def create(
-        self, state: Mapping[str, Any], meta: StoredState, ttl: timedelta
+        self, state: Mapping[str, Any], meta: StoredState, ttl: timedelta, *, cap: bool = True
     ) -> tuple[SessionKey, Loaded]:
-        """Store a new session under a fresh key; return the key and the stored record."""
+        """Store a new session under a fresh key; return the key and the stored record.
+        ``cap``: a session bound to a user holds them to ``max_per_user`` (a renewal does
+        that once its old record is buried)."""
+        lifetime = meta.lifetime  # lasting(), inline: every new session passes here
+        if lifetime:
+            ttl = timedelta(seconds=lifetime)
         data = self._encode(state, meta, ttl)
         for _ in range(_ATTEMPTS):
             key = generate_session_key()
             id = self.id_of(key)
             version = await self.store.put(id, data, ttl, expect=ABSENT)
             if version is not None:
-                await self._file(meta.user, None, id, ttl)
+                await self._file(meta, None, id, ttl, cap=cap)
                 return key, Loaded(_state(state, meta), id, version, data.decode())
         raise StoreError(f"no free session id after {_ATTEMPTS} attempts")
 
@@ -362,9 +397,11 @@ class Repository:
         for attempt in range(_ATTEMPTS):
             merged = changes.apply(current)
             user = current.user if changes.user is KEEP else changes.user
-            stored = _record(merged, current, meta, user, update)
-            data = self._encode(merged, stored, ttl, state_json=state_json)
-            new = await self.store.put(id, data, ttl, expect=version)
+            stored = _record(merged, current, meta, user, update, changes.lifetime)
+            lifetime = stored.lifetime  # lasting(), inline: every write passes here
+            lived = timedelta(seconds=lifetime) if lifetime else ttl
+            data = self._encode(merged, stored, lived, state_json=state_json)
+            new = await self.store.put(id, data, lived, expect=version)
             record = None
             if new is None:  # a lost race, or a client's retry of this very put, which landed
                 record, fresh, successor = await self._read(id)
@@ -373,10 +410,10 @@ class Repository:
                     if update is None
                     else fresh is not None and update in (fresh.applied or ())
                 ):
-                    await self._file(user, current.user, id, ttl)
+                    await self._file(stored, current, id, lived)
                     return _loaded(id, record)
             if new is not None:
-                await self._file(user, current.user, id, ttl)
+                await self._file(stored, current, id, lived)
                 return Loaded(stored, id, new, data.decode())
             if fresh is None:
                 return RENEWED if successor is not None else None
@@ -395,6 +432,7 @@ class Repository:
         A lost race needs no retry: the write that won extended the session too.
         """
         state = loaded.state
+        ttl = lasting(state.lifetime, ttl)
         data = self._encode(state, state, ttl, seen=state.seen)
         version = await self.store.put(loaded.id, data, ttl, expect=loaded.version)
         if version is None:
@@ -402,7 +440,7 @@ class Repository:
             if fresh is not None and record is not None:
                 return Loaded(fresh, loaded.id, record.version, record.data.decode())
             return RENEWED if successor is not None else None
-        await self._file(state.user, state.user, loaded.id, ttl)
+        await self._file(state, state, loaded.id, ttl)
         now = self.clock()
         stored = stored_state(
             state,
@@ -413,6 +451,8 @@ class Repository:
             now + ttl.total_seconds(),
             state.seen,
             state.applied,
+            state.lifetime,
+            state.indexes,
         )
         return Loaded(stored, loaded.id, version, data.decode())
 
@@ -422,11 +462,22 @@ class Repository:
         """Move the session to a fresh key, carrying concurrent writes (module docstring).
 
         Returns the new key and record; ``RENEWED`` when another renewal won (nothing of this
-        one is stored); ``None`` when the session ended meanwhile.
+        one is stored); ``None`` when the session ended meanwhile. A renewal that binds the
+        session to another user (a login) then holds that user to ``max_per_user``.
         """
+        renewed = await self._renew(loaded, changes, meta, ttl)
+        if self.max_per_user is not None and isinstance(renewed, tuple):
+            user = renewed[1].state.user
+            if user is not None and user != loaded.state.user:
+                await self._cap(user, renewed[1].id)
+        return renewed
+
+    async def _renew(
+        self, loaded: Loaded, changes: Changes, meta: StoredState, ttl: timedelta
+    ) -> tuple[SessionKey, Loaded] | None:
         user = loaded.state.user if changes.user is KEEP else changes.user
-        record_meta = _record({}, loaded.state, meta, user)
-        key, new = await self.create(changes.apply(loaded.state), record_meta, ttl)
+        record_meta = _record({}, loaded.state, meta, user, None, changes.lifetime)
+        key, new = await self.create(changes.apply(loaded.state), record_meta, ttl, cap=False)
         try:  # until the old record may name the new one, a failure leaves it intact
             old_id, old_version, current = loaded.id, loaded.version, loaded.state
             turn = await self.turns.take(old_id)  # this process's writes wait for the swap
@@ -434,14 +485,14 @@ class Repository:
                 turn.latest = None  # the old record will not stay what the last write stored
                 for attempt in range(_ATTEMPTS):
                     if await self._swap(old_id, old_version, new.id):
-                        await self._unfile(current.user, old_id)
+                        await self._unfile(_filed(current), old_id)
                         return key, new
                     # The swap may have landed all the same (a client's retry of it reads as a
                     # refusal): what the old record says now decides, and a read that fails
                     # leaves that unknown.
                     record, fresh, successor = await self._read_surely(old_id)
                     if fresh is None and successor == new.id:  # a retry of a swap that landed
-                        await self._unfile(current.user, old_id)
+                        await self._unfile(_filed(current), old_id)
                         return key, new
                     if fresh is None:  # ended, or renewed by another request first
                         await self._end(new)
@@ -451,12 +502,12 @@ class Repository:
                     current, old_version = fresh, record.version
                     user = current.user if changes.user is KEEP else changes.user
                     merged = changes.apply(current)
-                    carried = _record(merged, current, meta, user)
-                    data = self._encode(merged, carried, ttl)
-                    version = await self.store.put(new.id, data, ttl, expect=new.version)
-                    if (
-                        version is None
-                    ):  # ended (sign-out-everywhere), or a retry of a put that landed
+                    carried = _record(merged, current, meta, user, None, changes.lifetime)
+                    lived = lasting(carried.lifetime, ttl)
+                    data = self._encode(merged, carried, lived)
+                    version = await self.store.put(new.id, data, lived, expect=new.version)
+                    # None: ended (sign-out-everywhere), or a retry of a put that landed
+                    if version is None:
                         landed = await self.store.get(new.id)
                         version = None if landed is None or landed.data != data else landed.version
                     if version is None:
@@ -509,31 +560,33 @@ class Repository:
         For a write whose decision rests on the record as read (a DBSC proof checked against
         the binding it holds), which must not land on a record that moved on meanwhile.
         """
+        ttl = lasting(meta.lifetime, ttl)
         data = self._encode(state, meta, ttl)
         version = await self.store.put(loaded.id, data, ttl, expect=loaded.version)
         if version is None:
             return None
-        await self._file(meta.user, loaded.state.user, loaded.id, ttl)
+        await self._file(meta, loaded.state, loaded.id, ttl)
         return Loaded(_state(state, meta), loaded.id, version, data.decode())
 
     async def purge(self, loaded: Loaded) -> None:
         """End the session (and, if it was renewed meanwhile, the session it was renewed to)."""
-        await self._purge(loaded.id, loaded.version, loaded.state.user)
+        await self._purge(loaded.id, loaded.version, loaded.state)
 
     async def _purge(
         self,
         id: str,
         version: Version | None = None,
-        user: str | None = None,
+        state: StoredState | None = None,
         *,
         owner: str | None = None,
+        hops: int = 0,
     ) -> bool:
-        """Tombstone ``id``, following renewals; whether a live session ended. With ``owner``,
-        only a session bound to that user is ended."""
-        hops = 0
+        """Tombstone ``id`` (read at ``version``, holding ``state``), following renewals;
+        whether a live session ended. With ``owner`` (an index key, ``index_key``), only a
+        session filed under it is ended; ``hops``: renewals followed to reach it."""
         for _ in range(_ATTEMPTS):
             if version is not None and await self._bury(id, version, None) is not None:
-                await self._unfile(user, id)
+                await self._unfile(_filed(state), id)
                 return True
             record, fresh, successor = await self._read(id)
             if record is None:
@@ -541,40 +594,103 @@ class Repository:
             if fresh is None and record.data.startswith(TOMBSTONE_HEAD):
                 if successor is None:
                     return False
-                if hops >= self.max_hops:  # never acknowledged while a successor may live
-                    self._gave_up("purge", "hops")
-                    raise StoreError(f"more than {self.max_hops} renewals to follow")
+                self._check_hops(hops)
                 id, version, hops = successor, None, hops + 1
                 continue
-            if owner is not None and (fresh is None or fresh.user != owner):
+            if owner is not None and (fresh is None or owner not in _filed(fresh)):
                 return False
             if version is not None:
                 self._retried("purge")
-            version, user = record.version, fresh.user if fresh is not None else None
+            version, state = record.version, fresh
         self._gave_up("purge")
         raise StoreError(f"the session kept changing: gave up after {_ATTEMPTS} attempts")
 
     async def _end(self, loaded: Loaded) -> None:
         """Tombstone a record this request created and nobody else knows yet."""
-        await self._purge(loaded.id, loaded.version, loaded.state.user)
+        await self._purge(loaded.id, loaded.version, loaded.state)
 
     async def _bury(self, id: str, version: Version, successor: str | None) -> Version | None:
         data = encode_tombstone(successor).encode()
         return await self.store.put(id, data, self.tombstone_ttl, expect=version)
 
-    async def _file(self, user: str | None, old: str | None, id: str, ttl: timedelta) -> None:
-        """Keep the user index in step with a record: filed under ``user``, not under ``old``."""
+    async def _file(
+        self,
+        new: StoredState,
+        old: StoredState | None,
+        id: str,
+        ttl: timedelta,
+        *,
+        cap: bool = True,
+    ) -> None:
+        """Keep the indexes in step with a record: filed under the keys of ``new`` (its user,
+        its other indexes), no longer under those of ``old`` it left; a record newly bound to
+        a user holds that user to ``max_per_user`` (unless ``cap`` is false)."""
         if self.index is None:
             return
-        if user is not None:
-            await self.index.index_add(user, id, ttl)
-        if old != user:
-            await self._unfile(old, id)
+        user, before = new.user, None if old is None else old.user
+        if new.indexes is None and (old is None or old.indexes is None):  # a user's alone
+            if user is not None:
+                await self.index.index_add(user, id, ttl)
+            if before is not None and before != user:
+                await self._unfile([before], id)
+        else:
+            filed, was = _filed(new), _filed(old)
+            for key in filed:
+                await self.index.index_add(key, id, ttl)
+            await self._unfile([key for key in was if key not in filed], id)
+        if cap and self.max_per_user is not None and user is not None and user != before:
+            await self._cap(user, id)
 
-    async def _unfile(self, user: str | None, id: str) -> None:
-        """Take ``id`` out of ``user``'s index; failing leaves a stale member, which listings drop."""
-        if self.index is not None and user is not None:
-            await _quietly(self.index.index_remove(user, id))
+    async def _cap(self, user: str, keep: str) -> None:
+        """End ``user``'s least recently used sessions beyond ``max_per_user`` (``keep``, the
+        one just bound, stays if it still lives), one ``SessionEvicted`` each. Under a lock
+        record per user, so two logins at once, in any processes, leave at most that many."""
+        limit, index = self.max_per_user, self.require_index()
+        assert limit is not None
+        if len(await index.index_members(user)) <= limit:  # each login's own count decides
+            return
+        lock = _LOCK_PREFIX + hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()
+        await self._lock(lock)
+        try:
+            async with _pinned(self.store):
+                ids = await index.index_members(user)
+                live = [
+                    (state, id)
+                    for id, record in zip(ids, await self._get_many(ids), strict=True)
+                    if (state := _live_state(id, record)) is not None and state.user == user
+                ]
+                # The one just bound first, then the most recently used (the latest expiry:
+                # every write or refresh moves it), then the most recently written.
+                live.sort(
+                    key=lambda e: (e[1] == keep, e[0].expires or 0, e[0].seen or 0, e[1]),
+                    reverse=True,
+                )
+                evicted, unfiled = await self._purge_many([id for _, id in live[limit:]], user)
+                for filed, members in unfiled.items():
+                    await _quietly(self._remove_many(filed, members))
+        finally:
+            await _quietly(self.store.delete(lock))
+        for _ in range(evicted):
+            self._emit(SessionEvicted())
+
+    async def _lock(self, id: str) -> None:
+        """Take the lock record ``id`` (created only if absent, so one holder at a time; it
+        expires after ``_LOCK_TTL`` should its holder die); ``StoreError`` past that wait."""
+        data = encode_tombstone(None).encode()  # should anything read it: an ended session
+        deadline = time.monotonic() + _LOCK_TTL.total_seconds()
+        attempt = 0
+        while await self.store.put(id, data, _LOCK_TTL, expect=ABSENT) is None:
+            if time.monotonic() > deadline:
+                raise StoreError("another process held the user's session cap lock too long")
+            await _backoff(min(attempt, 7))
+            attempt += 1
+
+    async def _unfile(self, keys: Sequence[str], id: str) -> None:
+        """Take ``id`` out of the indexes ``keys``; failing leaves a stale member, which
+        listings drop."""
+        if self.index is not None:
+            for key in keys:
+                await _quietly(self.index.index_remove(key, id))
 
     async def end(self, id: str) -> bool:
         """End the session filed under ``id`` (and any session a login renewed it to);
@@ -594,32 +710,177 @@ class Repository:
 
     async def sessions_for(self, user_id: str) -> list[SessionInfo]:
         """The user's live sessions, oldest first (stale index members are dropped)."""
-        index = self.require_index()
-        infos = []
-        for id in await index.index_members(user_id):
-            _, state, _ = await self._read(id)
-            if state is None or state.user != user_id:
-                await index.index_remove(user_id, id)
-                continue
-            infos.append(SessionInfo(id, state.created, state.seen, state.expires, state.agent))
-        return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.id))
+        return await self.sessions_where("user", user_id)
 
     async def end_all_for(self, user_id: str, keep: str | None = None) -> int:
         """End every session of the user but the one filed under ``keep``; how many were
         live."""
-        index = self.require_index()
-        ended = 0
-        for id in await index.index_members(user_id):
-            if id != keep:
-                ended += await self._purge(id, owner=user_id)
-                await self._unfile(user_id, id)
+        return await self.end_where("user", user_id, keep)
+
+    async def sessions_where(self, name: str, value: str) -> list[SessionInfo]:
+        """The live sessions filed under ``(name, value)`` (``Session.index``; ``"user"``:
+        ``bind_user``), oldest first; stale index members are dropped.
+
+        A few round trips whatever their number on a store with the batches (``BatchRecords``,
+        ``BatchIndex``), on one connection where it can pin one."""
+        index, key = self.require_index(), index_key(name, value)
+        async with _pinned(self.store):
+            ids = await index.index_members(key)
+            infos, stale = [], []
+            for id, record in zip(ids, await self._get_many(ids), strict=True):
+                state = _live_state(id, record)
+                if state is None or key not in _filed(state):
+                    stale.append(id)
+                    continue
+                infos.append(SessionInfo(id, state.created, state.seen, state.expires, state.agent))
+            await self._remove_many(key, stale)
+        return sorted(infos, key=lambda i: (i.created or 0.0, i.last_seen or 0.0, i.id))
+
+    async def end_where(self, name: str, value: str, keep: str | None = None) -> int:
+        """End every session filed under ``(name, value)`` but the one filed under ``keep``;
+        how many were live. Each ends as ``end`` ends one, all read and buried in batches."""
+        index, key = self.require_index(), index_key(name, value)
+        async with _pinned(self.store):
+            ids = [id for id in await index.index_members(key) if id != keep]
+            ended, unfiled = await self._purge_many(ids, key)
+            unfiled.setdefault(key, []).extend(ids)
+            for filed, members in unfiled.items():
+                await _quietly(self._remove_many(filed, list(dict.fromkeys(members))))
         return ended
+
+    async def _purge_many(self, ids: list[str], owner: str) -> tuple[int, dict[str, list[str]]]:
+        """``_purge(id, owner=owner)`` for each of ``ids``, a batch per renewal hop: read them
+        all, tombstone the live ones with one compare-and-set each, follow the tombstones'
+        successors in the next batch; a lost race goes through ``_purge``. How many ended,
+        and the ids buried in batches by index key, for the caller to take out of them."""
+        ended, pending, unfiled = 0, list(dict.fromkeys(ids)), dict[str, list[str]]()
+        tombstone = encode_tombstone(None).encode()
+        for hops in range(self.max_hops + 1):
+            if not pending:
+                break
+            burials, filed, successors = [], {}, []
+            for id, record in zip(pending, await self._get_many(pending), strict=True):
+                if record is None:
+                    continue
+                if record.data.startswith(TOMBSTONE_HEAD):
+                    successor = read_tombstone(record.data)[1]
+                    if successor is not None:
+                        self._check_hops(hops)
+                        successors.append(successor)
+                    continue
+                state = _live_state(id, record)
+                if state is None or owner not in (keys := _filed(state)):
+                    continue
+                burials.append(Replace(id, tombstone, self.tombstone_ttl, record.version))
+                filed[id] = keys
+            for burial, version in zip(burials, await self._replace_many(burials), strict=True):
+                if version is not None:
+                    ended += 1
+                    for key in filed[burial.id]:
+                        unfiled.setdefault(key, []).append(burial.id)
+                else:  # written meanwhile: the one-by-one way reads it again
+                    self._retried("purge")
+                    ended += await self._purge(burial.id, owner=owner, hops=hops)
+            pending = list(dict.fromkeys(successors))
+        return ended, unfiled
+
+    def _check_hops(self, hops: int) -> None:
+        """A purge never acknowledges while a successor past the hop limit may live."""
+        if hops >= self.max_hops:
+            self._gave_up("purge", "hops")
+            raise StoreError(f"more than {self.max_hops} renewals to follow")
+
+    async def _get_many(self, ids: list[str]) -> list[Record | None]:
+        """The records under ``ids``: in batches when the store has them, else one by one."""
+        batches = _batches(self.store)
+        if batches is None:
+            return [await self.store.get(id) for id in ids]
+        records: list[Record | None] = []
+        for start in range(0, len(ids), _BATCH):
+            records += await batches.get_many(ids[start : start + _BATCH])
+        return records
+
+    async def _replace_many(self, writes: list[Replace]) -> list[Version | None]:
+        """Each write's new version (``None``: refused), in batches when the store has them."""
+        batches = _batches(self.store)
+        if batches is None:
+            return [await self.store.put(*write[:3], expect=write.expect) for write in writes]
+        versions: list[Version | None] = []
+        for start in range(0, len(writes), _BATCH):
+            versions += await batches.replace_many(writes[start : start + _BATCH])
+        return versions
+
+    async def _remove_many(self, user: str, ids: list[str]) -> None:
+        """Take ``ids`` out of ``user``'s index, in batches when the store has them."""
+        index = self.require_index()
+        batches = _index_batches(index)
+        if batches is None:
+            for id in ids:
+                await index.index_remove(user, id)
+            return
+        for start in range(0, len(ids), _BATCH):
+            await batches.index_remove_many(user, ids[start : start + _BATCH])
 
     def is_id(self, text: str) -> bool:
         """Whether ``text`` has the shape of an id this repository files sessions under."""
         if self.hash_keys:
             return len(text) == 64 and set(text) <= _HEX64
         return is_generated_key(text)
+
+
+def index_key(name: str, value: str) -> str:
+    """The key a store's index files sessions under for ``(name, value)``: the user id itself
+    for ``"user"`` (as the first version filed them), else ``name``, U+001F, ``value``. User
+    ids and index values are printable, so no two indexes' keys meet."""
+    return value if name == "user" else f"{name}{_SEPARATOR}{value}"
+
+
+def _filed(state: StoredState | None) -> list[str]:
+    """The index keys a record is filed under: its user's, then its other indexes'."""
+    if state is None:
+        return []
+    keys = [] if state.user is None else [state.user]
+    if state.indexes is not None:
+        keys += [f"{n}{_SEPARATOR}{v}" for n, v in state.indexes.items() if v is not None]
+    return keys
+
+
+def _batches(store: object) -> BatchRecords | None:
+    """``store`` if it reads and replaces records in batches (``BatchRecords``), else None."""
+    return store if _has(store, "get_many", "replace_many") else None  # type: ignore[return-value]
+
+
+def _index_batches(index: object) -> BatchIndex | None:
+    """``index`` if it removes ids in batches (``BatchIndex``), else None."""
+    return index if _has(index, "index_remove_many") else None  # type: ignore[return-value]
+
+
+def _has(store: object, *operations: str) -> bool:
+    """Whether ``store`` has the optional operations. Looked up with ``getattr``, not
+    ``isinstance``: a wrapper (``ObservedStore``) forwards them through ``__getattr__``, which
+    ``isinstance`` no longer consults (Python 3.12)."""
+    return all(callable(getattr(store, name, None)) for name in operations)
+
+
+def _live_state(id: str, record: Record | None) -> StoredState | None:
+    """The state a record holds; ``None`` for no record, a tombstone or an unreadable one."""
+    if record is None or record.data.startswith(TOMBSTONE_HEAD):
+        return None
+    try:
+        return _loaded(id, record).state
+    except DeserializationError:
+        return None
+
+
+@contextlib.asynccontextmanager
+async def _pinned(store: RecordStore) -> AsyncIterator[None]:
+    """The store's ``pinned()`` (the calls inside share one connection), where it has one."""
+    pinned = getattr(store, "pinned", None)
+    if pinned is None:
+        yield
+        return
+    async with pinned():
+        yield
 
 
 def _loaded(id: str, record: Record) -> Loaded:
@@ -636,17 +897,30 @@ def _record(
     meta: StoredState,
     user: str | None,
     update: str | None = None,
+    lifetime: float | None = KEEP,
 ) -> StoredState:
     """``state`` with the metadata a write stores: created from the record, the rest from this
-    request; the device binding from the record too, unless this request started a new one;
-    the record's update ids, with ``update``'s first when this write applies updates."""
+    request; the device binding and lifetime from the record too, unless this request chose new
+    ones; the record's update ids, with ``update``'s first when this write applies updates."""
     device = current.device if meta.device is None else meta.device
     applied = current.applied
     if update is not None:
         applied = (update, *(applied or ()))[:MAX_APPLIED]
+    if lifetime is KEEP:
+        lifetime = current.lifetime
+    indexes = current.indexes if not meta.indexes else _indexes(current.indexes, meta.indexes)
+    created = current.created or meta.created
     return stored_state(
-        state, current.created or meta.created, user, meta.agent, device, None, None, applied
+        state, created, user, meta.agent, device, None, None, applied, lifetime, indexes
     )
+
+
+def _indexes(
+    current: Mapping[str, str | None] | None, changed: Mapping[str, str | None] | None
+) -> dict[str, str | None] | None:
+    """The record's indexes with a request's changes (``None``: taken out) applied."""
+    merged = {**(current or {}), **(changed or {})}
+    return {name: value for name, value in merged.items() if value is not None} or None
 
 
 def _update_id() -> str:
@@ -655,9 +929,25 @@ def _update_id() -> str:
 
 
 def _state(state: Mapping[str, Any], meta: StoredState) -> StoredState:
+    indexes = _indexes(None, meta.indexes)
     return stored_state(
-        state, meta.created, meta.user, meta.agent, meta.device, None, None, meta.applied
+        state,
+        meta.created,
+        meta.user,
+        meta.agent,
+        meta.device,
+        None,
+        None,
+        meta.applied,
+        meta.lifetime,
+        indexes,
     )
+
+
+def lasting(lifetime: float | None, ttl: timedelta) -> timedelta:
+    """How long a record lives: its own lifetime when ``set_expiry`` gave it one (> 0), else
+    ``ttl`` (the middleware's; a browser session, lifetime 0, keeps it too)."""
+    return timedelta(seconds=lifetime) if lifetime else ttl
 
 
 async def _backoff(attempt: int) -> None:

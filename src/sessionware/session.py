@@ -30,6 +30,7 @@ import enum
 import functools
 import json
 import math
+import re
 from collections.abc import (
     Callable,
     ItemsView,
@@ -39,10 +40,12 @@ from collections.abc import (
     Mapping,
     ValuesView,
 )
+from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, cast, overload
 
 from sessionware.errors import (
+    NotSupportedError,
     SessionError,
     SessionGetError,
     SessionInsertError,
@@ -58,6 +61,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CSRF_KEY",
+    "MAX_INDEX_VALUE",
+    "MAX_LIFETIME",
     "MAX_USER_ID",
     "TRANSITIONS",
     "Event",
@@ -71,6 +76,7 @@ __all__ = [
     "SessionStatus",
     "SessionUpdateError",
     "Tracker",
+    "check_index",
     "check_user_id",
 ]
 
@@ -79,8 +85,16 @@ CSRF_KEY = "_csrf"
 """The session key ``sessionware.csrf`` keeps its secret under; ``renew()`` drops it."""
 MAX_USER_ID = 255
 """The longest user id ``bind_user`` takes (characters): what every store's index can hold."""
+MAX_LIFETIME = timedelta(days=400)
+"""The longest lifetime ``set_expiry`` takes: browsers cap a cookie's Max-Age there (RFC 6265bis)."""
+MAX_INDEX_VALUE = 200
+"""The longest value ``Session.index`` takes (characters): with its name (at most 32) and a
+separator, what every store's index can hold."""
+_INDEX_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _MISSING: Any = MISSING
+_KEEP: Any = KEEP
 _CONTAINERS = (dict, list)
+EndedReason = Literal["idle_timeout", "absolute_timeout", "signed_out"]
 
 
 class SessionStatus(enum.Enum):
@@ -140,6 +154,7 @@ class Session(dict[str, Any]):
         "_cleared",
         "_id",
         "_key",
+        "_lifetime",
         "_origin",
         "_removed",
         "_scalars_only",
@@ -167,6 +182,8 @@ class Session(dict[str, Any]):
     _id: str | None
     _user: str | None
     _user_changed: bool
+    _lifetime: float | None
+    """The lifetime ``set_expiry`` chose in this request (seconds, 0 or ``None``), or ``KEEP``."""
     __hash__ = None
 
     def __init__(self, state: Mapping[str, Any] | None = None) -> None:
@@ -210,10 +227,70 @@ class Session(dict[str, Any]):
     def ended_elsewhere(self) -> bool:
         """Whether the request's cookie named a session that has since been ended (signed out
         from another device, or purged by another request): the session is now empty. Known
-        while the ended session's tombstone lasts (five minutes by default)."""
+        while the ended session's tombstone lasts (five minutes by default).
+        ``ended_reason == "signed_out"``."""
+        return self.ended_reason == "signed_out"
+
+    @property
+    def ended_reason(self) -> EndedReason | None:
+        """Why the session the request's cookie named has ended (this one is then new and
+        empty): ``"idle_timeout"``, ``"absolute_timeout"`` or ``"signed_out"``; ``None`` for a
+        live session or a request without one. Reading it extends nothing."""
+        return self._peek().ended
+
+    @property
+    def created_at(self) -> datetime | None:
+        """When the session was first stored (UTC, by the middleware's clock); ``None`` for a
+        session not stored yet. ``renew()`` keeps it. Reading it extends nothing."""
+        created = self._peek().created
+        return None if created is None else datetime.fromtimestamp(created, timezone.utc)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the session ends unless it is used (UTC, by the middleware's clock), as stored
+        when the request loaded it: the idle expiry, or the absolute timeout (``max_age``) when
+        that comes first. ``None`` for a session not stored yet (or an actix 0.11 cookie, which
+        carries no expiry). Reading it extends nothing."""
+        tracker = self._peek()
+        ends = tracker.engine.ends_at(tracker) if tracker.expires is not None else None
+        return None if ends is None else datetime.fromtimestamp(ends, timezone.utc)
+
+    def set_expiry(self, value: timedelta | None) -> None:
+        """Choose this session's lifetime (Django's ``set_expiry``, e.g. "remember me" at login).
+
+        A ``timedelta`` over zero makes it persistent: it lives that long after its last
+        extension and its cookie gets that Max-Age. ``timedelta(0)``: its cookie lasts until the
+        browser closes (its state keeps the middleware's TTL). ``None``: the middleware's
+        lifecycle again. Kept across ``renew()``; ``max_age`` still ends it. The session is
+        changed only when ``value`` differs from its lifetime now.
+        Raises ``TypeError``/``ValueError`` for anything else (negative, under one second, over
+        ``MAX_LIFETIME``), and ``SessionError`` once the response head went out."""
+        lifetime = _lifetime(value)
+        if self._status is _PURGED:
+            return
+        tracker = self._tracker
         if not self._accessed:
             self._read()
-        return self._tracker.ended
+        current = self._lifetime
+        if lifetime == (tracker.lifetime if current is _KEEP else current):
+            return
+        if tracker.phase is not _OPEN:
+            tracker.allow_write()  # CLOSED: says why nothing can be stored
+            raise SessionError(_LIFETIME_LATE)
+        self._write()
+        self._lifetime = lifetime
+        if tracker is not _DETACHED:  # shared by every standalone session
+            tracker.lifetime = lifetime
+
+    def _peek(self) -> Tracker:
+        """The request's tracker, the session read into it, without counting as a use (the
+        times and the ending are the envelope's, not the state's)."""
+        tracker = self._tracker
+        if tracker.unread:
+            if tracker.lazy:
+                raise SessionNotLoadedError(_LAZY)
+            tracker.engine.open_into(tracker, self)
+        return tracker
 
     @property
     def transport(self) -> Transport:
@@ -240,6 +317,31 @@ class Session(dict[str, Any]):
         self._write()
         self._user = user_id
         self._user_changed = True
+
+    def index(self, name: str, value: str | None) -> None:
+        """File this session under ``(name, value)`` besides its user (``None``: take it out of
+        index ``name``), so ``SessionAdmin.sessions_where(name, value)`` and ``end_where``
+        find it: e.g. ``session.index("oidc_sid", sid)`` at an OpenID Connect login.
+
+        ``name``: 1 to 32 of ``[a-z0-9_]``, starting with a letter (``"user"`` is
+        ``bind_user``'s); ``value``: 1 to ``MAX_INDEX_VALUE`` printable characters. Kept in the
+        stored record and across ``renew()``. A server-side store's: the cookie store keeps no
+        index (``NotSupportedError``)."""
+        check_index(name, value)
+        engine = getattr(self._tracker, "engine", None)
+        if engine is not None and getattr(engine, "repository", None) is None:
+            raise NotSupportedError(
+                "the cookie store keeps no index of sessions: session.index() needs a"
+                " server-side store (Redis, SQLite, PostgreSQL, MariaDB, memory)"
+            )
+        if self._status is _PURGED:
+            return
+        self._write()
+        tracker = self._tracker
+        if tracker is not _DETACHED:  # a standalone Session() is never stored
+            if tracker.indexes is None:
+                tracker.indexes = {}
+            tracker.indexes[name] = value
 
     def bind_device(self) -> None:
         """Offer the browser to bind this session to a key it keeps on the device (DBSC).
@@ -291,10 +393,7 @@ class Session(dict[str, Any]):
         tracker = self._tracker
         if tracker.unread:
             if tracker.lazy:
-                raise SessionNotLoadedError(
-                    "this session is loaded lazily: `await session.load()` (or use the"
-                    " SessionDep dependency) before reading or writing it"
-                )
+                raise SessionNotLoadedError(_LAZY)
             tracker.engine.open_into(tracker, self)
         self._accessed = True
 
@@ -594,6 +693,7 @@ def _new(tracker: Tracker) -> Session:
     session._scalars_only = True
     session._tracker = tracker
     session._key = session._id = session._user = None
+    session._lifetime = _KEEP
     return session
 
 
@@ -605,6 +705,29 @@ def _reset(session: Session, tracker: Tracker) -> None:
     session._scalars_only = True  # what _set_origin(session, None) sets
     session._tracker = tracker
     session._key = session._id = session._user = None
+    session._lifetime = _KEEP
+
+
+def _lifetime(value: Any) -> float | None:
+    """``set_expiry``'s value in whole seconds (``None`` stays); raise saying what is wrong."""
+    if value is None:
+        return None
+    if not isinstance(value, timedelta):
+        raise TypeError(
+            f"set_expiry() takes a datetime.timedelta or None, not {type(value).__name__}"
+        )
+    if value < timedelta(0):
+        raise ValueError(f"set_expiry() takes no negative lifetime, got {value}")
+    if timedelta(0) < value < timedelta(seconds=1):
+        raise ValueError(
+            f"set_expiry() takes 0 or at least one second (times are whole seconds), got {value}"
+        )
+    if value > MAX_LIFETIME:
+        raise ValueError(
+            f"set_expiry() takes at most {MAX_LIFETIME.days} days (browsers cap a cookie's"
+            f" Max-Age there), got {value}"
+        )
+    return float(int(value.total_seconds()))
 
 
 def _set_origin(session: Session, origin: str | None) -> None:
@@ -658,8 +781,10 @@ class Tracker:
         "ended",
         "engine",
         "expires",
+        "indexes",
         "key",
         "lazy",
+        "lifetime",
         "phase",
         "reason",
         "record",
@@ -700,10 +825,13 @@ class Tracker:
         """Whether an older key of the ring sealed the cookie (it goes back under the current)."""
         self.created: float | None = None
         self.expires: float | None = None
+        self.lifetime: float | None = None
+        """The session's own lifetime (``set_expiry``), as stored or as this request chose:
+        seconds, 0 for a browser session, ``None`` for the middleware's lifecycle."""
         self.discarded = False
         """Whether nothing of this request is stored (``Session.discard_changes``: CSRF)."""
-        self.ended = False
-        """Whether the cookie named a session that was purged or signed out elsewhere."""
+        self.ended: EndedReason | None = None
+        """Why the session the cookie named has ended (``Session.ended_reason``)."""
         self.renewed: str | None = None
         """The id of the session the cookie named, when a login had renewed it to another key:
         this request's session is empty, and neither stores a change nor sends a cookie."""
@@ -711,6 +839,8 @@ class Tracker:
         """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
         self.device_requested = False
         """Whether ``bind_device()`` was called since the last write (device binding's hook)."""
+        self.indexes: dict[str, str | None] | None = None
+        """The indexes ``Session.index`` changed since the last write (``None``: none)."""
         self.decided: Outcome | None = None
         """The outcome the engine decided as the response started, while it stores it."""
         self.session = _new(self)
@@ -817,7 +947,8 @@ class Tracker:
         _set_origin(session, None if state_json is None else f"{ENVELOPE_HEAD}{state_json}}}")
         session._status = _UNCHANGED
         session._cleared = session._user_changed = False
-        session._set = session._removed = session._updates = None
+        session._set = session._removed = session._updates = self.indexes = None
+        session._lifetime = _KEEP
         if self.phase is _LATE:
             session._accessed = False
 
@@ -852,23 +983,23 @@ def _changes(
             return status, _NO_CHANGES, state_json
         status = _CHANGED
     if session._cleared:
-        return status, Changes.replace(dict(_items(session)), user), state_json
+        changes = Changes.replace(dict(_items(session)), user, session._lifetime)
+        return status, changes, state_json
     written = (session._set or set()) | mutated
     updates = session._updates
-    return (
-        status,
-        Changes(
-            set={key: _getitem(session, key) for key in written if _contains(session, key)},
-            removed=frozenset(session._removed or ()),
-            user=user,
-            updates=(
-                MappingProxyType({k: tuple(v) for k, v in updates.items() if k not in written})
-                if updates
-                else _NO_UPDATES
-            ),
+    changes = Changes(
+        set={key: _getitem(session, key) for key in written if _contains(session, key)},
+        removed=frozenset(session._removed or ()),
+        user=user,
+        updates=(
+            MappingProxyType({k: tuple(v) for k, v in updates.items() if k not in written})
+            if updates
+            else _NO_UPDATES
         ),
-        state_json,
     )
+    if session._lifetime is not _KEEP:
+        changes = changes._replace(lifetime=session._lifetime)
+    return status, changes, state_json
 
 
 def _encode_state(session: Session) -> str:
@@ -922,8 +1053,8 @@ class _Detached(Tracker):
 
     def __init__(self) -> None:
         self.phase = _OPEN
-        self.unread = self.lazy = self.ended = self.discarded = False
-        self.device = None
+        self.unread = self.lazy = self.discarded = False
+        self.ended = self.device = self.created = self.expires = self.lifetime = None
 
     def handle(self, event: Event, reason: str, refusal: type[SessionError] = SessionError) -> None:
         raise SessionError("a standalone Session() belongs to no request")
@@ -963,6 +1094,26 @@ def _check_value(key: str, value: Any) -> None:
         raise SessionInsertError(f"cannot store session key {key!r}: {_why(exc)}") from None
 
 
+def check_index(name: Any, value: Any) -> None:
+    """Refuse an index a store could not hold (``Session.index``): a name of 1 to 32
+    ``[a-z0-9_]`` starting with a letter, not ``"user"``; a value of 1 to ``MAX_INDEX_VALUE``
+    printable characters, or ``None``."""
+    if not isinstance(name, str) or not _INDEX_NAME.fullmatch(name):
+        raise ValueError(
+            f"an index name is 1 to 32 of [a-z0-9_], starting with a letter: not {name!r}"
+        )
+    if name == "user":
+        raise ValueError("the user index is bind_user()'s: call session.bind_user(user_id)")
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ValueError(f"index values are str, not {type(value).__name__}")
+    if not value or len(value) > MAX_INDEX_VALUE or not value.isprintable():
+        raise ValueError(
+            f"an index value is 1 to {MAX_INDEX_VALUE} printable characters (no control characters)"
+        )
+
+
 def check_user_id(user_id: Any) -> None:
     """Refuse a user id a store's index could not hold: 1 to ``MAX_USER_ID`` printable
     characters of valid UTF-8 (no NUL, no control characters). Also applied to stored records."""
@@ -981,6 +1132,14 @@ def check_user_id(user_id: Any) -> None:
 # Held in an unread session's dict storage, so C code that reads dicts (json's encoder checks
 # the size before it calls items()) takes the slow path through this class, which reads it.
 _UNREAD = "\x00sessionware: not read yet"
+_LAZY = (
+    "this session is loaded lazily: `await session.load()` (or use the SessionDep dependency)"
+    " before reading or writing it"
+)
+_LIFETIME_LATE = (
+    "set_expiry() changes the session's cookie, which went out with the response head: call it"
+    " before the response starts"
+)
 _REQUEST_OVER = (
     "the session's request is over: nothing written to it now can be stored (write to the"
     " session before the response ends)"

@@ -2,8 +2,10 @@
 
 Write: ``{"v":1,"state":{...}}`` plus optional metadata fields actix ignores (``created``,
 ``expires``, ``seen``: Unix seconds; ``user``, ``agent``: the bound user and a user-agent summary;
-``device``: the device binding, a JSON object ``sessionware.dbsc`` reads). Read (SPEC §4.4): the v1 envelope; an object whose values are all
-strings is the legacy 0.11 format (each value is JSON text); any other object is the state itself.
+``device``: the device binding, a JSON object ``sessionware.dbsc`` reads; ``lifetime``: the
+per-session lifetime ``Session.set_expiry`` chose, whole seconds, 0 for a browser session;
+``indexes``: the other indexes the session is filed under, ``{name: value}``, ``Session.index``).
+Read (SPEC §4.4): the v1 envelope; an object whose values are all strings is the legacy 0.11 format (each value is JSON text); any other object is the state itself.
 JSON only: no pickle, no NaN or infinity, no lone surrogates, nesting at most ``MAX_DEPTH`` deep: a
 state that decodes but could not be encoded again is unreadable, so it never fails later.
 """
@@ -68,22 +70,38 @@ class StoredState(dict[str, Any]):
 
     It is a plain ``dict`` for every other purpose. ``created``, ``expires`` and ``seen`` (last
     write) are Unix seconds; ``user`` is the user the session is bound to and ``agent`` a short
-    user-agent summary; ``device`` the device binding (``sessionware.dbsc``); each is ``None``
-    when the record did not carry it (an actix record, say).
+    user-agent summary; ``device`` the device binding (``sessionware.dbsc``); ``lifetime`` the
+    per-session lifetime in seconds (``Session.set_expiry``; 0: until the browser closes); each
+    is ``None`` when the record did not carry it (an actix record, say).
     """
 
     # Slots, each set when one is built: CPython specializes reads of slots, not of instance
     # attributes that fall back to a class-level default.
-    __slots__ = ("__dict__", "agent", "applied", "created", "device", "expires", "seen", "user")
+    __slots__ = (
+        "__dict__",
+        "agent",
+        "applied",
+        "created",
+        "device",
+        "expires",
+        "indexes",
+        "lifetime",
+        "seen",
+        "user",
+    )
     created: float | None
     expires: float | None
     seen: float | None
     user: str | None
     agent: str | None
     device: dict[str, Any] | None
+    lifetime: float | None
     applied: tuple[str, ...] | None
     """The ids of the last read-modify-write updates merged into the record (``update_or``),
     so a write whose answer was lost can tell that it landed and is not applied twice."""
+    indexes: dict[str, str | None] | None
+    """The indexes besides the user's the session is filed under (``Session.index``): name to
+    value. In a write's metadata, a ``None`` value takes the session out of that index."""
 
     def __init__(
         self,
@@ -96,9 +114,11 @@ class StoredState(dict[str, Any]):
         agent: str | None = None,
         device: dict[str, Any] | None = None,
         applied: tuple[str, ...] | None = None,
+        lifetime: float | None = None,
+        indexes: dict[str, str | None] | None = None,
     ) -> None:
         dict.__init__(self, state)
-        _set_fields(self, created, user, agent, device, expires, seen, applied)
+        _set_fields(self, created, user, agent, device, expires, seen, applied, lifetime, indexes)
 
 
 def check_value(value: Any, depth: bool = True) -> str:
@@ -146,6 +166,8 @@ def encode_state(
     agent: str | None = None,
     device: dict[str, Any] | None = None,
     applied: tuple[str, ...] | None = None,
+    lifetime: float | None = None,
+    indexes: Mapping[str, str | None] | None = None,
 ) -> str:
     """Serialise ``state`` as the v1 envelope (or, with ``legacy``, the actix 0.11 map of JSON texts).
 
@@ -164,6 +186,8 @@ def encode_state(
         and agent is None
         and device is None
         and applied is None
+        and lifetime is None
+        and indexes is None
         and not isinstance(state, StoredState)
     ):
         times = f'"created":{int(created)},"expires":{int(expires)}}}'
@@ -178,6 +202,8 @@ def encode_state(
         agent = state.agent if agent is None else agent
         device = state.device if device is None else device
         applied = state.applied if applied is None else applied
+        lifetime = state.lifetime if lifetime is None else lifetime
+        indexes = state.indexes if indexes is None else indexes
     text = ENVELOPE_HEAD + (_dumps(state) if state_json is None else state_json)
     if seen is not None:
         text += f',"seen":{int(seen)}'
@@ -189,6 +215,12 @@ def encode_state(
         text += f',"device":{_dumps(device)}'
     if applied is not None:
         text += f',"applied":{_dumps(list(applied))}'
+    if lifetime is not None:
+        text += f',"lifetime":{int(lifetime)}'
+    if indexes:
+        filed = {name: value for name, value in indexes.items() if value is not None}
+        if filed:
+            text += f',"indexes":{_dumps(filed)}'
     if created is not None:
         text += f',"created":{int(created)}'
     if expires is not None:
@@ -205,13 +237,15 @@ def stored_state(
     expires: float | None = None,
     seen: float | None = None,
     applied: tuple[str, ...] | None = None,
+    lifetime: float | None = None,
+    indexes: dict[str, str | None] | None = None,
     /,
 ) -> StoredState:
     """``StoredState(state, created=..., ...)`` built by C calls and the fields given (the
     repository builds one for every write)."""
     result = _new_state(StoredState)
     _fill_state(result, state)
-    _set_fields(result, created, user, agent, device, expires, seen, applied)
+    _set_fields(result, created, user, agent, device, expires, seen, applied, lifetime, indexes)
     return result
 
 
@@ -224,11 +258,13 @@ def _set_fields(
     expires: float | None,
     seen: float | None,
     applied: tuple[str, ...] | None = None,
+    lifetime: float | None = None,
+    indexes: dict[str, str | None] | None = None,
 ) -> None:
     """Set every metadata field."""
     result.created, result.expires, result.seen = created, expires, seen
     result.user, result.agent, result.device = user, agent, device
-    result.applied = applied
+    result.applied, result.lifetime, result.indexes = applied, lifetime, indexes
 
 
 ENVELOPE_HEAD = '{"v":1,"state":'
@@ -311,7 +347,8 @@ def _envelope_fields(data: dict[str, Any]) -> _Fields | None:
     version = data.get("v")
     if type(state) is not dict or version != 1 or type(version) is not int:
         return None
-    if "device" in data or "applied" in data:  # _decode_object reads and checks those
+    if "device" in data or "applied" in data or "lifetime" in data or "indexes" in data:
+        # _decode_object reads those
         return None
     created, expires, seen = data.get("created"), data.get("expires"), data.get("seen")
     user, agent = data.get("user"), data.get("agent")
@@ -367,6 +404,8 @@ def _decode_object(data: Any) -> StoredState:
             agent=_text(data, "agent"),
             device=_object(data, "device"),
             applied=_applied(data),
+            lifetime=_timestamp(data, "lifetime"),
+            indexes=_indexes(data),
         )
     if all(isinstance(value, str) for value in data.values()):
         try:
@@ -420,6 +459,19 @@ def _applied(data: Mapping[str, Any]) -> tuple[str, ...] | None:
     ):
         return tuple(value)
     raise DeserializationError("session metadata field 'applied' is not a list of update ids")
+
+
+def _indexes(data: Mapping[str, Any]) -> dict[str, str | None] | None:
+    """The ``indexes`` metadata: index names to values, all strings (``Session.index``)."""
+    value = data.get("indexes")
+    if value is None:
+        return None
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and k.isidentifier() and isinstance(v, str) and v.isprintable()
+        for k, v in value.items()
+    ):
+        return dict(value)
+    raise DeserializationError("session metadata field 'indexes' is not an object of strings")
 
 
 MAX_APPLIED = 8

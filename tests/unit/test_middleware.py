@@ -3,6 +3,8 @@ cookies there, paths under a root_path, and the headers of its own refusals."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -10,13 +12,14 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware as StarletteSessionMiddleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
+from starlette.testclient import TestClient
 
 from sessionware import CSRFMiddleware, Key, SessionError, SessionMiddleware, get_session
 from sessionware.middleware import route_path
-from sessionware.stores import CookieSessionStore, MemorySessionStore
-from tests.client import request, websocket
+from sessionware.stores import CookieSessionStore, MemorySessionStore, StoreError
+from tests.client import RecordingStore, lifespan, request, websocket
 
 KEY = Key.generate()
 
@@ -187,3 +190,200 @@ async def test_a_background_write_to_a_new_visitors_session_raises(store: Any) -
     assert response.status == 200 and response.set_cookies == []
     [error] = errors
     assert "response" in str(error) and "before the response starts" in str(error)
+
+
+# --- issue 28 item 15: the lifespan, a store check at start-up, the store-failure body ---------
+
+
+class CheckedStore(MemorySessionStore):
+    """A memory store whose ``check`` notes each call in ``log``, and fails with ``error``."""
+
+    def __init__(self, log: list[str], error: StoreError | None = None) -> None:
+        super().__init__()
+        self.log, self.error = log, error
+
+    async def check(self) -> None:
+        self.log.append("check")
+        if self.error is not None:
+            raise self.error
+
+
+def test_the_apps_own_lifespan_runs_after_the_check_and_sees_every_message() -> None:
+    log: list[str] = []
+
+    @asynccontextmanager
+    async def own(app: Starlette) -> AsyncIterator[dict[str, str]]:
+        log.append("app started")
+        yield {"greeting": "hello"}
+        log.append("app stopped")
+
+    async def greet(request: Request) -> Response:
+        return PlainTextResponse(request.state.greeting)
+
+    app = Starlette(
+        routes=[Route("/", greet)],
+        lifespan=own,
+        middleware=[
+            Middleware(
+                SessionMiddleware,
+                store=CheckedStore(log),
+                key=KEY,
+                check_store_on_startup=True,
+            )
+        ],
+    )
+    with TestClient(app, base_url="https://testserver") as client:
+        assert log == ["check", "app started"]
+        assert client.get("/").text == "hello"  # the app's lifespan state reached the request
+    assert log == ["check", "app started", "app stopped"]
+
+
+async def bare(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app that knows only HTTP, as plain ASGI apps often do."""
+    assert scope["type"] == "http", "not an HTTP request"
+    await PlainTextResponse("ok")(scope, receive, send)
+
+
+async def quiet(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app that ignores every scope but HTTP: it returns without answering."""
+    if scope["type"] == "http":
+        await bare(scope, receive, send)
+
+
+@pytest.mark.parametrize("app", [bare, quiet])
+async def test_an_app_without_lifespan_support_still_starts_and_stops(app: Any) -> None:
+    log: list[str] = []
+    wrapped = SessionMiddleware(app, store=CheckedStore(log), key=KEY, check_store_on_startup=True)
+    served: list[int] = []
+
+    async def during() -> None:
+        served.append((await request(wrapped, "GET", "/")).status)
+
+    sent = await lifespan(wrapped, during)
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert log == ["check"] and served == [200]
+
+
+async def test_without_startup_work_the_lifespan_is_left_to_the_app() -> None:
+    """No check and no sweeper: the middleware does not touch the lifespan (as before)."""
+    log: list[str] = []
+    wrapped = SessionMiddleware(bare, store=CheckedStore(log), key=KEY)
+    with pytest.raises(AssertionError, match="not an HTTP request"):
+        await lifespan(wrapped)
+    assert log == []
+
+
+async def test_a_store_that_fails_its_check_fails_the_startup_and_the_app_never_starts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log: list[str] = []
+    error = StoreError("Redis PING failed: 127.0.0.1:6390: ConnectionRefusedError")
+    started: list[str] = []
+
+    @asynccontextmanager
+    async def own(app: Starlette) -> AsyncIterator[None]:
+        started.append("app")
+        yield
+
+    app = Starlette(
+        lifespan=own,
+        middleware=[
+            Middleware(
+                SessionMiddleware,
+                store=CheckedStore(log, error),
+                key=KEY,
+                check_store_on_startup=True,
+            )
+        ],
+    )
+    sent = await lifespan(app)
+    assert sent == [{"type": "lifespan.startup.failed", "message": str(error)}]
+    assert log == ["check"] and started == []
+    assert "session store check at start-up failed: Redis PING failed: 127.0.0.1:6390" in (
+        caplog.text
+    )
+
+
+async def test_a_passing_check_is_logged_too(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="sessionware")
+    wrapped = SessionMiddleware(bare, store=CheckedStore([]), key=KEY, check_store_on_startup=True)
+    await lifespan(wrapped)
+    assert "session store check at start-up passed (CheckedStore)" in caplog.text
+
+
+def test_store_error_response_must_be_callable() -> None:
+    with pytest.raises(TypeError, match="store_error_response must be a callable"):
+        SessionMiddleware(
+            bare,
+            store=MemorySessionStore(),
+            key=KEY,
+            store_error_response=JSONResponse({"error": "later"}),  # a response, not a factory
+        )
+
+
+def failing_store() -> RecordingStore:
+    store = RecordingStore(MemorySessionStore())
+
+    async def hook(name: str) -> None:
+        if name == "get":
+            raise StoreError("the store at 10.0.0.7:6379 is down")
+
+    store.hook = hook
+    return store
+
+
+async def test_store_error_response_is_the_body_of_the_503_and_sees_nothing_secret() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def apology() -> Any:
+        response = JSONResponse(
+            {"error": "try again soon"},
+            headers={"set-cookie": "tracking=1", "cache-control": "max-age=600"},
+            status_code=418,
+        )
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            seen.append(scope)
+            await response(scope, receive, send)
+
+        return app
+
+    app = Starlette(
+        routes=[Route("/", counter)],
+        middleware=[
+            Middleware(
+                SessionMiddleware,
+                store=failing_store(),
+                key=KEY,
+                store_error_response=apology,
+            )
+        ],
+    )
+    cookie = (await request(app, "GET", "/")).cookie()
+    assert cookie is not None
+    response = await request(app, "GET", "/?token=abc", cookies={"id": cookie.value})
+    assert response.status == 503 and response.json() == {"error": "try again soon"}
+    assert response.set_cookies == [] and response.header("cache-control") == "no-store"
+    assert response.header("vary") == "Cookie"
+    assert response.header("content-type") == "application/json"
+    [scope] = seen
+    assert scope["headers"] == [] and scope["query_string"] == b"" and "session" not in scope
+    assert "10.0.0.7" not in response.text
+
+
+async def test_a_store_error_response_that_fails_gives_the_empty_503() -> None:
+    def broken() -> Any:
+        raise RuntimeError("no template")
+
+    app = Starlette(
+        routes=[Route("/", counter)],
+        middleware=[
+            Middleware(
+                SessionMiddleware, store=failing_store(), key=KEY, store_error_response=broken
+            )
+        ],
+    )
+    cookie = (await request(app, "GET", "/")).cookie()
+    assert cookie is not None
+    response = await request(app, "GET", "/", cookies={"id": cookie.value})
+    assert response.status == 503 and response.body == b""

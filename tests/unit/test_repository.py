@@ -15,7 +15,7 @@ from sessionware.errors import StoreError
 from sessionware.repository import ENDED, RENEWED, Changes, Loaded, Repository, Update
 from sessionware.state import TOMBSTONE_HEAD, StoredState
 from sessionware.stores import MemorySessionStore
-from sessionware.stores.base import Absent, Record, RecordStore, Version
+from sessionware.stores.base import Absent, Record, RecordStore, UserIndex, Version
 from tests.client import request
 
 TTL = timedelta(minutes=5)
@@ -155,6 +155,99 @@ async def test_an_update_that_cannot_apply_is_a_session_error(server_store: Reco
         await repository.save(
             loaded, Changes(updates={"n": (Update(lambda n: n + 1),)}), StoredState(), TTL
         )
+
+
+class Meddling:
+    """A record store with a user index and batches that wraps another and, once, right after
+    the first ``get_many`` has read the records, runs ``meddle()`` (a concurrent request's
+    write or renewal, through the real store) before answering."""
+
+    def __init__(self, inner: Any, meddle: Any) -> None:
+        self.inner, self.meddle = inner, meddle
+        self.hash_keys = inner.hash_keys
+
+    async def get_many(self, ids: Any) -> list[Record | None]:
+        records = [await self.inner.get(id) for id in ids]
+        meddle, self.meddle = self.meddle, None
+        if meddle is not None:
+            await meddle()
+        return records
+
+    async def replace_many(self, writes: Any) -> list[Version | None]:
+        return [await self.inner.put(*w[:3], expect=w.expect) for w in writes]
+
+    async def get(self, id: str) -> Record | None:
+        return await self.inner.get(id)
+
+    async def put(
+        self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
+    ) -> Version | None:
+        return await self.inner.put(id, data, ttl, expect=expect)
+
+    async def touch(self, id: str, ttl: timedelta) -> bool:
+        return await self.inner.touch(id, ttl)
+
+    async def delete(self, id: str) -> None:
+        await self.inner.delete(id)
+
+    async def index_add(self, user: str, id: str, ttl: timedelta) -> None:
+        await self.inner.index_add(user, id, ttl)
+
+    async def index_remove(self, user: str, id: str) -> None:
+        await self.inner.index_remove(user, id)
+
+    async def index_members(self, user: str) -> list[str]:
+        return list(await self.inner.index_members(user))
+
+
+@pytest.mark.parametrize("meddle", ["write", "renew"])
+async def test_ending_all_catches_a_write_or_renewal_between_its_read_and_its_burial(
+    server_store: RecordStore, meddle: str
+) -> None:
+    if not isinstance(server_store, UserIndex):
+        pytest.skip(f"{type(server_store).__name__} has no per-user index")
+    plain = Repository(server_store)
+    keys = [(await plain.create({"n": i}, StoredState(user="ada"), TTL))[0] for i in range(3)]
+    successor: list[Any] = []
+
+    async def concurrently() -> None:
+        loaded = await plain.load(keys[1], TTL)
+        assert isinstance(loaded, Loaded)
+        if meddle == "write":
+            assert isinstance(
+                await plain.save(loaded, Changes(set={"x": 1}), loaded.state, TTL), Loaded
+            )
+        else:
+            successor.append(await plain.renew(loaded, Changes(), loaded.state, TTL))
+
+    repository = Repository(Meddling(server_store, concurrently))  # type: ignore[arg-type]
+    assert await repository.end_all_for("ada") == 3
+    for key in keys:  # the renewed key still names its successor: it opens nothing
+        assert await plain.load(key, TTL) is (RENEWED if successor and key == keys[1] else ENDED)
+    if successor:  # the renewal's new session is ended too: its old key's record named it
+        new_key, _ = successor[0]
+        assert await plain.load(new_key, TTL) is ENDED
+    assert await plain.sessions_for("ada") == []
+
+
+async def test_only_binding_a_user_applies_the_cap() -> None:
+    """A refresh or a write of a session already bound never ends another: only a binding
+    (create, save or renew to a new user) counts the user's sessions."""
+    from sessionware.stores import MemorySessionStore
+
+    repository = Repository(MemorySessionStore())
+    first, _ = await repository.create({}, StoredState(user="ada"), TTL)
+    await repository.create({}, StoredState(user="ada"), TTL)
+    repository.max_per_user = 1  # two sessions already: over the cap
+    loaded = await repository.load(first, TTL)
+    assert isinstance(loaded, Loaded)
+    refreshed = await repository.refresh(loaded, TTL)
+    assert isinstance(refreshed, Loaded)
+    saved = await repository.save(refreshed, Changes(set={"n": 1}), refreshed.state, TTL)
+    assert isinstance(saved, Loaded)
+    assert len(await repository.sessions_for("ada")) == 2
+    await repository.create({}, StoredState(user="ada"), TTL)  # a binding: one stays
+    assert len(await repository.sessions_for("ada")) == 1
 
 
 class Counting:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from datetime import timedelta
 
 import pytest
 from pydantic import BaseModel
@@ -16,7 +17,8 @@ from sessionware import (
     SessionStatus,
     SessionUpdateError,
 )
-from sessionware.session import Event, Tracker
+from sessionware.repository import KEEP, Changes
+from sessionware.session import MAX_LIFETIME, Event, Tracker
 from tests.sessions import outcome, tracked
 
 UNCHANGED, CHANGED = SessionStatus.UNCHANGED, SessionStatus.CHANGED
@@ -415,3 +417,70 @@ def test_a_new_session_is_a_reset_one() -> None:
     for slot in Session.__slots__:
         if slot not in ("__dict__", "__weakref__"):
             assert getattr(fast, slot) == getattr(general, slot), slot
+
+
+# -- set_expiry: a lifetime per session ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [30, 1.5, "P1D", timedelta(days=1).total_seconds()])
+def test_set_expiry_takes_a_timedelta_or_none(value: object) -> None:
+    with pytest.raises(TypeError, match="timedelta or None"):
+        loaded().set_expiry(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [timedelta(seconds=-1), timedelta(milliseconds=500), MAX_LIFETIME + timedelta(seconds=1)],
+)
+def test_set_expiry_refuses_a_lifetime_it_cannot_keep(value: timedelta) -> None:
+    session = loaded(a=1)
+    with pytest.raises(ValueError, match="set_expiry"):
+        session.set_expiry(value)
+    assert session.status is UNCHANGED
+
+
+def test_set_expiry_changes_the_session_only_when_the_lifetime_differs() -> None:
+    tracker = tracked({"a": 1})
+    tracker.lifetime = timedelta(days=30).total_seconds()
+    session = tracker.session
+    session.set_expiry(timedelta(days=30))  # what is stored already
+    assert session.status is UNCHANGED
+    session.set_expiry(None)
+    assert outcome(session) == (CHANGED, Changes(lifetime=None))
+    fresh = loaded(a=1)
+    fresh.set_expiry(None)  # the middleware's lifecycle, as stored
+    assert fresh.status is UNCHANGED
+    fresh.set_expiry(timedelta(0))
+    assert outcome(fresh) == (CHANGED, Changes(lifetime=0))
+    plain = loaded(a=1)
+    plain["b"] = 2
+    assert outcome(plain)[1].lifetime is KEEP  # a write that chose none keeps the record's
+
+
+def test_set_expiry_rides_with_renew_and_clear() -> None:
+    session = loaded(a=1)
+    session.renew()
+    session.set_expiry(timedelta(days=2))
+    assert outcome(session) == (RENEWED, Changes(lifetime=172800))
+    cleared = loaded(a=1)
+    cleared.clear()
+    cleared.set_expiry(timedelta(hours=1))
+    assert outcome(cleared)[1] == Changes.replace({}, lifetime=3600)
+
+
+def test_set_expiry_after_the_response_head_raises() -> None:
+    tracker = tracked({"a": 1})
+    tracker.handle(Event.RESPONDED, "head sent")
+    tracker.session.set_expiry(None)  # no change: nothing to refuse
+    with pytest.raises(SessionError, match="before the response starts"):
+        tracker.session.set_expiry(timedelta(days=1))
+    assert tracker.session.status is UNCHANGED
+
+
+def test_a_standalone_session_takes_a_lifetime_and_knows_no_times() -> None:
+    session = Session({"a": 1})
+    session.set_expiry(timedelta(days=1))
+    assert session.status is CHANGED
+    assert session.created_at is None and session.expires_at is None
+    assert session.ended_reason is None and not session.ended_elsewhere
+    Session().set_expiry(None)  # another standalone session shares nothing with it

@@ -54,6 +54,7 @@ def test_every_metadata_field_given_or_carried_writes_the_same_record() -> None:
         "user": "ada",
         "agent": "Firefox",
         "device": {"id": "d1"},
+        "lifetime": 2592000.0,
     }
     given = encode_state({"a": [1]}, **fields)  # type: ignore[arg-type]
     assert encode_state(StoredState({"a": [1]}, **fields)) == given  # type: ignore[arg-type]
@@ -62,15 +63,17 @@ def test_every_metadata_field_given_or_carried_writes_the_same_record() -> None:
     assert state == {"a": [1]}
     assert (state.created, state.expires, state.seen) == (1700000000, 1700003600, 1700000100)
     assert (state.user, state.agent, state.device) == ("ada", "Firefox", {"id": "d1"})
+    assert state.lifetime == 2592000
 
 
-@pytest.mark.parametrize("present", range(16))
+@pytest.mark.parametrize("present", range(32))
 def test_the_one_step_envelopes_write_what_the_general_path_writes(present: int) -> None:
     optional = {
         "seen": 1700000100.0,
         "user": "ada",
         "agent": "Firefox",
         "device": {"id": "d1"},
+        "lifetime": 0.0,
     }
     fields: dict[str, Any] = {"created": 1700000000.0, "expires": 1700003600.0}
     fields.update(
@@ -79,6 +82,23 @@ def test_the_one_step_envelopes_write_what_the_general_path_writes(present: int)
     general = encode_state({"a": [1]}, **fields)
     assert encode_state({}, state_json='{"a":[1]}', **fields) == general
     assert decode_state(general) == {"a": [1]}
+
+
+def test_a_lifetime_rides_in_the_envelope_and_old_records_have_none() -> None:
+    """``set_expiry``'s lifetime is one more field; a record written before it reads as the
+    middleware's lifecycle (``None``), and the cookie's quick path does not drop it."""
+    old = '{"v":1,"state":{"a":1},"created":1700000000,"expires":1700003600}'
+    assert decode_state(old).lifetime is None
+    assert type(decode_fields(old)[0]) is dict
+    for lifetime in (0.0, 2592000.0):
+        text = encode_state({"a": 1}, created=1700000000, expires=1700003600, lifetime=lifetime)
+        assert json.loads(text)["lifetime"] == int(lifetime)
+        assert decode_state(text).lifetime == lifetime
+        state = decode_fields(text)[0]
+        assert isinstance(state, StoredState) and state.lifetime == lifetime
+    for bad in ('"1"', "-1", "true", "1e300"):
+        with pytest.raises(DeserializationError, match="lifetime"):
+            decode_state(f'{old[:-1]},"lifetime":{bad}}}')
 
 
 def test_legacy_map_is_migrated_on_read() -> None:
@@ -142,7 +162,7 @@ _JSON = st.recursive(
     max_leaves=12,
 )
 _TIME = st.none() | st.integers(-5, 2**41) | st.floats(allow_nan=False) | st.text(max_size=2)
-_ENVELOPE_KEYS = ("v", "state", "created", "expires", "user", "device", "x")
+_ENVELOPE_KEYS = ("v", "state", "created", "expires", "user", "device", "lifetime", "x")
 
 
 _COOKIE_ENVELOPE = st.fixed_dictionaries(
@@ -212,3 +232,18 @@ def test_tombstones_are_not_state() -> None:
         with pytest.raises(DeserializationError):
             decode_state(text)
     assert read_tombstone(encode_state({"a": 1})) == (False, None)
+
+
+def test_indexes_round_trip_in_the_envelope() -> None:
+    text = encode_state({"a": 1}, created=1, expires=2, indexes={"oidc_sid": "s1", "gone": None})
+    assert '"indexes":{"oidc_sid":"s1"}' in text  # a None value is taken out, not stored
+    assert decode_state(text).indexes == {"oidc_sid": "s1"}
+    assert decode_state(encode_state({"a": 1}, created=1, expires=2)).indexes is None
+
+
+@pytest.mark.parametrize(
+    "indexes", ['["s1"]', '{"oidc_sid":1}', '{"not a name":"s1"}', '{"sid":"a\\nb"}']
+)
+def test_indexes_that_no_write_makes_are_unreadable(indexes: str) -> None:
+    with pytest.raises(DeserializationError):
+        decode_state('{"v":1,"state":{},"indexes":' + indexes + "}")

@@ -26,6 +26,7 @@ from sessionware.events import (
     SessionPurged,
     SessionRenewed,
     SessionRevoked,
+    SessionsSwept,
     StoreFailed,
 )
 
@@ -55,6 +56,7 @@ EVENT_KINDS: tuple[type[SessionEvent], ...] = (
     MergeRetry,
     ConflictEnded,
     StoreFailed,
+    SessionsSwept,
 )
 """The events ``SessionMetrics`` counts, each as ``sessionware.session.<kind>``."""
 
