@@ -140,6 +140,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     load.add_argument("--load-rounds", type=int, default=3)
     load.add_argument("--warmup", type=float, default=1.0, help="unmeasured load per cell")
     load.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    load.add_argument(
+        "--baseline",
+        default="",
+        metavar="SRC",
+        help="also serve sessionware from this src directory (e.g. main's) in the same run",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.passes, args.batch_ms = 2, 1, 2.0
@@ -1157,6 +1163,9 @@ class Load:
     conflicts: int = 0
 
 
+BUILDS = {"bare": "bare app", "sw": "this tree", "before": "--baseline"}
+
+
 def part_concurrency(args: argparse.Namespace, run: Run, rng: random.Random) -> bool:
     """The concurrency part; False when its bookkeeping does not add up."""
     print("\n## concurrency: uvicorn (1 worker) + a load generator, writes to Redis sessions")
@@ -1168,20 +1177,22 @@ def part_concurrency(args: argparse.Namespace, run: Run, rng: random.Random) -> 
     if args.loadgen == "wrk" and wrk is None:
         print("(not measured: wrk is not installed; Debian: apt-get install wrk)")
         return True
-    handlers = ["assign", *(["update"] if hasattr(Session, "update_or") else [])]
-    variants = [("bare", "assign")] + [(s, h) for h in handlers for s in ("distinct", "shared")]
+    builds = ["sw", *(["before"] if args.baseline else [])]
     logdir = os.path.join(run.tmpdir, "logs")
     os.makedirs(logdir, exist_ok=True)
     run.redis_urls.add(_apps.REDIS_URL)
     factory = "bench_scale:concurrency_app"
     servers: dict[str, bench_e2e.Server] = {}
-    results: dict[tuple[int, str, str], list[Load]] = {}
+    results: dict[tuple[int, str, str, str], list[Load]] = {}
     clients: dict[str, Http] = {}
     try:
-        with ThreadPoolExecutor(2) as pool:  # the two servers start side by side
+        with ThreadPoolExecutor(3) as pool:  # the servers start side by side
+            flavors = {"bare": ("bare", {}), "sw": ("sw-redis", {})}
+            if args.baseline:
+                flavors["before"] = ("sw-redis", {"PYTHONPATH": args.baseline})
             starting = {
-                name: pool.submit(bench_e2e.Server, flavor, run.prefix, logdir, factory)
-                for name, flavor in (("bare", "bare"), ("sw", "sw-redis"))
+                name: pool.submit(bench_e2e.Server, flavor, run.prefix, logdir, factory, env, name)
+                for name, (flavor, env) in flavors.items()
             }
             for name, future in starting.items():
                 try:
@@ -1192,36 +1203,53 @@ def part_concurrency(args: argparse.Namespace, run: Run, rng: random.Random) -> 
             raise RuntimeError(f"a server did not start: {failure}")
         clients = {name: Http(server.port) for name, server in servers.items()}
         seen = {name: client.stats() for name, client in clients.items()}
-        sw = clients["sw"]
-        print(f"the servers imported sessionware from {sw.get('/imported')[1].decode()}")
-        distinct = [sw.new_session() for _ in range(4 * max(args.connections))]
-        shared = sw.new_session()
-        last = {cookie: sw.counter(cookie) for cookie in [*distinct, shared]}
-        scripts = {(1, "shared"): lua_script(logdir, [shared])}
+        for build in builds:
+            where = clients[build].get("/imported")[1].decode()
+            print(f"the {BUILDS[build]} server imported sessionware from {where}")
+        distinct: dict[str, list[str]] = {}
+        shared: dict[str, str] = {}
+        handlers: dict[str, list[str]] = {}
+        last: dict[str, int] = {}
+        scripts: dict[tuple[str, int, str], str] = {}
+        for build in builds:
+            sw = clients[build]
+            distinct[build] = [sw.new_session() for _ in range(4 * max(args.connections))]
+            shared[build] = sw.new_session()
+            has_update = sw.get("/update", shared[build])[0] == 200
+            handlers[build] = ["assign", *(["update"] if has_update else [])]
+            last.update({c: sw.counter(c) for c in [*distinct[build], shared[build]]})
+            one = lua_script(logdir, [shared[build]])
+            for conns in args.connections:
+                scripts[(build, conns, "distinct")] = lua_script(
+                    logdir, distinct[build][: 4 * conns]
+                )
+                scripts[(build, conns, "shared")] = one
         for conns in args.connections:
-            scripts[(conns, "distinct")] = lua_script(logdir, distinct[: 4 * conns])
-            scripts[(conns, "shared")] = scripts[(1, "shared")]
-            scripts[(conns, "bare")] = scripts[(conns, "distinct")]
+            scripts[("bare", conns, "bare")] = scripts[("sw", conns, "distinct")]
+        variants = [("bare", "bare", "assign")] + [
+            (b, s, h) for b in builds for h in handlers[b] for s in ("distinct", "shared")
+        ]
 
-        def load(conns: int, sessions: str, handler: str, seconds: float) -> Load:
-            name = "bare" if sessions == "bare" else "sw"
-            server, client = servers[name], clients[name]
-            cookies = [shared] if sessions == "shared" else distinct[: 4 * conns]
+        def load(conns: int, build: str, sessions: str, handler: str, seconds: float) -> Load:
+            server, client = servers[build], clients[build]
+            if build == "bare":
+                cookies = distinct["sw"][: 4 * conns]
+            else:
+                cookies = [shared[build]] if sessions == "shared" else distinct[build][: 4 * conns]
             path = HANDLERS[handler][0]
-            before = seen[name]
+            before = seen[build]
             options = argparse.Namespace(threads=1, connections=conns)
             if wrk:
-                figures = bench_e2e.run_wrk(
-                    wrk, server.port, path, None, seconds, options, scripts[(conns, sessions)]
-                )
+                script = scripts[(build, conns, sessions)]
+                figures = bench_e2e.run_wrk(wrk, server.port, path, None, seconds, options, script)
             else:
                 figures = bench_e2e.run_python(server.port, path, cookies, seconds, options)
-            after = seen[name] = client.stats()
+            after = seen[build] = client.stats()
             result = Load(*figures[:3], int(figures[3]), int(figures[4]))
             result.acknowledged = after[f"ok:{path}"] - before[f"ok:{path}"]
             result.retries = after["event:merge_retry"] - before["event:merge_retry"]
             result.conflicts = after["event:conflict_ended"] - before["event:conflict_ended"]
-            if name == "sw":
+            if build != "bare":
                 for cookie in dict.fromkeys(cookies):
                     now = client.counter(cookie)
                     result.rose += now - last[cookie]
@@ -1230,13 +1258,13 @@ def part_concurrency(args: argparse.Namespace, run: Run, rng: random.Random) -> 
 
         if args.warmup > 0:
             for conns in args.connections:
-                for sessions, handler in variants:
-                    load(conns, sessions, handler, args.warmup)
+                for variant in variants:
+                    load(conns, *variant, args.warmup)
         for _ in range(args.load_rounds):
             for conns in rng.sample(args.connections, len(args.connections)):
-                for sessions, handler in rng.sample(variants, len(variants)):
-                    key = (conns, sessions, handler)
-                    results.setdefault(key, []).append(load(conns, sessions, handler, args.seconds))
+                for variant in rng.sample(variants, len(variants)):
+                    key = (conns, *variant)
+                    results.setdefault(key, []).append(load(conns, *variant, args.seconds))
     finally:
         for client in clients.values():
             client.close()
@@ -1246,18 +1274,18 @@ def part_concurrency(args: argparse.Namespace, run: Run, rng: random.Random) -> 
     overcounted = [
         key for key, runs in results.items() if any(r.rose > r.acknowledged for r in runs)
     ]
-    for conns, sessions, handler in overcounted:
+    for conns, build, sessions, handler in overcounted:
         print(
-            f"CHECK FAILED: {sessions} sessions, {handler}, {conns} connections: the counters rose"
-            " by more than the writes acknowledged (the bookkeeping is broken)"
+            f"CHECK FAILED: {BUILDS[build]}, {sessions} sessions, {handler}, {conns} connections:"
+            " the counters rose by more than the writes acknowledged (the bookkeeping is broken)"
         )
     return not overcounted
 
 
 def report_concurrency(
     args: argparse.Namespace,
-    results: dict[tuple[int, str, str], list[Load]],
-    variants: list[tuple[str, str]],
+    results: dict[tuple[int, str, str, str], list[Load]],
+    variants: list[tuple[str, str, str]],
     tool: str,
 ) -> None:
     events = _apps.accepts_on_event()
@@ -1269,18 +1297,20 @@ def report_concurrency(
         " acknowledged - what the session's counter rose by; CAS attempts per write ="
         " (acknowledged + MergeRetry events) ÷ acknowledged"
     )
+    if args.baseline:
+        print(f"  build: this tree, or before = sessionware from {args.baseline} (same run)")
     for name, (path, text) in HANDLERS.items():
         print(f"  handler {name} ({path}): {text}")
     print("")
     print(
-        "| connections | sessions | handler | req/s | req/s ÷ bare | p50 ms | p99 ms | errors"
-        " | acknowledged | counter rose | lost | CAS attempts/write |"
+        "| connections | build | sessions | handler | req/s | req/s ÷ bare | p50 ms | p99 ms"
+        " | errors | acknowledged | counter rose | lost | CAS attempts/write |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for conns in args.connections:
-        bare = results[(conns, "bare", "assign")]
-        for sessions, handler in variants:
-            runs = results[(conns, sessions, handler)]
+        bare = results[(conns, "bare", "bare", "assign")]
+        for build, sessions, handler in variants:
+            runs = results[(conns, build, sessions, handler)]
             versus = [r.rps / b.rps if b.rps else 0.0 for r, b in zip(runs, bare, strict=True)]
             acknowledged = sum(r.acknowledged for r in runs)
             bookkeeping = "| — | — |"
@@ -1293,7 +1323,8 @@ def report_concurrency(
                 )
                 bookkeeping = f"| {sum(r.rose for r in runs)} | {lost} | {attempts} |"
             print(
-                f"| {conns} | {sessions} | {handler} | {statistics.median(r.rps for r in runs):.0f}"
+                f"| {conns} | {BUILDS[build]} | {sessions} | {handler}"
+                f" | {statistics.median(r.rps for r in runs):.0f}"
                 f" | {spread(versus)} | {statistics.median(r.p50 for r in runs):.2f}"
                 f" | {statistics.median(r.p99 for r in runs):.2f}"
                 f" | {sum(r.errors for r in runs)} | {acknowledged} {bookkeeping}"
@@ -1304,29 +1335,38 @@ def report_concurrency(
     print("| concurrency | target | measured: median [min-max] over rounds | verdict |")
     print("|---|---|---|---|")
     top = max(args.connections)
-    for handler in HANDLERS:
-        if (top, "shared", handler) not in results:
-            print(row_line(f"handler {handler}", "—", "not measured (no session.update_or)", "—"))
-            continue
-        for conns in args.connections:
-            shared, distinct = (
-                results[(conns, "shared", handler)],
-                results[(conns, "distinct", handler)],
-            )
-            p99 = [s.p99 / d.p99 if d.p99 else 0.0 for s, d in zip(shared, distinct, strict=True)]
-            judged = handler == "assign" and conns == top
-            label = f"p99, one shared session ÷ distinct sessions, {conns} connections, {handler}"
-            verdict = "info" if not judged else ("PASS" if statistics.median(p99) <= 5 else "MISS")
-            print(row_line(label, "≤ 5.00" if judged else "—", spread(p99), verdict))
-        for conns in args.connections:
-            for sessions in ("shared", "distinct"):
-                runs = results[(conns, sessions, handler)]
-                lost = sum(r.acknowledged - r.rose for r in runs)
-                label = f"increments lost, {handler}, {sessions} sessions, {conns} connections"
-                if handler == "update":
-                    print(row_line(label, "≤ 0", str(lost), "PASS" if lost <= 0 else "MISS"))
-                else:
-                    print(row_line(label, "—", str(lost), "info"))
+    for build in dict.fromkeys(b for b, _, _ in variants if b != "bare"):
+        which = "" if build == "sw" else "before: "
+        for handler in HANDLERS:
+            if (top, build, "shared", handler) not in results:
+                label = f"{which}handler {handler}"
+                print(row_line(label, "—", "not measured (no session.update_or)", "—"))
+                continue
+            for conns in args.connections:
+                shared, distinct = (
+                    results[(conns, build, "shared", handler)],
+                    results[(conns, build, "distinct", handler)],
+                )
+                p99 = [
+                    s.p99 / d.p99 if d.p99 else 0.0 for s, d in zip(shared, distinct, strict=True)
+                ]
+                judged = handler == "assign" and conns == top
+                label = (
+                    f"{which}p99, one shared session ÷ distinct sessions, {conns} connections,"
+                    f" {handler}"
+                )
+                verdict = "PASS" if statistics.median(p99) <= 5 else "MISS"
+                target = "≤ 5.00" if judged else "—"
+                print(row_line(label, target, spread(p99), verdict if judged else "info"))
+            for conns in args.connections:
+                for sessions in ("shared", "distinct"):
+                    runs = results[(conns, build, sessions, handler)]
+                    lost = sum(r.acknowledged - r.rose for r in runs)
+                    label = f"{which}increments lost, {handler}, {sessions} sessions, {conns} connections"
+                    if handler == "update":
+                        print(row_line(label, "≤ 0", str(lost), "PASS" if lost <= 0 else "MISS"))
+                    else:
+                        print(row_line(label, "—", str(lost), "info"))
 
 
 # -- the run ---------------------------------------------------------------------------------------

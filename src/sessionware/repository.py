@@ -22,6 +22,10 @@ Everything that keeps sessions correct under concurrency lives here, so a store 
   leaves the old session intact, a purge or sign-out-everywhere that got there first ends the new
   one. When the swap's answer is lost (a fault, or a client's retry finding its own earlier
   attempt landed), the old record is read again: a tombstone naming the new record means done.
+* **One process, one commit at a time.** A process's writes of one session (``save``, and a
+  renewal's swap of the old record) take turns around their merge loop, never around a handler:
+  each starts from the record the previous one stored, so compare-and-set races are lost only to
+  other processes. The turns are per event loop and the table keeps only ids being written.
 * **Purge** tombstones the record; purging a renewed key purges its successor, so a logout racing
   a login still logs out. Ending a user's sessions purges each indexed session the same way, so
   it also catches a renewal racing it.
@@ -224,6 +228,7 @@ class Repository:
         self.hash_keys = bool(getattr(store, "hash_keys", True))
         self.index: UserIndex | None = store if isinstance(store, UserIndex) else None
         self.store_name = store.name if isinstance(store, ObservedStore) else type(store).__name__
+        self.turns = _Turns()
         self.on_event: EventHook | None = None
         if on_event is not None:
             self.observe(on_event)
@@ -371,7 +376,29 @@ class Repository:
         The merge loop: put the changes on top of ``loaded``'s state at its version; on a lost
         race read again and retry. ``state_json``: the request's whole state as JSON
         (``loaded.state`` with ``changes`` applied), written as it is while the record is still
-        the one loaded."""
+        the one loaded.
+
+        This process's writes of one session take turns (``_Turns``): a write that waited
+        starts from the record the previous one stored, so it loses no race to them."""
+        turn = await self.turns.take(loaded.id)
+        try:
+            if turn.latest is not None and turn.latest.version != loaded.version:
+                loaded, state_json = turn.latest, None
+            saved = await self._merge(loaded, changes, meta, ttl, state_json)
+            turn.latest = saved if isinstance(saved, Loaded) else None
+            return saved
+        finally:
+            self.turns.give_back(turn)
+
+    async def _merge(
+        self,
+        loaded: Loaded,
+        changes: Changes,
+        meta: StoredState,
+        ttl: timedelta,
+        state_json: str | None,
+    ) -> Loaded | None:
+        """``save``'s merge loop (its turn taken)."""
         id, version, current = loaded.id, loaded.version, loaded.state
         update = _update_id() if changes.updates else None
         for attempt in range(_ATTEMPTS):
@@ -460,38 +487,44 @@ class Repository:
         key, new = await self.create(changes.apply(loaded.state), record_meta, ttl, cap=False)
         try:  # until the old record may name the new one, a failure leaves it intact
             old_id, old_version, current = loaded.id, loaded.version, loaded.state
-            for attempt in range(_ATTEMPTS):
-                if await self._swap(old_id, old_version, new.id):
-                    await self._unfile(_filed(current), old_id)
-                    return key, new
-                # The swap may have landed all the same (a client's retry of it reads as a
-                # refusal): what the old record says now decides, and a read that fails
-                # leaves that unknown.
-                record, fresh, successor = await self._read_surely(old_id)
-                if fresh is None and successor == new.id:  # a retry of a swap that landed
-                    await self._unfile(_filed(current), old_id)
-                    return key, new
-                if fresh is None:  # ended, or renewed by another request first
-                    await self._end(new)
-                    return RENEWED if successor is not None else None
-                assert record is not None
-                # A write reached the old record first: carry it over into the new one.
-                current, old_version = fresh, record.version
-                user = current.user if changes.user is KEEP else changes.user
-                merged = changes.apply(current)
-                carried = _record(merged, current, meta, user, None, changes.lifetime)
-                lived = lasting(carried.lifetime, ttl)
-                data = self._encode(merged, carried, lived)
-                version = await self.store.put(new.id, data, lived, expect=new.version)
-                if version is None:  # ended (sign-out-everywhere), or a retry of a put that landed
-                    landed = await self.store.get(new.id)
-                    version = None if landed is None or landed.data != data else landed.version
-                if version is None:
-                    await self._purge(old_id)
-                    return None
-                new = Loaded(carried, new.id, version, data.decode())
-                self._retried("renew")
-                await _backoff(attempt)
+            turn = await self.turns.take(old_id)  # this process's writes wait for the swap
+            try:
+                turn.latest = None  # the old record will not stay what the last write stored
+                for attempt in range(_ATTEMPTS):
+                    if await self._swap(old_id, old_version, new.id):
+                        await self._unfile(_filed(current), old_id)
+                        return key, new
+                    # The swap may have landed all the same (a client's retry of it reads as a
+                    # refusal): what the old record says now decides, and a read that fails
+                    # leaves that unknown.
+                    record, fresh, successor = await self._read_surely(old_id)
+                    if fresh is None and successor == new.id:  # a retry of a swap that landed
+                        await self._unfile(_filed(current), old_id)
+                        return key, new
+                    if fresh is None:  # ended, or renewed by another request first
+                        await self._end(new)
+                        return RENEWED if successor is not None else None
+                    assert record is not None
+                    # A write reached the old record first: carry it over into the new one.
+                    current, old_version = fresh, record.version
+                    user = current.user if changes.user is KEEP else changes.user
+                    merged = changes.apply(current)
+                    carried = _record(merged, current, meta, user, None, changes.lifetime)
+                    lived = lasting(carried.lifetime, ttl)
+                    data = self._encode(merged, carried, lived)
+                    version = await self.store.put(new.id, data, lived, expect=new.version)
+                    # None: ended (sign-out-everywhere), or a retry of a put that landed
+                    if version is None:
+                        landed = await self.store.get(new.id)
+                        version = None if landed is None or landed.data != data else landed.version
+                    if version is None:
+                        await self._purge(old_id)
+                        return None
+                    new = Loaded(carried, new.id, version, data.decode())
+                    self._retried("renew")
+                    await _backoff(attempt)
+            finally:
+                self.turns.give_back(turn)
         except _Unsure:
             raise  # the old record may name the new one already: the new one must stay
         except BaseException:
@@ -956,6 +989,50 @@ async def _backoff(attempt: int) -> None:
     import asyncio  # here, so importing the engine pulls in no event loop machinery
 
     await asyncio.sleep(random.random() * min(0.05, 0.0005 * 2**attempt))
+
+
+class _Turn:
+    """This process's writes of one session in one event loop: the lock they take turns
+    with, how many hold or await it, and the record the last of them stored."""
+
+    __slots__ = ("key", "latest", "lock", "users")
+
+    def __init__(self, key: tuple[object, str], lock: Any) -> None:
+        self.key, self.lock, self.users = key, lock, 0
+        self.latest: Loaded | None = None
+
+
+class _Turns:
+    """The turns ``save`` and ``renew`` take to commit, per event loop and session id (a lock
+    binds to one loop). An id is kept only while a write holds or awaits its turn."""
+
+    def __init__(self) -> None:
+        self.table: dict[tuple[object, str], _Turn] = {}
+
+    async def take(self, id: str) -> _Turn:
+        """Wait for this loop's turn to write ``id``; ``give_back`` it when done."""
+        import asyncio  # here, so importing the engine pulls in no event loop machinery
+
+        key = (asyncio.get_running_loop(), id)
+        turn = self.table.get(key)
+        if turn is None:
+            turn = self.table[key] = _Turn(key, asyncio.Lock())
+        turn.users += 1
+        try:
+            await turn.lock.acquire()
+        except BaseException:  # cancelled while waiting
+            self._leave(turn)
+            raise
+        return turn
+
+    def give_back(self, turn: _Turn) -> None:
+        turn.lock.release()
+        self._leave(turn)
+
+    def _leave(self, turn: _Turn) -> None:
+        turn.users -= 1
+        if turn.users == 0:
+            del self.table[turn.key]
 
 
 class _Unsure(StoreError):

@@ -4,6 +4,10 @@ The hook for what does not exist yet: automatic rotation, one more actor action 
 once ``Session`` has it; loads and writes may then follow a rotation successor within its grace
 window, so invariant 3 must exempt rotations. ``update_or`` is a read-modify-write merged into
 the stored value, counted by invariant 1.
+
+One process's writes of one session take turns (``Repository.save`` and a renewal's swap), so
+actors that write one session run in separate processes, where their store calls interleave
+freely; the ``*_one_process`` scenarios explore the turns themselves.
 """
 
 from __future__ import annotations
@@ -15,20 +19,28 @@ TWO_DEVICES = (Seed("L", user=USER), Seed("M", user=USER))
 
 SCENARIOS = [
     Scenario("login_alone", (Actor("A", "login"),), seeds=LOGGED_IN, faults=2),
-    Scenario("write_write", (Actor("A", "write"), Actor("B", "write"))),
+    Scenario("write_write", (Actor("A", "write"), Actor("B", "write", process=1)), processes=2),
+    Scenario("write_write_one_process", (Actor("A", "write"), Actor("B", "write"))),
     Scenario(
         "write_other_session",
         (Actor("A", "write"), Actor("B", "write", session="M")),
         seeds=(Seed("L"), Seed("M")),
     ),
-    Scenario("nested_nested", (Actor("A", "nested"), Actor("B", "nested"))),
-    Scenario("update_or_twice", (Actor("A", "update_or"), Actor("B", "update_or"))),
-    Scenario("login_write", (Actor("A", "login"), Actor("B", "write"))),
-    Scenario("login_nested", (Actor("A", "login"), Actor("B", "nested"))),
-    Scenario("login_login", (Actor("A", "login"), Actor("B", "login"))),
+    Scenario("nested_nested", (Actor("A", "nested"), Actor("B", "nested", process=1)), processes=2),
+    Scenario(
+        "update_or_twice",
+        (Actor("A", "update_or"), Actor("B", "update_or", process=1)),
+        processes=2,
+    ),
+    Scenario("update_or_one_process", (Actor("A", "update_or"), Actor("B", "update_or"))),
+    Scenario("login_write", (Actor("A", "login"), Actor("B", "write", process=1)), processes=2),
+    Scenario("login_write_one_process", (Actor("A", "login"), Actor("B", "write"))),
+    Scenario("login_nested", (Actor("A", "login"), Actor("B", "nested", process=1)), processes=2),
+    Scenario("login_login", (Actor("A", "login"), Actor("B", "login", process=1)), processes=2),
     Scenario(
         "renew_write_write",
-        (Actor("A", "renew"), Actor("B", "write"), Actor("C", "write")),
+        (Actor("A", "renew"), Actor("B", "write", process=1), Actor("C", "write", process=2)),
+        processes=3,
         sampled=1500,
     ),
     Scenario("purge_write", (Actor("A", "purge"), Actor("B", "write"))),
@@ -65,12 +77,12 @@ SCENARIOS = [
         seeds=LOGGED_IN,
         lifecycle="touch_after",
     ),
-    Scenario("stream_login", (Actor("A", "stream"), Actor("B", "login"))),
+    Scenario("stream_login", (Actor("A", "stream"), Actor("B", "login", process=1)), processes=2),
     Scenario("stream_new_session", (Actor("A", "stream", session=""),)),
     Scenario("stream_purge", (Actor("A", "stream"), Actor("B", "purge"))),
-    Scenario("ws_login", (Actor("A", "ws"), Actor("B", "login"))),
+    Scenario("ws_login", (Actor("A", "ws"), Actor("B", "login", process=1)), processes=2),
     Scenario("ws_signout", (Actor("A", "ws"), Actor("B", "signout")), seeds=LOGGED_IN),
-    Scenario("ws_late_login", (Actor("A", "ws_late"), Actor("B", "login"))),
+    Scenario("ws_late_login", (Actor("A", "ws_late"), Actor("B", "login", process=1)), processes=2),
     Scenario(
         "cache_read_purge",
         (Actor("A", "read", process=1), Actor("B", "purge")),

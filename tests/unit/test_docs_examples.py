@@ -3,6 +3,7 @@ make an app do what their text says when requests go through them."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,31 @@ async def test_the_counter_examples_count(
     app = run(example(page, section), tmp_path)["app"]
     try:
         await count_twice(app, path)
+    finally:
+        await close_stores(app)
+
+
+async def test_the_counters_and_carts_example_loses_nothing_under_concurrency(
+    tmp_path: Path,
+) -> None:
+    app = run(example("docs/concurrency.md", "Counters, carts and rate limits"), tmp_path)["app"]
+    try:
+        first = await request(app, "GET", "/visit")
+        cookie = first.cookie()
+        assert first.json() == {"visits": 1} and cookie is not None
+        sent = {cookie.name: cookie.value}
+        visits = await asyncio.gather(
+            *(request(app, "GET", "/visit", cookies=sent) for _ in range(9))
+        )
+        assert all(r.status == 200 for r in visits)
+        carts = await asyncio.gather(
+            *(request(app, "GET", f"/cart?item={item}", cookies=sent) for item in "abc")
+        )
+        assert all(r.status == 200 for r in carts)
+        last = await request(app, "GET", "/visit", cookies=sent)
+        assert last.json() == {"visits": 11}
+        cart = (await request(app, "GET", "/cart?item=d", cookies=sent)).json()["cart"]
+        assert sorted(cart[:3]) == ["a", "b", "c"] and cart[3] == "d"
     finally:
         await close_stores(app)
 
