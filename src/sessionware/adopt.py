@@ -536,8 +536,8 @@ class _Adopting(SessionEngine):
         if not found:
             return None
         legacy = _Found([placed for placed, _ in found])
-        if tracker.cookies:  # the request's own session wins; the old cookies only go
-            return legacy
+        if tracker.cookies and find_cookies(tracker.cookies, self.cookie.name):
+            return legacy  # the request's own session wins; the old cookies only go
         now = self.clock()
         for placed, values in found:
             for value in values:
