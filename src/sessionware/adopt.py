@@ -111,6 +111,8 @@ class _Reader:
 
     source = ""
     _shape: re.Pattern[str]
+    _separator = "."
+    """In every value of ``_shape``: most values that are not are told by one search."""
 
     def __init__(
         self,
@@ -144,7 +146,7 @@ class _Reader:
     def claims(self, value: str) -> bool:
         """Whether ``value`` has this library's shape (a pattern, no crypto). No value
         sessionware seals has it, so the reader may share the session's cookie name."""
-        return self._shape.fullmatch(value) is not None
+        return self._separator in value and self._shape.fullmatch(value) is not None
 
     def read(self, value: str, now: float) -> dict[str, Any] | Refusal:
         """The cookie's state, or why it is refused (logged); never raises."""
@@ -348,6 +350,7 @@ class DjangoSignedCookie(_Reader):
     """
 
     source = "django"
+    _separator = ":"
     _shape = re.compile(r"\.?[A-Za-z0-9_-]+:-?[0-9A-Za-z]+:[A-Za-z0-9_-]+")
     """[.]payload:time:signature"""
 
@@ -489,6 +492,10 @@ class _Placed(NamedTuple):
     prefix: bytes
     shared: bool
     replaced: bool
+    mark: bytes
+    """What a header must hold to be worth a look: ``prefix``, and for a shared name the
+    separator every value the reader claims holds (a request carrying only sessionware's
+    cookie is passed over by two searches)."""
 
 
 class _Found:
@@ -513,7 +520,7 @@ class _Adopting(SessionEngine):
     def begin(
         self, cookie_headers: Iterable[bytes], user_agent: bytes | None = None, lazy: bool = False
     ) -> Tracker:
-        headers = list(cookie_headers)
+        headers = cookie_headers if type(cookie_headers) is list else list(cookie_headers)
         tracker = super().begin(headers, user_agent, lazy)
         tracker.legacy = self._look(tracker, headers) if headers else None
         return tracker
@@ -522,7 +529,11 @@ class _Adopting(SessionEngine):
         """Find the old cookies; with no sessionware cookie, fill the session from them."""
         found: list[tuple[_Placed, list[str]]] = []
         for placed in self.readers:
-            if not any(placed.prefix in header for header in headers):
+            prefix, mark = placed.prefix, placed.mark
+            for header in headers:
+                if prefix in header and mark in header:
+                    break
+            else:
                 continue
             values = find_cookies(headers, placed.reader.cookie_name)
             if placed.shared:
@@ -651,7 +662,9 @@ def adopting(engine: SessionEngine, readers: object) -> None:
             and getattr(reader, "path", "/") == cookie.path
             and getattr(reader, "domain", None) == cookie.domain
         )
-        placed.append(_Placed(reader, f"{name}=".encode("latin-1"), shared, replaced))
+        separator = getattr(reader, "_separator", "") if shared else ""
+        mark = separator.encode("latin-1") if isinstance(separator, str) else b""
+        placed.append(_Placed(reader, f"{name}=".encode("latin-1"), shared, replaced, mark))
     if placed:
         engine.__class__ = _adopting_class(type(engine))
         cast(_Adopting, engine).readers = tuple(placed)
