@@ -536,14 +536,15 @@ class _Adopting(SessionEngine):
             else:
                 continue
             values = find_cookies(headers, placed.reader.cookie_name)
+            if not values:  # the name was only part of another cookie's
+                continue
             if placed.shared:
                 claimed = [v for v in values if placed.reader.claims(v)]  # type: ignore[attr-defined]
                 if len(claimed) < len(values):  # a sessionware cookie too: it is the session
                     continue
                 values = claimed
                 tracker.cookies = []  # what the request carried under that name is the old one
-            if values:
-                found.append((placed, values))
+            found.append((placed, values))
         if not found:
             return None
         legacy = _Found([placed for placed, _ in found])

@@ -524,3 +524,13 @@ async def test_a_sessionware_key_as_secret_adopts_nothing() -> None:
     """Starlette never had a sessionware ``Key``: there is no Starlette cookie to read."""
     middleware = SessionMiddleware(bare, secret_key=Key.generate())
     assert type(middleware.engine).__name__ == "ClientSideEngine"
+
+
+async def test_a_cookie_whose_name_ends_in_the_sessions_is_not_it() -> None:
+    """``mysession=`` holds ``session=``: neither read, adopted nor removed."""
+    value = await start(make_app(), {"k": "v"})
+    header = f"mysession=eyJrIjogInYifQ==.aBcD.eFgH; session={value}"
+    response = await request(make_app(), "GET", "/view", cookie_header=header)
+    assert response.json() == {"k": "v"} and response.set_cookies == []
+    alone = await request(make_app(), "GET", "/view", cookie_header="mysession=eyJ9.aBcD.eFgH")
+    assert alone.json() == {} and alone.set_cookies == []
