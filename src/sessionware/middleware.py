@@ -223,7 +223,8 @@ class SessionMiddleware:
         self._routes = self._engines()
         if adopt and not any(isinstance(t, CookieTransport) for t in self.transports):
             raise ValueError(_ADOPT_NEEDS_COOKIES)
-        adopting(self.engine, adopt)  # the cookie's engine (one of the routes)
+        cookie_engine, self.engine = self.engine, adopting(self.engine, adopt)
+        self._routes = tuple((t, self.engine if e is cookie_engine else e) for t, e in self._routes)
         self._plain = not carried and self.name == DEFAULT_NAME
         """The default session by cookie alone: ``__call__``'s own path, with no routing."""
         declare(self.name, cookie_name, self.transports)

@@ -622,3 +622,13 @@ async def _json_session(scope: Any, receive: Any, send: Any) -> None:
     body = json.dumps(dict(scope["session"])).encode()
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body})
+
+
+async def test_with_a_header_transport_too_the_cookies_requests_adopt() -> None:
+    app = SessionMiddleware(
+        _json_session, store=MemorySessionStore(), key=KEY, adopt=[FlaskCookie(SECRET)],
+        transport=[CookieTransport(), HeaderTransport()],
+    )  # fmt: skip
+    response = await request(app, "GET", "/", cookies={"session": flask_cookie(STATE)})
+    assert response.json() == STATE
+    assert {c.name for c in response.set_cookies} == {"id", "session"}
