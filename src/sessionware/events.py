@@ -24,6 +24,7 @@ __all__ = [
     "MergeRetry",
     "ObservedStore",
     "OriginRefused",
+    "SessionAdopted",
     "SessionCreated",
     "SessionEnded",
     "SessionEvent",
@@ -57,6 +58,21 @@ class SessionCreated(SessionEvent):
     """A new session was stored (server-side) or first sealed into a cookie (client-side)."""
 
     kind: ClassVar[str] = "created"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionAdopted(SessionEvent):
+    """A request carried another library's session cookie (``SessionMiddleware(adopt=...)``)
+    and its response removed it. ``source`` names the library (``starlette``, ``flask``,
+    ``django``); ``outcome`` is ``adopted`` (its state became a new sessionware session) or why
+    it was not (``forged``, ``expired``, ``unreadable``, ``pickle``: the session started empty)."""
+
+    kind: ClassVar[str] = "adopted"
+    source: str
+    outcome: str
+
+    def attributes(self) -> dict[str, str]:
+        return {"source": self.source, "outcome": self.outcome}
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from sessionware.admin import ADMIN_KEY, SessionAdmin, admin_key
+from sessionware.adopt import LegacyCookieReader, adopting
 from sessionware.codec import TaggedJSON
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession, SameSite
 from sessionware.cookies import find_cookies
@@ -88,6 +89,10 @@ _DEVICE_NEEDS_COOKIES = (
     "CookieTransport() with device_binding=, or a separate SessionMiddleware(name=...) for the"
     " API clients"
 )
+_ADOPT_NEEDS_COOKIES = (
+    "adopt= reads older session cookies, and this middleware's transport takes no cookie: add"
+    " CookieTransport() to transport=, or adopt in the middleware that serves browsers"
+)
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _RESERVED = frozenset(
     {
@@ -127,6 +132,11 @@ class SessionMiddleware:
     a lock per user so logins at once in any processes leave at most N. With
     ``device_binding=DeviceBinding(...)`` (server-side stores) it also serves the DBSC
     registration and refresh endpoints, and ``session.bind_device()`` becomes available.
+
+    ``adopt=[reader, ...]`` (``sessionware.adopt``: ``StarletteCookie``, ``FlaskCookie``,
+    ``DjangoSignedCookie``) reads the session cookie of the library used before: a request with
+    no sessionware cookie but a valid old one gets its state, stored at the end of the request
+    as a new session, and the old cookie removed in that response (docs/adopt.md).
 
     ``transport=`` says where the token travels: ``CookieTransport()`` (the default),
     ``HeaderTransport()`` for API clients, or a list of both, the first one a request matches
@@ -181,6 +191,7 @@ class SessionMiddleware:
         max_sessions_per_user: int | None = None,
         websocket_origins: Sequence[str] = (),
         codec: TaggedJSON | None = None,
+        adopt: Sequence[LegacyCookieReader] = (),
     ) -> None:
         if (key is None) == (keys is None):
             raise ValueError(
@@ -249,6 +260,10 @@ class SessionMiddleware:
         self.admin_key = admin_key(self.name)
         self._header_transports = tuple(carried)
         self._routes = self._engines()
+        if adopt and not any(isinstance(t, CookieTransport) for t in self.transports):
+            raise ValueError(_ADOPT_NEEDS_COOKIES)
+        cookie_engine, self.engine = self.engine, adopting(self.engine, adopt)
+        self._routes = tuple((t, self.engine if e is cookie_engine else e) for t, e in self._routes)
         self._plain = not carried and self.name == DEFAULT_NAME
         """The default session by cookie alone: ``__call__``'s own path, with no routing."""
         declare(self.name, cookie_name, self.transports)

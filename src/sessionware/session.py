@@ -775,7 +775,8 @@ class Tracker:
     """One request's session as the engine sees it: its phase, what the request's cookie
     opened to, and the few operations the engine performs on the session.
 
-    The engine's interface to a session is this class: ``fill`` (the state arrived),
+    The engine's interface to a session is this class: ``fill`` (the state arrived), ``adopt``
+    (it arrived from another library's cookie, as a change),
     ``outcome`` (what the request did, once, as the response starts), ``late_outcome``
     (changes made after it), ``rebase`` (the state was stored), ``handle`` (an event moves
     the phase), ``state`` and ``user``. Nothing else reaches into a ``Session``.
@@ -795,6 +796,7 @@ class Tracker:
         "indexes",
         "key",
         "lazy",
+        "legacy",
         "lifetime",
         "phase",
         "reason",
@@ -806,6 +808,9 @@ class Tracker:
         "session",
         "unread",
     )
+    legacy: Any
+    """Set only by an adopting engine's ``begin`` (``sessionware.adopt``): the other library's
+    cookies the request carried. Other requests never pay for it."""
 
     def __init__(
         self, engine: Any, cookies: list[bytes], agent: bytes | None, unread: bool
@@ -908,6 +913,15 @@ class Tracker:
         session._key, session._id, session._user = key, id, user
         _set_origin(session, origin)
         self.unread = self.lazy = False
+
+    def adopt(self, state: Mapping[str, Any]) -> None:
+        """The state came from another library's session cookie (``adopt=``): the session holds
+        it as this request's change, so the response stores it as a new session (a new key, as
+        at a login) by the status table, like any other change."""
+        session = self.session
+        self.fill(session, state)
+        session._status = _CHANGED
+        session._accessed = session._cleared = True
 
     def state(self) -> dict[str, Any]:
         """The state as a plain dict of what is stored (the codec's JSON values), without

@@ -146,6 +146,7 @@ def test_public_names_are_exactly_these() -> None:
             "PersistentSession",
             "Session",
             "SessionAdmin",
+            "SessionAdopted",
             "SessionConflictError",
             "SessionEnded",
             "SessionEvicted",
