@@ -566,7 +566,7 @@ class _Adopting(SessionEngine):
                     legacy.outcomes.append((source, state.value))
                     continue
                 legacy.outcomes.append((source, "adopted"))
-                tracker.adopt(state)
+                tracker.fill(tracker.session, state, adopted=True)
                 return legacy
         tracker.fill(tracker.session, {})
         return legacy

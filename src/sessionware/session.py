@@ -775,11 +775,12 @@ class Tracker:
     """One request's session as the engine sees it: its phase, what the request's cookie
     opened to, and the few operations the engine performs on the session.
 
-    The engine's interface to a session is this class: ``fill`` (the state arrived), ``adopt``
-    (it arrived from another library's cookie, as a change),
-    ``outcome`` (what the request did, once, as the response starts), ``late_outcome``
-    (changes made after it), ``rebase`` (the state was stored), ``handle`` (an event moves
-    the phase), ``state`` and ``user``. Nothing else reaches into a ``Session``.
+    The engine's interface to a session is this class: ``fill`` (the state arrived, or was
+    adopted from another library's cookie as a change), ``outcome`` (what the request did,
+    once, as the response starts), ``late_outcome`` (changes made after it), ``rebase`` (the
+    state was stored), ``handle`` (an event moves the phase), ``release`` (the request is
+    over), ``state`` and ``user``; ``persists`` is the one rule for whether a response stores
+    anything, which ``outcome`` applies. Nothing else reaches into a ``Session``.
     """
 
     __slots__ = (
@@ -905,23 +906,20 @@ class Tracker:
         origin: str | None = None,
         key: str | None = None,
         id: str | None = None,
+        adopted: bool = False,
     ) -> None:
         """The state arrived (``origin``: the envelope it was decoded from); the session has
-        been read now, and not used yet."""
+        been read now, and not used yet. ``adopted``: it came from another library's session
+        cookie (``adopt=``), so it is this request's change, stored as a new session (a new
+        key, as at a login) by the status table like any other change."""
         _clear(session)
         _update(session, state)
         session._key, session._id, session._user = key, id, user
         _set_origin(session, origin)
         self.unread = self.lazy = False
-
-    def adopt(self, state: Mapping[str, Any]) -> None:
-        """The state came from another library's session cookie (``adopt=``): the session holds
-        it as this request's change, so the response stores it as a new session (a new key, as
-        at a login) by the status table, like any other change."""
-        session = self.session
-        self.fill(session, state)
-        session._status = _CHANGED
-        session._accessed = session._cleared = True
+        if adopted:
+            session._status = _CHANGED
+            session._accessed = session._cleared = True
 
     def state(self) -> dict[str, Any]:
         """The state as a plain dict of what is stored (the codec's JSON values), without

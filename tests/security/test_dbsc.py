@@ -26,7 +26,7 @@ from jwt.algorithms import RSAAlgorithm
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from sessionware import (
     DeviceBinding,
@@ -593,6 +593,19 @@ async def test_require_for_refuses_anonymous_and_lapsed_sessions(
     assert (await browser.get("/admin/panel")).status_code == 200
     clock.now += 601
     assert (await browser.get("/admin/panel")).status_code == 403
+
+
+async def test_require_for_and_the_endpoints_hold_under_a_mount(
+    clock: Clock, store: MemorySessionStore
+) -> None:
+    """Issue 28 item 3: under ``Mount("/app", ...)`` (or ``--root-path /app``) the paths are
+    the app's own: ``/app/admin/...`` still needs a bound session, and the endpoints answer."""
+    outer = Starlette(routes=[Mount("/app", app=make_app(clock, store, require_for=("/admin",)))])
+    async with client_for(outer) as client:
+        assert (await client.get("/app/admin/panel")).status_code == 403
+        assert (await client.post("/app/login")).status_code == 200
+        assert (await client.get("/app/admin/panel")).status_code == 403  # signed in, unbound
+        assert (await client.post(f"/app{REGISTER}")).status_code != 404
 
 
 async def test_sessions_without_device_binding_configured_are_unchanged(clock: Clock) -> None:

@@ -111,7 +111,7 @@ def test_an_adopted_state_is_a_change_to_store_whole() -> None:
     """``adopt``: another library's state arrives as this request's change (a new session
     is created from it), even when the handler only reads it."""
     tracker = Tracker(None, [], None, False)
-    tracker.adopt({"user_id": 42, "cart": [1]})
+    tracker.fill(tracker.session, {"user_id": 42, "cart": [1]}, adopted=True)
     session = tracker.session
     assert dict(session) == {"user_id": 42, "cart": [1]}
     assert session.status is SessionStatus.CHANGED
