@@ -31,6 +31,7 @@ from sessionware.events import (
     SessionPurged,
     SessionRenewed,
     SessionRevoked,
+    SessionRotated,
     SessionSuperseded,
     StoreFailed,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "SessionPurged",
     "SessionRenewed",
     "SessionRevoked",
+    "SessionRotated",
     "SessionStatus",
     "SessionSuperseded",
     "SessionUpdateError",

@@ -31,6 +31,7 @@ __all__ = [
     "SessionPurged",
     "SessionRenewed",
     "SessionRevoked",
+    "SessionRotated",
     "SessionSuperseded",
     "StoreFailed",
 ]
@@ -68,6 +69,14 @@ class SessionRenewed(SessionEvent):
     """The session moved to a new key (``session.renew()``)."""
 
     kind: ClassVar[str] = "renewed"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRotated(SessionEvent):
+    """The session moved to a new key because its key was older than ``rotate_every``
+    (automatic rotation: the state and privileges stay)."""
+
+    kind: ClassVar[str] = "rotated"
 
 
 @dataclass(frozen=True, slots=True)

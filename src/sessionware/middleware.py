@@ -6,6 +6,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from sessionware.admin import ADMIN_KEY, SessionAdmin, admin_key
@@ -120,6 +121,11 @@ class SessionMiddleware:
     ``device_binding=DeviceBinding(...)`` (server-side stores) it also serves the DBSC
     registration and refresh endpoints, and ``session.bind_device()`` becomes available.
 
+    ``rotate_every=timedelta(...)`` (server-side stores) gives a session whose key is older than
+    that a new key at its next use, state and user kept; for ``rotation_grace`` (30 s) after,
+    requests still carrying the old key work on the new session (and are sent its key), then
+    the old key opens nothing (docs/lifecycle.md).
+
     ``transport=`` says where the token travels: ``CookieTransport()`` (the default),
     ``HeaderTransport()`` for API clients, or a list of both, the first one a request matches
     winning (docs/api-clients.md). ``name=`` lets one app hold several sessions, each with its
@@ -150,6 +156,8 @@ class SessionMiddleware:
         clock: Callable[[], float] | None = None,
         on_event: EventHook | None = None,
         device_binding: DeviceBinding | None = None,
+        rotate_every: timedelta | None = None,
+        rotation_grace: timedelta = timedelta(seconds=30),
     ) -> None:
         if (key is None) == (keys is None):
             raise ValueError(
@@ -195,6 +203,8 @@ class SessionMiddleware:
             clock=_one_clock(clock, store),
             on_event=on_event,
             device=self.binder,
+            rotate_every=rotate_every,
+            rotation_grace=rotation_grace,
         )
         self.admin = SessionAdmin(
             self.engine.backend,  # the engine's repository: its events, clock and tombstones

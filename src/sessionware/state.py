@@ -2,7 +2,8 @@
 
 Write: ``{"v":1,"state":{...}}`` plus optional metadata fields actix ignores (``created``,
 ``expires``, ``seen``: Unix seconds; ``user``, ``agent``: the bound user and a user-agent summary;
-``device``: the device binding, a JSON object ``sessionware.dbsc`` reads). Read (SPEC §4.4): the v1 envelope; an object whose values are all
+``device``: the device binding, a JSON object ``sessionware.dbsc`` reads; ``issued``: when the
+session's key was issued, written by a renewal or rotation: absent, it is ``created``). Read (SPEC §4.4): the v1 envelope; an object whose values are all
 strings is the legacy 0.11 format (each value is JSON text); any other object is the state itself.
 JSON only: no pickle, no NaN or infinity, no lone surrogates, nesting at most ``MAX_DEPTH`` deep: a
 state that decodes but could not be encoded again is unreadable, so it never fails later.
@@ -30,6 +31,7 @@ __all__ = [
     "decode_state",
     "encode_state",
     "encode_tombstone",
+    "read_rotation",
     "read_tombstone",
     "state_unchanged",
     "stored_state",
@@ -74,7 +76,17 @@ class StoredState(dict[str, Any]):
 
     # Slots, each set when one is built: CPython specializes reads of slots, not of instance
     # attributes that fall back to a class-level default.
-    __slots__ = ("__dict__", "agent", "applied", "created", "device", "expires", "seen", "user")
+    __slots__ = (
+        "__dict__",
+        "agent",
+        "applied",
+        "created",
+        "device",
+        "expires",
+        "issued",
+        "seen",
+        "user",
+    )
     created: float | None
     expires: float | None
     seen: float | None
@@ -84,6 +96,9 @@ class StoredState(dict[str, Any]):
     applied: tuple[str, ...] | None
     """The ids of the last read-modify-write updates merged into the record (``update_or``),
     so a write whose answer was lost can tell that it landed and is not applied twice."""
+    issued: float | None
+    """When the session's current key was issued (a renewal or rotation); ``None``: at
+    ``created``. Automatic rotation reads it."""
 
     def __init__(
         self,
@@ -96,9 +111,10 @@ class StoredState(dict[str, Any]):
         agent: str | None = None,
         device: dict[str, Any] | None = None,
         applied: tuple[str, ...] | None = None,
+        issued: float | None = None,
     ) -> None:
         dict.__init__(self, state)
-        _set_fields(self, created, user, agent, device, expires, seen, applied)
+        _set_fields(self, created, user, agent, device, expires, seen, applied, issued)
 
 
 def check_value(value: Any, depth: bool = True) -> str:
@@ -146,6 +162,7 @@ def encode_state(
     agent: str | None = None,
     device: dict[str, Any] | None = None,
     applied: tuple[str, ...] | None = None,
+    issued: float | None = None,
 ) -> str:
     """Serialise ``state`` as the v1 envelope (or, with ``legacy``, the actix 0.11 map of JSON texts).
 
@@ -164,6 +181,7 @@ def encode_state(
         and agent is None
         and device is None
         and applied is None
+        and issued is None
         and not isinstance(state, StoredState)
     ):
         times = f'"created":{int(created)},"expires":{int(expires)}}}'
@@ -178,6 +196,7 @@ def encode_state(
         agent = state.agent if agent is None else agent
         device = state.device if device is None else device
         applied = state.applied if applied is None else applied
+        issued = state.issued if issued is None else issued
     text = ENVELOPE_HEAD + (_dumps(state) if state_json is None else state_json)
     if seen is not None:
         text += f',"seen":{int(seen)}'
@@ -189,6 +208,8 @@ def encode_state(
         text += f',"device":{_dumps(device)}'
     if applied is not None:
         text += f',"applied":{_dumps(list(applied))}'
+    if issued is not None:
+        text += f',"issued":{int(issued)}'
     if created is not None:
         text += f',"created":{int(created)}'
     if expires is not None:
@@ -205,13 +226,14 @@ def stored_state(
     expires: float | None = None,
     seen: float | None = None,
     applied: tuple[str, ...] | None = None,
+    issued: float | None = None,
     /,
 ) -> StoredState:
     """``StoredState(state, created=..., ...)`` built by C calls and the fields given (the
     repository builds one for every write)."""
     result = _new_state(StoredState)
     _fill_state(result, state)
-    _set_fields(result, created, user, agent, device, expires, seen, applied)
+    _set_fields(result, created, user, agent, device, expires, seen, applied, issued)
     return result
 
 
@@ -224,11 +246,12 @@ def _set_fields(
     expires: float | None,
     seen: float | None,
     applied: tuple[str, ...] | None = None,
+    issued: float | None = None,
 ) -> None:
     """Set every metadata field."""
     result.created, result.expires, result.seen = created, expires, seen
     result.user, result.agent, result.device = user, agent, device
-    result.applied = applied
+    result.applied, result.issued = applied, issued
 
 
 ENVELOPE_HEAD = '{"v":1,"state":'
@@ -311,7 +334,7 @@ def _envelope_fields(data: dict[str, Any]) -> _Fields | None:
     version = data.get("v")
     if type(state) is not dict or version != 1 or type(version) is not int:
         return None
-    if "device" in data or "applied" in data:  # _decode_object reads and checks those
+    if "device" in data or "applied" in data or "issued" in data:  # _decode_object reads those
         return None
     created, expires, seen = data.get("created"), data.get("expires"), data.get("seen")
     user, agent = data.get("user"), data.get("agent")
@@ -367,6 +390,7 @@ def _decode_object(data: Any) -> StoredState:
             agent=_text(data, "agent"),
             device=_object(data, "device"),
             applied=_applied(data),
+            issued=_timestamp(data, "issued"),
         )
     if all(isinstance(value, str) for value in data.values()):
         try:
@@ -376,12 +400,21 @@ def _decode_object(data: Any) -> StoredState:
     return StoredState(data)
 
 
-def encode_tombstone(successor: str | None) -> str:
+def encode_tombstone(
+    successor: str | None, rotated: float | None = None, key: str | None = None
+) -> str:
     """The record a purged (``successor=None``) or renewed key leaves behind for a while.
 
-    Version 0 makes actix-session read it as undecodable (an empty session), never as state.
+    ``rotated``: the key was rotated (no privilege change) at that time, not renewed by a
+    login: within the grace window loads and writes follow the successor; ``key``: the
+    successor's key sealed for holders of the old one (``Repository``). Version 0 makes
+    actix-session read it as undecodable (an empty session), never as state.
     """
-    return _dumps({"v": 0, "state": {}, "successor": successor})
+    if rotated is None:
+        return _dumps({"v": 0, "state": {}, "successor": successor})
+    return _dumps(
+        {"v": 0, "state": {}, "successor": successor, "rotated": int(rotated), "key": key}
+    )
 
 
 TOMBSTONE_HEAD = b'{"v":0,'
@@ -399,6 +432,18 @@ def read_tombstone(raw: str | bytes) -> tuple[bool, str | None]:
         return False, None
     successor = data.get("successor")
     return True, successor if isinstance(successor, str) else None
+
+
+def read_rotation(raw: str | bytes) -> tuple[float, str | None] | None:
+    """``(when, sealed successor key)`` for a rotation's tombstone; ``None`` for any other
+    record (a login renewal's or a purge's tombstone, a live record, nothing readable)."""
+    if not read_tombstone(raw)[0]:
+        return None
+    data = json.loads(raw)
+    rotated, key = data.get("rotated"), data.get("key")
+    if type(rotated) is not int or not 0 <= rotated < _MAX_TIMESTAMP:
+        return None
+    return float(rotated), key if isinstance(key, str) else None
 
 
 def _text(data: Mapping[str, Any], field: str) -> str | None:
