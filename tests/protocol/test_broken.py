@@ -48,8 +48,9 @@ class ForgetsUnsureTombstones(Repository):
     its new record (the rule it breaks: it re-reads the old record, and a tombstone naming its
     new record means it succeeded)."""
 
-    async def _swap(self, old_id: str, old_version: Any, new_id: str) -> bool:
-        return await self._bury(old_id, old_version, new_id) is not None
+    async def _swap(self, old_id: str, old_version: Any, new_id: str, tombstone: bytes) -> bool:
+        put = self.store.put(old_id, tombstone, self.tombstone_ttl, expect=old_version)
+        return await put is not None
 
 
 class FillsBlindly(CachedSessionStore):
