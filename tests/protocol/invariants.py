@@ -157,13 +157,13 @@ class _Facts:
         }
         return {key for key in keys if key is not None}
 
-    def rotation_committed(self, name: str) -> bool:
-        """Whether the seeded record was made a rotation's tombstone."""
+    def rotation_committed(self, name: str) -> Effect | None:
+        """The put that made the seeded record a rotation's tombstone, if one landed."""
         old_id = self.world.seeds[name][2]
-        return any(
-            e.op == "put" and e.id == old_id and e.result is not None and rotation(e.data)
-            for e in self.effects
-        )
+        for e in self.effects:
+            if e.op == "put" and e.id == old_id and e.result is not None and rotation(e.data):
+                return e
+        return None
 
     def current_key(self, name: str) -> str | None:
         keys = self.successors(name)
@@ -412,6 +412,20 @@ def _rotated_keys(facts: _Facts) -> list[str]:
             continue
         current = facts.current_key(name)
         rotated = facts.rotation_committed(name)
+        given = facts.rotated_to(name)
+        first = min((r.head for r in given), default=None)
+        for other in facts.presenting(name) if rotated is not None and first is not None else ():
+            if other.cookie in (None, current) or other in given:
+                continue
+            if other.cookie == old_key and (
+                other.head < first or facts.committed_before(other.actor.name, *_at(rotated))
+            ):
+                continue  # sent before the new key, or by a write the rotation carried
+            out.append(
+                f"{other.actor.name} presented the rotated key {facts.label(old_key)} and its"
+                f" response sends {facts.label(other.cookie) if other.cookie != 'removal' else 'a removal'},"
+                f" which would replace the rotated key {facts.label(current)}"
+            )
         for process in facts.processes:
             if current is not None and facts.seen(current, process).get("seed") != name:
                 out.append(
@@ -479,6 +493,10 @@ _RULES = {
     5: _one_successor,
     6: _no_errors,
 }
+
+
+def _at(effect: Effect) -> tuple[str, int]:
+    return effect.id, effect.seq
 
 
 def rotation(data: bytes | None) -> bool:

@@ -76,6 +76,12 @@ SCENARIOS = [
     Scenario("rotate_rotate", (Actor("A", "rotate"), Actor("B", "rotate")), rotation=True),
     Scenario("rotate_write", (Actor("A", "rotate"), Actor("B", "write")), rotation=True),
     Scenario(
+        "rotate_late_write",
+        (Actor("A", "rotate"), Actor("B", "write", process=1)),
+        processes=2,
+        rotation=True,
+    ),
+    Scenario(
         "rotate_write_purge",
         (Actor("A", "rotate"), Actor("B", "write"), Actor("C", "purge")),
         rotation=True,
