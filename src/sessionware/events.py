@@ -89,8 +89,8 @@ class SessionPurged(SessionEvent):
 @dataclass(frozen=True, slots=True)
 class SessionRevoked(SessionEvent):
     """This request found its session ended by another request (a purge, sign-out-everywhere):
-    its changes are dropped and its cookie removed. ``operation``: save, renew, touch or
-    late_save (a change made after the response started)."""
+    its changes are dropped and its cookie removed. ``operation``: save, renew, rotate, touch
+    or late_save (a change made after the response started)."""
 
     kind: ClassVar[str] = "revoked"
     operation: str

@@ -285,10 +285,9 @@ class Repository:
             successor = read_tombstone(data)[1]
             if successor is None:
                 return ENDED  # type: ignore[no-any-return]
-            if not self._in_grace(data):
+            rotation = self._in_grace(data)
+            if rotation is None:
                 return RENEWED  # type: ignore[no-any-return]
-            rotation = read_rotation(data)
-            assert rotation is not None
             found = self._successor_key(key, successor, rotation[1])
             if found is None:
                 return RENEWED  # type: ignore[no-any-return]
@@ -301,12 +300,14 @@ class Repository:
             key, data = found, record.data
         return RENEWED  # type: ignore[no-any-return]
 
-    def _in_grace(self, tombstone: bytes) -> bool:
-        """Whether ``tombstone`` is a rotation's, within its grace window."""
+    def _in_grace(self, tombstone: bytes) -> tuple[float, str | None] | None:
+        """``read_rotation(tombstone)`` while its grace window lasts, else ``None``."""
         if not self.rotation_grace:
-            return False
+            return None
         rotation = read_rotation(tombstone)
-        return rotation is not None and self.clock() < rotation[0] + self.rotation_grace
+        if rotation is None or self.clock() >= rotation[0] + self.rotation_grace:
+            return None
+        return rotation
 
     def _seal_successor(self, old: str, new: str) -> str | None:
         """The successor's key for the old key's tombstone, readable only with the old key (a
@@ -438,7 +439,7 @@ class Repository:
                 return Loaded(stored, id, new, data.decode())
             hops = 0
             while fresh is None and successor is not None and hops < self.max_hops:
-                if record is None or not self._in_grace(record.data):
+                if record is None or self._in_grace(record.data) is None:
                     break
                 # A rotation moved the session within its grace: the changes go there.
                 id, hops = successor, hops + 1

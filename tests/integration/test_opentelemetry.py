@@ -91,6 +91,7 @@ def test_every_event_kind_has_its_counter() -> None:
             "created",
             "loaded",
             "renewed",
+            "rotated",
             "purged",
             "revoked",
             "expired",

@@ -58,8 +58,8 @@ class FollowsForever(Repository):
     """A rotation's tombstone is followed however old it is (the rule it breaks: after the
     grace the rotated-away key opens nothing)."""
 
-    def _in_grace(self, tombstone: bytes) -> bool:
-        return read_rotation(tombstone) is not None
+    def _in_grace(self, tombstone: bytes) -> tuple[float, str | None] | None:
+        return read_rotation(tombstone)
 
 
 class SwapsBlindly(Repository):
