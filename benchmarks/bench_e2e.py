@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -83,11 +83,23 @@ class Server:
     """One uvicorn process serving one flavour; ``stop()`` ends it (only it)."""
 
     def __init__(
-        self, flavor: str, prefix: str, logdir: str, factory: str = "_apps:e2e_app"
+        self,
+        flavor: str,
+        prefix: str,
+        logdir: str,
+        factory: str = "_apps:e2e_app",
+        env: Mapping[str, str] | None = None,
+        name: str = "",
     ) -> None:
+        """``env``: more environment for the server (``PYTHONPATH``: which sessionware)."""
         self.port = free_port()
-        self.log_path = os.path.join(logdir, f"uvicorn-{flavor}.log")
-        env = dict(os.environ, SESSIONWARE_BENCH_FLAVOR=flavor, SESSIONWARE_BENCH_PREFIX=prefix)
+        self.log_path = os.path.join(logdir, f"uvicorn-{name or flavor}.log")
+        env = dict(
+            os.environ,
+            SESSIONWARE_BENCH_FLAVOR=flavor,
+            SESSIONWARE_BENCH_PREFIX=prefix,
+            **(env or {}),
+        )
         argv = [
             sys.executable, "-m", "uvicorn", "--factory", factory,
             "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", str(self.port),

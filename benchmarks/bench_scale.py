@@ -13,6 +13,8 @@ Parts (``--parts``):
 * ``stored``: a read and a write while 10k to 1M other sessions sit in the store (Redis,
   PostgreSQL, SQLite, MariaDB), filled with copies of a record the library itself wrote;
 * ``user``: listing and ending all of 10 to 1,000 sessions of one user, round trips counted;
+* ``codec``: ``codec=TaggedJSON()`` against plain JSON on the cookie and memory stores, with a
+  state of JSON values and one of datetimes, UUIDs, Decimals, sets and tuples, on read and write;
 * ``concurrency``: uvicorn + wrk, 1/16/64 connections writing distinct sessions or one shared
   session in Redis: req/s ÷ the bare app's, p50/p99, increments lost, compare-and-set retries.
 
@@ -68,7 +70,7 @@ import sessionware  # noqa: E402
 from sessionware import Key, Session  # noqa: E402
 from sessionware import SessionMiddleware as SessionwareMiddleware  # noqa: E402
 
-PARTS = ("state", "stored", "user", "concurrency")
+PARTS = ("state", "stored", "user", "concurrency", "codec")
 STORES = ("redis", "postgres", "sqlite", "mysql")
 LABELS = {
     "cookie": "cookie (PRIVATE)",
@@ -138,6 +140,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     load.add_argument("--load-rounds", type=int, default=3)
     load.add_argument("--warmup", type=float, default=1.0, help="unmeasured load per cell")
     load.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    load.add_argument(
+        "--baseline",
+        default="",
+        metavar="SRC",
+        help="also serve sessionware from this src directory (e.g. main's) in the same run",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.passes, args.batch_ms = 2, 1, 2.0
@@ -565,6 +573,92 @@ async def part_state(args: argparse.Namespace, run: Run, rng: random.Random) -> 
                 )
             )
     ratio_table("state size (ratios within each round)", rows, rounds, cpu_rounds, {})
+
+
+# -- part 5: the codec ----------------------------------------------------------------------------
+
+
+def codec_state(typed: bool) -> dict[str, Any]:
+    """A small cart-like state (~1.5 KB as JSON): JSON values, or the same made of the values
+    ``TaggedJSON`` stores (datetimes, UUIDs, Decimals, sets, tuples)."""
+    import datetime as dt
+    import decimal
+
+    when = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
+    state: dict[str, Any] = {"counter": 7}
+    for i in range(8):
+        line = {
+            "id": uuid.UUID(int=i),
+            "at": when + dt.timedelta(minutes=i),
+            "price": decimal.Decimal(f"{i}.90"),
+            "tags": {"a", "b"},
+            "size": (i, i + 1),
+        }
+        state[f"line{i}"] = (
+            line
+            if typed
+            else {k: v if isinstance(v, int) else str(v) for k, v in line.items()}
+            | {"tags": ["a", "b"], "size": [i, i + 1]}
+        )
+    return state
+
+
+def codec_routes(getter: _apps.Getter) -> list[Route]:
+    """``/seed/{typed}``: put ``codec_state(typed == 1)`` into the session."""
+
+    async def seed(request: Request) -> Response:
+        session = await getter(request)
+        for key, value in codec_state(request.path_params["typed"] == 1).items():
+            session[key] = value
+        return PlainTextResponse("ok")
+
+    return [Route("/seed/{typed:int}", seed)]
+
+
+async def part_codec(args: argparse.Namespace, run: Run, rng: random.Random) -> None:
+    print("\n## codec: TaggedJSON against plain JSON (cookie and memory stores)")
+    codec_of = getattr(sessionware, "TaggedJSON", None)
+    if codec_of is None:
+        print("(not measured: this sessionware has no TaggedJSON)")
+        return
+    from sessionware.stores import CookieSessionStore, MemorySessionStore
+
+    stores: dict[str, Callable[[], Any]] = {
+        "cookie": CookieSessionStore,
+        "memory": MemorySessionStore,
+    }
+    routes = codec_routes(_apps.GETTERS["sessionware"])
+    cells: dict[Cell, Measure] = {}
+    names: list[str] = []
+    for store_name, make in stores.items():
+        for config, typed in (("json", False), ("codec", False), ("codec", True)):
+            options = {"codec": codec_of()} if config == "codec" else {}
+            app = session_app(make(), routes, **options)
+            cookie = await new_session(app, f"/seed/{int(typed)}")
+            name = f"{store_name}/{config}/{'typed' if typed else 'json'} values"
+            for request_kind in ("read", "write"):
+                request_scope = scope(f"/{request_kind}", cookie)
+                reply = await _apps.call(app, request_scope)
+                if reply.status != 200:
+                    raise RuntimeError(f"{name} {request_kind}: {reply.status} {reply.body!r}")
+                cells[(name, request_kind)] = cell(app, [request_scope])
+            names.append(name)
+    rounds, cpu_rounds = await run_rounds(cells, args, rng)
+    cells_table("codec (µs per request)", names, ("read", "write"), rounds)
+    rows: list[Row] = []
+    for store_name in stores:
+        plain = f"{store_name}/json/json values"
+        for other in ("codec/json values", "codec/typed values"):
+            for request_kind in ("read", "write"):
+                rows.append(
+                    ratio(
+                        f"{store_name} {request_kind}, {other} ÷ no codec",
+                        None,
+                        (f"{store_name}/{other}", request_kind),
+                        (plain, request_kind),
+                    )
+                )
+    ratio_table("codec (ratios within each round)", rows, rounds, cpu_rounds, {})
 
 
 # -- part 2: stored sessions ---------------------------------------------------------------------
@@ -1069,6 +1163,9 @@ class Load:
     conflicts: int = 0
 
 
+BUILDS = {"bare": "bare app", "sw": "this tree", "before": "--baseline"}
+
+
 def part_concurrency(args: argparse.Namespace, run: Run, rng: random.Random) -> bool:
     """The concurrency part; False when its bookkeeping does not add up."""
     print("\n## concurrency: uvicorn (1 worker) + a load generator, writes to Redis sessions")
@@ -1080,20 +1177,22 @@ def part_concurrency(args: argparse.Namespace, run: Run, rng: random.Random) -> 
     if args.loadgen == "wrk" and wrk is None:
         print("(not measured: wrk is not installed; Debian: apt-get install wrk)")
         return True
-    handlers = ["assign", *(["update"] if hasattr(Session, "update_or") else [])]
-    variants = [("bare", "assign")] + [(s, h) for h in handlers for s in ("distinct", "shared")]
+    builds = ["sw", *(["before"] if args.baseline else [])]
     logdir = os.path.join(run.tmpdir, "logs")
     os.makedirs(logdir, exist_ok=True)
     run.redis_urls.add(_apps.REDIS_URL)
     factory = "bench_scale:concurrency_app"
     servers: dict[str, bench_e2e.Server] = {}
-    results: dict[tuple[int, str, str], list[Load]] = {}
+    results: dict[tuple[int, str, str, str], list[Load]] = {}
     clients: dict[str, Http] = {}
     try:
-        with ThreadPoolExecutor(2) as pool:  # the two servers start side by side
+        with ThreadPoolExecutor(3) as pool:  # the servers start side by side
+            flavors = {"bare": ("bare", {}), "sw": ("sw-redis", {})}
+            if args.baseline:
+                flavors["before"] = ("sw-redis", {"PYTHONPATH": args.baseline})
             starting = {
-                name: pool.submit(bench_e2e.Server, flavor, run.prefix, logdir, factory)
-                for name, flavor in (("bare", "bare"), ("sw", "sw-redis"))
+                name: pool.submit(bench_e2e.Server, flavor, run.prefix, logdir, factory, env, name)
+                for name, (flavor, env) in flavors.items()
             }
             for name, future in starting.items():
                 try:
@@ -1104,36 +1203,53 @@ def part_concurrency(args: argparse.Namespace, run: Run, rng: random.Random) -> 
             raise RuntimeError(f"a server did not start: {failure}")
         clients = {name: Http(server.port) for name, server in servers.items()}
         seen = {name: client.stats() for name, client in clients.items()}
-        sw = clients["sw"]
-        print(f"the servers imported sessionware from {sw.get('/imported')[1].decode()}")
-        distinct = [sw.new_session() for _ in range(4 * max(args.connections))]
-        shared = sw.new_session()
-        last = {cookie: sw.counter(cookie) for cookie in [*distinct, shared]}
-        scripts = {(1, "shared"): lua_script(logdir, [shared])}
+        for build in builds:
+            where = clients[build].get("/imported")[1].decode()
+            print(f"the {BUILDS[build]} server imported sessionware from {where}")
+        distinct: dict[str, list[str]] = {}
+        shared: dict[str, str] = {}
+        handlers: dict[str, list[str]] = {}
+        last: dict[str, int] = {}
+        scripts: dict[tuple[str, int, str], str] = {}
+        for build in builds:
+            sw = clients[build]
+            distinct[build] = [sw.new_session() for _ in range(4 * max(args.connections))]
+            shared[build] = sw.new_session()
+            has_update = sw.get("/update", shared[build])[0] == 200
+            handlers[build] = ["assign", *(["update"] if has_update else [])]
+            last.update({c: sw.counter(c) for c in [*distinct[build], shared[build]]})
+            one = lua_script(logdir, [shared[build]])
+            for conns in args.connections:
+                scripts[(build, conns, "distinct")] = lua_script(
+                    logdir, distinct[build][: 4 * conns]
+                )
+                scripts[(build, conns, "shared")] = one
         for conns in args.connections:
-            scripts[(conns, "distinct")] = lua_script(logdir, distinct[: 4 * conns])
-            scripts[(conns, "shared")] = scripts[(1, "shared")]
-            scripts[(conns, "bare")] = scripts[(conns, "distinct")]
+            scripts[("bare", conns, "bare")] = scripts[("sw", conns, "distinct")]
+        variants = [("bare", "bare", "assign")] + [
+            (b, s, h) for b in builds for h in handlers[b] for s in ("distinct", "shared")
+        ]
 
-        def load(conns: int, sessions: str, handler: str, seconds: float) -> Load:
-            name = "bare" if sessions == "bare" else "sw"
-            server, client = servers[name], clients[name]
-            cookies = [shared] if sessions == "shared" else distinct[: 4 * conns]
+        def load(conns: int, build: str, sessions: str, handler: str, seconds: float) -> Load:
+            server, client = servers[build], clients[build]
+            if build == "bare":
+                cookies = distinct["sw"][: 4 * conns]
+            else:
+                cookies = [shared[build]] if sessions == "shared" else distinct[build][: 4 * conns]
             path = HANDLERS[handler][0]
-            before = seen[name]
+            before = seen[build]
             options = argparse.Namespace(threads=1, connections=conns)
             if wrk:
-                figures = bench_e2e.run_wrk(
-                    wrk, server.port, path, None, seconds, options, scripts[(conns, sessions)]
-                )
+                script = scripts[(build, conns, sessions)]
+                figures = bench_e2e.run_wrk(wrk, server.port, path, None, seconds, options, script)
             else:
                 figures = bench_e2e.run_python(server.port, path, cookies, seconds, options)
-            after = seen[name] = client.stats()
+            after = seen[build] = client.stats()
             result = Load(*figures[:3], int(figures[3]), int(figures[4]))
             result.acknowledged = after[f"ok:{path}"] - before[f"ok:{path}"]
             result.retries = after["event:merge_retry"] - before["event:merge_retry"]
             result.conflicts = after["event:conflict_ended"] - before["event:conflict_ended"]
-            if name == "sw":
+            if build != "bare":
                 for cookie in dict.fromkeys(cookies):
                     now = client.counter(cookie)
                     result.rose += now - last[cookie]
@@ -1142,13 +1258,13 @@ def part_concurrency(args: argparse.Namespace, run: Run, rng: random.Random) -> 
 
         if args.warmup > 0:
             for conns in args.connections:
-                for sessions, handler in variants:
-                    load(conns, sessions, handler, args.warmup)
+                for variant in variants:
+                    load(conns, *variant, args.warmup)
         for _ in range(args.load_rounds):
             for conns in rng.sample(args.connections, len(args.connections)):
-                for sessions, handler in rng.sample(variants, len(variants)):
-                    key = (conns, sessions, handler)
-                    results.setdefault(key, []).append(load(conns, sessions, handler, args.seconds))
+                for variant in rng.sample(variants, len(variants)):
+                    key = (conns, *variant)
+                    results.setdefault(key, []).append(load(conns, *variant, args.seconds))
     finally:
         for client in clients.values():
             client.close()
@@ -1158,18 +1274,18 @@ def part_concurrency(args: argparse.Namespace, run: Run, rng: random.Random) -> 
     overcounted = [
         key for key, runs in results.items() if any(r.rose > r.acknowledged for r in runs)
     ]
-    for conns, sessions, handler in overcounted:
+    for conns, build, sessions, handler in overcounted:
         print(
-            f"CHECK FAILED: {sessions} sessions, {handler}, {conns} connections: the counters rose"
-            " by more than the writes acknowledged (the bookkeeping is broken)"
+            f"CHECK FAILED: {BUILDS[build]}, {sessions} sessions, {handler}, {conns} connections:"
+            " the counters rose by more than the writes acknowledged (the bookkeeping is broken)"
         )
     return not overcounted
 
 
 def report_concurrency(
     args: argparse.Namespace,
-    results: dict[tuple[int, str, str], list[Load]],
-    variants: list[tuple[str, str]],
+    results: dict[tuple[int, str, str, str], list[Load]],
+    variants: list[tuple[str, str, str]],
     tool: str,
 ) -> None:
     events = _apps.accepts_on_event()
@@ -1181,18 +1297,20 @@ def report_concurrency(
         " acknowledged - what the session's counter rose by; CAS attempts per write ="
         " (acknowledged + MergeRetry events) ÷ acknowledged"
     )
+    if args.baseline:
+        print(f"  build: this tree, or before = sessionware from {args.baseline} (same run)")
     for name, (path, text) in HANDLERS.items():
         print(f"  handler {name} ({path}): {text}")
     print("")
     print(
-        "| connections | sessions | handler | req/s | req/s ÷ bare | p50 ms | p99 ms | errors"
-        " | acknowledged | counter rose | lost | CAS attempts/write |"
+        "| connections | build | sessions | handler | req/s | req/s ÷ bare | p50 ms | p99 ms"
+        " | errors | acknowledged | counter rose | lost | CAS attempts/write |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for conns in args.connections:
-        bare = results[(conns, "bare", "assign")]
-        for sessions, handler in variants:
-            runs = results[(conns, sessions, handler)]
+        bare = results[(conns, "bare", "bare", "assign")]
+        for build, sessions, handler in variants:
+            runs = results[(conns, build, sessions, handler)]
             versus = [r.rps / b.rps if b.rps else 0.0 for r, b in zip(runs, bare, strict=True)]
             acknowledged = sum(r.acknowledged for r in runs)
             bookkeeping = "| — | — |"
@@ -1205,7 +1323,8 @@ def report_concurrency(
                 )
                 bookkeeping = f"| {sum(r.rose for r in runs)} | {lost} | {attempts} |"
             print(
-                f"| {conns} | {sessions} | {handler} | {statistics.median(r.rps for r in runs):.0f}"
+                f"| {conns} | {BUILDS[build]} | {sessions} | {handler}"
+                f" | {statistics.median(r.rps for r in runs):.0f}"
                 f" | {spread(versus)} | {statistics.median(r.p50 for r in runs):.2f}"
                 f" | {statistics.median(r.p99 for r in runs):.2f}"
                 f" | {sum(r.errors for r in runs)} | {acknowledged} {bookkeeping}"
@@ -1216,29 +1335,38 @@ def report_concurrency(
     print("| concurrency | target | measured: median [min-max] over rounds | verdict |")
     print("|---|---|---|---|")
     top = max(args.connections)
-    for handler in HANDLERS:
-        if (top, "shared", handler) not in results:
-            print(row_line(f"handler {handler}", "—", "not measured (no session.update_or)", "—"))
-            continue
-        for conns in args.connections:
-            shared, distinct = (
-                results[(conns, "shared", handler)],
-                results[(conns, "distinct", handler)],
-            )
-            p99 = [s.p99 / d.p99 if d.p99 else 0.0 for s, d in zip(shared, distinct, strict=True)]
-            judged = handler == "assign" and conns == top
-            label = f"p99, one shared session ÷ distinct sessions, {conns} connections, {handler}"
-            verdict = "info" if not judged else ("PASS" if statistics.median(p99) <= 5 else "MISS")
-            print(row_line(label, "≤ 5.00" if judged else "—", spread(p99), verdict))
-        for conns in args.connections:
-            for sessions in ("shared", "distinct"):
-                runs = results[(conns, sessions, handler)]
-                lost = sum(r.acknowledged - r.rose for r in runs)
-                label = f"increments lost, {handler}, {sessions} sessions, {conns} connections"
-                if handler == "update":
-                    print(row_line(label, "≤ 0", str(lost), "PASS" if lost <= 0 else "MISS"))
-                else:
-                    print(row_line(label, "—", str(lost), "info"))
+    for build in dict.fromkeys(b for b, _, _ in variants if b != "bare"):
+        which = "" if build == "sw" else "before: "
+        for handler in HANDLERS:
+            if (top, build, "shared", handler) not in results:
+                label = f"{which}handler {handler}"
+                print(row_line(label, "—", "not measured (no session.update_or)", "—"))
+                continue
+            for conns in args.connections:
+                shared, distinct = (
+                    results[(conns, build, "shared", handler)],
+                    results[(conns, build, "distinct", handler)],
+                )
+                p99 = [
+                    s.p99 / d.p99 if d.p99 else 0.0 for s, d in zip(shared, distinct, strict=True)
+                ]
+                judged = handler == "assign" and conns == top
+                label = (
+                    f"{which}p99, one shared session ÷ distinct sessions, {conns} connections,"
+                    f" {handler}"
+                )
+                verdict = "PASS" if statistics.median(p99) <= 5 else "MISS"
+                target = "≤ 5.00" if judged else "—"
+                print(row_line(label, target, spread(p99), verdict if judged else "info"))
+            for conns in args.connections:
+                for sessions in ("shared", "distinct"):
+                    runs = results[(conns, build, sessions, handler)]
+                    lost = sum(r.acknowledged - r.rose for r in runs)
+                    label = f"{which}increments lost, {handler}, {sessions} sessions, {conns} connections"
+                    if handler == "update":
+                        print(row_line(label, "≤ 0", str(lost), "PASS" if lost <= 0 else "MISS"))
+                    else:
+                        print(row_line(label, "—", str(lost), "info"))
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -1270,7 +1398,13 @@ def header(args: argparse.Namespace) -> None:
 async def in_process(args: argparse.Namespace, run: Run, rng: random.Random) -> None:
     """The parts that run in this process's event loop; their stores close in it too."""
     try:
-        for name, part in (("state", part_state), ("stored", part_stored), ("user", part_user)):
+        parts = (
+            ("state", part_state),
+            ("stored", part_stored),
+            ("user", part_user),
+            ("codec", part_codec),
+        )
+        for name, part in parts:
             if name in args.parts:
                 began = time.monotonic()
                 await part(args, run, rng)

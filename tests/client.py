@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from sessionware.repository import Loaded, Repository
 from sessionware.state import StoredState
@@ -95,8 +97,11 @@ async def request(
     cookie_header: str | bytes | list[bytes] | None = None,
     json: Any = None,
     headers: list[tuple[bytes, bytes]] | None = None,
+    body: bytes = b"",
+    form: Mapping[str, str] | None = None,
 ) -> Response:
-    """Call ``app`` once over raw ASGI and collect the response."""
+    """Call ``app`` once over raw ASGI and collect the response (``json`` or ``form``: the body,
+    with its content type; else ``body``, as it is)."""
     raw_headers = list(headers or [])
     if cookies:
         raw_headers.append(
@@ -109,10 +114,12 @@ async def request(
                 (b"cookie", value.encode("latin-1") if isinstance(value, str) else value)
             )
     path, _, query = path.partition("?")
-    body = b""
     if json is not None:
         body = jsonlib.dumps(json).encode()
         raw_headers.append((b"content-type", b"application/json"))
+    if form is not None:
+        body = urlencode(form).encode()
+        raw_headers.append((b"content-type", b"application/x-www-form-urlencoded"))
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -345,3 +352,52 @@ async def websocket(
 
     await app(scope, receive, send)
     return messages
+
+
+async def lifespan(
+    app: Any, during: Callable[[], Awaitable[object]] | None = None
+) -> list[dict[str, Any]]:
+    """Drive ``app``'s ASGI lifespan as a server does: start-up, then (when it completed)
+    ``await during()`` and shutdown. Every message the app sent, in order."""
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    sent: list[dict[str, Any]] = []
+    answer = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(dict(message))
+        answer.set()
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+    task = asyncio.create_task(app(scope, inbox.get, send))
+    await inbox.put({"type": "lifespan.startup"})
+    answered = asyncio.create_task(answer.wait())
+    await asyncio.wait({task, answered}, return_when=asyncio.FIRST_COMPLETED)
+    answered.cancel()
+    if sent and sent[-1]["type"] == "lifespan.startup.complete":
+        if during is not None:
+            await during()
+        await inbox.put({"type": "lifespan.shutdown"})
+    await asyncio.wait_for(task, 10)
+    return sent
+
+
+class Reports(list[Any]):
+    """Events as ``on_event`` hands them over, from any thread; ``wait`` for one condition."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = threading.Condition()
+
+    def __call__(self, event: Any) -> None:
+        with self._changed:
+            self.append(event)
+            self._changed.notify_all()
+
+    def wait(self, done: Callable[[list[Any]], bool], timeout: float = 10) -> bool:
+        """Block until ``done(events)`` holds (at most ``timeout`` seconds); whether it does."""
+        with self._changed:
+            return self._changed.wait_for(lambda: done(self), timeout)
+
+    async def until(self, done: Callable[[list[Any]], bool], timeout: float = 10) -> bool:
+        """``wait`` without blocking the event loop the events come from."""
+        return await asyncio.to_thread(self.wait, done, timeout)

@@ -248,4 +248,12 @@ def test_bench_scale() -> None:
             assert match.group("verdict") in ("PASS", "MISS"), match.group(0)
     lost = [m for label, m in rows(output).items() if label.startswith("increments lost")]
     assert lost and all(m.group("measured").isdigit() for m in lost), lost
-    assert re.search(r"^\| 4 \| shared \| assign \| \d+ \| [\d.]+ \[", output, re.M), output
+    assert re.search(r"^\| 4 \| this tree \| shared \| assign \| \d+ \| [\d.]+ \[", output, re.M), (
+        output
+    )
+    # Codec: each store's read and write with TaggedJSON against the same without it.
+    for store in ("cookie", "memory"):
+        for values in ("json", "typed"):
+            for kind in ("read", "write"):
+                match = row(output, f"{store} {kind}, codec/{values} values ÷ no codec")
+                assert SIGNED.match(match.group("measured")), match.group(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sessionware.admin import SessionAdmin, get_admin
+from sessionware.codec import TaggedJSON
 from sessionware.config import BrowserSession, PersistentSession, TtlExtensionPolicy
 from sessionware.crypto import ContentSecurity, Key
 from sessionware.csrf import CSRFMiddleware, csrf_token
@@ -23,15 +24,19 @@ from sessionware.events import (
     ConflictEnded,
     DecodeFailed,
     MergeRetry,
+    OriginRefused,
+    SessionAdopted,
     SessionCreated,
     SessionEnded,
     SessionEvent,
+    SessionEvicted,
     SessionExpired,
     SessionLoaded,
     SessionPurged,
     SessionRenewed,
     SessionRevoked,
     SessionRotated,
+    SessionsSwept,
     SessionSuperseded,
     StoreFailed,
 )
@@ -52,15 +57,18 @@ __all__ = [
     "Key",
     "MergeRetry",
     "NotSupportedError",
+    "OriginRefused",
     "PersistError",
     "PersistentSession",
     "Session",
     "SessionAdmin",
+    "SessionAdopted",
     "SessionConflictError",
     "SessionCreated",
     "SessionEnded",
     "SessionError",
     "SessionEvent",
+    "SessionEvicted",
     "SessionExpired",
     "SessionGetError",
     "SessionInsertError",
@@ -74,9 +82,11 @@ __all__ = [
     "SessionStatus",
     "SessionSuperseded",
     "SessionUpdateError",
+    "SessionsSwept",
     "SessionwareError",
     "StoreError",
     "StoreFailed",
+    "TaggedJSON",
     "TtlExtensionPolicy",
     "csrf_token",
     "flash",

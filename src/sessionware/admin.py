@@ -17,7 +17,7 @@ from sessionware.config import BrowserSession, PersistentSession
 from sessionware.errors import NotSupportedError
 from sessionware.events import EventHook, SessionEnded, emit
 from sessionware.repository import Repository
-from sessionware.session import Session
+from sessionware.session import Session, check_index
 from sessionware.stores import base
 from sessionware.stores.base import TOMBSTONE_TTL, RecordStore, SessionInfo
 from sessionware.stores.cookie import CookieSessionStore
@@ -51,12 +51,12 @@ def admin_key(name: str) -> str:
 
 
 class SessionAdmin:
-    """Lists and ends sessions: a user's (``bind_user``), or one by its id (``session.id``).
+    """Lists and ends sessions: a user's (``bind_user``), those filed under another index
+    (``session.index``), or one by its id (``session.id``).
 
     ``store`` is a record store (or the middleware's ``Repository``); ``clock``, ``on_event``,
     ``tombstone_ttl`` and ``lifecycle`` mean what they mean to ``SessionMiddleware``. A store
-    without a user index (memcached, the cookie store) raises ``NotSupportedError`` for all
-    three operations.
+    without an index (memcached, the cookie store) raises ``NotSupportedError`` for them all.
     """
 
     def __init__(
@@ -92,10 +92,19 @@ class SessionAdmin:
         return self.repository
 
     async def sessions_for(self, user_id: str, *, limit: int = DEFAULT_LIMIT) -> list[SessionInfo]:
-        """The user's live sessions, oldest first: at most ``limit`` of them."""
+        """The user's live sessions, oldest first: at most ``limit`` of them (``DEFAULT_LIMIT``,
+        1,000, unless told)."""
+        return await self.sessions_where("user", user_id, limit=limit)
+
+    async def sessions_where(
+        self, name: str, value: str, *, limit: int = DEFAULT_LIMIT
+    ) -> list[SessionInfo]:
+        """The live sessions filed under ``(name, value)`` with ``session.index(name, value)``
+        (``"user"``: ``bind_user``), oldest first: at most ``limit`` of them."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        infos = await self._repository().sessions_for(user_id)
+        _check_where(name, value)
+        infos = await self._repository().sessions_where(name, value)
         now = self.clock()
         live = [info for info in infos if not self._lapsed(info, now)]
         return live[:limit]
@@ -109,11 +118,23 @@ class SessionAdmin:
     async def end_all_for(self, user_id: str, *, keep: Session | str | None = None) -> int:
         """End every session of the user but ``keep`` (the current ``Session``, or a session
         id, ``session.id``: never a key); how many were live."""
+        return await self._end_where("user", user_id, keep, "end_all_for")
+
+    async def end_where(self, name: str, value: str, *, keep: Session | str | None = None) -> int:
+        """End every session filed under ``(name, value)`` (``session.index``) but ``keep``
+        (a ``Session`` or its id); how many were live. E.g. an OpenID Connect back-channel
+        logout: ``end_where("oidc_sid", sid)``."""
+        return await self._end_where(name, value, keep, "end_where")
+
+    async def _end_where(
+        self, name: str, value: str, keep: Session | str | None, operation: str
+    ) -> int:
+        _check_where(name, value)
         repository = self._repository()
         spared = self._kept_id(keep)
-        ended = await repository.end_all_for(user_id, spared)
+        ended = await repository.end_where(name, value, spared)
         for _ in range(ended):
-            self._emit("end_all_for")
+            self._emit(operation)
         return ended
 
     async def end_session(self, session_id: str) -> bool:
@@ -132,7 +153,9 @@ class SessionAdmin:
         """The id of a session named by its key or its id (the first version's ``except_key``
         took either)."""
         repository = self._repository()
-        return key_or_id if repository.is_id(key_or_id) else repository.id_of(key_or_id)
+        if repository.is_id(key_or_id):
+            return key_or_id
+        return repository.public_id(repository.id_of(key_or_id))
 
     def _kept_id(self, keep: Session | str | None) -> str | None:
         if keep is None:
@@ -150,6 +173,15 @@ class SessionAdmin:
     def _emit(self, operation: str) -> None:
         if self.on_event is not None:
             emit(self.on_event, SessionEnded(operation))
+
+
+def _check_where(name: str, value: str) -> None:
+    """An index a session could be filed under, else ``ValueError`` saying what it takes."""
+    given: object = value
+    if name != "user":
+        check_index(name, value)
+    if not isinstance(given, str) or not value:
+        raise ValueError(f"an index value is a non-empty str, not {value!r}")
 
 
 base.ADMIN[:] = [SessionAdmin]

@@ -8,6 +8,11 @@ one out.
     read(value, now) -> dict[str, Any] | Refusal  the cookie's state, or why not
     removal(now) -> str                           a Set-Cookie value that drops that cookie
 
+A reader whose ``cookie_name`` is the session's own (the Starlette drop-in's ``session``) also
+needs ``claims(value) -> bool``: whether a value has its library's shape, which no value
+sessionware seals has (base64 or base64url, never a ``.`` or ``:``; ``SIGNED_ACTIX``'s clear
+JSON starts with ``{`` after its MAC). The three readers here have it.
+
 ``read`` checks the cookie as its own library does (signature with the same key derivation,
 signing time against ``max_age``) and returns the state as plain JSON values that sessionware
 can store. Anything else is a ``Refusal`` (``FORGED``, ``EXPIRED``, ``UNREADABLE``, ``PICKLE``),
@@ -39,13 +44,15 @@ import logging
 import re
 import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta, timezone
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 
 from sessionware.config import CookieSettings
-from sessionware.cookies import removal_cookie
-from sessionware.engine import fingerprint
+from sessionware.cookies import find_cookies, removal_cookie
+from sessionware.engine import SessionEngine, _add_headers, fingerprint
+from sessionware.events import SessionAdopted
+from sessionware.session import Tracker
 from sessionware.state import check_value
 
 __all__ = [
@@ -65,6 +72,7 @@ MAX_VALUE = 16 * 1024
 """Longer values are refused before any work: browsers send at most 4 KB per cookie."""
 
 Secret = str | bytes
+Headers = list[tuple[bytes, bytes]]
 _URLSAFE = re.compile(rb"[A-Za-z0-9_-]*")
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _MALFORMED = (ValueError, TypeError, IndexError, OverflowError, RecursionError, zlib.error)
@@ -102,6 +110,9 @@ class _Reader:
     """What the three readers share: the secrets, the cookie's place, refusing with a log."""
 
     source = ""
+    _shape: re.Pattern[str]
+    _separator = "."
+    """In every value of ``_shape``: most values that are not are told by one search."""
 
     def __init__(
         self,
@@ -131,6 +142,11 @@ class _Reader:
     def removal(self, now: float) -> str:
         """The Set-Cookie value that makes browsers drop the legacy cookie."""
         return removal_cookie(self._cookie, now)
+
+    def claims(self, value: str) -> bool:
+        """Whether ``value`` has this library's shape (a pattern, no crypto). No value
+        sessionware seals has it, so the reader may share the session's cookie name."""
+        return self._separator in value and self._shape.fullmatch(value) is not None
 
     def read(self, value: str, now: float) -> dict[str, Any] | Refusal:
         """The cookie's state, or why it is refused (logged); never raises."""
@@ -252,6 +268,8 @@ class StarletteCookie(_ItsdangerousCookie):
     """
 
     source = "starlette"
+    _shape = re.compile(r"[A-Za-z0-9+/]+={0,2}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+    """base64(JSON).time.signature"""
 
     def __init__(
         self,
@@ -288,6 +306,8 @@ class FlaskCookie(_ItsdangerousCookie):
     """
 
     source = "flask"
+    _shape = re.compile(r"\.?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+    """[.]payload.time.signature"""
 
     def __init__(
         self,
@@ -330,6 +350,9 @@ class DjangoSignedCookie(_Reader):
     """
 
     source = "django"
+    _separator = ":"
+    _shape = re.compile(r"\.?[A-Za-z0-9_-]+:-?[0-9A-Za-z]+:[A-Za-z0-9_-]+")
+    """[.]payload:time:signature"""
 
     def __init__(
         self,
@@ -455,3 +478,242 @@ def _untag(value: Any) -> Any:
             return untagged
         result[key] = untagged
     return result
+
+
+# -- the middleware's side: SessionMiddleware(adopt=[...]) ------------------------------------
+
+
+class _Placed(NamedTuple):
+    """A reader as the engine uses it: ``shared`` when it reads the session's own cookie name,
+    ``replaced`` when the session's cookie also has its path and domain (so a session cookie
+    in the response replaces the old one, and no removal may go with it)."""
+
+    reader: LegacyCookieReader
+    prefix: bytes
+    shared: bool
+    replaced: bool
+    mark: bytes
+    """What a header must hold to be worth a look: ``prefix``, and for a shared name the
+    separator every value the reader claims holds (a request carrying only sessionware's
+    cookie is passed over by two searches)."""
+
+
+class _Found:
+    """The old cookies one request carried: whose to remove, and what reading them gave."""
+
+    __slots__ = ("outcomes", "removals")
+
+    def __init__(self, removals: list[_Placed]) -> None:
+        self.removals = removals
+        self.outcomes: list[tuple[str, str]] = []
+        """``(source, "adopted" or a Refusal's value)`` for each cookie read."""
+
+
+class _Adopting(SessionEngine):
+    """An engine whose requests may carry another library's session cookie. With no cookie of
+    its own, the first one that reads becomes the session's state, as a change
+    (``Tracker.adopt``: the status table stores it as a new session); one that does not read
+    leaves the session empty. A response that stores the session removes the old cookies."""
+
+    readers: tuple[_Placed, ...]
+    marks: tuple[tuple[bytes, bytes], ...]
+    """Each reader's ``prefix`` and ``mark``: what a request's headers are searched for."""
+
+    def begin(
+        self, cookie_headers: Iterable[bytes], user_agent: bytes | None = None, lazy: bool = False
+    ) -> Tracker:
+        headers = cookie_headers if type(cookie_headers) is list else list(cookie_headers)
+        tracker = super().begin(headers, user_agent, lazy)
+        tracker.legacy = None
+        for header in headers:
+            for prefix, mark in self.marks:
+                if prefix in header and mark in header:
+                    tracker.legacy = self._look(tracker, headers)
+                    return tracker
+        return tracker
+
+    def _look(self, tracker: Tracker, headers: list[bytes]) -> _Found | None:
+        """Find the old cookies; with no sessionware cookie, fill the session from them."""
+        found: list[tuple[_Placed, list[str]]] = []
+        for placed in self.readers:
+            _, prefix, _, _, mark = placed
+            for header in headers:
+                if prefix in header and mark in header:
+                    break
+            else:
+                continue
+            values = find_cookies(headers, placed.reader.cookie_name)
+            if not values:  # the name was only part of another cookie's
+                continue
+            if placed.shared:
+                claimed = [v for v in values if placed.reader.claims(v)]  # type: ignore[attr-defined]
+                if len(claimed) < len(values):  # a sessionware cookie too: it is the session
+                    continue
+                values = claimed
+                tracker.cookies = []  # what the request carried under that name is the old one
+            found.append((placed, values))
+        if not found:
+            return None
+        legacy = _Found([placed for placed, _ in found])
+        if tracker.cookies and find_cookies(tracker.cookies, self.cookie.name):
+            return legacy  # the request's own session wins; the old cookies only go
+        now = self.clock()
+        for placed, values in found:
+            for value in values:
+                state = _read(placed.reader, value, now)
+                source = placed.reader.source
+                if isinstance(state, Refusal):
+                    legacy.outcomes.append((source, state.value))
+                    continue
+                legacy.outcomes.append((source, "adopted"))
+                tracker.adopt(state)
+                return legacy
+        tracker.fill(tracker.session, {})
+        return legacy
+
+    def respond(self, tracker: Tracker, status_code: int, headers: Headers) -> Headers | None:
+        out = super().respond(tracker, status_code, headers)
+        legacy = tracker.legacy
+        if out is None or legacy is None:
+            return out
+        return self._removing(tracker, legacy, status_code, out)
+
+    async def persist(self, tracker: Tracker, status_code: int, headers: Headers) -> Headers:
+        out = await super().persist(tracker, status_code, headers)
+        legacy = tracker.legacy
+        return out if legacy is None else self._removing(tracker, legacy, status_code, out)
+
+    def _removing(
+        self, tracker: Tracker, legacy: _Found, status_code: int, headers: Headers
+    ) -> Headers:
+        """``headers`` with the old cookies' removals, when the response stores the session
+        (else they stay, to be read again: nothing of them was kept)."""
+        tracker.legacy = None
+        if not tracker.persists(status_code):
+            return headers
+        prefix = self._prefix
+        replacing = any(n == b"set-cookie" and v.startswith(prefix) for n, v in headers)
+        now = self.clock()
+        for placed in legacy.removals:
+            if not (placed.replaced and replacing):
+                headers = _add_headers(headers, placed.reader.removal(now))
+        for source, outcome in legacy.outcomes:
+            if outcome == "adopted":
+                logger.info("a %s session cookie was adopted as a new session", source)
+            if self.on_event is not None:
+                self._emit(SessionAdopted(source, outcome))
+        return headers
+
+
+def _read(reader: LegacyCookieReader, value: str, now: float) -> dict[str, Any] | Refusal:
+    """``reader.read``, held to its promise: a state sessionware can store, or a ``Refusal``
+    (another library's reader that raises or returns something else is refused, logged)."""
+    try:
+        state = reader.read(value, now)
+    except Exception as exc:  # a reader of another library's: its message may quote the value
+        logger.warning(
+            "%s session cookie %s: its reader raised %s; the session starts empty",
+            reader.source,
+            fingerprint(value),
+            type(exc).__name__,
+        )
+        return Refusal.UNREADABLE
+    if isinstance(state, Refusal):
+        return state
+    try:
+        if type(state) is not dict or not all(type(k) is str for k in state):
+            raise TypeError("not a dict of str keys")
+        check_value(state)
+    except (TypeError, ValueError) as exc:
+        logger.warning(
+            "%s session cookie %s: its reader gave a state sessionware cannot store (%s);"
+            " the session starts empty",
+            reader.source,
+            fingerprint(value),
+            type(exc).__name__,
+        )
+        return Refusal.UNREADABLE
+    return state
+
+
+_READER_MEMBERS = ("source", "cookie_name", "read", "removal")
+
+
+def adopting(engine: SessionEngine, readers: object) -> SessionEngine:
+    """``engine``, or for a non-empty list an engine like it that adopts the cookies
+    ``readers`` read (``SessionMiddleware(adopt=...)``). Raises ``TypeError``/``ValueError``
+    saying what to fix."""
+    if isinstance(readers, (str, bytes)) or not isinstance(readers, (list, tuple)):
+        raise TypeError(
+            "adopt= is a list of readers of older session cookies, e.g."
+            " adopt=[FlaskCookie(os.environ['SECRET_KEY'])] (sessionware.adopt)"
+        )
+    cookie = engine.cookie
+    placed: list[_Placed] = []
+    for reader in readers:
+        _check_reader(reader)
+        name = reader.cookie_name
+        if any(p.reader.cookie_name == name for p in placed):
+            raise ValueError(
+                f"two readers in adopt= read the cookie {name!r}: a cookie is one library's;"
+                " keep the reader of the library that set it"
+            )
+        shared = name == cookie.name
+        if shared and not callable(getattr(reader, "claims", None)):
+            raise ValueError(
+                f"{reader!r} reads the cookie {name!r}, the session's own cookie name, and has"
+                " no claims(value) to tell its cookies from sessionware's: give the session"
+                " another cookie_name=, or give the reader a claims method (sessionware.adopt's"
+                " readers have one)"
+            )
+        replaced = (
+            shared
+            and getattr(reader, "path", "/") == cookie.path
+            and getattr(reader, "domain", None) == cookie.domain
+        )
+        separator = getattr(reader, "_separator", "") if shared else ""
+        mark = separator.encode("latin-1") if isinstance(separator, str) else b""
+        placed.append(_Placed(reader, f"{name}=".encode("latin-1"), shared, replaced, mark))
+    if not placed:
+        return engine
+    cls = _adopting_class(type(engine))
+    # A new instance, its attributes set in the order ``__init__`` set them: an instance whose
+    # class was swapped keeps its old class's attribute layout, and CPython then specializes no
+    # read of its attributes (some 10 000 instructions more per request).
+    adopting_engine = cast(_Adopting, cls.__new__(cls))
+    for name, value in vars(engine).items():
+        setattr(adopting_engine, name, value)
+    adopting_engine.readers = tuple(placed)
+    adopting_engine.marks = tuple((p.prefix, p.mark) for p in placed)
+    return adopting_engine
+
+
+def _check_reader(reader: object) -> None:
+    missing = [m for m in _READER_MEMBERS if not hasattr(reader, m)]
+    if missing:
+        why = f"has no {', '.join(missing)}"
+    elif not callable(reader.read) or not callable(reader.removal):  # type: ignore[attr-defined]
+        why = "has read or removal that is not a method"
+    elif not all(isinstance(getattr(reader, m), str) for m in ("source", "cookie_name")):
+        why = "has a source or cookie_name that is not a str"
+    else:
+        try:
+            CookieSettings(name=reader.cookie_name)  # type: ignore[attr-defined]
+            return
+        except ValueError:
+            why = f"reads {reader.cookie_name!r}, which is not a cookie name"  # type: ignore[attr-defined]
+    raise TypeError(
+        f"adopt= takes readers of older session cookies (sessionware.adopt's StarletteCookie,"
+        f" FlaskCookie, DjangoSignedCookie, or an object with source, cookie_name,"
+        f" read(value, now) and removal(now)); {type(reader).__name__} {why}"
+    )
+
+
+_ADOPTING: dict[type[SessionEngine], type[SessionEngine]] = {}
+
+
+def _adopting_class(base: type[SessionEngine]) -> type[SessionEngine]:
+    """``base`` with ``_Adopting`` in front: only a middleware given readers pays for them."""
+    if base not in _ADOPTING:
+        _ADOPTING[base] = type(f"Adopting{base.__name__.lstrip('_')}", (_Adopting, base), {})
+    return _ADOPTING[base]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import hashlib
 import hmac
 import os
 import secrets
@@ -195,7 +196,7 @@ class Sealer:
         self.security = security
         self._name = name.encode()
         self._aeads = tuple(key._aead for key in keys)
-        self._signing = tuple(key._signing for key in keys)
+        self._signing = tuple(_HmacSha256(key._signing) for key in keys)
         self.seal, self.open = {
             ContentSecurity.PRIVATE: (self._seal_private, self._open_private),
             ContentSecurity.SIGNED: (self._seal_signed, self._open_signed),
@@ -210,11 +211,11 @@ class Sealer:
 
     def _seal_signed(self, value: str) -> str:
         raw = value.encode()
-        mac = hmac.digest(self._signing[0], _signed_message(self._name, raw), "sha256")
+        mac = self._signing[0](_signed_message(self._name, raw))
         return _b64url(mac) + _b64url(raw)
 
     def _seal_actix(self, value: str) -> str:
-        mac = hmac.digest(self._signing[0], value.encode(), "sha256")
+        mac = self._signing[0](value.encode())
         return binascii.b2a_base64(mac, newline=False).decode("ascii") + value
 
     def _open_private(self, sealed: str) -> tuple[str, int] | None:
@@ -281,13 +282,38 @@ class Sealer:
     def _verify(self, message: bytes, mac: bytes, value: str) -> tuple[str, int] | None:
         """``(value, ring index)`` when a key of the ring made ``mac`` over ``message``."""
         for index, signing in enumerate(self._signing):
-            if hmac.compare_digest(hmac.digest(signing, message, "sha256"), mac):
+            if hmac.compare_digest(signing(message), mac):
                 return value, index
         return None
 
 
+class _HmacSha256:
+    """HMAC-SHA256 under one key, its padded key blocks hashed once (RFC 2104's construction):
+    a MAC then costs two hash copies, not a new HMAC context (``hmac.digest``) per call.
+    test_crypto's test_precomputed_hmac_is_hmac_digest holds the two equal."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _SHA256_BLOCK:
+            key = hashlib.sha256(key).digest()
+        block = key.ljust(_SHA256_BLOCK, b"\0")
+        self._inner = hashlib.sha256(block.translate(_IPAD))
+        self._outer = hashlib.sha256(block.translate(_OPAD))
+
+    def __call__(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+_SHA256_BLOCK: Final = 64
+_IPAD: Final = bytes(byte ^ 0x36 for byte in range(256))
+_OPAD: Final = bytes(byte ^ 0x5C for byte in range(256))
 _TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
-_FROM_URLSAFE: Final = str.maketrans("-_", "+/")
+_FROM_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
 
 
 def _b64url(data: bytes) -> str:
@@ -297,9 +323,10 @@ def _b64url(data: bytes) -> str:
 
 def _b64url_decode(text: str) -> bytes | None:
     """``_b64url``'s inverse, canonical encodings only (no padding, no other alphabet)."""
-    if "+" in text or "/" in text or "=" in text or len(text) % 4 == 1:
+    if "+" in text or "/" in text or "=" in text or len(text) % 4 == 1 or not text.isascii():
         return None
-    return _b64decode_strict(text.translate(_FROM_URLSAFE) + "=" * (-len(text) % 4))
+    padded = text.encode().translate(_FROM_URLSAFE).decode() + "=" * (-len(text) % 4)
+    return _b64decode_strict(padded)
 
 
 def _b64decode_reencoded(text: str) -> bytes | None:

@@ -123,7 +123,8 @@ class CSRFMiddleware:
     paths are the app's own, without the ``root_path`` it is mounted under. A request whose
     session goes by a header (``session.transport`` is a ``HeaderTransport``) passes: a forged
     cross-site request carries cookies, never that header. Runs inside ``SessionMiddleware``;
-    WebSocket and lifespan scopes pass through.
+    WebSocket and lifespan scopes pass through (``SessionMiddleware`` checks a WebSocket's
+    ``Origin`` instead).
     """
 
     def __init__(

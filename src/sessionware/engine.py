@@ -57,6 +57,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from sessionware.codec import TaggedJSON, may_hold_tags
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession
 from sessionware.config import TtlExtensionPolicy as Policy
 from sessionware.cookies import (
@@ -93,7 +94,7 @@ from sessionware.events import (
     emit,
 )
 from sessionware.repository import ENDED, RENEWED, Followed, Loaded, Repository
-from sessionware.session import Event, Outcome, Phase, SessionStatus, Tracker
+from sessionware.session import EndedReason, Event, Outcome, Phase, SessionStatus, Tracker
 from sessionware.state import StoredState, stored_state
 from sessionware.stores.base import RecordStore, SessionKey, is_generated_key
 from sessionware.stores.cookie import CLOCK_SKEW, CookieSessionStore
@@ -171,6 +172,9 @@ class SessionEngine:
     vary: bytes = b"Cookie"
     """The Vary value of a response the session shapes: the header(s) the token may come in."""
     carrier: bytes = b"set-cookie"
+    codec: TaggedJSON | None = None
+    """What turns session values JSON cannot hold into JSON and back (``codec=``); ``None``:
+    plain JSON, nothing done."""
     """The response header a new token goes out in."""
 
     def __init__(
@@ -183,6 +187,7 @@ class SessionEngine:
         clock: Callable[[], float] = time.time,
         on_event: EventHook | None = None,
         device: DeviceBinder | None = None,
+        codec: TaggedJSON | None = None,
         rotate_every: timedelta | None = None,
         rotation_grace: timedelta = timedelta(seconds=30),
     ) -> None:
@@ -201,6 +206,9 @@ class SessionEngine:
             raise TypeError("lifecycle must be a BrowserSession or a PersistentSession")
         if not isinstance(security, ContentSecurity):
             raise TypeError("content_security must be a ContentSecurity member")
+        if codec is not None and not isinstance(codec, TaggedJSON):
+            raise TypeError(f"codec must be sessionware.TaggedJSON(), not {type(codec).__name__}")
+        self.codec = codec
         if on_event is not None and not callable(on_event):
             raise TypeError(
                 f"on_event must be a callable taking one event, not {type(on_event).__name__}"
@@ -296,6 +304,10 @@ class SessionEngine:
         if self.on_event is not None:
             emit(self.on_event, event)
 
+    def public_id(self, id: str) -> str:
+        """``session.id`` of the session whose record is filed under ``id``."""
+        return id
+
     def _lapsed(self, created: float | None, expires: float | None) -> str | None:
         """Whether a session with these envelope times has timed out now: ``"idle"`` (its
         ``expires`` passed), ``"absolute"`` (``max_age`` since ``created``), or ``None``."""
@@ -307,11 +319,20 @@ class SessionEngine:
             return "absolute"
         return None
 
-    def _expired(self, why: str) -> None:
-        """Log and report a session that timed out (``_lapsed``)."""
+    def _expired(self, why: str, tracker: Tracker) -> None:
+        """Log and report a session that timed out (``_lapsed``), and note why it ended."""
+        tracker.ended = _ENDED_BY[why]
         logger.info("session passed its %s timeout", why)
         if self.on_event is not None:
             self._emit(SessionExpired(why))  # type: ignore[arg-type]
+
+    def ends_at(self, tracker: Tracker) -> float | None:
+        """When the session the tracker loaded ends unless it is used: its idle expiry, or its
+        absolute timeout (``max_age``) when that comes first (``Session.expires_at``)."""
+        expires, created, max_age = tracker.expires, tracker.created, self._max_age
+        if expires is not None and created is not None and max_age is not None:
+            return min(expires, created + max_age)
+        return expires
 
     def _due(self, tracker: Tracker) -> bool:
         """Whether an unchanged session's life is extended now: under ON_EVERY_REQUEST, unless
@@ -320,7 +341,31 @@ class SessionEngine:
             return False
         window = self._touch_window
         expires = tracker.expires
+        if window is not None and tracker.lifetime:  # its own TTL: its own window
+            window = self._window(tracker.lifetime)
         return window is None or expires is None or expires - self.clock() <= window
+
+    def _window(self, lifetime: float) -> float:
+        """``_touch_window`` for a session that lives ``lifetime`` seconds (``set_expiry``):
+        extended once ``touch_after`` passed, or on every request when it lives no longer."""
+        touch_after = self.lifecycle.touch_after
+        assert touch_after is not None
+        after = touch_after.total_seconds()
+        return lifetime - after if after < lifetime else lifetime
+
+    def _max_age_of(self, lifetime: float | None) -> int | None:
+        """The cookie's Max-Age for a session with this lifetime (``set_expiry``; ``None``:
+        the middleware's)."""
+        if lifetime is None:
+            return self.cookie_max_age
+        return int(lifetime) or None
+
+    def _suffix(self, lifetime: float | None) -> str | None:
+        """The Set-Cookie attributes for a session with this lifetime; ``None`` for the
+        middleware's (``_cookie_suffix``)."""
+        if lifetime is None:
+            return None
+        return cookie_suffix(self.cookie, self._max_age_of(lifetime))
 
     async def load(self, tracker: Tracker) -> Session:
         """Read the cookie's session into the tracker's session, if not done yet; raise
@@ -382,17 +427,23 @@ class SessionEngine:
     def _removal(self) -> str:
         return removal_cookie(self.cookie, self.clock())
 
-    def _cookie(self, value: str, resendable: tuple[str, str] | None = None) -> str:
+    def _cookie(
+        self,
+        value: str,
+        resendable: tuple[str, str] | None = None,
+        suffix: str | None = None,
+    ) -> str:
         """The Set-Cookie line carrying ``value`` sealed (percent-encoded as ``session_cookie``
         does); ``PersistError`` when browsers would drop it for its size. ``resendable``: the
         request's own cookie as ``(plaintext, sealed value)`` with the current key; when it
-        holds ``value``, it is sent back as it came (the same ciphertext: no new seal)."""
+        holds ``value``, it is sent back as it came (the same ciphertext: no new seal).
+        ``suffix``: the attributes of a session with its own lifetime (``_suffix``)."""
         sealed = (
             resendable[1]
             if resendable is not None and resendable[0] == value
             else self.sealer.seal(value)
         )
-        line = _cookie_line(self, sealed)
+        line = _cookie_line(self, sealed, suffix)
         size = len(line) if line.isascii() else len(line.encode("utf-8"))
         if size > MAX_SET_COOKIE_BYTES:
             raise PersistError(
@@ -403,18 +454,19 @@ class SessionEngine:
         return line
 
 
-def _cookie_line(engine: SessionEngine, sealed: str) -> str:
+def _cookie_line(engine: SessionEngine, sealed: str, suffix: str | None = None) -> str:
     """The Set-Cookie line for a sealed value. A seal in the base64 alphabets (PRIVATE,
     SIGNED; SIGNED_ACTIX's key, server-side) needs only ``/`` and ``=`` escaped, in two C-level
     replaces;
     anything else goes through ``session_cookie``'s percent-encoding (test_engine's
-    test_cookie_lines_match_the_general_encoder holds the two equal)."""
+    test_cookie_lines_match_the_general_encoder holds the two equal). ``suffix``: the
+    attributes, when not the engine's own."""
+    if suffix is None:
+        suffix = engine._cookie_suffix
     if engine._base64_seal:
         escaped = sealed.replace("/", "%2F").replace("=", "%3D")
-        return f"{engine._cookie_head}{escaped}{engine._cookie_suffix}"
-    return session_cookie(
-        engine.cookie, sealed, engine.cookie_max_age, suffix=engine._cookie_suffix
-    )
+        return f"{engine._cookie_head}{escaped}{suffix}"
+    return session_cookie(engine.cookie, sealed, engine.cookie_max_age, suffix=suffix)
 
 
 class ServerSideEngine(SessionEngine):
@@ -429,6 +481,9 @@ class ServerSideEngine(SessionEngine):
             repository.rotation_grace = self.rotation_grace.total_seconds()
         self._follows = bool(repository.rotation_grace) or self.rotate_every is not None
         """Whether loads may follow a rotation's successor, or rotate (``_rotation``)."""
+
+    def public_id(self, id: str) -> str:
+        return self.repository.public_id(id)
 
     async def seed(self, state: Mapping[str, Any]) -> str:
         """Store ``state`` as a new session; the Set-Cookie value that carries it (for tests)."""
@@ -452,23 +507,46 @@ class ServerSideEngine(SessionEngine):
         ``PersistError`` when the store fails."""
         opened = self.open(tracker.cookies)
         loaded = None if opened is None else await self._load(tracker, opened[0])
-        if loaded is None:
+        values: Any = loaded
+        if loaded is not None and self.codec is not None and may_hold_tags(loaded.text):
+            values = self._decoded(loaded, opened)
+        if values is None:
             tracker.fill(session, {})
             if tracker.phase is Phase.LATE:  # after the head: no cookie can follow a new one
                 tracker.handle(Event.SEALED, _NO_NEW_KEY)
             return
-        assert opened is not None
+        assert opened is not None and loaded is not None
         if self.on_event is not None:
             self._emit(SessionLoaded())
         state = loaded.state
         tracker.key, tracker.record = opened[0], loaded
         tracker.created, tracker.expires = state.created, state.expires
+        tracker.lifetime = state.lifetime
         self._opened(tracker, opened)
         if self._follows:
             self._rotation(tracker, loaded)
         tracker.fill(
-            session, state, user=state.user, origin=loaded.text, key=tracker.key, id=loaded.id
+            session,
+            state if values is loaded else values,
+            user=state.user,
+            origin=loaded.text,
+            key=tracker.key,
+            id=loaded.id,
         )
+
+    def _decoded(self, loaded: Loaded, opened: Any) -> Mapping[str, Any] | None:
+        """The loaded state's values as the codec reads them; ``None``, logged as unreadable
+        state, when it cannot (an unknown tag)."""
+        assert self.codec is not None
+        try:
+            return self.codec.decode_state(loaded.state)
+        except DeserializationError:
+            logger.warning(
+                "session %s holds unreadable state; starting anew", fingerprint(opened[0])
+            )
+            if self.on_event is not None:
+                self._emit(DecodeFailed("state"))
+            return None
 
     def _rotation(self, tracker: Tracker, loaded: Loaded) -> None:
         """A key a rotation replaced within its grace: the session is the successor, whose key
@@ -497,18 +575,18 @@ class ServerSideEngine(SessionEngine):
             return None
         except Exception as exc:
             raise failure(exc, "load") from exc
-        if loaded is None:
-            self._expired("idle")  # the store dropped it at its TTL
+        if loaded is None:  # the store dropped it at its TTL (or an ended one's tombstone went)
+            self._expired("idle", tracker)
             return None
         if loaded is ENDED:
-            tracker.ended = True
+            tracker.ended = "signed_out"
             return None
         if loaded is RENEWED:
             tracker.renewed = self.repository.id_of(key)
             return None
         why = self._lapsed(loaded.state.created, loaded.state.expires)
         if why is not None:
-            self._expired(why)
+            self._expired(why, tracker)
             return None
         if self.device is not None and not self.device.admit(tracker, loaded, self.clock()):
             logger.info("session %s is device-bound; no valid credential came", fingerprint(key))
@@ -522,7 +600,8 @@ class ServerSideEngine(SessionEngine):
         status, persist, used, _, _ = outcome
         if persist and (status is not _UNCHANGED or tracker.reissue or self._due(tracker)):
             if tracker.reissue is True and status is _UNCHANGED and not self._due(tracker):
-                cookie = None if tracker.key is None else self._cookie(tracker.key)
+                key, suffix = tracker.key, self._suffix(tracker.lifetime)
+                cookie = None if key is None else self._cookie(key, None, suffix)
                 self._close(tracker, persist)
                 return self._headers(tracker, used, cookie, headers)
             tracker.decided = outcome
@@ -560,11 +639,13 @@ class ServerSideEngine(SessionEngine):
         """The Set-Cookie for what a write before the head reported (the module's table)."""
         if stored is _WRITTEN:
             assert tracker.key is not None
-            return self._cookie(tracker.key, tracker.resendable)
+            lifetime = tracker.lifetime  # _suffix's test, inline: every write passes here
+            suffix = None if lifetime is None else self._suffix(lifetime)
+            return self._cookie(tracker.key, tracker.resendable, suffix)
         if stored is _KEPT:
-            key = tracker.key
-            if key is not None and (tracker.reissue or self.cookie_max_age is not None):
-                return self._cookie(key, tracker.resendable)
+            key, lifetime = tracker.key, tracker.lifetime
+            if key is not None and (tracker.reissue or self._max_age_of(lifetime) is not None):
+                return self._cookie(key, tracker.resendable, self._suffix(lifetime))
             return None
         if stored is _ENDED:
             return self._removal()
@@ -625,8 +706,10 @@ class ServerSideEngine(SessionEngine):
         if saved.id is not record.id:  # merged into a rotation's successor: no old key goes out
             tracker.key = None
             tracker.rebase(None, saved.id, None)
+            tracker.lifetime = saved.state.lifetime
             return _NOTHING
         tracker.rebase(tracker.key, saved.id, state_json)
+        tracker.lifetime = saved.state.lifetime
         return _WRITTEN
 
     async def _purge(self, tracker: Tracker, outcome: Outcome) -> Stored:
@@ -667,6 +750,7 @@ class ServerSideEngine(SessionEngine):
             self._emit(SessionRenewed())
         tracker.key, tracker.record, tracker.resendable = key, stored, None
         tracker.rebase(key, stored.id, state_json)
+        tracker.lifetime = stored.state.lifetime
         return _WRITTEN
 
     async def _rotate(self, tracker: Tracker, outcome: Outcome) -> Stored:
@@ -688,12 +772,13 @@ class ServerSideEngine(SessionEngine):
                 self._emit(SessionRotated())
             tracker.key, tracker.record, tracker.resendable = new_key, stored, None
             tracker.rebase(new_key, stored.id, state_json)
+            tracker.lifetime = stored.state.lifetime
             return _WRITTEN
         followed = await self.repository.load(SessionKey(key), self.ttl)
         if not isinstance(followed, Followed):  # a login renewed it: as any pre-login request
             return self._superseded(tracker) if status is _CHANGED else _NOTHING
         tracker.key, tracker.record, tracker.reissue = followed.key, followed, True
-        tracker.resendable = None
+        tracker.resendable, tracker.lifetime = None, followed.state.lifetime
         return await _WRITES[status](self, tracker, outcome._replace(state_json=None))  # type: ignore[no-any-return]
 
     async def _create(self, tracker: Tracker, meta: StoredState, state_json: str | None) -> Stored:
@@ -701,11 +786,13 @@ class ServerSideEngine(SessionEngine):
         state = tracker.state()
         if not (state or meta.user or meta.device):
             return _NOTHING
+        meta.lifetime = tracker.lifetime
         key, stored = await self.repository.create(state, meta, self.ttl)
         if self.on_event is not None:
             self._emit(SessionCreated())
         tracker.key, tracker.record, tracker.resendable = key, stored, None
         tracker.rebase(key, stored.id, state_json)
+        tracker.lifetime = stored.state.lifetime
         return _WRITTEN
 
     def _revoked(self, tracker: Tracker, operation: str) -> Stored:
@@ -727,7 +814,8 @@ class ServerSideEngine(SessionEngine):
 
     def _meta(self, tracker: Tracker) -> StoredState:
         """The metadata a write stores beside the state: creation, the bound user, its agent,
-        and a new device binding if one was asked for (``None``: the record's stays)."""
+        a new device binding if one was asked for (``None``: the record's stays), and the
+        indexes ``Session.index`` changed (merged into the record's)."""
         agent = tracker.agent
         return stored_state(
             {},
@@ -735,6 +823,11 @@ class ServerSideEngine(SessionEngine):
             tracker.user,
             agent[:120].decode("latin-1") if agent else None,
             None if self.device is None else self.device.binding(tracker, self.clock()),
+            None,
+            None,
+            None,
+            None,
+            tracker.indexes,
         )
 
     # -- the DBSC endpoints (sessionware.dbsc.serve) -----------------------------------------
@@ -767,6 +860,8 @@ class ServerSideEngine(SessionEngine):
             agent=state.agent,
             device=device,
             applied=state.applied,
+            lifetime=state.lifetime,
+            indexes=state.indexes,
             issued=state.issued,
         )
         try:
@@ -819,7 +914,7 @@ class ClientSideEngine(SessionEngine):
     def open_into(self, tracker: Tracker, session: Session) -> None:
         """Open the request's cookie into ``session`` (its first use): no I/O."""
         opened = self.open(tracker.cookies)
-        fields = None if opened is None else self._read_state(opened[0])
+        fields = None if opened is None else self._read_state(opened[0], tracker)
         if fields is None:
             tracker.fill(session, {})
             return
@@ -827,6 +922,8 @@ class ClientSideEngine(SessionEngine):
         if self.on_event is not None:
             self._emit(SessionLoaded())
         state, tracker.created, tracker.expires, user = fields
+        if type(state) is StoredState:  # a lifetime makes the envelope take decode_state's way
+            tracker.lifetime = state.lifetime
         tracker.record = opened[0]
         self._opened(tracker, opened)
         tracker.fill(session, state, user=user, origin=opened[0])
@@ -835,7 +932,7 @@ class ClientSideEngine(SessionEngine):
         """``open_into``, for callers that await (``session.load()``)."""
         self.open_into(tracker, session)
 
-    def _read_state(self, plain: str) -> Any:
+    def _read_state(self, plain: str, tracker: Tracker) -> Any:
         """The live state an opened cookie's plaintext holds; ``None``, with its log line and
         event, when it is unreadable, idle or too old."""
         try:
@@ -846,6 +943,8 @@ class ClientSideEngine(SessionEngine):
                 and fields[1] > self.clock() + CLOCK_SKEW
             ):
                 raise DeserializationError("session cookie was created in the future")
+            if fields is not None and self.codec is not None and may_hold_tags(plain):
+                fields = (self.codec.decode_state(fields[0]), *fields[1:])
         except DeserializationError:
             logger.warning(
                 "session cookie %s holds unreadable state; starting anew", fingerprint(plain)
@@ -857,7 +956,7 @@ class ClientSideEngine(SessionEngine):
             return None
         why = self._lapsed(fields[1], fields[2])
         if why is not None:
-            self._expired(why)
+            self._expired(why, tracker)
             return None
         return fields
 
@@ -897,7 +996,9 @@ class ClientSideEngine(SessionEngine):
             if not live:
                 return None
             if not self._due(tracker):
-                return self._cookie(tracker.record) if tracker.reissue else None
+                if not tracker.reissue:
+                    return None
+                return self._cookie(tracker.record, None, self._suffix(tracker.lifetime))
         user, store = tracker.user, self.store
         state = tracker.state() if state_json is None or store.legacy_format else _UNREAD
         if not (live or user or (state_json != "{}" if state_json is not None else state)):
@@ -906,10 +1007,23 @@ class ClientSideEngine(SessionEngine):
             self._emit(SessionRenewed() if live else SessionCreated())
         now = self.clock()
         created = tracker.created or now
+        lifetime = tracker.lifetime
+        if lifetime is None:
+            text = store.dump(
+                state, self.ttl, state_json=state_json, created=created, user=user, now=now
+            )
+            return self._cookie(text, tracker.resendable)
+        ttl = timedelta(seconds=lifetime) if lifetime else self.ttl
         text = store.dump(
-            state, self.ttl, state_json=state_json, created=created, user=user, now=now
+            state,
+            ttl,
+            state_json=state_json,
+            created=created,
+            user=user,
+            now=now,
+            lifetime=lifetime,
         )
-        return self._cookie(text, tracker.resendable)
+        return self._cookie(text, tracker.resendable, self._suffix(lifetime))
 
 
 _UNCHANGED = SessionStatus.UNCHANGED
@@ -918,6 +1032,8 @@ _PURGED = SessionStatus.PURGED
 _NOTHING, _KEPT, _WRITTEN = Stored.NOTHING, Stored.KEPT, Stored.WRITTEN
 _ENDED, _CONFLICT = Stored.ENDED, Stored.CONFLICT
 _RENEWED = SessionStatus.RENEWED
+_ENDED_BY: dict[str, EndedReason] = {"idle": "idle_timeout", "absolute": "absolute_timeout"}
+"""``Session.ended_reason`` for each timeout ``_lapsed`` names."""
 _UNREAD: Mapping[str, Any] = {}
 """What ``dump`` gets as the state when it is given the state's JSON: it does not read it."""
 
@@ -1073,9 +1189,15 @@ class _HeaderTokens(_Transported):
         cookies = [prefix + token for token in cookie_headers if token and b";" not in token]
         return super().begin(cookies, user_agent, lazy)
 
-    def _cookie(self, value: str, resendable: tuple[str, str] | None = None) -> str:
+    def _cookie(
+        self,
+        value: str,
+        resendable: tuple[str, str] | None = None,
+        suffix: str | None = None,
+    ) -> str:
         """The sealed token for the response header: base64 as it is (a token68, as
-        ``Authorization`` wants it), else percent-encoded as the cookie would be."""
+        ``Authorization`` wants it), else percent-encoded as the cookie would be (a header
+        has no Max-Age: ``suffix`` is not used)."""
         if resendable is not None and resendable[0] == value:
             sealed = resendable[1]
         else:
@@ -1138,6 +1260,7 @@ def transported(engine: SessionEngine, transport: Transport, vary: bytes) -> Ses
         "on_event": engine.on_event,
         "rotate_every": engine.rotate_every,
         "rotation_grace": engine.rotation_grace,
+        "codec": engine.codec,
     }
     new: SessionEngine
     if isinstance(engine, ServerSideEngine):

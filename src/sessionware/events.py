@@ -23,9 +23,12 @@ __all__ = [
     "EventHook",
     "MergeRetry",
     "ObservedStore",
+    "OriginRefused",
+    "SessionAdopted",
     "SessionCreated",
     "SessionEnded",
     "SessionEvent",
+    "SessionEvicted",
     "SessionExpired",
     "SessionLoaded",
     "SessionPurged",
@@ -33,6 +36,7 @@ __all__ = [
     "SessionRevoked",
     "SessionRotated",
     "SessionSuperseded",
+    "SessionsSwept",
     "StoreFailed",
 ]
 
@@ -55,6 +59,21 @@ class SessionCreated(SessionEvent):
     """A new session was stored (server-side) or first sealed into a cookie (client-side)."""
 
     kind: ClassVar[str] = "created"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionAdopted(SessionEvent):
+    """A request carried another library's session cookie (``SessionMiddleware(adopt=...)``)
+    and its response removed it. ``source`` names the library (``starlette``, ``flask``,
+    ``django``); ``outcome`` is ``adopted`` (its state became a new sessionware session) or why
+    it was not (``forged``, ``expired``, ``unreadable``, ``pickle``: the session started empty)."""
+
+    kind: ClassVar[str] = "adopted"
+    source: str
+    outcome: str
+
+    def attributes(self) -> dict[str, str]:
+        return {"source": self.source, "outcome": self.outcome}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +120,23 @@ class SessionRevoked(SessionEvent):
 
 @dataclass(frozen=True, slots=True)
 class SessionEnded(SessionEvent):
-    """``SessionAdmin`` ended a session: ``operation`` is end_all_for (one event per session
-    ended) or end_session."""
+    """``SessionAdmin`` ended a session: ``operation`` is end_all_for or end_where (one event
+    per session ended) or end_session."""
 
     kind: ClassVar[str] = "ended"
     operation: str
 
     def attributes(self) -> dict[str, str]:
         return {"operation": self.operation}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvicted(SessionEvent):
+    """A session ended because its user logged in once more than
+    ``SessionMiddleware(max_sessions_per_user=N)`` allows: the least recently used go (one
+    event per session ended)."""
+
+    kind: ClassVar[str] = "evicted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +175,14 @@ class DecodeFailed(SessionEvent):
 
     def attributes(self) -> dict[str, str]:
         return {"reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class OriginRefused(SessionEvent):
+    """A WebSocket handshake carried the session cookie from an origin neither the app's nor in
+    ``websocket_origins`` (cross-site WebSocket hijacking): it was answered 403."""
+
+    kind: ClassVar[str] = "origin_refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +226,21 @@ class StoreFailed(SessionEvent):
         return {"operation": self.operation, "store": self.store, "error": self.error}
 
 
+@dataclass(frozen=True, slots=True)
+class SessionsSwept(SessionEvent):
+    """The sweeper (``SessionMiddleware(sweep_every=...)``) ran once: ``outcome`` is ``swept``
+    (``deleted`` expired rows went in ``seconds``), ``busy`` (another process was sweeping the
+    database) or ``failed`` (the store failed; logged)."""
+
+    kind: ClassVar[str] = "swept"
+    outcome: Literal["swept", "busy", "failed"]
+    deleted: int = 0
+    seconds: float = 0.0
+
+    def attributes(self) -> dict[str, str]:
+        return {"outcome": self.outcome}
+
+
 EventHook = Callable[[SessionEvent], None]
 """What ``on_event`` is: called with each event, in the request's task; its return is ignored."""
 
@@ -203,6 +254,10 @@ def emit(hook: EventHook, event: SessionEvent) -> None:
         hook(event)
     except Exception:
         logger.exception("the on_event hook raised on a %s event; ignored", event.kind)
+
+
+_BATCHES = frozenset({"get_many", "replace_many", "index_remove_many"})
+"""The optional batch operations (``BatchRecords``, ``BatchIndex``), present when inner's are."""
 
 
 class ObservedStore:
@@ -235,7 +290,14 @@ class ObservedStore:
         self._timer = timer
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)  # close(), clear_expired(), ... pass through
+        found = getattr(self.inner, name)  # close(), clear_expired(), ... pass through
+        if name not in _BATCHES:
+            return found
+
+        async def observed(*args: Any) -> Any:
+            return await self._run(name, found(*args))
+
+        return observed  # the optional batches are reported like the four
 
     async def _run(self, operation: str, call: Any) -> Any:
         start = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import time
@@ -10,6 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 from sessionware.admin import ADMIN_KEY, SessionAdmin, admin_key
+from sessionware.adopt import LegacyCookieReader, adopting
+from sessionware.codec import TaggedJSON
 from sessionware.config import BrowserSession, CookieSettings, PersistentSession, SameSite
 from sessionware.cookies import find_cookies
 from sessionware.crypto import ContentSecurity, Key
@@ -22,7 +25,9 @@ from sessionware.engine import (
     transported,
 )
 from sessionware.errors import NotSupportedError
-from sessionware.events import EventHook
+from sessionware.events import EventHook, ObservedStore
+from sessionware.lifespan import Lifespan, Sweeper, run_lifespan, sweepable
+from sessionware.origins import OriginCheck
 from sessionware.repository import Repository
 from sessionware.session import Event, Phase, Session, Tracker
 from sessionware.stores.base import RecordStore
@@ -84,6 +89,10 @@ _DEVICE_NEEDS_COOKIES = (
     "CookieTransport() with device_binding=, or a separate SessionMiddleware(name=...) for the"
     " API clients"
 )
+_ADOPT_NEEDS_COOKIES = (
+    "adopt= reads older session cookies, and this middleware's transport takes no cookie: add"
+    " CookieTransport() to transport=, or adopt in the middleware that serves browsers"
+)
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _RESERVED = frozenset(
     {
@@ -117,7 +126,10 @@ class SessionMiddleware:
     session's envelope carries); a store's TTL only collects garbage. ``on_event`` receives the
     ``sessionware.events`` (created, loaded, store_error, ...) for metrics; unset, no event is
     built (docs/telemetry.md). ``get_admin(request)`` gives the ``SessionAdmin`` that lists and
-    ends sessions with the same store, clock and events. With
+    ends sessions with the same store, clock and events. ``max_sessions_per_user=N`` (a
+    server-side store with a user index): when a session is bound to a user (``bind_user``) who
+    then has more than N live sessions, the least recently used end (``SessionEvicted``), under
+    a lock per user so logins at once in any processes leave at most N. With
     ``device_binding=DeviceBinding(...)`` (server-side stores) it also serves the DBSC
     registration and refresh endpoints, and ``session.bind_device()`` becomes available.
 
@@ -125,6 +137,10 @@ class SessionMiddleware:
     that a new key at its next use, state and user kept; for ``rotation_grace`` (30 s) after,
     requests still carrying the old key work on the new session (and are sent its key), then
     the old key opens nothing (docs/lifecycle.md).
+    ``adopt=[reader, ...]`` (``sessionware.adopt``: ``StarletteCookie``, ``FlaskCookie``,
+    ``DjangoSignedCookie``) reads the session cookie of the library used before: a request with
+    no sessionware cookie but a valid old one gets its state, stored at the end of the request
+    as a new session, and the old cookie removed in that response (docs/adopt.md).
 
     ``transport=`` says where the token travels: ``CookieTransport()`` (the default),
     ``HeaderTransport()`` for API clients, or a list of both, the first one a request matches
@@ -132,6 +148,23 @@ class SessionMiddleware:
     own middleware: ``get_session(request, name)``; the default ``"session"`` is
     ``request.session`` with the cookie ``id``, another name is its own scope key and cookie
     name unless ``cookie_name=`` says otherwise (docs/named-sessions.md).
+
+    At the ASGI ``lifespan`` start-up (the app's own lifespan runs as before):
+    ``check_store_on_startup=True`` makes one round trip to the store (``store.check()``) and
+    fails the start-up with the cause when it does not answer; ``sweep_every=`` (the SQL
+    stores) deletes expired records in the background, one process per database at a time
+    (docs/lifecycle.md). ``store_error_response=`` is a callable taking nothing and returning
+    an ASGI app (a Starlette ``Response``, say) whose body and headers answer a store failure
+    instead of the empty 503; the status stays 503 and it never sets a cookie.
+
+    A WebSocket handshake that carries the session cookie from a page of another origin is
+    refused (403) before the app runs, unless ``websocket_origins=`` lists that origin
+    (``["https://app.example.com"]``); one without ``Origin`` (not a browser) passes
+    (docs/csrf.md#websockets).
+
+    ``codec=TaggedJSON()`` stores ``datetime``, ``UUID``, ``Decimal``, ``bytes``, sets and
+    tuples as tagged JSON objects (docs/values.md); the default is plain JSON, which actix-web
+    reads.
     """
 
     def __init__(
@@ -158,6 +191,13 @@ class SessionMiddleware:
         device_binding: DeviceBinding | None = None,
         rotate_every: timedelta | None = None,
         rotation_grace: timedelta = timedelta(seconds=30),
+        check_store_on_startup: bool = False,
+        sweep_every: timedelta | None = None,
+        store_error_response: Callable[[], ASGIApp] | None = None,
+        max_sessions_per_user: int | None = None,
+        websocket_origins: Sequence[str] = (),
+        codec: TaggedJSON | None = None,
+        adopt: Sequence[LegacyCookieReader] = (),
     ) -> None:
         if (key is None) == (keys is None):
             raise ValueError(
@@ -177,6 +217,11 @@ class SessionMiddleware:
         if cookie_name is None:
             cookie_name = "id" if self.name == DEFAULT_NAME else self.name
         self.transports = transports(transport)
+        origins = OriginCheck(websocket_origins, cookie_name, on_event)
+        cookied = any(isinstance(t, CookieTransport) for t in self.transports)
+        self.origins = origins if cookied else None
+        """The Origin check of WebSocket handshakes carrying the session cookie (none when the
+        token never travels in a cookie: a page cannot make a browser send a header)."""
         carried = [t for t in self.transports if isinstance(t, HeaderTransport)]
         if carried and device_binding is not None:
             raise NotSupportedError(_DEVICE_NEEDS_COOKIES)
@@ -205,7 +250,10 @@ class SessionMiddleware:
             device=self.binder,
             rotate_every=rotate_every,
             rotation_grace=rotation_grace,
+            codec=codec,
         )
+        if max_sessions_per_user is not None:
+            self._cap(max_sessions_per_user)
         self.admin = SessionAdmin(
             self.engine.backend,  # the engine's repository: its events, clock and tombstones
             clock=self.engine.clock,
@@ -220,9 +268,36 @@ class SessionMiddleware:
         self.admin_key = admin_key(self.name)
         self._header_transports = tuple(carried)
         self._routes = self._engines()
+        if adopt and not any(isinstance(t, CookieTransport) for t in self.transports):
+            raise ValueError(_ADOPT_NEEDS_COOKIES)
+        cookie_engine, self.engine = self.engine, adopting(self.engine, adopt)
+        self._routes = tuple((t, self.engine if e is cookie_engine else e) for t, e in self._routes)
         self._plain = not carried and self.name == DEFAULT_NAME
         """The default session by cookie alone: ``__call__``'s own path, with no routing."""
         declare(self.name, cookie_name, self.transports)
+        self._store_error_response = _responder(store_error_response)
+        records = _records(store)
+        sweeper = None
+        if sweep_every is not None:
+            sweeper = Sweeper(sweepable(records, sweep_every), sweep_every, on_event=on_event)
+        self._lifespan = (
+            Lifespan(records, check=bool(check_store_on_startup), sweeper=sweeper)
+            if check_store_on_startup or sweeper is not None
+            else None
+        )
+
+    def _cap(self, limit: int) -> None:
+        """Hold every user to ``limit`` live sessions (the repository enforces it)."""
+        given: object = limit
+        if isinstance(given, bool) or not isinstance(given, int) or limit < 1:
+            raise ValueError(f"max_sessions_per_user must be a whole number >= 1, not {limit!r}")
+        repository = self.engine.backend if self.engine.server_side else None
+        if not isinstance(repository, Repository) or repository.index is None:
+            raise NotSupportedError(
+                "max_sessions_per_user needs a store that lists a user's sessions (Redis,"
+                " SQLite, PostgreSQL, MariaDB, memory): this store keeps no user index"
+            )
+        repository.max_per_user = limit
 
     def _engines(self) -> tuple[tuple[Transport, SessionEngine], ...]:
         """Each transport with the engine its requests go to (``self.engine`` the cookie's);
@@ -294,6 +369,9 @@ class SessionMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
+            if kind == "lifespan" and self._lifespan is not None:
+                await run_lifespan(self.app, scope, self._lifespan, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         key = self.scope_key
@@ -310,6 +388,11 @@ class SessionMiddleware:
                 cookies.append(value)
             elif name == b"user-agent":
                 agent = value
+        if kind == "websocket" and self.origins is not None:
+            origin = self.origins.refused(scope, cookies)
+            if origin is not None:
+                await self.origins.refuse(scope, send, origin)
+                return
         if self._plain:
             tracker = engine.begin(cookies, agent, self.lazy)
         else:
@@ -321,7 +404,7 @@ class SessionMiddleware:
                     await engine.load(tracker)
                 except PersistError as exc:
                     logger.error("session not loaded: %s", exc)
-                    await _refuse(kind, send, exc.status_code, vary=engine.vary)
+                    await self._refuse(scope, send, exc.status_code, vary=engine.vary)
                     return
             if binder is not None and not await self._device_allowed(scope, tracker, send):
                 return
@@ -348,7 +431,8 @@ class SessionMiddleware:
                             headers = await engine.persist(tracker, message["status"], original)
                     except PersistError as exc:
                         refused = True
-                        await _refuse_unsaved("http", send, exc, vary=_vary(engine, tracker))
+                        logger.error("session not saved: %s", exc)
+                        await self._refuse(scope, send, exc.status_code, _vary(engine, tracker))
                         return
                     if headers is not original:
                         message = self._with_headers(scope, message, headers)
@@ -368,7 +452,7 @@ class SessionMiddleware:
                 if started:
                     raise
                 logger.error("session not loaded: %s", exc)
-                await _refuse("http", send, exc.status_code, vary=_vary(engine, tracker))
+                await self._refuse(scope, send, exc.status_code, vary=_vary(engine, tracker))
                 return
             if tracker.phase is _LATE and not refused:  # changes after the last message
                 await _store_late(engine, tracker)
@@ -438,7 +522,7 @@ class SessionMiddleware:
             )
         except PersistError as exc:
             logger.error("device binding not served: %s", exc)
-            await _refuse("http", send, exc.status_code)
+            await self._refuse(scope, send, exc.status_code)
             return
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -456,12 +540,43 @@ class SessionMiddleware:
                 await self.engine.load(tracker)
             except PersistError as exc:
                 logger.error("session not loaded: %s", exc)
-                await _refuse(kind, send, exc.status_code, vary=True)
+                await self._refuse(scope, send, exc.status_code, vary=True)
                 return False
         if tracker.device is None or not tracker.device.bound:
             await _refuse(kind, send, 403)
             return False
         return True
+
+    async def _refuse(
+        self, scope: Scope, send: Send, status: int, vary: bool | bytes = False
+    ) -> None:
+        """Answer a request the session could not be loaded or saved for: opaquely, with the
+        app's ``store_error_response`` body when the store failed (a 503 over HTTP)."""
+        respond = self._store_error_response
+        if respond is None or status != 503 or scope["type"] != "http":
+            await _refuse(scope["type"], send, status, vary)
+            return
+        started = False
+
+        async def sender(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", ())
+                    if name.lower() not in _REFUSAL_HEADERS
+                ]
+                headers += _refusal_headers(vary)
+                message = {**message, "status": 503, "headers": headers}
+            await send(message)
+
+        try:
+            await respond()(_bare(scope), _no_body, sender)
+        except Exception:
+            logger.exception("store_error_response failed; answered with an empty 503")
+            if not started:
+                await _refuse("http", send, status, vary)
 
     def _with_headers(self, scope: Scope, message: Message, headers: Headers) -> Message:
         """A new response start carrying the headers the session added (the app's message is
@@ -558,6 +673,67 @@ async def _refuse_unsaved(
     await _refuse(kind, send, exc.status_code, vary)
 
 
+_REFUSAL_HEADERS = frozenset({b"set-cookie", b"cache-control", b"vary"})
+"""Headers of an app's ``store_error_response`` that the refusal's own replace."""
+
+
+def _refusal_headers(vary: bool | bytes) -> Headers:
+    """A refusal's caching headers: never stored; varying by the session's carrier."""
+    headers = [(b"cache-control", b"no-store")]
+    if vary:
+        headers.append((b"vary", b"Cookie" if vary is True else vary))
+    return headers
+
+
+def _bare(scope: Scope) -> Scope:
+    """What a ``store_error_response`` app sees of the request: no headers (no cookie, no
+    token), no query string, no session."""
+    return {
+        "type": "http",
+        "asgi": scope.get("asgi", {"version": "3.0"}),
+        "http_version": scope.get("http_version", "1.1"),
+        "method": scope.get("method", "GET"),
+        "scheme": scope.get("scheme", "https"),
+        "path": scope.get("path", "/"),
+        "root_path": scope.get("root_path", ""),
+        "query_string": b"",
+        "headers": [],
+    }
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _responder(factory: object) -> Callable[[], ASGIApp] | None:
+    """``store_error_response`` once it is a callable taking no arguments (an ASGI app or a
+    response itself is not: it would be called with the request); else ``TypeError``."""
+    if factory is None:
+        return None
+    try:
+        inspect.signature(factory).bind()  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    except ValueError:  # no signature to read (a builtin): trust it
+        return factory  # type: ignore[return-value]
+    else:
+        return factory  # type: ignore[return-value]
+    raise TypeError(
+        f"store_error_response must be a callable taking no arguments that returns an ASGI app"
+        f" (the body of the 503), e.g. lambda: JSONResponse({{'error': 'try again soon'}});"
+        f" got {type(factory).__qualname__}"
+    )
+
+
+def _records(store: object) -> object:
+    """The store under a ``Repository`` and its event wrapper: what is checked and swept."""
+    if isinstance(store, Repository):
+        store = store.store
+    while isinstance(store, ObservedStore):
+        store = store.inner
+    return store
+
+
 async def _refuse(kind: str, send: Send, status: int, vary: bool | bytes = False) -> None:
     """An opaque error: no body, no detail, the client's cookie left as it was; ``vary`` when
     the request carried the session cookie (a cache must not serve it to another): ``True``
@@ -565,9 +741,7 @@ async def _refuse(kind: str, send: Send, status: int, vary: bool | bytes = False
     if kind == "websocket":
         await send({"type": "websocket.close", "code": 1011})
         return
-    headers = [(b"content-length", b"0"), (b"cache-control", b"no-store")]
-    if vary:
-        headers.append((b"vary", b"Cookie" if vary is True else vary))
+    headers = [(b"content-length", b"0"), *_refusal_headers(vary)]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
 

@@ -30,6 +30,7 @@ import enum
 import functools
 import json
 import math
+import re
 from collections.abc import (
     Callable,
     ItemsView,
@@ -39,10 +40,12 @@ from collections.abc import (
     Mapping,
     ValuesView,
 )
+from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, cast, overload
 
 from sessionware.errors import (
+    NotSupportedError,
     SessionError,
     SessionGetError,
     SessionInsertError,
@@ -50,14 +53,26 @@ from sessionware.errors import (
     SessionUpdateError,
 )
 from sessionware.repository import KEEP, MISSING, Changes, Update
-from sessionware.state import ENVELOPE_HEAD, check_value, decode_state, state_unchanged
+from sessionware.state import (
+    ENVELOPE_HEAD,
+    MAX_USER_ID,
+    check_value,
+    decode_state,
+    state_members,
+    state_unchanged,
+    user_id_problem,
+)
 from sessionware.transport import COOKIE, Transport
 
 if TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
 
+    from sessionware.codec import TaggedJSON
+
 __all__ = [
     "CSRF_KEY",
+    "MAX_INDEX_VALUE",
+    "MAX_LIFETIME",
     "MAX_USER_ID",
     "TRANSITIONS",
     "Event",
@@ -71,16 +86,24 @@ __all__ = [
     "SessionStatus",
     "SessionUpdateError",
     "Tracker",
+    "check_index",
     "check_user_id",
 ]
 
 T = TypeVar("T")
 CSRF_KEY = "_csrf"
 """The session key ``sessionware.csrf`` keeps its secret under; ``renew()`` drops it."""
-MAX_USER_ID = 255
-"""The longest user id ``bind_user`` takes (characters): what every store's index can hold."""
+MAX_LIFETIME = timedelta(days=400)
+"""The longest lifetime ``set_expiry`` takes: browsers cap a cookie's Max-Age there (RFC 6265bis)."""
+MAX_INDEX_VALUE = 200
+"""The longest value ``Session.index`` takes (characters): with its name (at most 32) and a
+separator, what every store's index can hold."""
+_INDEX_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _MISSING: Any = MISSING
-_CONTAINERS = (dict, list)
+_KEEP: Any = KEEP
+_CONTAINERS = (dict, list, set)
+"""What a handler can change in place (a set only with a codec that stores sets)."""
+EndedReason = Literal["idle_timeout", "absolute_timeout", "signed_out"]
 
 
 class SessionStatus(enum.Enum):
@@ -126,7 +149,8 @@ class Session(dict[str, Any]):
     """The session of one request: a ``dict`` of JSON values with a status.
 
     ``Session()`` is a standalone empty session; the middleware makes the one handlers see.
-    Values must be JSON-serialisable (checked at insert). Writing through the dict methods and
+    Values must be JSON-serialisable, or what the middleware's codec stores (checked at insert;
+    a pydantic model is stored as its JSON dump). Writing through the dict methods and
     the actix-named ones has the same effect on ``status``. It is a real ``dict`` so that
     ``json.dumps(session)`` and ``JSONResponse(request.session)`` work as with Starlette's.
     """
@@ -140,6 +164,7 @@ class Session(dict[str, Any]):
         "_cleared",
         "_id",
         "_key",
+        "_lifetime",
         "_origin",
         "_removed",
         "_scalars_only",
@@ -167,6 +192,8 @@ class Session(dict[str, Any]):
     _id: str | None
     _user: str | None
     _user_changed: bool
+    _lifetime: float | None
+    """The lifetime ``set_expiry`` chose in this request (seconds, 0 or ``None``), or ``KEEP``."""
     __hash__ = None
 
     def __init__(self, state: Mapping[str, Any] | None = None) -> None:
@@ -199,21 +226,82 @@ class Session(dict[str, Any]):
 
     @property
     def id(self) -> str | None:
-        """The session's id: the SHA-256 of its key, safe to show (e.g. to mark "this device"
-        in ``SessionAdmin.sessions_for``) and to pass to ``end_session``. ``None`` for a new
-        session or the cookie store."""
+        """The session's id: the SHA-256 of its key (with ``hash_keys=False`` too), safe to
+        show (e.g. to mark "this device" in ``SessionAdmin.sessions_for``) and to pass to
+        ``end_session``. ``None`` for a new session or the cookie store."""
         if not self._accessed:
             self._read()
-        return self._id
+        id = self._id  # where the record is filed: the key itself with hash_keys=False
+        return None if id is None else self._tracker.engine.public_id(id)
 
     @property
     def ended_elsewhere(self) -> bool:
         """Whether the request's cookie named a session that has since been ended (signed out
         from another device, or purged by another request): the session is now empty. Known
-        while the ended session's tombstone lasts (five minutes by default)."""
+        while the ended session's tombstone lasts (five minutes by default).
+        ``ended_reason == "signed_out"``."""
+        return self.ended_reason == "signed_out"
+
+    @property
+    def ended_reason(self) -> EndedReason | None:
+        """Why the session the request's cookie named has ended (this one is then new and
+        empty): ``"idle_timeout"``, ``"absolute_timeout"`` or ``"signed_out"``; ``None`` for a
+        live session or a request without one. Reading it extends nothing."""
+        return self._peek().ended
+
+    @property
+    def created_at(self) -> datetime | None:
+        """When the session was first stored (UTC, by the middleware's clock); ``None`` for a
+        session not stored yet. ``renew()`` keeps it. Reading it extends nothing."""
+        created = self._peek().created
+        return None if created is None else datetime.fromtimestamp(created, timezone.utc)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the session ends unless it is used (UTC, by the middleware's clock), as stored
+        when the request loaded it: the idle expiry, or the absolute timeout (``max_age``) when
+        that comes first. ``None`` for a session not stored yet (or an actix 0.11 cookie, which
+        carries no expiry). Reading it extends nothing."""
+        tracker = self._peek()
+        ends = tracker.engine.ends_at(tracker) if tracker.expires is not None else None
+        return None if ends is None else datetime.fromtimestamp(ends, timezone.utc)
+
+    def set_expiry(self, value: timedelta | None) -> None:
+        """Choose this session's lifetime (Django's ``set_expiry``, e.g. "remember me" at login).
+
+        A ``timedelta`` over zero makes it persistent: it lives that long after its last
+        extension and its cookie gets that Max-Age. ``timedelta(0)``: its cookie lasts until the
+        browser closes (its state keeps the middleware's TTL). ``None``: the middleware's
+        lifecycle again. Kept across ``renew()``; ``max_age`` still ends it. The session is
+        changed only when ``value`` differs from its lifetime now.
+        Raises ``TypeError``/``ValueError`` for anything else (negative, under one second, over
+        ``MAX_LIFETIME``), and ``SessionError`` once the response head went out."""
+        lifetime = _lifetime(value)
+        if self._status is _PURGED:
+            return
+        tracker = self._tracker
         if not self._accessed:
             self._read()
-        return self._tracker.ended
+        current = self._lifetime
+        if lifetime == (tracker.lifetime if current is _KEEP else current):
+            return
+        if tracker.phase is not _OPEN:
+            tracker.allow_write()  # CLOSED: says why nothing can be stored
+            raise SessionError(_LIFETIME_LATE)
+        self._write()
+        self._lifetime = lifetime
+        if tracker is not _DETACHED:  # shared by every standalone session
+            tracker.lifetime = lifetime
+
+    def _peek(self) -> Tracker:
+        """The request's tracker, the session read into it, without counting as a use (the
+        times and the ending are the envelope's, not the state's)."""
+        tracker = self._tracker
+        if tracker.unread:
+            if tracker.lazy:
+                raise SessionNotLoadedError(_LAZY)
+            tracker.engine.open_into(tracker, self)
+        return tracker
 
     @property
     def transport(self) -> Transport:
@@ -240,6 +328,31 @@ class Session(dict[str, Any]):
         self._write()
         self._user = user_id
         self._user_changed = True
+
+    def index(self, name: str, value: str | None) -> None:
+        """File this session under ``(name, value)`` besides its user (``None``: take it out of
+        index ``name``), so ``SessionAdmin.sessions_where(name, value)`` and ``end_where``
+        find it: e.g. ``session.index("oidc_sid", sid)`` at an OpenID Connect login.
+
+        ``name``: 1 to 32 of ``[a-z0-9_]``, starting with a letter (``"user"`` is
+        ``bind_user``'s); ``value``: 1 to ``MAX_INDEX_VALUE`` printable characters. Kept in the
+        stored record and across ``renew()``. A server-side store's: the cookie store keeps no
+        index (``NotSupportedError``)."""
+        check_index(name, value)
+        engine = getattr(self._tracker, "engine", None)
+        if engine is not None and getattr(engine, "repository", None) is None:
+            raise NotSupportedError(
+                "the cookie store keeps no index of sessions: session.index() needs a"
+                " server-side store (Redis, SQLite, PostgreSQL, MariaDB, memory)"
+            )
+        if self._status is _PURGED:
+            return
+        self._write()
+        tracker = self._tracker
+        if tracker is not _DETACHED:  # a standalone Session() is never stored
+            if tracker.indexes is None:
+                tracker.indexes = {}
+            tracker.indexes[name] = value
 
     def bind_device(self) -> None:
         """Offer the browser to bind this session to a key it keeps on the device (DBSC).
@@ -291,10 +404,7 @@ class Session(dict[str, Any]):
         tracker = self._tracker
         if tracker.unread:
             if tracker.lazy:
-                raise SessionNotLoadedError(
-                    "this session is loaded lazily: `await session.load()` (or use the"
-                    " SessionDep dependency) before reading or writing it"
-                )
+                raise SessionNotLoadedError(_LAZY)
             tracker.engine.open_into(tracker, self)
         self._accessed = True
 
@@ -410,7 +520,7 @@ class Session(dict[str, Any]):
             or value is None
             or kind is bool
         ):
-            _check_value(key, value)
+            value = _storable(key, value, self._tracker)
         if self._status is _PURGED:
             return
         if self._status is _UNCHANGED or self._tracker.phase is not _OPEN or not self._accessed:
@@ -541,7 +651,7 @@ class Session(dict[str, Any]):
         if value is _MISSING:  # update() of a key that is not there: nothing to do
             return
         try:
-            _check_value(key, value)
+            value = _storable(key, value, self._tracker)
         except SessionInsertError as exc:
             raise SessionUpdateError(str(exc)) from exc
         if self._status is _PURGED:
@@ -594,6 +704,7 @@ def _new(tracker: Tracker) -> Session:
     session._scalars_only = True
     session._tracker = tracker
     session._key = session._id = session._user = None
+    session._lifetime = _KEEP
     return session
 
 
@@ -605,6 +716,29 @@ def _reset(session: Session, tracker: Tracker) -> None:
     session._scalars_only = True  # what _set_origin(session, None) sets
     session._tracker = tracker
     session._key = session._id = session._user = None
+    session._lifetime = _KEEP
+
+
+def _lifetime(value: Any) -> float | None:
+    """``set_expiry``'s value in whole seconds (``None`` stays); raise saying what is wrong."""
+    if value is None:
+        return None
+    if not isinstance(value, timedelta):
+        raise TypeError(
+            f"set_expiry() takes a datetime.timedelta or None, not {type(value).__name__}"
+        )
+    if value < timedelta(0):
+        raise ValueError(f"set_expiry() takes no negative lifetime, got {value}")
+    if timedelta(0) < value < timedelta(seconds=1):
+        raise ValueError(
+            f"set_expiry() takes 0 or at least one second (times are whole seconds), got {value}"
+        )
+    if value > MAX_LIFETIME:
+        raise ValueError(
+            f"set_expiry() takes at most {MAX_LIFETIME.days} days (browsers cap a cookie's"
+            f" Max-Age there), got {value}"
+        )
+    return float(int(value.total_seconds()))
 
 
 def _set_origin(session: Session, origin: str | None) -> None:
@@ -641,7 +775,8 @@ class Tracker:
     """One request's session as the engine sees it: its phase, what the request's cookie
     opened to, and the few operations the engine performs on the session.
 
-    The engine's interface to a session is this class: ``fill`` (the state arrived),
+    The engine's interface to a session is this class: ``fill`` (the state arrived), ``adopt``
+    (it arrived from another library's cookie, as a change),
     ``outcome`` (what the request did, once, as the response starts), ``late_outcome``
     (changes made after it), ``rebase`` (the state was stored), ``handle`` (an event moves
     the phase), ``state`` and ``user``. Nothing else reaches into a ``Session``.
@@ -658,8 +793,11 @@ class Tracker:
         "ended",
         "engine",
         "expires",
+        "indexes",
         "key",
         "lazy",
+        "legacy",
+        "lifetime",
         "phase",
         "reason",
         "record",
@@ -670,6 +808,9 @@ class Tracker:
         "session",
         "unread",
     )
+    legacy: Any
+    """Set only by an adopting engine's ``begin`` (``sessionware.adopt``): the other library's
+    cookies the request carried. Other requests never pay for it."""
 
     def __init__(
         self, engine: Any, cookies: list[bytes], agent: bytes | None, unread: bool
@@ -702,10 +843,13 @@ class Tracker:
         key)."""
         self.created: float | None = None
         self.expires: float | None = None
+        self.lifetime: float | None = None
+        """The session's own lifetime (``set_expiry``), as stored or as this request chose:
+        seconds, 0 for a browser session, ``None`` for the middleware's lifecycle."""
         self.discarded = False
         """Whether nothing of this request is stored (``Session.discard_changes``: CSRF)."""
-        self.ended = False
-        """Whether the cookie named a session that was purged or signed out elsewhere."""
+        self.ended: EndedReason | None = None
+        """Why the session the cookie named has ended (``Session.ended_reason``)."""
         self.renewed: str | None = None
         """The id of the session the cookie named, when a login had renewed it to another key:
         this request's session is empty, and neither stores a change nor sends a cookie."""
@@ -713,6 +857,8 @@ class Tracker:
         """Device binding's part of the request (``sessionware.dbsc``), when it is configured."""
         self.device_requested = False
         """Whether ``bind_device()`` was called since the last write (device binding's hook)."""
+        self.indexes: dict[str, str | None] | None = None
+        """The indexes ``Session.index`` changed since the last write (``None``: none)."""
         self.decided: Outcome | None = None
         """The outcome the engine decided as the response started, while it stores it."""
         self.session = _new(self)
@@ -770,9 +916,21 @@ class Tracker:
         _set_origin(session, origin)
         self.unread = self.lazy = False
 
+    def adopt(self, state: Mapping[str, Any]) -> None:
+        """The state came from another library's session cookie (``adopt=``): the session holds
+        it as this request's change, so the response stores it as a new session (a new key, as
+        at a login) by the status table, like any other change."""
+        session = self.session
+        self.fill(session, state)
+        session._status = _CHANGED
+        session._accessed = session._cleared = True
+
     def state(self) -> dict[str, Any]:
-        """The state as a plain dict, without counting as a use of the session."""
-        return dict(_items(self.session))
+        """The state as a plain dict of what is stored (the codec's JSON values), without
+        counting as a use of the session."""
+        state = dict(_items(self.session))
+        codec = _codec_of(self)
+        return state if codec is None else codec.encode_state(state)
 
     @property
     def user(self) -> str | None:
@@ -806,10 +964,14 @@ class Tracker:
     def late_outcome(self) -> Outcome | None:
         """After the response head: the changes made since, or ``None`` when there are none
         (a session not used since costs no encode)."""
-        if not self.session._accessed or self.phase is not _LATE:
+        session = self.session
+        if not session._accessed or self.phase is not _LATE:
             return None
         outcome = self.outcome(200)
-        return None if outcome[0] is _UNCHANGED else outcome
+        if outcome[0] is _UNCHANGED:
+            session._accessed = False  # checked up to here: only a later use asks again
+            return None
+        return outcome
 
     def rebase(self, key: str | None, id: str | None, state_json: str | None) -> None:
         """The session was just stored (under ``key``), its state being ``state_json``: track
@@ -819,7 +981,8 @@ class Tracker:
         _set_origin(session, None if state_json is None else f"{ENVELOPE_HEAD}{state_json}}}")
         session._status = _UNCHANGED
         session._cleared = session._user_changed = False
-        session._set = session._removed = session._updates = None
+        session._set = session._removed = session._updates = self.indexes = None
+        session._lifetime = _KEEP
         if self.phase is _LATE:
             session._accessed = False
 
@@ -838,7 +1001,11 @@ def _changes(
     """The effective status, the delta to store (``delta``) and the state's JSON (one
     encode)."""
     origin = session._origin
-    state_json = _encode_state(session)
+    try:
+        codec = session._tracker.engine.codec
+    except AttributeError:  # a standalone session, or a test's tracker without an engine
+        codec = None
+    state_json = _encode_state(session, codec)
     user = session._user if session._user_changed else KEEP
     if (
         status is _UNCHANGED
@@ -848,40 +1015,49 @@ def _changes(
         return status, _NO_CHANGES, state_json
     if not delta:  # the whole state is stored: any difference from what came is a change
         return (_CHANGED if status is _UNCHANGED else status), _NO_CHANGES, state_json
-    mutated = _mutated(session, origin)
+    mutated = _mutated(session, origin, codec)
     if status is _UNCHANGED:
         if not mutated and user is KEEP:
             return status, _NO_CHANGES, state_json
         status = _CHANGED
     if session._cleared:
-        return status, Changes.replace(dict(_items(session)), user), state_json
+        state = dict(_items(session))
+        encoded = state if codec is None else codec.encode_state(state)
+        return status, Changes.replace(encoded, user, session._lifetime), state_json
     written = (session._set or set()) | mutated
     updates = session._updates
-    return (
-        status,
-        Changes(
-            set={key: _getitem(session, key) for key in written if _contains(session, key)},
-            removed=frozenset(session._removed or ()),
-            user=user,
-            updates=(
-                MappingProxyType({k: tuple(v) for k, v in updates.items() if k not in written})
-                if updates
-                else _NO_UPDATES
-            ),
+    set_ = {key: _getitem(session, key) for key in written if _contains(session, key)}
+    changes = Changes(
+        set=set_ if codec is None else codec.encode_state(set_),
+        removed=frozenset(session._removed or ()),
+        user=user,
+        updates=(
+            MappingProxyType(
+                {
+                    k: tuple(v) if codec is None else tuple(map(codec.encode_update, v))
+                    for k, v in updates.items()
+                    if k not in written
+                }
+            )
+            if updates
+            else _NO_UPDATES
         ),
-        state_json,
     )
+    if session._lifetime is not _KEEP:
+        changes = changes._replace(lifetime=session._lifetime)
+    return status, changes, state_json
 
 
-def _encode_state(session: Session) -> str:
+def _encode_state(session: Session, codec: TaggedJSON | None) -> str:
     try:
-        return check_value(dict(_items(session)), depth=False)
-    except (TypeError, ValueError):
+        state = dict(_items(session))
+        return check_value(state if codec is None else codec.encode_state(state), depth=False)
+    except (TypeError, ValueError, RecursionError):
         pass
     for key, value in _items(session):
         try:
-            check_value(value)
-        except (TypeError, ValueError) as exc:
+            check_value(value if codec is None else codec.encode(value))
+        except (TypeError, ValueError, RecursionError) as exc:
             raise SessionError(
                 f"the value under session key {key!r} was changed in place into something JSON"
                 f" cannot hold ({_why(exc)}); store only JSON types"
@@ -895,8 +1071,10 @@ def _why(exc: BaseException) -> str:
     return text if isinstance(exc, TypeError) and text.startswith("Object of type") else text[:80]
 
 
-def _mutated(session: Session, origin: str | None) -> set[str]:
-    """Keys not written through the session whose container value differs from the loaded one."""
+def _mutated(session: Session, origin: str | None, codec: TaggedJSON | None) -> set[str]:
+    """Keys not written through the session whose container value differs from the loaded
+    one: each such value is encoded once and compared with its text in ``origin`` (encoding
+    the loaded value too only where the texts differ, or ``origin`` is not an envelope)."""
     written = session._set or ()
     updated = session._updates or ()
     candidates = [
@@ -906,17 +1084,27 @@ def _mutated(session: Session, origin: str | None) -> set[str]:
     ]
     if not candidates or origin is None:
         return set()
-    try:
-        original = decode_state(origin)
-    except ValueError:  # pragma: no cover - it decoded once already
-        return set(candidates)
-    return {
-        key
-        for key in candidates
-        if key not in original
-        or check_value(original[key], depth=False)
-        != check_value(_getitem(session, key), depth=False)
-    }
+    members = state_members(origin)
+    if members is None:
+        try:
+            original = decode_state(origin)
+        except ValueError:  # pragma: no cover - it decoded once already
+            return set(candidates)
+        members = {key: (0, 0, value) for key, value in original.items()}
+    mutated = set()
+    for key in candidates:
+        member = members.get(key)
+        if member is None:
+            mutated.add(key)
+            continue
+        start, end, loaded = member
+        value = _getitem(session, key)
+        text = check_value(value if codec is None else codec.encode(value), depth=False)
+        if end - start == len(text) and origin.startswith(text, start):
+            continue
+        if check_value(loaded, depth=False) != text:
+            mutated.add(key)
+    return mutated
 
 
 class _Detached(Tracker):
@@ -924,8 +1112,8 @@ class _Detached(Tracker):
 
     def __init__(self) -> None:
         self.phase = _OPEN
-        self.unread = self.lazy = self.ended = self.discarded = False
-        self.device = None
+        self.unread = self.lazy = self.discarded = False
+        self.ended = self.device = self.created = self.expires = self.lifetime = None
 
     def handle(self, event: Event, reason: str, refusal: type[SessionError] = SessionError) -> None:
         raise SessionError("a standalone Session() belongs to no request")
@@ -946,43 +1134,83 @@ def _check_key(key: Any) -> None:
             ) from None
 
 
-def _check_value(key: str, value: Any) -> None:
-    """Refuse at the call what could not be stored; scalars are checked without encoding."""
+def _storable(key: str, value: Any, tracker: Tracker) -> Any:
+    """``value`` as the session keeps it: itself, or a pydantic model's ``model_dump(mode=
+    "json")``. Refuse at the call what could not be stored; scalars are checked without
+    encoding."""
     kind = type(value)
     if kind is str:
         if value.isascii():
-            return
+            return value
     elif (
         value is None
         or kind is bool
         or (kind is int and -_INT_BOUND < value < _INT_BOUND)
         or (kind is float and math.isfinite(value))
     ):
-        return
+        return value
+    codec = _codec_of(tracker)
     try:
-        check_value(value)
-    except (TypeError, ValueError) as exc:
+        check_value(value if codec is None else codec.encode(value))
+        return value
+    except TypeError as exc:
+        dump = getattr(value, "model_dump", None)  # a pydantic model: its JSON form is stored
+        if dump is None or isinstance(value, type):
+            raise SessionInsertError(f"cannot store session key {key!r}: {_why(exc)}") from None
+    except (ValueError, RecursionError) as exc:
         raise SessionInsertError(f"cannot store session key {key!r}: {_why(exc)}") from None
+    try:
+        value = dump(mode="json")
+        check_value(value)
+    except Exception as exc:
+        raise SessionInsertError(f"cannot store session key {key!r}: {_why(exc)}") from None
+    return value
+
+
+def _codec_of(tracker: Tracker) -> TaggedJSON | None:
+    """The codec of the middleware the session belongs to (``None``: plain JSON)."""
+    return getattr(getattr(tracker, "engine", None), "codec", None)
+
+
+def check_index(name: Any, value: Any) -> None:
+    """Refuse an index a store could not hold (``Session.index``): a name of 1 to 32
+    ``[a-z0-9_]`` starting with a letter, not ``"user"``; a value of 1 to ``MAX_INDEX_VALUE``
+    printable characters, or ``None``."""
+    if not isinstance(name, str) or not _INDEX_NAME.fullmatch(name):
+        raise ValueError(
+            f"an index name is 1 to 32 of [a-z0-9_], starting with a letter: not {name!r}"
+        )
+    if name == "user":
+        raise ValueError("the user index is bind_user()'s: call session.bind_user(user_id)")
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ValueError(f"index values are str, not {type(value).__name__}")
+    if not value or len(value) > MAX_INDEX_VALUE or not value.isprintable():
+        raise ValueError(
+            f"an index value is 1 to {MAX_INDEX_VALUE} printable characters (no control characters)"
+        )
 
 
 def check_user_id(user_id: Any) -> None:
-    """Refuse a user id a store's index could not hold: 1 to ``MAX_USER_ID`` printable
-    characters of valid UTF-8 (no NUL, no control characters). Also applied to stored records."""
-    if not isinstance(user_id, str):
-        raise SessionInsertError(f"user ids are str, not {type(user_id).__name__}")
-    if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
-        raise SessionInsertError(
-            f"a user id is 1 to {MAX_USER_ID} printable characters (no control characters)"
-        )
-    try:
-        user_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise SessionInsertError("a user id holds a lone surrogate, not valid UTF-8") from None
+    """Refuse a user id a store's index could not hold (``state.user_id_problem``: the rule
+    records read are held to as well)."""
+    problem = user_id_problem(user_id)
+    if problem is not None:
+        raise SessionInsertError(problem)
 
 
 # Held in an unread session's dict storage, so C code that reads dicts (json's encoder checks
 # the size before it calls items()) takes the slow path through this class, which reads it.
 _UNREAD = "\x00sessionware: not read yet"
+_LAZY = (
+    "this session is loaded lazily: `await session.load()` (or use the SessionDep dependency)"
+    " before reading or writing it"
+)
+_LIFETIME_LATE = (
+    "set_expiry() changes the session's cookie, which went out with the response head: call it"
+    " before the response starts"
+)
 _REQUEST_OVER = (
     "the session's request is over: nothing written to it now can be stored (write to the"
     " session before the response ends)"

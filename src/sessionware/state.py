@@ -2,9 +2,12 @@
 
 Write: ``{"v":1,"state":{...}}`` plus optional metadata fields actix ignores (``created``,
 ``expires``, ``seen``: Unix seconds; ``user``, ``agent``: the bound user and a user-agent summary;
-``device``: the device binding, a JSON object ``sessionware.dbsc`` reads; ``issued``: when the
-session's key was issued, written by a renewal or rotation: absent, it is ``created``). Read (SPEC §4.4): the v1 envelope; an object whose values are all
-strings is the legacy 0.11 format (each value is JSON text); any other object is the state itself.
+``device``: the device binding, a JSON object ``sessionware.dbsc`` reads; ``lifetime``: the
+per-session lifetime ``Session.set_expiry`` chose, whole seconds, 0 for a browser session;
+``indexes``: the other indexes the session is filed under, ``{name: value}``, ``Session.index``;
+``issued``: when the session's key was issued, written by a renewal or rotation: absent, it is
+``created``). Read (SPEC §4.4): the v1 envelope; an object whose values are all strings is the
+legacy 0.11 format (each value is JSON text); any other object is the state itself.
 JSON only: no pickle, no NaN or infinity, no lone surrogates, nesting at most ``MAX_DEPTH`` deep: a
 state that decodes but could not be encoded again is unreadable, so it never fails later.
 """
@@ -17,12 +20,15 @@ import math
 import re
 import sys
 from collections.abc import Callable, Mapping
+from itertools import chain, compress, repeat
+from operator import not_
 from typing import Any, cast
 
 from sessionware.errors import DeserializationError
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_USER_ID",
     "TOMBSTONE_HEAD",
     "DeserializationError",
     "StoredState",
@@ -33,9 +39,28 @@ __all__ = [
     "encode_tombstone",
     "read_rotation",
     "read_tombstone",
+    "state_members",
     "state_unchanged",
     "stored_state",
+    "user_id_problem",
 ]
+
+MAX_USER_ID = 255
+"""The longest user id a session may be bound to (characters): what every store's index can
+hold (MariaDB's is ``VARCHAR(255)``)."""
+_USER_ID_RULE = f"a user id is 1 to {MAX_USER_ID} printable characters (no control characters)"
+
+
+def user_id_problem(user_id: object) -> str | None:
+    """Why ``user_id`` cannot be a session's user, or ``None`` when it can: the one rule,
+    applied by ``bind_user`` and to every record read. ``isprintable`` also refuses NUL and
+    lone surrogates, which PostgreSQL and MariaDB cannot store."""
+    if type(user_id) is not str:
+        return f"user ids are str, not {type(user_id).__name__}"
+    if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
+        return _USER_ID_RULE
+    return None
+
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
@@ -70,8 +95,9 @@ class StoredState(dict[str, Any]):
 
     It is a plain ``dict`` for every other purpose. ``created``, ``expires`` and ``seen`` (last
     write) are Unix seconds; ``user`` is the user the session is bound to and ``agent`` a short
-    user-agent summary; ``device`` the device binding (``sessionware.dbsc``); each is ``None``
-    when the record did not carry it (an actix record, say).
+    user-agent summary; ``device`` the device binding (``sessionware.dbsc``); ``lifetime`` the
+    per-session lifetime in seconds (``Session.set_expiry``; 0: until the browser closes); each
+    is ``None`` when the record did not carry it (an actix record, say).
     """
 
     # Slots, each set when one is built: CPython specializes reads of slots, not of instance
@@ -83,7 +109,9 @@ class StoredState(dict[str, Any]):
         "created",
         "device",
         "expires",
+        "indexes",
         "issued",
+        "lifetime",
         "seen",
         "user",
     )
@@ -93,9 +121,13 @@ class StoredState(dict[str, Any]):
     user: str | None
     agent: str | None
     device: dict[str, Any] | None
+    lifetime: float | None
     applied: tuple[str, ...] | None
     """The ids of the last read-modify-write updates merged into the record (``update_or``),
     so a write whose answer was lost can tell that it landed and is not applied twice."""
+    indexes: dict[str, str | None] | None
+    """The indexes besides the user's the session is filed under (``Session.index``): name to
+    value. In a write's metadata, a ``None`` value takes the session out of that index."""
     issued: float | None
     """When the session's current key was issued (a renewal or rotation); ``None``: at
     ``created``. Automatic rotation reads it."""
@@ -111,10 +143,14 @@ class StoredState(dict[str, Any]):
         agent: str | None = None,
         device: dict[str, Any] | None = None,
         applied: tuple[str, ...] | None = None,
+        lifetime: float | None = None,
+        indexes: dict[str, str | None] | None = None,
         issued: float | None = None,
     ) -> None:
         dict.__init__(self, state)
-        _set_fields(self, created, user, agent, device, expires, seen, applied, issued)
+        _set_fields(
+            self, created, user, agent, device, expires, seen, applied, lifetime, indexes, issued
+        )
 
 
 def check_value(value: Any, depth: bool = True) -> str:
@@ -137,17 +173,29 @@ def check_value(value: Any, depth: bool = True) -> str:
 
 
 def too_deep(value: Any, text: str) -> bool:
-    """Whether ``value`` (whose JSON is ``text``) nests containers deeper than ``MAX_DEPTH``."""
+    """Whether ``value`` (whose JSON is ``text``) nests containers deeper than ``MAX_DEPTH``.
+
+    It goes down one level at a time, each level's containers gathered by C iterators, so it
+    costs a fraction of the encode it guards."""
     if text.count("[") + text.count("{") <= MAX_DEPTH:
         return False  # cannot nest deeper than it has brackets
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return False
+    level: list[Any] = [value] if isinstance(value, _CONTAINERS) else []
+    for _ in range(MAX_DEPTH):
+        if not level:
+            return False
+        is_dict = list(map(isinstance, level, repeat(dict)))
+        children = list(
+            chain(
+                chain.from_iterable(map(_values, compress(level, is_dict))),
+                chain.from_iterable(compress(level, map(not_, is_dict))),
+            )
+        )
+        level = list(compress(children, map(isinstance, children, repeat(_CONTAINERS))))
+    return bool(level)
+
+
+_CONTAINERS = (dict, list)
+_values: Callable[[Any], Any] = dict.values
 
 
 def encode_state(
@@ -162,6 +210,8 @@ def encode_state(
     agent: str | None = None,
     device: dict[str, Any] | None = None,
     applied: tuple[str, ...] | None = None,
+    lifetime: float | None = None,
+    indexes: Mapping[str, str | None] | None = None,
     issued: float | None = None,
 ) -> str:
     """Serialise ``state`` as the v1 envelope (or, with ``legacy``, the actix 0.11 map of JSON texts).
@@ -181,6 +231,8 @@ def encode_state(
         and agent is None
         and device is None
         and applied is None
+        and lifetime is None
+        and indexes is None
         and issued is None
         and not isinstance(state, StoredState)
     ):
@@ -196,6 +248,8 @@ def encode_state(
         agent = state.agent if agent is None else agent
         device = state.device if device is None else device
         applied = state.applied if applied is None else applied
+        lifetime = state.lifetime if lifetime is None else lifetime
+        indexes = state.indexes if indexes is None else indexes
         issued = state.issued if issued is None else issued
     text = ENVELOPE_HEAD + (_dumps(state) if state_json is None else state_json)
     if seen is not None:
@@ -208,6 +262,12 @@ def encode_state(
         text += f',"device":{_dumps(device)}'
     if applied is not None:
         text += f',"applied":{_dumps(list(applied))}'
+    if lifetime is not None:
+        text += f',"lifetime":{int(lifetime)}'
+    if indexes:
+        filed = {name: value for name, value in indexes.items() if value is not None}
+        if filed:
+            text += f',"indexes":{_dumps(filed)}'
     if issued is not None:
         text += f',"issued":{int(issued)}'
     if created is not None:
@@ -226,6 +286,8 @@ def stored_state(
     expires: float | None = None,
     seen: float | None = None,
     applied: tuple[str, ...] | None = None,
+    lifetime: float | None = None,
+    indexes: dict[str, str | None] | None = None,
     issued: float | None = None,
     /,
 ) -> StoredState:
@@ -233,7 +295,9 @@ def stored_state(
     repository builds one for every write)."""
     result = _new_state(StoredState)
     _fill_state(result, state)
-    _set_fields(result, created, user, agent, device, expires, seen, applied, issued)
+    _set_fields(
+        result, created, user, agent, device, expires, seen, applied, lifetime, indexes, issued
+    )
     return result
 
 
@@ -246,12 +310,15 @@ def _set_fields(
     expires: float | None,
     seen: float | None,
     applied: tuple[str, ...] | None = None,
+    lifetime: float | None = None,
+    indexes: dict[str, str | None] | None = None,
     issued: float | None = None,
 ) -> None:
     """Set every metadata field."""
     result.created, result.expires, result.seen = created, expires, seen
     result.user, result.agent, result.device = user, agent, device
-    result.applied, result.issued = applied, issued
+    result.applied, result.lifetime, result.indexes = applied, lifetime, indexes
+    result.issued = issued
 
 
 ENVELOPE_HEAD = '{"v":1,"state":'
@@ -265,6 +332,39 @@ def state_unchanged(envelope: str, state_json: str) -> bool:
         and envelope.startswith(state_json, len(ENVELOPE_HEAD))
         and envelope[end : end + 1] in (",", "}")
     )
+
+
+Member = tuple[int, int, Any]
+"""Where a state's value sits in its envelope's text (start, end) and the value it decodes to."""
+
+
+def state_members(envelope: str) -> dict[str, Member] | None:
+    """Each state key of ``envelope`` (a v1 envelope in compact JSON, as ``encode_state``
+    writes it) with where its value's text sits, read by the C scanner; ``None`` for any other
+    text."""
+    start = len(ENVELOPE_HEAD)
+    if not envelope.startswith(ENVELOPE_HEAD) or envelope[start : start + 1] != "{":
+        return None
+    members: dict[str, Member] = {}
+    index = start + 1
+    try:
+        if envelope[index] == "}":
+            return members
+        while True:
+            if envelope[index] != '"':
+                return None
+            key, index = _scan_text(envelope, index + 1, True)
+            if envelope[index] != ":":
+                return None
+            value, end = _scan(envelope, index + 1)
+            members[key] = (index + 1, end, value)
+            if envelope[end] == "}":
+                return members
+            if envelope[end] != ",":
+                return None
+            index = end + 1
+    except (ValueError, IndexError, StopIteration, RecursionError):
+        return None
 
 
 def decode_state(raw: str | bytes) -> StoredState:
@@ -334,7 +434,13 @@ def _envelope_fields(data: dict[str, Any]) -> _Fields | None:
     version = data.get("v")
     if type(state) is not dict or version != 1 or type(version) is not int:
         return None
-    if "device" in data or "applied" in data or "issued" in data:  # _decode_object reads those
+    if (
+        "device" in data
+        or "applied" in data
+        or "lifetime" in data
+        or "indexes" in data
+        or "issued" in data
+    ):  # _decode_object reads those
         return None
     created, expires, seen = data.get("created"), data.get("expires"), data.get("seen")
     user, agent = data.get("user"), data.get("agent")
@@ -342,7 +448,7 @@ def _envelope_fields(data: dict[str, Any]) -> _Fields | None:
         (created is None or (type(created) is int and 0 <= created < _MAX_TIMESTAMP))
         and (expires is None or (type(expires) is int and 0 <= expires < _MAX_TIMESTAMP))
         and (seen is None or (type(seen) is int and 0 <= seen < _MAX_TIMESTAMP))
-        and (user is None or type(user) is str)
+        and (user is None or user_id_problem(user) is None)
         and (agent is None or type(agent) is str)
     ):
         return None
@@ -386,10 +492,12 @@ def _decode_object(data: Any) -> StoredState:
             created=_timestamp(data, "created"),
             expires=_timestamp(data, "expires"),
             seen=_timestamp(data, "seen"),
-            user=_text(data, "user"),
+            user=_user(data),
             agent=_text(data, "agent"),
             device=_object(data, "device"),
             applied=_applied(data),
+            lifetime=_timestamp(data, "lifetime"),
+            indexes=_indexes(data),
             issued=_timestamp(data, "issued"),
         )
     if all(isinstance(value, str) for value in data.values()):
@@ -453,6 +561,16 @@ def _text(data: Mapping[str, Any], field: str) -> str | None:
     raise DeserializationError(f"session metadata field {field!r} is not a string")
 
 
+def _user(data: Mapping[str, Any]) -> str | None:
+    """The ``user`` metadata, when ``bind_user`` would have taken it: a record holding one no
+    store's index can hold (NUL, over ``MAX_USER_ID``) is unreadable, never a store failure."""
+    value = data.get("user")
+    problem = None if value is None else user_id_problem(value)
+    if problem is not None:
+        raise DeserializationError(f"session metadata field 'user' is unusable: {problem}")
+    return value
+
+
 def _applied(data: Mapping[str, Any]) -> tuple[str, ...] | None:
     """The ``applied`` metadata: a short list of short ids (``Repository.save`` writes it)."""
     value = data.get("applied")
@@ -465,6 +583,19 @@ def _applied(data: Mapping[str, Any]) -> tuple[str, ...] | None:
     ):
         return tuple(value)
     raise DeserializationError("session metadata field 'applied' is not a list of update ids")
+
+
+def _indexes(data: Mapping[str, Any]) -> dict[str, str | None] | None:
+    """The ``indexes`` metadata: index names to values, all strings (``Session.index``)."""
+    value = data.get("indexes")
+    if value is None:
+        return None
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and k.isidentifier() and isinstance(v, str) and v.isprintable()
+        for k, v in value.items()
+    ):
+        return dict(value)
+    raise DeserializationError("session metadata field 'indexes' is not an object of strings")
 
 
 MAX_APPLIED = 8
@@ -495,6 +626,7 @@ _decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite
 _decode = _decoder.decode
 # The C scanner that decode() wraps in Python (typeshed types make_scanner oddly).
 _scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(cast(Any, _decoder))
+_scan_text: Callable[[str, int, bool], tuple[str, int]] = cast(Any, json.decoder).scanstring
 
 
 _MAX_TIMESTAMP = 2**40

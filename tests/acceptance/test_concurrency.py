@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +22,13 @@ from starlette.routing import Route
 
 from sessionware import ContentSecurity, Key, SessionAdmin, get_session
 from sessionware.repository import Repository
-from sessionware.stores import RecordStore, StoreError, UserIndex
+from sessionware.stores import (
+    PostgresSessionStore,
+    RecordStore,
+    RedisSessionStore,
+    StoreError,
+    UserIndex,
+)
 from tests.acceptance.apps import ROUTES, make_app
 from tests.client import Gate, RecordingStore, request
 from tests.conftest import FACTORIES, SERVER_SIDE
@@ -48,6 +55,14 @@ async def recording(server_store: RecordStore) -> AsyncIterator[RecordingStore]:
 
 def app_for(store: RecordingStore | Repository, **options: Any) -> Any:
     return make_app(store=store, routes=APP_ROUTES, **options)
+
+
+def two_processes(store: RecordingStore, **options: Any) -> tuple[Any, Any]:
+    """Two apps over one store with one key, as two processes behind a load balancer: one
+    process's writes of a session take turns, so writes that race through the store (one
+    parked at a put while the other commits) come from two processes."""
+    key = Key.generate()
+    return app_for(store, key=key, **options), app_for(store, key=key, **options)
 
 
 async def _interleave(
@@ -77,26 +92,26 @@ async def _all(app: Any, cookie: str) -> Any:
 
 
 async def test_writes_to_different_keys_both_survive(recording: RecordingStore) -> None:
-    app = app_for(recording)
+    app, other = two_processes(recording)
     cookie = await _start(app, {"start": 0})
     slow, fast = await _interleave(
         recording,
         Gate("put"),
         request(app, "POST", "/set", cookies={"id": cookie}, json={"a": 1}),
-        request(app, "POST", "/set", cookies={"id": cookie}, json={"b": 2}),
+        request(other, "POST", "/set", cookies={"id": cookie}, json={"b": 2}),
     )
     assert slow.status == fast.status == 200
     assert await _all(app, cookie) == {"start": 0, "a": 1, "b": 2}
 
 
 async def test_clear_then_late_write_keeps_only_the_late_write(recording: RecordingStore) -> None:
-    app = app_for(recording)
+    app, other = two_processes(recording)
     cookie = await _start(app, {"a": 1, "b": 2})
     await _interleave(
         recording,
         Gate("put"),
         request(app, "POST", "/set", cookies={"id": cookie}, json={"c": 3}),
-        request(app, "POST", "/clear", cookies={"id": cookie}),
+        request(other, "POST", "/clear", cookies={"id": cookie}),
     )
     assert await _all(app, cookie) == {"c": 3}
 
@@ -169,14 +184,14 @@ async def test_found1_revocation_survives_the_tombstone_expiring(factory: str) -
 async def test_found2_a_write_during_renew_is_carried_over(
     recording: RecordingStore, nth: int
 ) -> None:
-    app = app_for(recording)
+    app, other = two_processes(recording)
     cookie = await _start(app, {"cart": ["x"]})
     # The login parks at its first put (the new record) or its second (burying the old one).
     login, csrf = await _interleave(
         recording,
         Gate("put", nth),
         request(app, "POST", "/login", cookies={"id": cookie}, json={"user_id": "u"}),
-        request(app, "POST", "/set", cookies={"id": cookie}, json={"csrf": "t1"}),
+        request(other, "POST", "/set", cookies={"id": cookie}, json={"csrf": "t1"}),
     )
     assert csrf.status == 200
     renewed = login.cookie()
@@ -190,13 +205,13 @@ async def test_a_write_committing_after_a_login_is_never_carried_into_it(
 ) -> None:
     """Issue 24: a request that loaded the pre-login key and commits after the login's
     tombstone stores nothing (an opaque 409): it could be an attacker's, holding a planted key."""
-    app = app_for(recording)
+    app, other = two_processes(recording)
     cookie = await _start(app, {"cart": ["x"]})
     slow, fast = await _interleave(
         recording,
         Gate("put"),
         request(app, "POST", "/set", cookies={"id": cookie}, json={"payout": "attacker"}),
-        request(app, "POST", "/login", cookies={"id": cookie}, json={"user_id": "u"}),
+        request(other, "POST", "/login", cookies={"id": cookie}, json={"user_id": "u"}),
     )
     renewed = fast.cookie()
     assert renewed is not None
@@ -320,3 +335,86 @@ async def test_parallel_in_place_mutations_of_different_keys(server_store: Recor
         request(app, "POST", "/set", cookies={"id": cookie}, json={"wishlist": ["pear"]}),
     )
     assert await _all(app, cookie) == {"cart": ["apple"], "wishlist": ["pear"]}
+
+
+# -- counters: update_or against plain assignment (issue 30 item 3) -----------------------------
+
+
+class Together:
+    """Holds each request that arrives until ``count`` have, so every one of them read the
+    session before any of them writes it: the most stale a write can be."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.arrived, self.all_in = count, 0, asyncio.Event()
+
+    async def wait(self) -> None:
+        self.arrived += 1
+        if self.arrived == self.count:
+            self.all_in.set()
+        await asyncio.wait_for(self.all_in.wait(), timeout=30)
+
+
+def counter_routes(together: Together) -> list[Route]:
+    async def increment(request: Request) -> Response:
+        session = get_session(request)
+        await session.load()
+        await together.wait()
+        session.update_or("n", 1, lambda n: n + 1)
+        return JSONResponse({"n": session["n"]})
+
+    async def assign(request: Request) -> Response:
+        session = get_session(request)
+        n = (await session.load()).get("n", 0)
+        await together.wait()
+        session["n"] = n + 1
+        return JSONResponse({"n": session["n"]})
+
+    return [Route("/increment", increment), Route("/assign", assign), *APP_ROUTES]
+
+
+@asynccontextmanager
+async def same_store_twice(factory: str) -> AsyncIterator[tuple[RecordStore, RecordStore]]:
+    """Two store instances (own clients, own pools) over one Redis prefix or PostgreSQL table,
+    as two processes have."""
+    async with FACTORIES[factory].store() as first:
+        if factory == "redis":
+            second: Any = RedisSessionStore.from_url(
+                FACTORIES[factory].URL, key_prefix=first.key_prefix
+            )
+        else:
+            second = PostgresSessionStore.from_dsn(FACTORIES[factory].DSN, table=first.table)
+        try:
+            yield first, second
+        finally:
+            await second.aclose()
+
+
+PER_PROCESS = 12
+
+
+@pytest.mark.parametrize("factory", [f for f in ("redis", "postgres") if f in FACTORIES])
+@pytest.mark.parametrize("path", ["/increment", "/assign"])
+async def test_update_or_counts_every_acknowledged_increment(factory: str, path: str) -> None:
+    """N acknowledged ``update_or`` increments, from concurrent requests in two processes that
+    all read the counter before any of them writes: the counter is N. Plain assignment is
+    last-writer-wins per key (documented): each request stores the value it computed from a
+    stale read, so the counter rises by 1 here."""
+    async with same_store_twice(factory) as (first, second):
+        key = Key.generate()
+        together = Together(2 * PER_PROCESS)
+        apps = [
+            make_app(store=store, key=key, routes=counter_routes(together))
+            for store in (first, second)
+        ]
+        cookie = await _start(apps[0], {"n": 0})
+        responses = await asyncio.gather(
+            *(
+                request(apps[i % 2], "GET", path, cookies={"id": cookie})
+                for i in range(2 * PER_PROCESS)
+            )
+        )
+        acknowledged = sum(r.status == 200 for r in responses)
+        assert acknowledged == 2 * PER_PROCESS, [r.status for r in responses]
+        for app in apps:
+            counter = (await _all(app, cookie))["n"]
+            assert counter == (acknowledged if path == "/increment" else 1)

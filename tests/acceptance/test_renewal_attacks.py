@@ -131,11 +131,12 @@ async def test_a_csrf_secret_made_before_the_login_is_not_carried_into_it(
 ) -> None:
     """The attacker's request loads the planted key and makes a CSRF secret; the victim logs in
     before it commits. Before, the secret landed in the logged-in session and the attacker's
-    token was accepted there."""
-    app = make(store)
+    token was accepted there. (The attacker's request is served by another process: one
+    process's writes of a session take turns, so there the login would wait for it.)"""
+    app, elsewhere = make(store), make(store)
     key = await planted(app)
     store.hook = gate = Gate("put")
-    attacker = asyncio.create_task(request(app, "GET", "/form", cookies={"id": key}))
+    attacker = asyncio.create_task(request(elsewhere, "GET", "/form", cookies={"id": key}))
     await asyncio.wait_for(gate.arrived.wait(), 30)
     store.hook = None
     r = await request(app, "POST", "/login", cookies={"id": key})

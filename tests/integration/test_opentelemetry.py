@@ -82,6 +82,7 @@ def test_every_event_kind_has_its_counter() -> None:
         "merge_retry": {"operation": "renew"},
         "conflict_ended": {"operation": "save", "reason": "hops"},
         "store_error": {"operation": "get", "store": "S", "error": "E"},
+        "swept": {"outcome": "busy"},
     }
     for kind in EVENT_KINDS:
         metrics(kind(**samples.get(kind.kind, {})))
@@ -99,6 +100,7 @@ def test_every_event_kind_has_its_counter() -> None:
             "merge_retry",
             "conflict_ended",
             "store_error",
+            "swept",
         )
     }
 

@@ -4,7 +4,7 @@ HTTP/2 over TLS with a certificate the test makes), granian and daphne.
 Each server runs ``server_app.py`` in a subprocess (started once for the module, see
 asgi_servers.py) and httpx drives it through the scenarios an app lives on: a counter, login
 (``renew``), logout (``purge``), a streamed body that writes to the session, WebSocket writes
-before and after ``accept()``, and CSRF. Each scenario runs on the server-side path (``/db``,
+before and after ``accept()``, a cross-origin WebSocket handshake (403), and CSRF. Each scenario runs on the server-side path (``/db``,
 SQLite) and the cookie store (``/cookie``). Checked: the exact Set-Cookie lines, ``Vary:
 Cookie``, the session surviving across requests, and no traceback in the server's log.
 
@@ -459,6 +459,37 @@ def test_websocket_write_before_accept_sends_the_cookie(server: Server, mount: s
         cookie_value(lines, server, mount)
         expected = {"ws_before": "x"} if mount == "db" else {"user": "ada", "ws_before": "x"}
         assert state(client, mount) == expected
+
+
+@pytest.mark.parametrize("server", _servers(websockets=True), indirect=True)
+def test_a_cross_origin_websocket_handshake_is_answered_403(server: Server) -> None:
+    """Issue 28 item 2: a page of another site opening a WebSocket with the user's cookie is
+    refused before the app runs, with a 403 on every server (the denial-response extension
+    where the server has it, else a close before accept); the page's own origin gets in."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with server.client() as client:
+        log_in(client, "db")
+        request = httpx.Request("GET", server.base_url + "/db/ws?after=1")
+        client.cookies.set_cookie_header(request)
+        context = server.ssl_context() if server.secure else None
+
+        def handshake(origin: str) -> Any:
+            headers = {"Cookie": request.headers["cookie"], "Origin": origin}
+            return connect(
+                server.ws_url + "/db/ws?after=1",
+                additional_headers=headers,
+                ssl=context,
+                open_timeout=10,
+            )
+
+        with pytest.raises(InvalidStatus) as refused:
+            handshake("https://evil.example")
+        assert refused.value.response.status_code == 403
+        with handshake(server.base_url) as ws:
+            assert json.loads(ws.recv(timeout=10))["state"] == {"user": "ada", "ws_after": 1}
+    assert "Traceback" not in server.take_log()
 
 
 def _spec_version(server: Server) -> str:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from collections.abc import Callable
 from datetime import timedelta
+from http.cookiejar import CookieJar
 from typing import Any
 from urllib.parse import unquote
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.datastructures import Secret
@@ -17,7 +20,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from sessionware import ContentSecurity, Key, PersistentSession, Session, SessionStatus, get_session
+from sessionware import (
+    ContentSecurity,
+    Key,
+    PersistentSession,
+    Session,
+    SessionAdopted,
+    SessionEvent,
+    SessionStatus,
+    get_session,
+)
 from sessionware.integrations.starlette import SessionMiddleware, derive_key
 from sessionware.stores import CookieSessionStore, MemorySessionStore
 from tests.client import RecordingStore, Response, request
@@ -416,3 +428,109 @@ def test_a_long_secret_key_logs_nothing(
     with caplog.at_level("DEBUG", logger="sessionware"):
         SessionMiddleware(bare, secret_key=secret)  # type: ignore[arg-type]
     assert caplog.records == []
+
+
+# -- Starlette's own cookies carry over (issue 27.1) -------------------------------------------
+
+
+def starlettes_app(secret: str = SECRET, **options: Any) -> Starlette:
+    """The app before the switch: Starlette's own SessionMiddleware."""
+    from starlette.middleware.sessions import SessionMiddleware as StarletteSessionMiddleware
+
+    return Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(StarletteSessionMiddleware, secret_key=secret, **options)],
+    )
+
+
+async def starlette_signed_in(jar: CookieJar, state: dict[str, Any], **options: Any) -> str:
+    """The user signs in before the switch; the cookie Starlette set is in ``jar``."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(starlettes_app(**options)),
+        base_url="http://testserver",
+        cookies=jar,
+    ) as browser:
+        assert (await browser.post("/update", json=state)).status_code == 200
+    name = options.get("session_cookie", "session")
+    return next(c.value or "" for c in jar if c.name == name)
+
+
+def browser(app: Any, jar: CookieJar) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app), base_url="http://testserver", cookies=jar
+    )
+
+
+@pytest.mark.parametrize("store", [None, MemorySessionStore], ids=["cookie", "memory"])
+async def test_starlettes_cookie_carries_over_by_default(store: Any) -> None:
+    jar, events = CookieJar(), list[SessionEvent]()
+    old = await starlette_signed_in(jar, {"user": "ada", "cart": [1]})
+    options = {} if store is None else {"store": store()}
+    app = make_app(on_event=events.append, **options)
+    async with browser(app, jar) as client:
+        first = await client.get("/view")
+        assert first.json() == {"user": "ada", "cart": [1]}
+        lines = first.headers.get_list("set-cookie")
+        assert len(lines) == 1 and lines[0].startswith("session=") and "Max-Age=1209600" in lines[0]
+        new = next(c.value for c in jar if c.name == "session")
+        assert new != old, "sessionware's cookie replaced Starlette's (no removal line)"
+        assert events.count(SessionAdopted("starlette", "adopted")) == 1
+
+        second = await client.get("/view")
+        assert second.json() == {"user": "ada", "cart": [1]}
+        assert second.headers.get_list("set-cookie") == []
+        assert len([e for e in events if isinstance(e, SessionAdopted)]) == 1, "not again"
+
+
+async def test_the_default_reads_fallback_secrets_and_starlettes_settings() -> None:
+    jar = CookieJar()
+    await starlette_signed_in(jar, {"k": "v"}, secret=OTHER_SECRET, session_cookie="sid")
+    app = make_app(fallback_secret_keys=[OTHER_SECRET], session_cookie="sid")
+    async with browser(app, jar) as client:
+        assert (await client.get("/view")).json() == {"k": "v"}
+        assert (await client.get("/view")).json() == {"k": "v"}
+
+
+@pytest.mark.parametrize("bad", ["wrong_key", "tampered", "expired"])
+async def test_a_bad_starlette_cookie_is_an_empty_session_and_removed(bad: str) -> None:
+    jar, events = CookieJar(), list[SessionEvent]()
+    secret = OTHER_SECRET if bad == "wrong_key" else SECRET
+    old = await starlette_signed_in(jar, {"k": "v"}, secret=secret, max_age=60)
+    if bad == "tampered":
+        cookie = next(c for c in jar if c.name == "session")
+        cookie.value = "eyJrIjogIngifQ==" + old[old.index(".") :]  # {"k": "x"}, same signature
+    clock = (lambda: time.time() + 61) if bad == "expired" else time.time
+    app = make_app(max_age=60, clock=clock, on_event=events.append)
+    async with browser(app, jar) as client:
+        response = await client.get("/view")
+    assert response.status_code == 200 and response.json() == {}
+    (line,) = response.headers.get_list("set-cookie")
+    assert line.startswith("session=; path=/; Max-Age=0"), line  # Starlette's spelling
+    assert [c.name for c in jar] == []
+    outcome = "expired" if bad == "expired" else "forged"
+    assert events == [SessionAdopted("starlette", outcome)]
+
+
+async def test_adopt_empty_reads_no_starlette_cookie(caplog: pytest.LogCaptureFixture) -> None:
+    jar = CookieJar()
+    await starlette_signed_in(jar, {"k": "v"})
+    async with browser(make_app(adopt=[]), jar) as client:
+        response = await client.get("/view")
+    assert response.json() == {} and response.headers.get_list("set-cookie") == []
+    assert "did not open" in caplog.text  # as before issue 27: ignored, left in place
+
+
+async def test_a_sessionware_key_as_secret_adopts_nothing() -> None:
+    """Starlette never had a sessionware ``Key``: there is no Starlette cookie to read."""
+    middleware = SessionMiddleware(bare, secret_key=Key.generate())
+    assert type(middleware.engine).__name__ == "ClientSideEngine"
+
+
+async def test_a_cookie_whose_name_ends_in_the_sessions_is_not_it() -> None:
+    """``mysession=`` holds ``session=``: neither read, adopted nor removed."""
+    value = await start(make_app(), {"k": "v"})
+    header = f"mysession=eyJrIjogInYifQ==.aBcD.eFgH; session={value}"
+    response = await request(make_app(), "GET", "/view", cookie_header=header)
+    assert response.json() == {"k": "v"} and response.set_cookies == []
+    alone = await request(make_app(), "GET", "/view", cookie_header="mysession=eyJ9.aBcD.eFgH")
+    assert alone.json() == {} and alone.set_cookies == []

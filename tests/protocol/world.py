@@ -106,9 +106,11 @@ class Scenario:
     """0: explore exhaustively; n: draw n seeded random schedules instead."""
     rotation: bool = False
     """Whether the middlewares rotate keys (``ROTATE_EVERY``): the seeded keys are due, so
-    every request of process 0 presenting one rotates it, or follows the rotation that won;
-    process 1's requests stand for ones that loaded the key just before it was due (its
-    middleware's keys are due only after days), whose writes may land after a rotation."""
+    every request presenting one rotates it, or follows the rotation that won."""
+    late: tuple[int, ...] = ()
+    """In a rotation scenario, the processes whose requests stand for ones that loaded the key
+    just before it was due (their middleware's keys are due only after days), whose writes may
+    land after a rotation."""
 
     def describe(self) -> str:
         actors = ", ".join(f"{a.name}={a.action}" for a in self.actors)
@@ -220,7 +222,7 @@ class Stage:
                 store if overrides.repository is None else overrides.repository(store, self.clock)
             )
             self.stores.append(store)
-            every = ROTATE_EVERY if process == 0 else timedelta(days=30)
+            every = timedelta(days=30) if process in scenario.late else ROTATE_EVERY
             self.middlewares.append(self._middleware(mine, self.lifecycle, every))
             self.probing.append(self._middleware(store, BrowserSession(), timedelta(days=30)))
             self.admins.append(_admin(mine, self.clock))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import warnings
 from collections.abc import AsyncIterator
 
 import pytest
 
-from sessionware.stores import RecordStore
+from sessionware.stores import MemorySessionStore, RecordStore
 from sessionware.testing.store_contract import Advance, StoreContract
 from tests.conftest import FACTORIES, SERVER_SIDE
 
@@ -51,5 +52,28 @@ class TestEveryStore(StoreContract):
                 await asyncio.sleep(seconds + margin)
             else:
                 clock.now += seconds + 0.001
+
+        return move
+
+
+class TestKeysInClear(StoreContract):
+    """The suite over a store that keeps actix's layout (``hash_keys=False``): ids shown and
+    taken by the admin are still the keys' SHA-256 (issue 28 item 8)."""
+
+    @pytest.fixture
+    def clock(self) -> ManualClock:
+        return ManualClock()
+
+    @pytest.fixture
+    async def record_store(self, clock: ManualClock) -> AsyncIterator[RecordStore]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # a store's clock= (tests only)
+            store = MemorySessionStore(clock=clock, hash_keys=False)
+        yield store
+
+    @pytest.fixture
+    def advance(self, clock: ManualClock) -> Advance:
+        async def move(seconds: float) -> None:
+            clock.now += seconds + 0.001
 
         return move

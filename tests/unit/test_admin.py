@@ -100,10 +100,15 @@ async def test_the_middlewares_admin_uses_its_clock() -> None:
     assert await app.admin.sessions_for("ada") == []
 
 
-async def test_the_deprecated_store_method_never_ends_the_callers_session() -> None:
+@pytest.mark.parametrize("hash_keys", [True, False], ids=["hashed", "clear"])
+@pytest.mark.parametrize("by", ["id", "key"])
+async def test_the_deprecated_store_method_never_ends_the_callers_session(
+    hash_keys: bool, by: str
+) -> None:
     """Issue 24: ``delete_all_for(user, except_key=session.id)`` (an id where a key was
-    expected) ended the caller's session too; it warns now, and keeps it."""
-    store = MemorySessionStore()
+    expected) ended the caller's session too; it warns now, and keeps it, given its id or its
+    key, with keys hashed at rest or not (issue 28 item 8)."""
+    store = MemorySessionStore(hash_keys=hash_keys)
     app = make(store, Clock(), [])
     mine, other = await login(app), await login(app)
     infos = await SessionAdmin(store).sessions_for("ada")
@@ -112,8 +117,9 @@ async def test_the_deprecated_store_method_never_ends_the_callers_session() -> N
     await engine.load(tracker)
     my_id = tracker.session.id
     assert my_id in {info.id for info in infos}
+    kept = my_id if by == "id" else tracker.session.key
     with pytest.warns(DeprecationWarning, match="end_all_for"):
-        assert await store.delete_all_for("ada", except_key=my_id) == 1
+        assert await store.delete_all_for("ada", except_key=kept) == 1
     assert (await request(app, "GET", "/whoami", cookies={"id": mine})).text == "ada"
     assert (await request(app, "GET", "/whoami", cookies={"id": other})).text == "None"
 

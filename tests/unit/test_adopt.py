@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import json
 import logging
 import pickle
+import string
 import time
 import uuid
 import zlib
@@ -28,6 +30,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from sessionware import (
+    ContentSecurity,
+    CookieTransport,
+    HeaderTransport,
+    Key,
+    SessionAdopted,
+    SessionMiddleware,
+)
 from sessionware.adopt import (
     MAX_DECOMPRESSED,
     DjangoSignedCookie,
@@ -36,8 +46,13 @@ from sessionware.adopt import (
     Refusal,
     StarletteCookie,
 )
+from sessionware.crypto import Sealer
+from sessionware.engine import ServerSideEngine
+from sessionware.stores import MemorySessionStore
+from tests.client import request
 from tests.security.hypo import budget
 
+KEY = Key.generate()
 SECRET = "a-long-random-secret-for-the-legacy-app-0123456789"
 OTHER = "another-secret-nobody-signed-anything-with-9876543"
 STATE = {
@@ -480,3 +495,140 @@ def test_construction_errors() -> None:
     with pytest.raises(ValueError, match="cookie_path"):
         StarletteCookie(SECRET, path="no-slash")
     assert SECRET not in repr(StarletteCookie(SECRET))
+
+
+# -- claims: a reader may share the session's cookie name --------------------------------------
+
+
+def test_each_reader_claims_its_librarys_cookies(source: str) -> None:
+    reader = READERS[source](SECRET)
+    assert reader.claims(make_cookie(source, STATE))
+    assert reader.claims(make_cookie(source, {"items": [f"item-{n % 7}" for n in range(150)]}))
+
+
+@given(
+    security=st.sampled_from(list(ContentSecurity)),
+    value=st.one_of(
+        st.text(alphabet=string.ascii_letters + string.digits, min_size=64, max_size=64),
+        st.dictionaries(st.text(max_size=8), st.one_of(st.floats(0, 10), st.text(max_size=8))).map(
+            lambda state: json.dumps({"v": 1, "state": state, "created": 1.5})
+        ),
+    ),
+)
+@budget(60)
+def test_no_sessionware_seal_is_claimed(security: ContentSecurity, value: str) -> None:
+    """Whatever sessionware seals (a key server-side, the state's JSON client-side), in every
+    mode, no reader takes it for its library's: the drop-in's cookie "session" is safe."""
+    sealed = Sealer(security, [KEY], "session").seal(value)
+    for make in READERS.values():
+        assert not make(SECRET).claims(sealed)
+
+
+# -- SessionMiddleware(adopt=...) refuses at construction what cannot work ---------------------
+
+
+async def _app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
+    raise AssertionError("not called")
+
+
+def _middleware(adopt: Any, **options: Any) -> SessionMiddleware:
+    return SessionMiddleware(_app, store=MemorySessionStore(), key=KEY, adopt=adopt, **options)
+
+
+class _NoClaims:
+    source = "mine"
+    cookie_name = "id"
+
+    def read(self, value: str, now: float) -> dict[str, Any] | Refusal:
+        return {}  # pragma: no cover
+
+    def removal(self, now: float) -> str:
+        return "id=; Max-Age=0"  # pragma: no cover
+
+
+@pytest.mark.parametrize(
+    ("adopt", "error", "message"),
+    [
+        (FlaskCookie(SECRET), TypeError, "adopt= is a list of readers"),
+        ("flask", TypeError, "adopt= is a list of readers"),
+        ([object()], TypeError, "object has no source, cookie_name, read, removal"),
+        ([FlaskCookie(SECRET), StarletteCookie(SECRET)], ValueError, "two readers"),
+        ([_NoClaims()], ValueError, "the session's own cookie name"),
+    ],
+)
+def test_bad_readers_are_refused_at_construction(
+    adopt: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        _middleware(adopt)
+
+
+def test_a_reader_of_the_sessions_own_cookie_needs_claims_and_may_then_share_it() -> None:
+    _middleware([StarletteCookie(SECRET, session_cookie="id")])  # has claims: accepted
+
+
+def test_adopt_needs_a_cookie_transport() -> None:
+    with pytest.raises(ValueError, match="takes no cookie"):
+        _middleware([FlaskCookie(SECRET)], transport=HeaderTransport())
+    _middleware([FlaskCookie(SECRET)], transport=[HeaderTransport(), CookieTransport()])
+
+
+def test_without_adopt_the_engine_is_the_plain_one() -> None:
+    """No cost for apps that adopt nothing: their engine is not the adopting subclass."""
+    assert type(_middleware([]).engine) is ServerSideEngine
+    assert type(_middleware([FlaskCookie(SECRET)]).engine) is not ServerSideEngine
+
+
+# -- readers of other libraries are held to the protocol --------------------------------------
+
+
+class _Broken:
+    source = "broken"
+    cookie_name = "legacy"
+
+    def __init__(self, gives: Any) -> None:
+        self.gives = gives
+
+    def read(self, value: str, now: float) -> Any:
+        if isinstance(self.gives, Exception):
+            raise self.gives
+        return self.gives
+
+    def removal(self, now: float) -> str:
+        return "legacy=; Max-Age=0"
+
+
+@pytest.mark.parametrize(
+    "gives",
+    [ValueError("the secret value"), ["not", "a", "dict"], {"nan": float("nan")}, {1: "x"}],
+    ids=["raises", "list", "nan", "int-key"],
+)
+async def test_a_reader_that_breaks_its_promise_is_an_empty_session(
+    gives: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    events: list[Any] = []
+    app = SessionMiddleware(
+        _json_session, store=MemorySessionStore(), key=KEY, adopt=[_Broken(gives)],
+        on_event=events.append,
+    )  # fmt: skip
+    response = await request(app, "GET", "/", cookies={"legacy": "whatever"})
+    assert response.status == 200 and response.json() == {}
+    assert [c.line for c in response.set_cookies] == ["legacy=; Max-Age=0"]
+    assert [e.outcome for e in events if isinstance(e, SessionAdopted)] == ["unreadable"]
+    assert "the secret value" not in caplog.text
+
+
+async def _json_session(scope: Any, receive: Any, send: Any) -> None:
+    body = json.dumps(dict(scope["session"])).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def test_with_a_header_transport_too_the_cookies_requests_adopt() -> None:
+    app = SessionMiddleware(
+        _json_session, store=MemorySessionStore(), key=KEY, adopt=[FlaskCookie(SECRET)],
+        transport=[CookieTransport(), HeaderTransport()],
+    )  # fmt: skip
+    response = await request(app, "GET", "/", cookies={"session": flask_cookie(STATE)})
+    assert response.json() == STATE
+    assert {c.name for c in response.set_cookies} == {"id", "session"}

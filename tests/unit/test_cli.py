@@ -592,8 +592,9 @@ def test_a_signed_cookie_whose_mac_looks_like_a_name_is_not_taken_for_one(
         for n in range(10_000)
         if "/" not in (s := seal(ContentSecurity.SIGNED, KEY, "id", cookie_state({"n": n})))[:43]
     )
-    status, out, err = run(capsys, "decode", sealed, "--key", OTHER_HEX, "--signed")
+    # "--": a base64url value may start with "-", which argparse would take for an option.
+    status, out, err = run(capsys, "decode", "--key", OTHER_HEX, "--signed", "--", sealed)
     assert (status, out) == (1, "")
     assert err.startswith("sessionware decode: authentication failed"), err
-    status, out, _ = run(capsys, "decode", sealed, "--key", HEX, "--signed")
+    status, out, _ = run(capsys, "decode", "--key", HEX, "--signed", "--", sealed)
     assert status == 0 and "n" in json.loads(out)

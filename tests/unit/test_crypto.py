@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sessionware import crypto
 from sessionware.crypto import ContentSecurity, Key, seal, unseal
 
 PRIVATE = ContentSecurity.PRIVATE
@@ -738,3 +739,12 @@ def test_derive_from_a_password_advises_a_real_fix() -> None:
     assert "Key.generate()" in message and "sessionware keygen" in message
     assert "32 or more random bytes" in message and "not a password hash" in message
     assert "Key.derive_from(secret)" not in message  # the old advice sent users back to itself
+
+
+@pytest.mark.parametrize("key_len", [0, 1, 32, 64, 65, 200])
+@pytest.mark.parametrize("message", [b"", b"abc", bytes(range(256)) * 5])
+def test_precomputed_hmac_is_hmac_digest(key_len: int, message: bytes) -> None:
+    """The sealer's HMAC with its key blocks hashed once is HMAC-SHA256 (the speed trick and
+    the library function give the same MAC for short, block-sized and long keys)."""
+    key = bytes((7 * i + 3) % 256 for i in range(key_len))
+    assert crypto._HmacSha256(key)(message) == hmac.digest(key, message, "sha256")

@@ -3,6 +3,8 @@ make an app do what their text says when requests go through them."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,31 @@ async def test_the_counter_examples_count(
     app = run(example(page, section), tmp_path)["app"]
     try:
         await count_twice(app, path)
+    finally:
+        await close_stores(app)
+
+
+async def test_the_counters_and_carts_example_loses_nothing_under_concurrency(
+    tmp_path: Path,
+) -> None:
+    app = run(example("docs/concurrency.md", "Counters, carts and rate limits"), tmp_path)["app"]
+    try:
+        first = await request(app, "GET", "/visit")
+        cookie = first.cookie()
+        assert first.json() == {"visits": 1} and cookie is not None
+        sent = {cookie.name: cookie.value}
+        visits = await asyncio.gather(
+            *(request(app, "GET", "/visit", cookies=sent) for _ in range(9))
+        )
+        assert all(r.status == 200 for r in visits)
+        carts = await asyncio.gather(
+            *(request(app, "GET", f"/cart?item={item}", cookies=sent) for item in "abc")
+        )
+        assert all(r.status == 200 for r in carts)
+        last = await request(app, "GET", "/visit", cookies=sent)
+        assert last.json() == {"visits": 11}
+        cart = (await request(app, "GET", "/cart?item=d", cookies=sent)).json()["cart"]
+        assert sorted(cart[:3]) == ["a", "b", "c"] and cart[3] == "d"
     finally:
         await close_stores(app)
 
@@ -203,3 +230,91 @@ async def test_the_websocket_example_keeps_its_session_without_a_cookie_on_accep
             assert sent[1]["text"] == f'{{"nickname":"guest","messages":{messages}}}'
     finally:
         await close_stores(app)
+
+
+@pytest.mark.parametrize("server_side", [True, False], ids=["memory", "cookie"])
+async def test_the_remember_me_and_expired_examples_do_what_they_say(
+    server_side: bool, tmp_path: Path
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.routing import Route
+
+    from sessionware import BrowserSession, Key, SessionMiddleware
+    from sessionware.stores import CookieSessionStore, MemorySessionStore
+
+    login = run(example("docs/lifecycle.md", 'A "remember me" login'), tmp_path)["login"]
+    home = run(example("docs/lifecycle.md", '"Your session expired" or a new visitor'), tmp_path)
+    now = [1_800_000_000.0]
+    lifecycle = BrowserSession(state_ttl=timedelta(hours=1), max_age=timedelta(days=60))
+    app = Starlette(
+        routes=[Route("/login", login, methods=["POST"]), Route("/", home["home"])],
+        middleware=[
+            Middleware(
+                SessionMiddleware,
+                store=MemorySessionStore() if server_side else CookieSessionStore(),
+                key=Key.generate(),
+                lifecycle=lifecycle,
+                clock=lambda: now[0],
+            )
+        ],
+    )
+    form = [(b"content-type", b"application/x-www-form-urlencoded")]
+
+    async def log_in(body: bytes) -> dict[str, str]:
+        response = await request(app, "POST", "/login", headers=form, body=body)
+        cookie = response.cookie()
+        assert response.status == 303 and cookie is not None
+        return {cookie.name: cookie.value} | {"max-age": str(cookie.max_age)}
+
+    visitor = await request(app, "GET", "/")
+    assert (visitor.status, visitor.text) == (401, "Welcome! Please sign in.")
+    remembered = await log_in(b"user=ada&remember=on")
+    assert remembered.pop("max-age") == str(30 * 86400)
+    plain = await log_in(b"user=bob")
+    assert plain.pop("max-age") == "None"
+    now[0] += 2 * 3600  # past the middleware's idle TTL, within the remembered 30 days
+    page = await request(app, "GET", "/", cookies=remembered)
+    assert page.text == "Hello ada, signed in until 08:00 UTC."  # 30 days after the login
+    expired = await request(app, "GET", "/", cookies=plain)
+    assert expired.status == 401 and "expired after a while without activity" in expired.text
+
+
+async def test_the_back_channel_logout_example_ends_the_providers_sessions(
+    tmp_path: Path,
+) -> None:
+    """docs/lifecycle.md: two logins through the provider's session sid-1, one through sid-2;
+    a logout token for sid-1 ends the first two. The token check and the login are the app's
+    OpenID Connect library's: stood in for by functions that read the test's claims."""
+    code = run(
+        example(
+            "docs/lifecycle.md",
+            "Sessions found by other indexes: OpenID Connect back-channel logout",
+        ),
+        tmp_path,
+    )
+    app = code["app"]
+
+    async def finish_login(request: Any) -> dict[str, str]:
+        return {"sub": request.query_params["sub"], "sid": request.query_params["sid"]}
+
+    def verify_logout_token(token: str) -> dict[str, str]:
+        if not token.startswith("valid:"):
+            raise ValueError("bad token")
+        return dict([token.removeprefix("valid:").split("=")])
+
+    code["finish_login"], code["verify_logout_token"] = finish_login, verify_logout_token
+    cookies: dict[str, dict[str, str]] = {}
+    for browser, sid in (("laptop", "sid-1"), ("phone", "sid-1"), ("tablet", "sid-2")):
+        login = await request(app, "GET", f"/callback?sub=ada&sid={sid}")
+        cookie = login.cookie()
+        assert login.status == 200 and cookie is not None
+        cookies[browser] = {cookie.name: cookie.value}
+    logout = "/backchannel-logout"
+    bad = await request(app, "POST", logout, form={"logout_token": "forged"})
+    assert bad.status == 400
+    done = await request(app, "POST", logout, form={"logout_token": "valid:sid=sid-1"})
+    assert done.status == 200
+    for browser, status in (("laptop", 401), ("phone", 401), ("tablet", 200)):
+        assert (await request(app, "GET", "/me", cookies=cookies[browser])).status == status
+    await close_stores(app)

@@ -3,6 +3,8 @@ login, read-modify-write updates. (The shipped contract suite covers the rest.)"
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -20,10 +22,12 @@ from sessionware.repository import (
     Update,
 )
 from sessionware.state import TOMBSTONE_HEAD, StoredState, read_rotation
+from sessionware.stores import MemorySessionStore
 from sessionware.stores.base import (
     Absent,
     Record,
     RecordStore,
+    UserIndex,
     Version,
     generate_session_key,
 )
@@ -276,3 +280,263 @@ async def test_a_rotation_tombstone_gives_a_dump_no_key(server_store: RecordStor
     assert repository._successor_key(old, successor, rotation[1]) == new
     other = generate_session_key()
     assert repository._successor_key(other, successor, rotation[1]) is None
+
+
+class Meddling:
+    """A record store with a user index and batches that wraps another and, once, right after
+    the first ``get_many`` has read the records, runs ``meddle()`` (a concurrent request's
+    write or renewal, through the real store) before answering."""
+
+    def __init__(self, inner: Any, meddle: Any) -> None:
+        self.inner, self.meddle = inner, meddle
+        self.hash_keys = inner.hash_keys
+
+    async def get_many(self, ids: Any) -> list[Record | None]:
+        records = [await self.inner.get(id) for id in ids]
+        meddle, self.meddle = self.meddle, None
+        if meddle is not None:
+            await meddle()
+        return records
+
+    async def replace_many(self, writes: Any) -> list[Version | None]:
+        return [await self.inner.put(*w[:3], expect=w.expect) for w in writes]
+
+    async def get(self, id: str) -> Record | None:
+        return await self.inner.get(id)
+
+    async def put(
+        self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
+    ) -> Version | None:
+        return await self.inner.put(id, data, ttl, expect=expect)
+
+    async def touch(self, id: str, ttl: timedelta) -> bool:
+        return await self.inner.touch(id, ttl)
+
+    async def delete(self, id: str) -> None:
+        await self.inner.delete(id)
+
+    async def index_add(self, user: str, id: str, ttl: timedelta) -> None:
+        await self.inner.index_add(user, id, ttl)
+
+    async def index_remove(self, user: str, id: str) -> None:
+        await self.inner.index_remove(user, id)
+
+    async def index_members(self, user: str) -> list[str]:
+        return list(await self.inner.index_members(user))
+
+
+@pytest.mark.parametrize("meddle", ["write", "renew"])
+async def test_ending_all_catches_a_write_or_renewal_between_its_read_and_its_burial(
+    server_store: RecordStore, meddle: str
+) -> None:
+    if not isinstance(server_store, UserIndex):
+        pytest.skip(f"{type(server_store).__name__} has no per-user index")
+    plain = Repository(server_store)
+    keys = [(await plain.create({"n": i}, StoredState(user="ada"), TTL))[0] for i in range(3)]
+    successor: list[Any] = []
+
+    async def concurrently() -> None:
+        loaded = await plain.load(keys[1], TTL)
+        assert isinstance(loaded, Loaded)
+        if meddle == "write":
+            assert isinstance(
+                await plain.save(loaded, Changes(set={"x": 1}), loaded.state, TTL), Loaded
+            )
+        else:
+            successor.append(await plain.renew(loaded, Changes(), loaded.state, TTL))
+
+    repository = Repository(Meddling(server_store, concurrently))  # type: ignore[arg-type]
+    assert await repository.end_all_for("ada") == 3
+    for key in keys:  # the renewed key still names its successor: it opens nothing
+        assert await plain.load(key, TTL) is (RENEWED if successor and key == keys[1] else ENDED)
+    if successor:  # the renewal's new session is ended too: its old key's record named it
+        new_key, _ = successor[0]
+        assert await plain.load(new_key, TTL) is ENDED
+    assert await plain.sessions_for("ada") == []
+
+
+async def test_only_binding_a_user_applies_the_cap() -> None:
+    """A refresh or a write of a session already bound never ends another: only a binding
+    (create, save or renew to a new user) counts the user's sessions."""
+    from sessionware.stores import MemorySessionStore
+
+    repository = Repository(MemorySessionStore())
+    first, _ = await repository.create({}, StoredState(user="ada"), TTL)
+    await repository.create({}, StoredState(user="ada"), TTL)
+    repository.max_per_user = 1  # two sessions already: over the cap
+    loaded = await repository.load(first, TTL)
+    assert isinstance(loaded, Loaded)
+    refreshed = await repository.refresh(loaded, TTL)
+    assert isinstance(refreshed, Loaded)
+    saved = await repository.save(refreshed, Changes(set={"n": 1}), refreshed.state, TTL)
+    assert isinstance(saved, Loaded)
+    assert len(await repository.sessions_for("ada")) == 2
+    await repository.create({}, StoredState(user="ada"), TTL)  # a binding: one stays
+    assert len(await repository.sessions_for("ada")) == 1
+
+
+class Counting:
+    """A record store that wraps another and counts its puts, and those it refused; each put
+    yields to the event loop first, as one over the network does."""
+
+    def __init__(self, inner: RecordStore) -> None:
+        self.inner, self.hash_keys = inner, inner.hash_keys
+        self.puts = self.refused = 0
+
+    async def get(self, id: str) -> Record | None:
+        return await self.inner.get(id)
+
+    async def put(
+        self, id: str, data: bytes, ttl: timedelta, *, expect: Version | Absent
+    ) -> Version | None:
+        self.puts += 1
+        await asyncio.sleep(0)  # a round trip: the memory store's puts would never overlap
+        version = await self.inner.put(id, data, ttl, expect=expect)
+        self.refused += version is None
+        return version
+
+    async def touch(self, id: str, ttl: timedelta) -> bool:
+        return await self.inner.touch(id, ttl)
+
+    async def delete(self, id: str) -> None:
+        await self.inner.delete(id)
+
+
+WRITERS = 16
+
+
+async def _stale_loads(repository: Repository, key: str, count: int) -> list[Loaded]:
+    """``count`` loads of one session, all before any of them writes (as requests in flight)."""
+    loads = [await repository.load(key, TTL) for _ in range(count)]
+    assert all(isinstance(loaded, Loaded) for loaded in loads)
+    return loads  # type: ignore[return-value]
+
+
+async def test_one_process_writes_of_one_session_take_turns(server_store: RecordStore) -> None:
+    """Issue 30 item 2: a process's concurrent writes of one session commit one after another,
+    each on the record the previous one stored: one put each, none refused, nothing lost."""
+    store = Counting(server_store)
+    repository = Repository(store)
+    key, _ = await repository.create({"n": 0}, StoredState(), TTL)
+    loads = await _stale_loads(repository, key, WRITERS)
+    store.puts = 0
+
+    async def write(i: int, loaded: Loaded) -> Loaded | None:
+        changes = Changes(set={f"k{i}": i}, updates={"n": (Update(lambda n: n + 1, 1),)})
+        return await repository.save(loaded, changes, StoredState(), TTL)
+
+    saved = await asyncio.gather(*(write(i, loaded) for i, loaded in enumerate(loads)))
+    assert all(isinstance(s, Loaded) for s in saved)
+    assert (store.puts, store.refused) == (WRITERS, 0)
+    assert repository.turns.table == {}
+    final = await repository.load(key, TTL)
+    assert isinstance(final, Loaded)
+    assert final.state == {"n": WRITERS, **{f"k{i}": i for i in range(WRITERS)}}
+
+
+async def test_writes_of_two_processes_still_merge(server_store: RecordStore) -> None:
+    """Turns are per process (per repository): another process's write is a lost race,
+    re-read and merged, as before."""
+    one, other = Repository(server_store), Repository(server_store)
+    key, _ = await one.create({"n": 0}, StoredState(), TTL)
+    loads = await _stale_loads(one, key, 4) + await _stale_loads(other, key, 4)
+    increment = Changes(updates={"n": (Update(lambda n: n + 1, 1),)})
+    saved = await asyncio.gather(
+        *(
+            (one if i < 4 else other).save(loaded, increment, StoredState(), TTL)
+            for i, loaded in enumerate(loads)
+        )
+    )
+    assert all(isinstance(s, Loaded) for s in saved)
+    final = await one.load(key, TTL)
+    assert isinstance(final, Loaded) and final.state == {"n": 8}
+    assert one.turns.table == {} and other.turns.table == {}
+
+
+async def test_a_renewal_among_concurrent_writes_takes_its_turn(server_store: RecordStore) -> None:
+    """A renewal waits for the old record's turn and holds it while it swaps: no deadlock,
+    writes before it are carried into the new session, writes after it store nothing."""
+    repository = Repository(server_store)
+    key, _ = await repository.create({"n": 0}, StoredState(), TTL)
+    *loads, login = await _stale_loads(repository, key, WRITERS + 1)
+    increment = Changes(updates={"n": (Update(lambda n: n + 1, 1),)})
+    writes = [repository.save(loaded, increment, StoredState(), TTL) for loaded in loads]
+    renewal = repository.renew(login, Changes(user="ada"), StoredState(), TTL)
+    done = await asyncio.wait_for(
+        asyncio.gather(*writes[: WRITERS // 2], renewal, *writes[WRITERS // 2 :]), timeout=30
+    )
+    renewed = done[WRITERS // 2]
+    saved = done[: WRITERS // 2] + done[WRITERS // 2 + 1 :]
+    assert isinstance(renewed, tuple)
+    assert all(isinstance(s, Loaded) or s is RENEWED for s in saved)
+    carried = sum(isinstance(s, Loaded) for s in saved)
+    new = await repository.load(renewed[0], TTL)
+    assert isinstance(new, Loaded) and new.state == {"n": carried} and new.state.user == "ada"
+    assert await repository.load(key, TTL) is RENEWED
+    assert repository.turns.table == {}
+
+
+async def test_an_admin_call_during_concurrent_writes_ends_the_session(
+    server_store: RecordStore,
+) -> None:
+    """Ending a session takes no turn: it neither waits for writes nor blocks them."""
+    repository = Repository(server_store)
+    key, _ = await repository.create({"n": 0}, StoredState(), TTL)
+    loads = await _stale_loads(repository, key, WRITERS)
+    increment = Changes(updates={"n": (Update(lambda n: n + 1, 1),)})
+    writes = [repository.save(loaded, increment, StoredState(), TTL) for loaded in loads]
+    ending = repository.end(repository.id_of(key))
+    done = await asyncio.wait_for(asyncio.gather(ending, *writes), timeout=30)
+    assert done[0] is True
+    assert all(isinstance(s, Loaded) or s is None for s in done[1:])
+    assert await repository.load(key, TTL) is ENDED
+    assert repository.turns.table == {}
+
+
+async def test_a_write_cancelled_while_waiting_leaves_no_turn_behind() -> None:
+    repository = Repository(MemorySessionStore())
+    key, _ = await repository.create({"n": 0}, StoredState(), TTL)
+    loaded, waiting = await _stale_loads(repository, key, 2)
+    turn = await repository.turns.take(loaded.id)
+    task = asyncio.ensure_future(
+        repository.save(waiting, Changes(set={"a": 1}), StoredState(), TTL)
+    )
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    repository.turns.give_back(turn)
+    assert repository.turns.table == {}
+
+
+def test_turns_belong_to_one_event_loop() -> None:
+    """A repository used from two event loops: a write in one never waits on (or touches) the
+    lock of a write in the other."""
+    repository = Repository(MemorySessionStore())
+    key, _ = asyncio.run(repository.create({"n": 0}, StoredState(), TTL))
+    held = threading.Event()
+    release = threading.Event()
+
+    async def hold_a_turn() -> None:
+        loaded = await repository.load(key, TTL)
+        assert isinstance(loaded, Loaded)
+        turn = await repository.turns.take(loaded.id)
+        held.set()
+        await asyncio.to_thread(release.wait, 10)
+        repository.turns.give_back(turn)
+
+    async def write() -> Loaded | None:
+        loaded = await repository.load(key, TTL)
+        assert isinstance(loaded, Loaded)
+        return await repository.save(loaded, Changes(set={"a": 1}), StoredState(), TTL)
+
+    holder = threading.Thread(target=asyncio.run, args=(hold_a_turn(),))
+    holder.start()
+    try:
+        assert held.wait(10)
+        saved = asyncio.run(asyncio.wait_for(write(), timeout=5))
+        assert isinstance(saved, Loaded) and saved.state["a"] == 1
+    finally:
+        release.set()
+        holder.join(10)
+    assert repository.turns.table == {}

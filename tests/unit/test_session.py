@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from sessionware import (
+    Key,
     Session,
     SessionError,
     SessionGetError,
     SessionInsertError,
+    SessionMiddleware,
     SessionStatus,
     SessionUpdateError,
 )
-from sessionware.session import Event, Tracker
+from sessionware import state as state_module
+from sessionware.repository import KEEP, Changes
+from sessionware.session import MAX_LIFETIME, Event, Tracker
+from sessionware.stores import CookieSessionStore, MemorySessionStore
+from tests.client import request
 from tests.sessions import outcome, tracked
 
 UNCHANGED, CHANGED = SessionStatus.UNCHANGED, SessionStatus.CHANGED
@@ -415,3 +428,191 @@ def test_a_new_session_is_a_reset_one() -> None:
     for slot in Session.__slots__:
         if slot not in ("__dict__", "__weakref__"):
             assert getattr(fast, slot) == getattr(general, slot), slot
+
+
+# -- set_expiry: a lifetime per session ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [30, 1.5, "P1D", timedelta(days=1).total_seconds()])
+def test_set_expiry_takes_a_timedelta_or_none(value: object) -> None:
+    with pytest.raises(TypeError, match="timedelta or None"):
+        loaded().set_expiry(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [timedelta(seconds=-1), timedelta(milliseconds=500), MAX_LIFETIME + timedelta(seconds=1)],
+)
+def test_set_expiry_refuses_a_lifetime_it_cannot_keep(value: timedelta) -> None:
+    session = loaded(a=1)
+    with pytest.raises(ValueError, match="set_expiry"):
+        session.set_expiry(value)
+    assert session.status is UNCHANGED
+
+
+def test_set_expiry_changes_the_session_only_when_the_lifetime_differs() -> None:
+    tracker = tracked({"a": 1})
+    tracker.lifetime = timedelta(days=30).total_seconds()
+    session = tracker.session
+    session.set_expiry(timedelta(days=30))  # what is stored already
+    assert session.status is UNCHANGED
+    session.set_expiry(None)
+    assert outcome(session) == (CHANGED, Changes(lifetime=None))
+    fresh = loaded(a=1)
+    fresh.set_expiry(None)  # the middleware's lifecycle, as stored
+    assert fresh.status is UNCHANGED
+    fresh.set_expiry(timedelta(0))
+    assert outcome(fresh) == (CHANGED, Changes(lifetime=0))
+    plain = loaded(a=1)
+    plain["b"] = 2
+    assert outcome(plain)[1].lifetime is KEEP  # a write that chose none keeps the record's
+
+
+def test_set_expiry_rides_with_renew_and_clear() -> None:
+    session = loaded(a=1)
+    session.renew()
+    session.set_expiry(timedelta(days=2))
+    assert outcome(session) == (RENEWED, Changes(lifetime=172800))
+    cleared = loaded(a=1)
+    cleared.clear()
+    cleared.set_expiry(timedelta(hours=1))
+    assert outcome(cleared)[1] == Changes.replace({}, lifetime=3600)
+
+
+def test_set_expiry_after_the_response_head_raises() -> None:
+    tracker = tracked({"a": 1})
+    tracker.handle(Event.RESPONDED, "head sent")
+    tracker.session.set_expiry(None)  # no change: nothing to refuse
+    with pytest.raises(SessionError, match="before the response starts"):
+        tracker.session.set_expiry(timedelta(days=1))
+    assert tracker.session.status is UNCHANGED
+
+
+def test_a_standalone_session_takes_a_lifetime_and_knows_no_times() -> None:
+    session = Session({"a": 1})
+    session.set_expiry(timedelta(days=1))
+    assert session.status is CHANGED
+    assert session.created_at is None and session.expires_at is None
+    assert session.ended_reason is None and not session.ended_elsewhere
+    Session().set_expiry(None)  # another standalone session shares nothing with it
+
+
+# -- issue 30 item 1: a state holding containers is encoded once per request ----------------
+
+
+def _nested_app(store: Any) -> SessionMiddleware:
+    async def seed(request: Request) -> Response:
+        request.session["items"] = [{"id": i, "tags": [i, str(i)]} for i in range(150)]
+        request.session["n"] = 1
+        return PlainTextResponse("ok")
+
+    async def read(request: Request) -> Response:
+        return PlainTextResponse(str(len(request.session["items"])))
+
+    async def write(request: Request) -> Response:
+        request.session["n"] += 1
+        return PlainTextResponse("ok")
+
+    async def streamed_read(request: Request) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            yield b"items: "
+            yield str(len(request.session["items"])).encode()
+            yield b"."
+
+        return StreamingResponse(body())
+
+    async def streamed_write(request: Request) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            yield b"n: "
+            request.session["n"] += 1
+            yield b"."
+
+        return StreamingResponse(body())
+
+    routes = [
+        Route("/seed", seed),
+        Route("/read", read),
+        Route("/write", write),
+        Route("/streamed-read", streamed_read),
+        Route("/streamed-write", streamed_write),
+    ]
+    return SessionMiddleware(Starlette(routes=routes), store=store, key=Key.generate())
+
+
+@pytest.fixture
+def encodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of what the state module's JSON encoder was called on, from now on (the real
+    encoder does the work; the wrapper only counts)."""
+    seen: list[int] = []
+    real = state_module._dumps
+
+    def counting(value: Any) -> str:
+        text = real(value)
+        seen.append(len(text))
+        return text
+
+    monkeypatch.setattr(state_module, "_dumps", counting)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/read", 1),  # at the response head: the state, compared with what was loaded
+        ("/streamed-read", 1),  # read after the head: one check at the end, not one a message
+        ("/write", 2),  # the state to store, and the one container not written (did it change?)
+        ("/streamed-write", 2),
+    ],
+)
+async def test_a_request_of_a_nested_state_encodes_it_once(
+    path: str, expected: int, encodes: list[int]
+) -> None:
+    """Issue 30 item 1: a read of a state holding containers encoded it three times (the late
+    path once per message), a write three times; now a read encodes once and a write encodes
+    the state once plus each container it did not write (to tell a change in place)."""
+    app = _nested_app(MemorySessionStore())
+    cookie = (await request(app, "GET", "/seed")).cookie()
+    assert cookie is not None
+    del encodes[:]
+    response = await request(app, "GET", path, cookies={"id": cookie.value})
+    assert response.status == 200 and response.exception is None
+    assert len(encodes) == expected, encodes
+    del encodes[:]
+    read = await request(app, "GET", "/read", cookies={"id": cookie.value})
+    assert read.text == "150" and len(encodes) == 1
+
+
+async def test_the_cookie_store_encodes_a_nested_state_once_a_read(encodes: list[int]) -> None:
+    app = SessionMiddleware(
+        Starlette(routes=[Route("/", _read_cart), Route("/seed", _seed_cart)]),
+        store=CookieSessionStore(),
+        key=Key.generate(),
+    )
+    cookie = (await request(app, "GET", "/seed")).cookie()
+    assert cookie is not None
+    del encodes[:]
+    response = await request(app, "GET", "/", cookies={"id": cookie.value})
+    assert response.text == "3" and len(encodes) == 1
+
+
+async def _seed_cart(request: Request) -> Response:
+    request.session["cart"] = [{"sku": "a"}, {"sku": "b"}, {"sku": "c"}]
+    return PlainTextResponse("ok")
+
+
+async def _read_cart(request: Request) -> Response:
+    return PlainTextResponse(str(len(request.session["cart"])))
+
+
+def test_a_change_in_place_is_found_in_a_state_stored_with_other_spacing() -> None:
+    """The loaded text of each value is compared where the envelope is compact JSON; another
+    writer's spacing (actix, by hand) falls back to comparing the values' encodings."""
+    for origin in ('{"v": 1, "state": {"cart": ["a"], "n": 1}}', '{"cart":["a"],"n":1}'):
+        tracker = Tracker(None, [], None, False)
+        state = {"cart": ["a"], "n": 1}
+        tracker.fill(tracker.session, state, origin=origin)
+        session = tracker.session
+        session["n"] = 2
+        assert dict(outcome(session)[1].set) == {"n": 2}
+        session["cart"].append("b")
+        assert dict(outcome(session)[1].set) == {"n": 2, "cart": ["a", "b"]}

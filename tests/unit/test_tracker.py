@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sessionware.errors import SessionConflictError, SessionError
-from sessionware.session import TRANSITIONS, Event, Phase, Tracker
+from sessionware.session import TRANSITIONS, Event, Phase, SessionStatus, Tracker
 from tests.sessions import tracked
 
 EXPECTED = {
@@ -105,3 +105,19 @@ def test_releasing_lets_go_of_the_session() -> None:
     assert session["a"] == 1
     with pytest.raises(SessionError, match="request is over"):
         session["a"] = 2
+
+
+def test_an_adopted_state_is_a_change_to_store_whole() -> None:
+    """``adopt``: another library's state arrives as this request's change (a new session
+    is created from it), even when the handler only reads it."""
+    tracker = Tracker(None, [], None, False)
+    tracker.adopt({"user_id": 42, "cart": [1]})
+    session = tracker.session
+    assert dict(session) == {"user_id": 42, "cart": [1]}
+    assert session.status is SessionStatus.CHANGED
+    assert not tracker.unread and session.key is None
+    status, persist, used, changes, state_json = tracker.outcome(200)
+    assert (status, persist, used) == (SessionStatus.CHANGED, True, True)
+    assert changes.cleared and dict(changes.set) == {"user_id": 42, "cart": [1]}
+    assert state_json == '{"user_id":42,"cart":[1]}'
+    assert tracker.outcome(500)[1] is False  # a 5xx stores it no more than any change

@@ -27,6 +27,7 @@ from sessionware.events import (
     SessionRenewed,
     SessionRevoked,
     SessionRotated,
+    SessionsSwept,
     StoreFailed,
 )
 
@@ -57,6 +58,7 @@ EVENT_KINDS: tuple[type[SessionEvent], ...] = (
     MergeRetry,
     ConflictEnded,
     StoreFailed,
+    SessionsSwept,
 )
 """The events ``SessionMetrics`` counts, each as ``sessionware.session.<kind>``."""
 

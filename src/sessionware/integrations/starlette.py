@@ -22,6 +22,7 @@ from typing import Any, Final, Literal
 from starlette.datastructures import Secret
 
 from sessionware import middleware as _core
+from sessionware.adopt import LegacyCookieReader, StarletteCookie
 from sessionware.config import BrowserSession, PersistentSession, TtlExtensionPolicy
 from sessionware.crypto import Key
 from sessionware.middleware import ASGIApp, Message, Receive, Scope, Send
@@ -99,6 +100,11 @@ class SessionMiddleware(_core.SessionMiddleware):
       their names' meaning.
     - ``store`` defaults to ``CookieSessionStore()`` (the state travels in the cookie, encrypted);
       any sessionware store fits.
+    - ``adopt`` defaults to reading the cookies Starlette's own middleware issued with the same
+      ``secret_key`` (and fallbacks), ``session_cookie``, ``max_age``, ``path`` and
+      ``domain`` (``sessionware.adopt.StarletteCookie``): each user's first request after the
+      switch keeps the session Starlette had, stored as a new sessionware session whose cookie
+      replaces Starlette's. ``adopt=[]`` reads none.
     - ``**sessionware_options`` go to ``sessionware.SessionMiddleware`` (``content_security``,
       ``lazy``, ``clock``, ``cookie_http_only``; ``lifecycle``, which replaces what ``max_age``
       sets). Options a Starlette parameter already sets raise ``TypeError`` naming it.
@@ -124,6 +130,7 @@ class SessionMiddleware(_core.SessionMiddleware):
         *,
         store: SessionStore | None = None,
         fallback_secret_keys: Sequence[str | Secret | Key] = (),
+        adopt: Sequence[LegacyCookieReader] | None = None,
         **sessionware_options: Any,
     ) -> None:
         for option, parameter in _SET_BY_STARLETTE_PARAMETER.items():
@@ -141,6 +148,10 @@ class SessionMiddleware(_core.SessionMiddleware):
         if lifecycle is None:
             lifecycle = _lifecycle(1 if expired_on_arrival else max_age)
         store = store if store is not None else CookieSessionStore()
+        if adopt is None:
+            adopt = _starlettes_own(
+                [secret_key, *fallback_secret_keys], session_cookie, max_age, path, domain
+            )
         super().__init__(
             app,
             store=_never_loading(store) if expired_on_arrival else store,
@@ -152,6 +163,7 @@ class SessionMiddleware(_core.SessionMiddleware):
             cookie_domain=domain,
             cookie_partitioned=partitioned,
             lifecycle=lifecycle,
+            adopt=adopt,
             **sessionware_options,
         )
         if expired_on_arrival:
@@ -186,6 +198,21 @@ class SessionMiddleware(_core.SessionMiddleware):
             await send(message)
 
         return sender
+
+
+def _starlettes_own(
+    secrets: Sequence[str | Secret | Key],
+    session_cookie: str,
+    max_age: int | None,
+    path: str,
+    domain: str | None,
+) -> list[LegacyCookieReader]:
+    """The default ``adopt=``: the cookie Starlette's middleware set with these very settings
+    (none when every secret is a sessionware ``Key``: Starlette never had it)."""
+    texts = [str(s) for s in secrets if isinstance(s, (str, Secret)) and str(s)]
+    if not texts:
+        return []
+    return [StarletteCookie(texts, session_cookie, max_age, path=path, domain=domain)]
 
 
 def _warn_if_short(secret: str) -> None:

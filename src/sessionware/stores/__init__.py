@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from sessionware.state import StoredState
 from sessionware.stores.base import (
     ABSENT,
+    BatchIndex,
+    BatchRecords,
     LoadError,
     NotSupportedError,
     Record,
     RecordStore,
+    Replace,
     SaveError,
     SessionInfo,
     SessionKey,
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ABSENT",
+    "BatchIndex",
+    "BatchRecords",
     "CachedSessionStore",
     "CookieSessionStore",
     "LoadError",
@@ -47,6 +52,7 @@ __all__ = [
     "Record",
     "RecordStore",
     "RedisSessionStore",
+    "Replace",
     "SQLiteSessionStore",
     "SaveError",
     "SessionInfo",

@@ -15,6 +15,11 @@ id was taken, or the record changed or vanished since it was read). An optional 
 (``index_add``, ``index_remove``, ``index_members``) lets the repository list and end a user's
 sessions; without it those raise ``NotSupportedError``.
 
+Optional batches (``BatchRecords``: ``get_many``, ``replace_many``; ``BatchIndex``:
+``index_remove_many``) let an admin call over a user's N sessions cost a few round trips rather
+than a few per session; and ``pinned()``, an async context manager, makes the calls inside it
+(in that task) share one connection. Without them the repository calls the four one by one.
+
 A store translates its driver's failures into ``StoreError`` and raises ``NotSupportedError``
 for what it cannot do at all (both in ``sessionware.errors``, re-exported here).
 """
@@ -26,10 +31,10 @@ import secrets
 import string
 import time
 import warnings
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from sessionware.errors import (
     LoadError,
@@ -43,10 +48,13 @@ __all__ = [
     "ABSENT",
     "TOMBSTONE_TTL",
     "Absent",
+    "BatchIndex",
+    "BatchRecords",
     "LoadError",
     "NotSupportedError",
     "Record",
     "RecordStore",
+    "Replace",
     "SaveError",
     "SessionInfo",
     "SessionKey",
@@ -124,6 +132,8 @@ class RecordStore(Protocol):
 @runtime_checkable
 class UserIndex(Protocol):
     """The optional per-user index: which record ids belong to a user, each until its TTL.
+    (The ``user`` argument is an index key: a user id, or for ``Session.index(name, value)``
+    the name, U+001F and the value; printable text of up to 255 characters but for that.)
 
     ``index_add`` files ``id`` under ``user`` until ``ttl`` from now (a second add moves that
     time) and drops members already past theirs, so an index never outgrows the user's recent
@@ -135,6 +145,37 @@ class UserIndex(Protocol):
     async def index_remove(self, user: str, id: str) -> None: ...
 
     async def index_members(self, user: str) -> list[str]: ...
+
+
+class Replace(NamedTuple):
+    """One write of ``replace_many``: ``data`` under ``id`` for ``ttl``, only if the record is
+    still at version ``expect``."""
+
+    id: str
+    data: bytes
+    ttl: timedelta
+    expect: Version
+
+
+@runtime_checkable
+class BatchRecords(Protocol):
+    """Optional: many records read, or replaced with compare-and-set, in one round trip.
+
+    ``get_many(ids)`` is ``[get(id) for id in ids]``; ``replace_many(writes)`` is
+    ``[put(w.id, w.data, w.ttl, expect=w.expect) for w in writes]`` for distinct ids, each write
+    landing or not on its own (never all or nothing).
+    """
+
+    async def get_many(self, ids: Sequence[str]) -> list[Record | None]: ...
+
+    async def replace_many(self, writes: Sequence[Replace]) -> list[Version | None]: ...
+
+
+@runtime_checkable
+class BatchIndex(Protocol):
+    """Optional: ``index_remove`` of many ids of one user in one round trip."""
+
+    async def index_remove_many(self, user: str, ids: Sequence[str]) -> None: ...
 
 
 class SessionKey(str):

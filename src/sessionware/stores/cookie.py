@@ -86,14 +86,25 @@ class CookieSessionStore:
         created: float | None = None,
         user: str | None = None,
         now: float | None = None,
+        lifetime: float | None = None,
     ) -> str:
         """The plaintext to seal for ``state`` (the engine refuses a cookie over 4096 bytes),
         expiring ``ttl`` after ``now``.
 
-        ``created`` and ``user`` default to a ``StoredState``'s; with ``state_json`` (the state
-        already encoded) and without ``legacy_format``, ``state`` itself is not read."""
+        ``created``, ``user`` and ``lifetime`` (``Session.set_expiry``'s, in seconds) default
+        to a ``StoredState``'s; with ``state_json`` (the state already encoded) and without
+        ``legacy_format``, ``state`` itself is not read. The legacy format carries no times."""
         legacy = self.legacy_format
         expires = None if legacy else (self._clock() if now is None else now) + ttl.total_seconds()
+        if lifetime is not None and not legacy:
+            return encode_state(
+                state,
+                created=created,
+                expires=expires,
+                user=user,
+                state_json=state_json,
+                lifetime=lifetime,
+            )
         return encode_state(
             state, created=created, expires=expires, user=user, legacy=legacy, state_json=state_json
         )

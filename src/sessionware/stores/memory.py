@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from sessionware.stores.base import (
     ABSENT,
     Absent,
     Record,
+    Replace,
     UserSessionsMixin,
     Version,
     deprecated_clock,
@@ -81,6 +82,12 @@ class MemorySessionStore(UserSessionsMixin):
             self._records.popitem(last=False)
         return version
 
+    async def get_many(self, ids: Sequence[str]) -> list[Record | None]:
+        return [await self.get(id) for id in ids]
+
+    async def replace_many(self, writes: Sequence[Replace]) -> list[Version | None]:
+        return [await self.put(w.id, w.data, w.ttl, expect=w.expect) for w in writes]
+
     async def touch(self, id: str, ttl: timedelta) -> bool:
         entry = self._live(id)
         if entry is None:
@@ -113,3 +120,7 @@ class MemorySessionStore(UserSessionsMixin):
     async def index_members(self, user: str) -> list[str]:
         now = self._clock()
         return [m for m, expires in self._index.get(user, {}).items() if expires > now]
+
+    async def index_remove_many(self, user: str, ids: Sequence[str]) -> None:
+        for id in ids:
+            await self.index_remove(user, id)

@@ -15,8 +15,14 @@ number, fresh on every write. Statements per operation::
                   DELETE FROM t_users WHERE `user` = ? AND expires <= now
     index_remove  DELETE FROM t_users WHERE `user` = ? AND id = ?
     index_members SELECT id FROM t_users WHERE `user` = ? AND expires > now
+    get_many      SELECT `key`, data, version FROM t WHERE `key` IN (?, ...) AND expires > now
+    replace_many  UPDATE t SET data = CASE `key` WHEN ? THEN ? ... END, version = CASE ...,
+                  expires = ... WHERE `key` IN (?, ...) AND (`key`, version) IN ((?, ?), ...)
+                  AND expires > now; SELECT `key`, version ... (the new versions tell which landed)
+    index_remove_many  DELETE FROM t_users WHERE `user` = ? AND id IN (?, ...)
     clear_expired DELETE FROM t WHERE expires <= ? ORDER BY expires, `key` LIMIT n, with ? the
                   time the clear began, batch after batch (then t_users alike)
+    sweep_lock    SELECT GET_LOCK('sessionware-sweep:t', 0), held while the sweep runs
 
 ``put(ABSENT)`` reads the affected rows (1 inserted, 2 replaced an expired row, 0 refused), so
 connections must not set ``CLIENT.FOUND_ROWS``; the store checks.
@@ -29,6 +35,8 @@ import logging
 import math
 import re
 import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -36,7 +44,7 @@ from urllib.parse import unquote, urlsplit
 from sessionware.stores._connections import PerLoop, address, boundary, positive, summary
 from sessionware.stores._maintenance import DEFAULT_BATCH, ProgressHook, delete_in_batches
 from sessionware.stores._urls import check_scheme
-from sessionware.stores.base import ABSENT, Absent, Record, UserSessionsMixin, Version
+from sessionware.stores.base import ABSENT, Absent, Record, Replace, UserSessionsMixin, Version
 
 __all__ = ["MySQLSessionStore"]
 
@@ -75,6 +83,14 @@ _SQL = {
     "clear": "DELETE FROM {t} WHERE expires <= %s ORDER BY expires, `key` LIMIT %s",
     "clear_users": "DELETE FROM {t}_users WHERE expires <= %s ORDER BY expires, `user`, id LIMIT %s",
     "check": "SELECT 1",
+}
+_BATCHES = {  # {n}: one "%s, " per id; {cases}: one "WHEN %s THEN %s " per write; {pairs}
+    "get_many": "SELECT `key`, data, version FROM {t} WHERE `key` IN ({n}) AND expires > {now}",
+    "replace_many": "UPDATE {t} SET data = CASE `key` {cases}END, version = CASE `key` {cases}END,"
+    " expires = {now} + INTERVAL (CASE `key` {cases}END) MICROSECOND WHERE `key` IN ({n})"
+    " AND (`key`, version) IN ({pairs}) AND expires > {now}",
+    "versions": "SELECT `key`, version FROM {t} WHERE `key` IN ({n})",
+    "index_remove_many": "DELETE FROM {t}_users WHERE `user` = %s AND id IN ({n})",
 }
 
 
@@ -131,6 +147,7 @@ class MySQLSessionStore(UserSessionsMixin):
         words["later"] = f"{_NOW} + INTERVAL %s MICROSECOND"
         # The table name is a checked identifier: the only text formatted into the SQL.
         self._sql = {name: sql.format(**words) for name, sql in _SQL.items()}
+        self._words = words
         self._pools: PerLoop[Any] = PerLoop.fixed(pool)
         self._pool_options: dict[str, Any] = {}
         self._where = "the pool passed in"
@@ -189,6 +206,15 @@ class MySQLSessionStore(UserSessionsMixin):
             except asyncio.TimeoutError:
                 await self._stop(pool, threads)
                 raise
+
+    def _batch(self, name: str, size: int) -> str:
+        """The name of batch statement ``name`` for ``size`` items (made once per size)."""
+        key = f"{name}:{size}"
+        if key not in self._sql:
+            words = dict(self._words, n=", ".join(["%s"] * size), cases="WHEN %s THEN %s " * size)
+            words["pairs"] = ", ".join(["(%s, %s)"] * size)
+            self._sql[key] = _BATCHES[name].format(**words)
+        return key
 
     async def _steps(
         self, pool: Any, steps: tuple[tuple[str, tuple[Any, ...]], ...], threads: list[int]
@@ -259,6 +285,31 @@ class MySQLSessionStore(UserSessionsMixin):
         written, _ = await self._run("put", step)
         return version if written else None
 
+    async def get_many(self, ids: Sequence[str]) -> list[Record | None]:
+        if not ids:
+            return []
+        _, rows = await self._run("get", (self._batch("get_many", len(ids)), tuple(ids)))
+        found = {str(key): Record(bytes(data), int(version)) for key, data, version in rows}
+        return [found.get(id) for id in ids]
+
+    async def replace_many(self, writes: Sequence[Replace]) -> list[Version | None]:
+        if not writes:
+            return []
+        versions = [secrets.randbits(63) for _ in writes]
+        ids = tuple(w.id for w in writes)
+        args: list[Any] = [x for w in writes for x in (w.id, w.data)]
+        args += [x for w, version in zip(writes, versions, strict=True) for x in (w.id, version)]
+        args += [x for w in writes for x in (w.id, _micros(w.ttl))]
+        args += [*ids, *(x for w in writes for x in (w.id, w.expect))]
+        size = len(writes)
+        replace = (self._batch("replace_many", size), tuple(args))
+        _, rows = await self._run("put", replace, (self._batch("versions", size), ids))
+        now = {str(key): int(version) for key, version in rows}
+        return [
+            version if now.get(w.id) == version else None
+            for w, version in zip(writes, versions, strict=True)
+        ]
+
     async def touch(self, id: str, ttl: timedelta) -> bool:
         return bool((await self._run("touch", ("touch", (_micros(ttl), id))))[0])
 
@@ -276,6 +327,11 @@ class MySQLSessionStore(UserSessionsMixin):
         _, rows = await self._run("read the user index", ("index_members", (user,)))
         return [str(row[0]) for row in rows]
 
+    async def index_remove_many(self, user: str, ids: Sequence[str]) -> None:
+        if ids:
+            step = (self._batch("index_remove_many", len(ids)), (user, *ids))
+            await self._run("remove from the user index", step)
+
     async def clear_expired(
         self, *, batch_size: int = DEFAULT_BATCH, on_batch: ProgressHook | None = None
     ) -> int:
@@ -291,6 +347,27 @@ class MySQLSessionStore(UserSessionsMixin):
             return int((await self._run("clear expired rows", (name, (now, limit))))[0])
 
         return await delete_in_batches(delete, ("clear", "clear_users"), batch_size, on_batch)
+
+    @asynccontextmanager
+    async def sweep_lock(self) -> AsyncIterator[bool]:
+        """Whether this process may sweep the table now: ``GET_LOCK(name, 0)`` on the table's
+        name, held on a pooled connection until the block ends, so one sweeper at a time works
+        on a database; ``False`` at once while another holds it (the server drops it with the
+        connection, should this process die)."""
+        name = f"sessionware-sweep:{self.table}"[:64]
+        timeout = self.command_timeout
+        with boundary("MySQL session store failed to take the sweep lock", self._where):
+            pool = await self._pools.get()
+            async with pool.acquire() as conn, conn.cursor() as cursor:
+                await asyncio.wait_for(cursor.execute("SELECT GET_LOCK(%s, 0)", (name,)), timeout)
+                held = (await cursor.fetchall())[0][0] == 1
+                try:
+                    yield held
+                finally:
+                    if held:
+                        release = cursor.execute("SELECT RELEASE_LOCK(%s)", (name,))
+                        await asyncio.wait_for(release, timeout)
+                        await cursor.fetchall()
 
     async def aclose(self) -> None:
         """Close the pools this store opened (``from_dsn``; a pool you passed stays open); a

@@ -32,29 +32,46 @@ server agrees on expiry::
                   INSERT INTO t_users ... ON CONFLICT DO UPDATE SET expires
     index_remove  DELETE FROM t_users WHERE user_id = $1 AND key = $2
     index_members SELECT key FROM t_users WHERE user_id = $1 AND expires > now
+    get_many      SELECT key, data, version FROM t WHERE key = ANY($1) AND expires > now
+    replace_many  UPDATE t SET ... FROM unnest($1 keys, $2 data, $3 versions, $4 ttls) AS w
+                  WHERE key = w.key AND version = w.expect AND expires > now RETURNING key, version
+    index_remove_many  DELETE FROM t_users WHERE user_id = $1 AND key = ANY($2)
     clear_expired DELETE FROM t WHERE ctid = ANY(ARRAY(SELECT ctid FROM t WHERE expires <= $1
                   ORDER BY expires LIMIT $2 FOR UPDATE SKIP LOCKED)) AND expires <= $1, with $1
                   the time the clear began, batch after batch (then t_users alike)
+    sweep_lock    SELECT pg_try_advisory_lock(class, hashtext(t)), held while the sweep runs
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
 from sessionware.stores._connections import PerLoop, address, boundary, positive
 from sessionware.stores._maintenance import DEFAULT_BATCH, ProgressHook, delete_in_batches
 from sessionware.stores._urls import check_scheme
-from sessionware.stores.base import ABSENT, Absent, Record, StoreError, UserSessionsMixin, Version
+from sessionware.stores.base import (
+    ABSENT,
+    Absent,
+    Record,
+    Replace,
+    StoreError,
+    UserSessionsMixin,
+    Version,
+)
 
 __all__ = ["PostgresSessionStore"]
 
 # A table's own name leaves room for "_users" within PostgreSQL's 63-character identifiers.
 _TABLE = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]{0,62}\.)?([A-Za-z_][A-Za-z0-9_]{0,56})")
+
+_SWEEP_CLASS = 0x5357
+"""The first key of the sweeper's two-key advisory lock (the second is the table's hash)."""
 
 _SQL = {  # {now} is clock_timestamp(): the time now, even inside a transaction
     "create": "CREATE TABLE IF NOT EXISTS {t} (key TEXT PRIMARY KEY, data TEXT NOT NULL,"
@@ -86,6 +103,13 @@ _SQL = {  # {now} is clock_timestamp(): the time now, even inside a transaction
     " ON CONFLICT (user_id, key) DO UPDATE SET expires = excluded.expires",
     "index_remove": "DELETE FROM {t}_users WHERE user_id = $1 AND key = $2",
     "index_members": "SELECT key FROM {t}_users WHERE user_id = $1 AND expires > {now}",
+    "get_many": "SELECT key, data, version FROM {t} WHERE key = ANY($1::text[])"
+    " AND expires > {now}",
+    "replace_many": "UPDATE {t} AS s SET data = w.data, version = s.version + 1,"
+    " expires = {now} + w.ttl FROM unnest($1::text[], $2::text[], $3::bigint[],"
+    " $4::interval[]) AS w(key, data, expect, ttl) WHERE s.key = w.key"
+    " AND s.version = w.expect AND s.expires > {now} RETURNING s.key, s.version",
+    "index_remove_many": "DELETE FROM {t}_users WHERE user_id = $1 AND key = ANY($2::text[])",
     # Maintenance: one batch of rows expired at $1 (a parameter: clock_timestamp() is volatile,
     # so the planner could not use the expires index), found through that index in its order;
     # rows a request holds are skipped, so the batch never waits for one.
@@ -94,6 +118,9 @@ _SQL = {  # {now} is clock_timestamp(): the time now, even inside a transaction
     " ORDER BY expires LIMIT $2 FOR UPDATE SKIP LOCKED)) AND expires <= $1",
     "purge_users": "DELETE FROM {t}_users WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t}_users"
     " WHERE expires <= $1 ORDER BY expires LIMIT $2 FOR UPDATE SKIP LOCKED)) AND expires <= $1",
+    # The sweeper's lock: a session advisory lock keyed (class, table), apart from the DDL's.
+    "sweep_lock": f"SELECT pg_try_advisory_lock({_SWEEP_CLASS}, hashtext($1))",
+    "sweep_unlock": f"SELECT pg_advisory_unlock({_SWEEP_CLASS}, hashtext($1))",
 }
 
 
@@ -143,6 +170,7 @@ class PostgresSessionStore(UserSessionsMixin):
         self._where = "the pool passed in"
         self._ready = False
         self._closed = False
+        self._pinned: ContextVar[Any] = ContextVar(f"pinned:{id(self)}", default=None)
 
     @classmethod
     def from_dsn(
@@ -180,19 +208,48 @@ class PostgresSessionStore(UserSessionsMixin):
 
     @asynccontextmanager
     async def _connection(self, op: str, *, tables: bool = True) -> AsyncIterator[Any]:
-        """A pooled connection (tables made on first use); every failure becomes StoreError."""
+        """A pooled connection (tables made on first use), or the one ``pinned()`` holds;
+        every failure becomes StoreError."""
         if self._closed:
             raise StoreError(f"PostgreSQL store failed to {op}: the store is closed")
         timeout = self.command_timeout
         with boundary(f"PostgreSQL store failed to {op}", self._where, timeout=timeout):
-            pool = await self._pools.get()
-            if tables and not self._ready:
-                async with self._pools.lock():
-                    if not self._ready:
-                        await self._create_tables(pool)
-                        self._ready = True
+            pinned = self._pinned.get()
+            if pinned is not None:
+                yield pinned
+                return
+            pool = await self._pool(tables)
             async with pool.acquire(timeout=timeout) as conn:
                 yield conn
+
+    async def _pool(self, tables: bool = True) -> Any:
+        """This loop's pool, the tables made on first use."""
+        pool = await self._pools.get()
+        if tables and not self._ready:
+            async with self._pools.lock():
+                if not self._ready:
+                    await self._create_tables(pool)
+                    self._ready = True
+        return pool
+
+    @asynccontextmanager
+    async def pinned(self) -> AsyncIterator[None]:
+        """The calls inside (in this task) share one pooled connection: an admin call over
+        many sessions pays for one acquire and one reset, not one per statement."""
+        if self._pinned.get() is not None or self._closed:
+            yield
+            return
+        timeout = self.command_timeout
+        with boundary("PostgreSQL store failed to take a connection", self._where, timeout=timeout):
+            pool = await self._pool()
+            conn = await pool.acquire(timeout=timeout)
+        token = self._pinned.set(conn)
+        try:
+            yield
+        finally:
+            self._pinned.reset(token)
+            with boundary("PostgreSQL store failed to release a connection", self._where):
+                await pool.release(conn, timeout=timeout)
 
     async def check(self) -> None:
         """One ``SELECT 1``: a ``StoreError`` naming the server and the cause when it fails."""
@@ -241,6 +298,22 @@ class PostgresSessionStore(UserSessionsMixin):
         version = await self._query("put", "fetchval", *args)
         return None if version is None else int(version)
 
+    async def get_many(self, ids: Sequence[str]) -> list[Record | None]:
+        rows = await self._query("get", "fetch", "get_many", list(ids))
+        found = {row["key"]: Record(row["data"].encode(), row["version"]) for row in rows}
+        return [found.get(id) for id in ids]
+
+    async def replace_many(self, writes: Sequence[Replace]) -> list[Version | None]:
+        columns = (
+            [w.id for w in writes],
+            [w.data.decode("utf-8", "replace") for w in writes],
+            [w.expect for w in writes],
+            [w.ttl for w in writes],
+        )
+        rows = await self._query("put", "fetch", "replace_many", *columns)
+        written = {row["key"]: int(row["version"]) for row in rows}
+        return [written.get(w.id) for w in writes]
+
     async def touch(self, id: str, ttl: timedelta) -> bool:
         return await self._execute("touch", "touch", id, ttl) > 0
 
@@ -257,6 +330,9 @@ class PostgresSessionStore(UserSessionsMixin):
         rows = await self._query("list the user index", "fetch", "index_members", user)
         return [row["key"] for row in rows]
 
+    async def index_remove_many(self, user: str, ids: Sequence[str]) -> None:
+        await self._execute("remove from the user index", "index_remove_many", user, list(ids))
+
     async def clear_expired(
         self, *, batch_size: int = DEFAULT_BATCH, on_batch: ProgressHook | None = None
     ) -> int:
@@ -271,6 +347,21 @@ class PostgresSessionStore(UserSessionsMixin):
             return await self._execute("clear expired rows", name, now, limit)
 
         return await delete_in_batches(delete, ("purge", "purge_users"), batch_size, on_batch)
+
+    @asynccontextmanager
+    async def sweep_lock(self) -> AsyncIterator[bool]:
+        """Whether this process may sweep the table now: ``pg_try_advisory_lock`` on the table,
+        held on a pooled connection until the block ends, so one sweeper at a time works on a
+        database; ``False`` at once while another holds it (the server drops it with the
+        connection, should this process die)."""
+        async with self._connection("take the sweep lock") as conn:
+            timeout = self.command_timeout
+            held = bool(await conn.fetchval(self._sql["sweep_lock"], self.table, timeout=timeout))
+            try:
+                yield held
+            finally:
+                if held:
+                    await conn.fetchval(self._sql["sweep_unlock"], self.table, timeout=timeout)
 
     async def aclose(self) -> None:
         """Close the pools this store opened (``from_dsn``; a pool you passed stays open).

@@ -14,17 +14,22 @@ version is the SHA-1 hex of the value, computed here with ``hashlib`` and in Lua
                              PEXPIRE index secs*1000 if its PTTL is shorter
     index_remove       ZREM index id
     index_members      EVAL  TIME; ZRANGEBYSCORE index (now +inf
+    get_many           MGET key...  (a cluster: a pipeline of GETs)
+    replace_many       EVAL  for each key: put(version)'s script  (a cluster: a pipeline of them)
+    index_remove_many  ZREM index id...
 
 A user's index is the sorted set ``key_prefix + "index:" + user``, each member scored by its
 expiry in the server's clock (``TIME``: app servers' clocks never matter); an add drops members
 already past and keeps the set's own TTL at least its latest member's. Every command touches one
-key (a cluster needs no hash tags); a dropped connection is retried once, and a retried write
+key (a cluster needs no hash tags), but for the batches on a single server, MGET and one EVAL
+over many keys (on a cluster: pipelines of the one-key commands); a dropped connection is retried once, and a retried write
 whose first try landed reports a failed expectation, which the repository handles. Redis >= 5.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -41,6 +46,7 @@ from sessionware.stores._urls import check_scheme
 from sessionware.stores.base import (
     Absent,
     Record,
+    Replace,
     UserSessionsMixin,
     Version,
     ttl_seconds,
@@ -52,6 +58,18 @@ _CAS = """
 local v = redis.call('GET', KEYS[1])
 if not v or redis.sha1hex(v) ~= ARGV[1] then return false end
 return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'EX', ARGV[3])
+"""
+_CAS_MANY = """
+local done = {}
+for i, key in ipairs(KEYS) do
+  local v, at = redis.call('GET', key), (i - 1) * 3
+  done[i] = 0
+  if v and redis.sha1hex(v) == ARGV[at + 1] then
+    redis.call('SET', key, ARGV[at + 2], 'XX', 'EX', ARGV[at + 3])
+    done[i] = 1
+  end
+end
+return done
 """
 _INDEX_ADD = """
 local t, secs = redis.call('TIME'), tonumber(ARGV[2])
@@ -86,6 +104,7 @@ class RedisSessionStore(UserSessionsMixin):
         self.hash_keys = hash_keys
         self._clients: PerLoop[Redis | RedisCluster] = PerLoop.fixed(client)
         self._where = _describe(client)
+        self._cluster = isinstance(client, RedisCluster)
 
     @classmethod
     def from_url(
@@ -158,6 +177,35 @@ class RedisSessionStore(UserSessionsMixin):
             done = await self._run("EVAL", _CAS, 1, name, str(expect), data, secs)
         return _version(data) if done else None
 
+    async def get_many(self, ids: Sequence[str]) -> list[Record | None]:
+        """``get`` of each id, in one pipeline."""
+        if not ids:
+            return []
+        names = [self.key_prefix + id for id in ids]
+        try:
+            if self._cluster:
+                values = await self._pipeline(("GET", name) for name in names)
+            else:
+                values = await self._run("MGET", *names)
+        except UnicodeDecodeError:  # a decoding client met bytes that are not UTF-8
+            return [await self.get(id) for id in ids]  # which reads them raw, one by one
+        return [None if value is None else _record(value) for value in values]
+
+    async def replace_many(self, writes: Sequence[Replace]) -> list[Version | None]:
+        """``put(expect=version)`` of each write, in one pipeline."""
+        if not writes:
+            return []
+        if self._cluster:
+            done = await self._pipeline(
+                ("EVAL", _CAS, 1, self.key_prefix + w.id, str(w.expect), w.data, ttl_seconds(w.ttl))
+                for w in writes
+            )
+        else:
+            names = [self.key_prefix + w.id for w in writes]
+            args = [x for w in writes for x in (str(w.expect), w.data, ttl_seconds(w.ttl))]
+            done = await self._run("EVAL", _CAS_MANY, len(names), *names, *args)
+        return [_version(w.data) if ok else None for w, ok in zip(writes, done, strict=True)]
+
     async def touch(self, id: str, ttl: timedelta) -> bool:
         """Extend the record's TTL; ``False`` when there is no record."""
         return bool(await self._run("EXPIRE", self.key_prefix + id, ttl_seconds(ttl)))
@@ -179,6 +227,11 @@ class RedisSessionStore(UserSessionsMixin):
         members = await self._run("EVAL", _INDEX_MEMBERS, 1, self._index(user))
         return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
 
+    async def index_remove_many(self, user: str, ids: Sequence[str]) -> None:
+        """Take ``ids`` out of ``user``'s index."""
+        if ids:
+            await self._run("ZREM", self._index(user), *ids)
+
     def _index(self, user: str) -> str:
         return f"{self.key_prefix}index:{user}"
 
@@ -192,6 +245,32 @@ class RedisSessionStore(UserSessionsMixin):
                 return await client.execute_command(*command)
             except RedisConnectionError:
                 return await client.execute_command(*command)
+
+    async def _pipeline(self, commands: Any) -> list[Any]:
+        """Run commands in one pipeline (not a transaction; once more if the connection
+        dropped): their answers in order."""
+        commands = list(commands)
+        if not commands:
+            return []
+        head = f"Redis pipeline of {commands[0][0]} failed"
+        with boundary(head, self._where, passing=(UnicodeDecodeError,)):
+            client = self._clients.current() or await self._clients.get()
+            try:
+                return await _send(client, commands)
+            except RedisConnectionError:
+                return await _send(client, commands)
+
+
+async def _send(client: Redis | RedisCluster, commands: list[Any]) -> list[Any]:
+    pipeline = client.pipeline(transaction=False)
+    for command in commands:
+        pipeline.execute_command(*command)
+    return list(await pipeline.execute())
+
+
+def _record(value: Any) -> Record:
+    data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    return Record(data, _version(data))
 
 
 async def _close(client: Redis | RedisCluster) -> None:

@@ -25,21 +25,31 @@ One statement per operation (``now`` is ``clock()``; ``index_add``'s two in one 
                   DELETE FROM sessions_users WHERE user_id = ? AND key <> ? AND expires <= now
     index_remove  DELETE FROM sessions_users WHERE user_id = ? AND key = ?
     index_members SELECT key FROM sessions_users WHERE user_id = ? AND expires > now
+    get_many      SELECT key, data, version FROM sessions WHERE key IN (SELECT value FROM
+                  json_each(ids)) AND expires > now
+    replace_many  UPDATE sessions SET ... FROM json_each(writes) AS w WHERE key = w's id AND
+                  version = w's version AND expires > now RETURNING key, version
+    index_remove_many  DELETE FROM sessions_users WHERE user_id = ? AND key IN (json_each(ids))
     clear_expired DELETE FROM sessions WHERE key IN (SELECT key ... WHERE expires <= now
                   ORDER BY expires LIMIT n), batch after batch on a connection of its own
                   (then sessions_users alike), each followed by PRAGMA wal_checkpoint(PASSIVE)
+    sweep_lock    an exclusive, non-blocking lock on the file <path>-<table>.sweep (flock;
+                  the OS drops it with the process), held while the sweep runs
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sqlite3
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -49,6 +59,7 @@ from sessionware.stores.base import (
     ABSENT,
     Absent,
     Record,
+    Replace,
     StoreError,
     UserSessionsMixin,
     Version,
@@ -82,6 +93,16 @@ _SQL = {
     "index_prune": "DELETE FROM {t}_users WHERE user_id = ? AND key <> ? AND expires <= ?",
     "index_remove": "DELETE FROM {t}_users WHERE user_id = ? AND key = ?",
     "index_members": "SELECT key FROM {t}_users WHERE user_id = ? AND expires > ?",
+    # Batches: the ids (or [id, data, version, expires] rows) as one JSON array parameter.
+    "get_many": "SELECT key, data, version FROM {t} WHERE key IN (SELECT value FROM json_each(?))"
+    " AND expires > ?",
+    "replace_many": "UPDATE {t} SET data = json_extract(w.value, '$[1]'),"
+    " version = {t}.version + 1, expires = json_extract(w.value, '$[3]') FROM json_each(?) AS w"
+    " WHERE {t}.key = json_extract(w.value, '$[0]')"
+    " AND {t}.version = json_extract(w.value, '$[2]') AND {t}.expires > ?"
+    " RETURNING {t}.key, {t}.version",
+    "index_remove_many": "DELETE FROM {t}_users WHERE user_id = ?"
+    " AND key IN (SELECT value FROM json_each(?))",
     # Maintenance: one batch of expired rows, found through the expires index, in its order.
     "purge": "DELETE FROM {t} WHERE key IN"
     " (SELECT key FROM {t} WHERE expires <= ? ORDER BY expires LIMIT ?)",
@@ -92,7 +113,7 @@ _SQL = {
 }
 # Statements that never take the store's write lock: reads (WAL: they never wait for a writer)
 # and the passive checkpoint, which blocks no writer either.
-_UNLOCKED = frozenset({"get", "index_members", "checkpoint", "check"})
+_UNLOCKED = frozenset({"get", "get_many", "index_members", "checkpoint", "check"})
 # A URL scheme (two letters at least, so C:/ stays a path), or sqlite: however many slashes.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://|sqlite:", re.IGNORECASE)
 
@@ -150,6 +171,7 @@ class SQLiteSessionStore(UserSessionsMixin):
         in_memory = self.path in ("", ":memory:")
         self._maintenance = self._requests if in_memory else _Worker("sessionware-sqlite-clear")
         self._writing = threading.Lock()
+        self._sweeping = threading.Lock()  # an in-memory database's sweep lock
         self._closed = False
 
     async def _run(
@@ -250,6 +272,23 @@ class SQLiteSessionStore(UserSessionsMixin):
         rows, _ = await self._run("put", step)
         return int(rows[0][0]) if rows else None
 
+    async def get_many(self, ids: Sequence[str]) -> list[Record | None]:
+        rows, _ = await self._run("get", ("get_many", (json.dumps(list(ids)), self._clock())))
+        found = {key: Record(data.encode(), version) for key, data, version in rows}
+        return [found.get(id) for id in ids]
+
+    async def replace_many(self, writes: Sequence[Replace]) -> list[Version | None]:
+        now = self._clock()
+        rows = json.dumps(
+            [
+                [w.id, w.data.decode("utf-8", "replace"), w.expect, now + w.ttl.total_seconds()]
+                for w in writes
+            ]
+        )
+        written, _ = await self._run("put", ("replace_many", (rows, now)))
+        versions = {key: int(version) for key, version in written}
+        return [versions.get(w.id) for w in writes]
+
     async def touch(self, id: str, ttl: timedelta) -> bool:
         now = self._clock()
         _, changed = await self._run("touch", ("touch", (now + ttl.total_seconds(), id, now)))
@@ -270,6 +309,10 @@ class SQLiteSessionStore(UserSessionsMixin):
         rows, _ = await self._run("list the user index", ("index_members", (user, self._clock())))
         return [row[0] for row in rows]
 
+    async def index_remove_many(self, user: str, ids: Sequence[str]) -> None:
+        step = ("index_remove_many", (user, json.dumps(list(ids))))
+        await self._run("remove from the user index", step)
+
     async def clear_expired(
         self, *, batch_size: int = DEFAULT_BATCH, on_batch: ProgressHook | None = None
     ) -> int:
@@ -288,6 +331,28 @@ class SQLiteSessionStore(UserSessionsMixin):
 
         return await delete_in_batches(delete, ("purge", "purge_users"), batch_size, on_batch)
 
+    @asynccontextmanager
+    async def sweep_lock(self) -> AsyncIterator[bool]:
+        """Whether this process may sweep the table now: an exclusive lock on the file
+        ``<path>-<table>.sweep`` beside the database, held until the block ends, so one sweeper
+        at a time works on a database across processes; ``False`` at once while another holds
+        it (the OS drops it with the process). An in-memory database has one store to lock."""
+        if self._maintenance is self._requests:  # in memory: nothing outside this store
+            held = self._sweeping.acquire(blocking=False)
+            try:
+                yield held
+            finally:
+                if held:
+                    self._sweeping.release()
+            return
+        where = f"{self.path}-{self.table}.sweep"
+        with boundary("SQLite store failed to take the sweep lock", where):
+            fd = os.open(where, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                yield _try_lock(fd)
+            finally:
+                os.close(fd)  # closing drops the lock
+
     async def aclose(self) -> None:
         """Close the connections and stop the worker threads; later calls fail."""
         if self._closed:
@@ -299,6 +364,25 @@ class SQLiteSessionStore(UserSessionsMixin):
                 await loop.run_in_executor(worker.executor, worker.close)
             finally:
                 worker.executor.shutdown(wait=False)
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive lock on the open file ``fd`` if no one holds it; whether it did."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _check_path(path: str | os.PathLike[str]) -> None:

@@ -33,6 +33,7 @@ from sessionware.config import BrowserSession, CookieSettings
 from sessionware.cookies import find_cookies
 from sessionware.crypto import ContentSecurity, Key, unseal
 from sessionware.engine import SessionEngine, make_engine
+from sessionware.errors import SessionInsertError
 from sessionware.middleware import SessionMiddleware
 from sessionware.session import Session
 from sessionware.stores import SessionStore
@@ -111,6 +112,7 @@ def _engine(
             "cookie": engine.cookie,
             "lifecycle": engine.lifecycle,
             "clock": engine.clock,
+            "codec": engine.codec,
         }
     elif store is None or key is None:
         raise TypeError("without an app or middleware, pass both store= and key=")
@@ -146,12 +148,17 @@ async def make_session_cookie(
     """Store ``data`` as a new session and return the cookie that carries it: ``(name, value)``.
 
     The value is what a browser would send back (sealed, percent-encoded), ready for a Cookie
-    header or a test client's cookie jar (``client.cookies.set(name, value, domain=host)``). ``data`` must be JSON-serialisable
-    (``SessionInsertError`` names the key that is not). The session lives the app's state TTL.
+    header or a test client's cookie jar (``client.cookies.set(name, value, domain=host)``).
+    ``data`` must be JSON-serialisable, or what the app's codec stores (``SessionInsertError``
+    names what is not). The session lives the app's state TTL.
     """
     engine = _engine(middleware_or_app, store, key, cookie_name, content_security)
     checked = Session()
-    checked.update(data)  # the middleware's own validation
+    codec = engine.codec  # with a codec, its JSON values are what is checked and stored
+    try:
+        checked.update(data if codec is None else codec.encode_state(data))
+    except TypeError as exc:
+        raise SessionInsertError(f"cannot store this session: {exc}") from None
     line = await engine.seed(dict(checked.entries()))
     name, _, value = line.split(";", 1)[0].partition("=")
     return name, value

@@ -15,10 +15,11 @@ Subclass ``StoreContract`` in a test module and give it the store under test::
 It needs pytest and pytest-asyncio (``pip install 'sessionware[testing]'``), with
 ``asyncio_mode = "auto"`` or the fixture decorated with ``pytest_asyncio.fixture``. Expiry is tested with real time by default (sleeps of about two
 seconds); a store with an injectable clock may override the ``advance`` fixture to move it
-instead. The first half checks the record level (``get``/``put``/``touch``/``delete`` and the
-optional ``UserIndex``); the second runs the session rules of ``sessionware.repository`` over
-the store, so what users rely on (merging, renewal, revocation, hop limits, unreadable records)
-behaves the same on every store.
+instead. The first half checks the record level (``get``/``put``/``touch``/``delete``, the
+optional ``UserIndex`` and the optional batches ``BatchRecords`` and ``BatchIndex``, each
+skipped, saying so, on a store without it); the second runs the session rules of
+``sessionware.repository`` over the store, so what users rely on (merging, renewal,
+revocation, hop limits, unreadable records) behaves the same on every store.
 """
 
 from __future__ import annotations
@@ -31,9 +32,24 @@ from datetime import timedelta
 
 import pytest
 
-from sessionware.repository import ENDED, RENEWED, Changes, Loaded, Repository, Update
+from sessionware.repository import (
+    ENDED,
+    RENEWED,
+    Changes,
+    Loaded,
+    Repository,
+    Update,
+    index_key,
+)
 from sessionware.state import DeserializationError, StoredState
-from sessionware.stores.base import ABSENT, RecordStore, SessionKey, UserIndex
+from sessionware.stores.base import (
+    ABSENT,
+    BatchRecords,
+    RecordStore,
+    Replace,
+    SessionKey,
+    UserIndex,
+)
 
 __all__ = ["StoreContract"]
 
@@ -150,6 +166,51 @@ class StoreContract:
         await advance(SHORT.total_seconds())
         await record_store.index_add("eve", _id("f"), TTL)
         assert sorted(await record_store.index_members("eve")) == sorted([_id("e"), _id("f")])
+
+    async def test_get_many(self, record_store: RecordStore, advance: Advance) -> None:
+        batches = _batches(record_store)
+        await record_store.put(_id("a"), b'{"a":1}', TTL, expect=ABSENT)
+        version = await record_store.put(_id("b"), b'{"b":1}', TTL, expect=ABSENT)
+        await record_store.put(_id("short"), b"{}", SHORT, expect=ABSENT)
+        await advance(SHORT.total_seconds())
+        ids = [_id("b"), _id("missing"), _id("short"), _id("a")]
+        records = await batches.get_many(ids)
+        assert [r and r.data for r in records] == [b'{"b":1}', None, None, b'{"a":1}']
+        assert records[0] is not None and records[0].version == version
+        assert await batches.get_many([]) == []
+
+    async def test_replace_many(self, record_store: RecordStore) -> None:
+        batches = _batches(record_store)
+        first = await record_store.put(_id("a"), b'{"n":1}', TTL, expect=ABSENT)
+        stale = await record_store.put(_id("b"), b'{"n":1}', TTL, expect=ABSENT)
+        await record_store.put(_id("b"), b'{"n":2}', TTL, expect=stale)  # b moved on
+        gone = await record_store.put(_id("c"), b'{"n":1}', TTL, expect=ABSENT)
+        await record_store.delete(_id("c"))
+        writes = [
+            Replace(_id("a"), b'{"n":10}', TTL, first),
+            Replace(_id("b"), b'{"n":10}', TTL, stale),
+            Replace(_id("c"), b'{"n":10}', TTL, gone),
+        ]
+        versions = await batches.replace_many(writes)
+        assert versions[0] is not None and versions[0] != first
+        assert versions[1:] == [None, None]  # each write lands or not on its own
+        a, b = await record_store.get(_id("a")), await record_store.get(_id("b"))
+        assert a is not None and a.data == b'{"n":10}' and a.version == versions[0]
+        assert b is not None and b.data == b'{"n":2}'
+        assert await record_store.get(_id("c")) is None
+        assert await batches.replace_many([]) == []
+
+    async def test_index_remove_many(self, record_store: RecordStore) -> None:
+        remove_many = getattr(record_store, "index_remove_many", None)
+        if not isinstance(record_store, UserIndex) or not callable(remove_many):
+            pytest.skip(f"{type(record_store).__name__} has no batched index removal (optional)")
+        for name in ("a", "b", "c"):
+            await record_store.index_add("ada", _id(name), TTL)
+        await record_store.index_add("bob", _id("a"), TTL)
+        await remove_many("ada", [_id("a"), _id("c"), _id("never")])
+        await remove_many("ada", [])
+        assert await record_store.index_members("ada") == [_id("b")]
+        assert await record_store.index_members("bob") == [_id("a")]
 
     # -- the session rules over this store ---------------------------------------------------
 
@@ -275,15 +336,62 @@ class StoreContract:
         second, _ = await repository.create({"n": 2}, meta, TTL)
         await repository.create({"n": 3}, StoredState(user="bob"), TTL)
         infos = await repository.sessions_for("ada")
-        assert [i.id for i in infos] == [repository.id_of(first), repository.id_of(second)]
+        first_id, second_id = (repository.public_id(repository.id_of(k)) for k in (first, second))
+        assert [i.id for i in infos] == [first_id, second_id]
         assert infos[0].user_agent == "Firefox" and infos[0].expires is not None
-        assert await repository.end_all_for("ada", repository.id_of(first)) == 1
+        assert await repository.end_all_for("ada", first_id) == 1
         assert not await _live(repository, second)
         assert await _live(repository, first)
-        assert await repository.end(repository.id_of(first)) is True
-        assert await repository.end(repository.id_of(first)) is False
+        assert await repository.end(first_id) is True
+        assert await repository.end(first_id) is False
         assert await repository.sessions_for("ada") == []
         assert len(await repository.sessions_for("bob")) == 1
+
+    async def test_index_keys_of_other_indexes(self, record_store: RecordStore) -> None:
+        if not isinstance(record_store, UserIndex):
+            pytest.skip(f"{type(record_store).__name__} has no index")
+        # What Session.index files under: a name, U+001F, a value of up to 200 characters.
+        longest = index_key("n" * 32, "ü" * 200)
+        await record_store.index_add(longest, _id("a"), TTL)
+        await record_store.index_add(index_key("oidc_sid", "s1"), _id("b"), TTL)
+        assert await record_store.index_members(longest) == [_id("a")]
+        assert await record_store.index_members(index_key("oidc_sid", "s1")) == [_id("b")]
+        assert await record_store.index_members("oidc_sid") == []
+
+    async def test_sessions_by_another_index(self, repository: Repository) -> None:
+        if repository.index is None:
+            pytest.skip(f"{type(repository.store).__name__} has no index")
+
+        def public(key: str) -> str:  # what a listing shows (the key's hash in every mode)
+            return repository.public_id(repository.id_of(key))
+
+        sid: dict[str, str | None] = {"oidc_sid": "op-session-1"}
+        first, _ = await repository.create({"n": 1}, StoredState(user="ada", indexes=sid), TTL)
+        second, _ = await repository.create({"n": 2}, StoredState(indexes=sid), TTL)
+        other: dict[str, str | None] = {"oidc_sid": "op-session-2"}
+        third, _ = await repository.create({"n": 3}, StoredState(user="ada", indexes=other), TTL)
+        found = await repository.sessions_where("oidc_sid", "op-session-1")
+        assert sorted(i.id for i in found) == sorted(map(public, (first, second)))
+        # A renewal keeps the index; a write can take the session out of it.
+        renewed = await repository.renew(
+            await _load(repository, first), Changes(), StoredState(user="ada"), TTL
+        )
+        assert isinstance(renewed, tuple)
+        first = renewed[0]
+        assert (await _load(repository, first)).state.indexes == sid
+        found = await repository.sessions_where("oidc_sid", "op-session-1")
+        assert sorted(i.id for i in found) == sorted(map(public, (first, second)))
+        out = StoredState(indexes={"oidc_sid": None})
+        await repository.save(await _load(repository, second), Changes(), out, TTL)
+        assert [i.id for i in await repository.sessions_where("oidc_sid", "op-session-1")] == [
+            public(first)
+        ]
+        # Ending by the index ends only the sessions filed under it, and unfiles them.
+        assert await repository.end_where("oidc_sid", "op-session-1") == 1
+        assert not await _live(repository, first)
+        assert await _live(repository, second) and await _live(repository, third)
+        assert [i.id for i in await repository.sessions_for("ada")] == [public(third)]
+        assert await repository.sessions_where("oidc_sid", "op-session-1") == []
 
     async def test_sign_out_everywhere_catches_a_renewal(self, repository: Repository) -> None:
         if repository.index is None:
@@ -297,6 +405,13 @@ class StoreContract:
 
 
 _RUN = uuid.uuid4().hex
+
+
+def _batches(store: RecordStore) -> BatchRecords:
+    """The store's optional batches (``BatchRecords``); the test skips, saying so, without."""
+    if not all(callable(getattr(store, op, None)) for op in ("get_many", "replace_many")):
+        pytest.skip(f"{type(store).__name__} has no batched reads and writes (optional)")
+    return store  # type: ignore[return-value]
 
 
 def _id(name: str) -> str:
