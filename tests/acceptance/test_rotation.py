@@ -31,6 +31,7 @@ STORES = [name for name in ("memory", "redis", "postgres") if name in FACTORIES]
 EVERY = timedelta(minutes=15)
 GRACE = timedelta(seconds=30)
 USER = "ada"
+REMEMBER = timedelta(days=30)
 
 
 @pytest.fixture(params=STORES)
@@ -48,7 +49,8 @@ class Clock:
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
-    """``/set`` stores the JSON body's items, ``/bind`` binds ``USER``, ``/purge`` purges; every
+    """``/set`` stores the JSON body's items, ``/bind`` binds ``USER``, ``/purge`` purges,
+    ``/remember`` sets a lifetime of ``REMEMBER`` and files the session under an index; every
     response is the state as JSON."""
     session = scope["session"]
     body = (await receive()).get("body", b"")
@@ -58,6 +60,9 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         session.bind_user(USER)
     elif scope["path"] == "/purge":
         session.purge()
+    elif scope["path"] == "/remember":
+        session.set_expiry(REMEMBER)
+        session.index("oidc_sid", "s1")
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": json.dumps(dict(session)).encode()})
 
@@ -120,6 +125,36 @@ async def test_a_key_older_than_rotate_every_is_replaced_at_its_next_use(
     clock.now += EVERY.total_seconds()
     again = await request(asgi, "GET", "/", cookies={"id": new})
     assert plain(key_of(again)) not in (plain(old), plain(new))
+
+
+async def test_a_rotation_keeps_the_sessions_lifetime_and_its_indexes(
+    store: RecordingStore,
+) -> None:
+    """``set_expiry`` and ``index()`` are the session's, not its key's: the rotated session
+    lives as long, its cookie says so, and ``sessions_where`` finds it (only it) under the
+    rotated key's id."""
+    clock, events = Clock(), []
+    asgi = middleware(store, clock, events)
+    old = await started(asgi)
+    remembered = await request(asgi, "POST", "/remember", cookies={"id": old})
+    assert remembered.status == 200
+    clock.now += EVERY.total_seconds()
+    r = await request(asgi, "GET", "/", cookies={"id": old})
+    new = key_of(r)
+    assert plain(new) != plain(old) and r.json() == {"a": 1}
+    cookie = r.cookie()
+    assert cookie is not None and cookie.max_age == REMEMBER.total_seconds()
+    repository = asgi.engine.repository  # type: ignore[attr-defined]
+    loaded = await repository.load(plain(new), timedelta(hours=1))
+    assert loaded.state.lifetime == REMEMBER.total_seconds()
+    assert loaded.state.indexes == {"oidc_sid": "s1"}
+    assert loaded.state.expires == clock.now + REMEMBER.total_seconds()
+    found = await asgi.admin.sessions_where("oidc_sid", "s1")
+    assert [info.id for info in found] == [repository.public_id(repository.id_of(plain(new)))]
+    clock.now += GRACE.total_seconds()
+    assert (await request(asgi, "GET", "/", cookies={"id": old})).json() == {}
+    found = await asgi.admin.sessions_where("oidc_sid", "s1")
+    assert [info.id for info in found] == [repository.public_id(repository.id_of(plain(new)))]
 
 
 async def test_within_the_grace_the_old_key_follows_then_opens_nothing(
