@@ -35,6 +35,11 @@ reports decides the response (``_respond_to``)::
     purged     purge (a renewal's successor too)        ENDED       removal cookie     the session ends
     renewed    renew                                    WRITTEN     the new key        (refused)
 
+With ``rotate_every``, a session whose key is older than that is rotated on its next use before
+the head (``_ROTATIONS``: unchanged and changed go to ``rotate``, a renew with a rotation's
+tombstone; it reports WRITTEN, the new key's cookie). A request whose key a rotation replaced
+within its grace works on the successor and sends the successor's key (a rotation it lost, too).
+
 ``CONFLICT``: a login renewed the session after this request loaded it (or the request came
 with the key a login had renewed): its writes are never carried into the logged-in session.
 Responses of 500 and above, and requests whose changes were discarded (CSRF), store nothing.
@@ -84,10 +89,11 @@ from sessionware.events import (
     SessionPurged,
     SessionRenewed,
     SessionRevoked,
+    SessionRotated,
     SessionSuperseded,
     emit,
 )
-from sessionware.repository import ENDED, RENEWED, Loaded, Repository
+from sessionware.repository import ENDED, RENEWED, Followed, Loaded, Repository
 from sessionware.session import EndedReason, Event, Outcome, Phase, SessionStatus, Tracker
 from sessionware.state import StoredState, stored_state
 from sessionware.stores.base import RecordStore, SessionKey, is_generated_key
@@ -114,6 +120,8 @@ logger = logging.getLogger("sessionware")
 
 Headers = list[tuple[bytes, bytes]]
 _SALT = secrets.token_bytes(16)
+ROTATE = "rotate"
+"""``Tracker.reissue`` for a session whose key is due for rotation: it goes back as a new key."""
 
 
 def fingerprint(secret: str) -> str:
@@ -180,7 +188,18 @@ class SessionEngine:
         on_event: EventHook | None = None,
         device: DeviceBinder | None = None,
         codec: TaggedJSON | None = None,
+        rotate_every: timedelta | None = None,
+        rotation_grace: timedelta = timedelta(seconds=30),
     ) -> None:
+        if rotate_every is not None and not rotate_every > timedelta(0):
+            raise ValueError(
+                f"rotate_every must be a timedelta above zero (e.g. timedelta(minutes=15)),"
+                f" not {rotate_every!r}"
+            )
+        if not rotation_grace >= timedelta(0):
+            raise ValueError(
+                f"rotation_grace must be a timedelta of zero or more, not {rotation_grace!r}"
+            )
         if not keys:
             raise ValueError("at least one Key is needed to seal session cookies")
         if not isinstance(lifecycle, (BrowserSession, PersistentSession)):
@@ -200,6 +219,9 @@ class SessionEngine:
         self.lifecycle = lifecycle
         self.clock = clock
         self.device = device
+        self.rotate_every, self.rotation_grace = rotate_every, rotation_grace
+        self._rotate_seconds = None if rotate_every is None else rotate_every.total_seconds()
+        """With ``rotate_every``: a key older than this many seconds is rotated at its next use."""
         self.ttl = lifecycle.ttl
         self._ttl_seconds = lifecycle.ttl.total_seconds()
         self._extend = lifecycle.policy is Policy.ON_EVERY_REQUEST
@@ -455,6 +477,10 @@ class ServerSideEngine(SessionEngine):
         self.server_side = True
         self._base64_seal = True  # a key of [A-Za-z0-9], sealed or signed: base64's alphabet
         self.repository = self.backend = repository
+        if self.rotate_every is not None:
+            repository.rotation_grace = self.rotation_grace.total_seconds()
+        self._follows = bool(repository.rotation_grace) or self.rotate_every is not None
+        """Whether loads may follow a rotation's successor, or rotate (``_rotation``)."""
 
     def public_id(self, id: str) -> str:
         return self.repository.public_id(id)
@@ -497,12 +523,14 @@ class ServerSideEngine(SessionEngine):
         tracker.created, tracker.expires = state.created, state.expires
         tracker.lifetime = state.lifetime
         self._opened(tracker, opened)
+        if self._follows:
+            self._rotation(tracker, loaded)
         tracker.fill(
             session,
             state if values is loaded else values,
             user=state.user,
             origin=loaded.text,
-            key=opened[0],
+            key=tracker.key,
             id=loaded.id,
         )
 
@@ -519,6 +547,17 @@ class ServerSideEngine(SessionEngine):
             if self.on_event is not None:
                 self._emit(DecodeFailed("state"))
             return None
+
+    def _rotation(self, tracker: Tracker, loaded: Loaded) -> None:
+        """A key a rotation replaced within its grace: the session is the successor, whose key
+        goes back to the client. A key older than ``rotate_every``: rotate it (``_ROTATIONS``)."""
+        if isinstance(loaded, Followed):
+            tracker.key, tracker.reissue, tracker.resendable = loaded.key, True, None
+            return
+        every = self._rotate_seconds
+        issued = loaded.state.issued or loaded.state.created
+        if every is not None and (issued is None or self.clock() - issued >= every):
+            tracker.reissue = ROTATE
 
     def open_into(self, tracker: Tracker, session: Session) -> None:
         """A server-side session is read by ``load_into`` (it needs I/O), never opened."""
@@ -560,7 +599,7 @@ class ServerSideEngine(SessionEngine):
         outcome = self._outcome(tracker, status_code)
         status, persist, used, _, _ = outcome
         if persist and (status is not _UNCHANGED or tracker.reissue or self._due(tracker)):
-            if tracker.reissue and status is _UNCHANGED and not self._due(tracker):
+            if tracker.reissue is True and status is _UNCHANGED and not self._due(tracker):
                 key, suffix = tracker.key, self._suffix(tracker.lifetime)
                 cookie = None if key is None else self._cookie(key, None, suffix)
                 self._close(tracker, persist)
@@ -576,7 +615,8 @@ class ServerSideEngine(SessionEngine):
         try:
             if tracker.unread:  # an extension is due, and the lazy session was never loaded
                 await self.load_into(tracker, tracker.session)
-            stored = await _WRITES[outcome[0]](self, tracker, outcome)
+            writes = _ROTATIONS if tracker.reissue is ROTATE else _WRITES
+            stored = await writes[outcome[0]](self, tracker, outcome)
             cookie = self._respond_to(tracker, stored)
         except Exception as exc:
             raise failure(exc, "store") from exc
@@ -663,6 +703,11 @@ class ServerSideEngine(SessionEngine):
         if saved is None:
             return self._revoked(tracker, "late_save" if tracker.phase is Phase.LATE else "save")
         tracker.record = saved
+        if saved.id is not record.id:  # merged into a rotation's successor: no old key goes out
+            tracker.key = None
+            tracker.rebase(None, saved.id, None)
+            tracker.lifetime = saved.state.lifetime
+            return _NOTHING
         tracker.rebase(tracker.key, saved.id, state_json)
         tracker.lifetime = saved.state.lifetime
         return _WRITTEN
@@ -707,6 +752,34 @@ class ServerSideEngine(SessionEngine):
         tracker.rebase(key, stored.id, state_json)
         tracker.lifetime = stored.state.lifetime
         return _WRITTEN
+
+    async def _rotate(self, tracker: Tracker, outcome: Outcome) -> Stored:
+        """The key is older than ``rotate_every``: the state, and this request's changes, move
+        to a new key as in a renewal, but its tombstone lets the old key follow for the grace.
+        Another request's rotation that won: this one continues on its successor."""
+        record, key = tracker.record, tracker.key
+        assert record is not None and key is not None
+        status, _, _, changes, state_json = outcome
+        meta = self._meta(tracker)
+        rotated = await self.repository.renew(record, changes, meta, self.ttl, rotating=key)
+        if rotated is None:
+            return self._revoked(tracker, "rotate")
+        tracker.reissue = False
+        if rotated is not RENEWED:
+            new_key, stored = rotated
+            logger.info("session %s rotated to %s", fingerprint(record.id), fingerprint(stored.id))
+            if self.on_event is not None:
+                self._emit(SessionRotated())
+            tracker.key, tracker.record, tracker.resendable = new_key, stored, None
+            tracker.rebase(new_key, stored.id, state_json)
+            tracker.lifetime = stored.state.lifetime
+            return _WRITTEN
+        followed = await self.repository.load(SessionKey(key), self.ttl)
+        if not isinstance(followed, Followed):  # a login renewed it: as any pre-login request
+            return self._superseded(tracker) if status is _CHANGED else _NOTHING
+        tracker.key, tracker.record, tracker.reissue = followed.key, followed, True
+        tracker.resendable, tracker.lifetime = None, followed.state.lifetime
+        return await _WRITES[status](self, tracker, outcome._replace(state_json=None))  # type: ignore[no-any-return]
 
     async def _create(self, tracker: Tracker, meta: StoredState, state_json: str | None) -> Stored:
         """A new session, unless there is nothing to keep (no state, user or binding)."""
@@ -789,6 +862,7 @@ class ServerSideEngine(SessionEngine):
             applied=state.applied,
             lifetime=state.lifetime,
             indexes=state.indexes,
+            issued=state.issued,
         )
         try:
             stored = await self.repository.replace(loaded, state, meta, self.ttl)
@@ -805,11 +879,23 @@ _WRITES: dict[SessionStatus, Callable[[ServerSideEngine, Tracker, Outcome], Any]
 }
 """The repository call for each status: the module docstring's table."""
 
+_ROTATIONS = _WRITES | {
+    SessionStatus.UNCHANGED: ServerSideEngine._rotate,
+    SessionStatus.CHANGED: ServerSideEngine._rotate,
+}
+"""The repository call for each status of a session whose key is due for rotation."""
+
 
 class ClientSideEngine(SessionEngine):
     """The cookie carries the state itself, sealed; nothing is stored on the server."""
 
     def __init__(self, *, store: CookieSessionStore, **options: Any) -> None:
+        if options.get("rotate_every") is not None:
+            raise NotSupportedError(
+                "rotate_every needs a server-side store: the cookie store keeps no record, so a"
+                " rotated cookie could not stop opening; to change what seals cookies, rotate"
+                " the key ring (keys=[new, old])"
+            )
         if options.get("device") is not None:
             raise NotSupportedError(
                 "device binding keeps the device's key in the session record: use a server-side"
@@ -941,6 +1027,7 @@ class ClientSideEngine(SessionEngine):
 
 
 _UNCHANGED = SessionStatus.UNCHANGED
+_CHANGED = SessionStatus.CHANGED
 _PURGED = SessionStatus.PURGED
 _NOTHING, _KEPT, _WRITTEN = Stored.NOTHING, Stored.KEPT, Stored.WRITTEN
 _ENDED, _CONFLICT = Stored.ENDED, Stored.CONFLICT
@@ -1171,6 +1258,8 @@ def transported(engine: SessionEngine, transport: Transport, vary: bytes) -> Ses
         "lifecycle": engine.lifecycle,
         "clock": engine.clock,
         "on_event": engine.on_event,
+        "rotate_every": engine.rotate_every,
+        "rotation_grace": engine.rotation_grace,
         "codec": engine.codec,
     }
     new: SessionEngine

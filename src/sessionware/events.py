@@ -34,6 +34,7 @@ __all__ = [
     "SessionPurged",
     "SessionRenewed",
     "SessionRevoked",
+    "SessionRotated",
     "SessionSuperseded",
     "SessionsSwept",
     "StoreFailed",
@@ -90,6 +91,14 @@ class SessionRenewed(SessionEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class SessionRotated(SessionEvent):
+    """The session moved to a new key because its key was older than ``rotate_every``
+    (automatic rotation: the state and privileges stay)."""
+
+    kind: ClassVar[str] = "rotated"
+
+
+@dataclass(frozen=True, slots=True)
 class SessionPurged(SessionEvent):
     """The session was ended by this request (``session.purge()``)."""
 
@@ -99,8 +108,8 @@ class SessionPurged(SessionEvent):
 @dataclass(frozen=True, slots=True)
 class SessionRevoked(SessionEvent):
     """This request found its session ended by another request (a purge, sign-out-everywhere):
-    its changes are dropped and its cookie removed. ``operation``: save, renew, touch or
-    late_save (a change made after the response started)."""
+    its changes are dropped and its cookie removed. ``operation``: save, renew, rotate, touch
+    or late_save (a change made after the response started)."""
 
     kind: ClassVar[str] = "revoked"
     operation: str

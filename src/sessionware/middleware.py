@@ -133,6 +133,10 @@ class SessionMiddleware:
     ``device_binding=DeviceBinding(...)`` (server-side stores) it also serves the DBSC
     registration and refresh endpoints, and ``session.bind_device()`` becomes available.
 
+    ``rotate_every=timedelta(...)`` (server-side stores) gives a session whose key is older than
+    that a new key at its next use, state and user kept; for ``rotation_grace`` (30 s) after,
+    requests still carrying the old key work on the new session (and are sent its key), then
+    the old key opens nothing (docs/lifecycle.md).
     ``adopt=[reader, ...]`` (``sessionware.adopt``: ``StarletteCookie``, ``FlaskCookie``,
     ``DjangoSignedCookie``) reads the session cookie of the library used before: a request with
     no sessionware cookie but a valid old one gets its state, stored at the end of the request
@@ -185,6 +189,8 @@ class SessionMiddleware:
         clock: Callable[[], float] | None = None,
         on_event: EventHook | None = None,
         device_binding: DeviceBinding | None = None,
+        rotate_every: timedelta | None = None,
+        rotation_grace: timedelta = timedelta(seconds=30),
         check_store_on_startup: bool = False,
         sweep_every: timedelta | None = None,
         store_error_response: Callable[[], ASGIApp] | None = None,
@@ -242,6 +248,8 @@ class SessionMiddleware:
             clock=_one_clock(clock, store),
             on_event=on_event,
             device=self.binder,
+            rotate_every=rotate_every,
+            rotation_grace=rotation_grace,
             codec=codec,
         )
         if max_sessions_per_user is not None:

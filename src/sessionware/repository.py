@@ -6,7 +6,9 @@ Everything that keeps sessions correct under concurrency lives here, so a store 
   itself when the store says ``hash_keys = False``, actix's layout), so a leaked dump holds no
   usable cookie. A first-version record filed under its key in clear is moved on first load.
 * **Records** are the v1 envelope (``sessionware.state``) or a *tombstone*
-  ``{"v":0,"state":{},"successor":<id or null>}`` left by a purge (no successor) or a renewal.
+  ``{"v":0,"state":{},"successor":<id or null>}`` left by a purge (no successor) or a renewal;
+  a rotation's tombstone also says when it rotated and holds the successor's key sealed for
+  holders of the old key (``"rotated"``, ``"key"``).
 * **Writes merge.** A write applies the request's ``Changes`` to the record it loaded and puts it
   with ``expect=<loaded version>``; when another request wrote first, it re-reads, applies the
   changes on top of that record and tries again (jittered backoff, bounded).
@@ -14,6 +16,10 @@ Everything that keeps sessions correct under concurrency lives here, so a store 
   empty session (``RENEWED``); a write that finds it is not carried into the successor: it stores
   nothing and reports ``RENEWED`` (the engine answers 409). A login must not take in what a
   request holding the pre-login key writes after it.
+* **A rotation's tombstone is followed within its grace.** Automatic rotation
+  (``renew(rotating=key)``) changes no privilege, so for ``rotation_grace`` after it a load with
+  the old key opens the successor (and learns its key, to send it on) and a write that finds it
+  merges into the successor; after the grace it is a renewal's tombstone like any other.
 * **Revocation.** A write that finds no record, a purge tombstone or an unreadable record ends
   the session: the changes are dropped, never saved under a new key.
 * **Renewal** writes the new record (the current record merged with the request's changes), files
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import random
 import secrets
 import time
@@ -62,6 +69,7 @@ from sessionware.state import (
     decode_state,
     encode_state,
     encode_tombstone,
+    read_rotation,
     read_tombstone,
     stored_state,
 )
@@ -89,6 +97,7 @@ __all__ = [
     "MISSING",
     "RENEWED",
     "Changes",
+    "Followed",
     "Loaded",
     "Repository",
     "Update",
@@ -204,12 +213,21 @@ class Loaded:
     """The stored envelope the state was decoded from (to tell whether it changed)."""
 
 
+@dataclass
+class Followed(Loaded):
+    """A session loaded with a key that a rotation replaced within its grace: the successor's
+    record, and its ``key`` (for the response to send on)."""
+
+    key: str = ""
+
+
 class Repository:
     """Loads, creates, writes, renews and ends sessions in ``store`` (see the module docstring).
 
     ``clock`` gives the metadata times (created, last write, expiry); ``tombstone_ttl`` is how
     long a renewed or purged record is remembered; ``on_event`` receives ``sessionware.events``
-    (lost races, contention, store failures, idle expiry).
+    (lost races, contention, store failures, idle expiry); ``rotation_grace`` is how long a
+    rotated key still leads to its successor (``SessionMiddleware(rotate_every=...)`` sets it).
     """
 
     def __init__(
@@ -220,9 +238,12 @@ class Repository:
         tombstone_ttl: timedelta = TOMBSTONE_TTL,
         max_hops: int = 16,
         on_event: EventHook | None = None,
+        rotation_grace: timedelta = timedelta(0),
     ) -> None:
         self.store = store
         self.clock = clock
+        self.rotation_grace = rotation_grace.total_seconds()
+        """How long after a rotation its old key still leads to the successor (0: never)."""
         self.tombstone_ttl = tombstone_ttl
         self.max_hops = max_hops
         self.hash_keys = bool(getattr(store, "hash_keys", True))
@@ -285,8 +306,63 @@ class Repository:
         if record is None:
             return None
         if record.data.startswith(TOMBSTONE_HEAD):
-            return RENEWED if read_tombstone(record.data)[1] is not None else ENDED  # type: ignore[no-any-return]
+            return await self._follow(key, record.data)
         return _loaded(id, record)
+
+    async def _follow(self, key: str, data: bytes) -> Loaded | None:
+        """What a key whose record is the tombstone ``data`` opens: ``ENDED``, ``RENEWED``, or
+        within a rotation's grace the successor (``Followed``, rotations followed in turn)."""
+        for _ in range(self.max_hops):
+            successor = read_tombstone(data)[1]
+            if successor is None:
+                return ENDED  # type: ignore[no-any-return]
+            rotation = self._in_grace(data)
+            if rotation is None:
+                return RENEWED  # type: ignore[no-any-return]
+            found = self._successor_key(key, successor, rotation[1])
+            if found is None:
+                return RENEWED  # type: ignore[no-any-return]
+            record = await self.store.get(successor)
+            if record is None:
+                return None
+            if not record.data.startswith(TOMBSTONE_HEAD):
+                loaded = _loaded(successor, record)
+                return Followed(loaded.state, successor, loaded.version, loaded.text, found)
+            key, data = found, record.data
+        return RENEWED  # type: ignore[no-any-return]
+
+    def _in_grace(self, tombstone: bytes) -> tuple[float, str | None] | None:
+        """``read_rotation(tombstone)`` while its grace window lasts, else ``None``."""
+        if not self.rotation_grace:
+            return None
+        rotation = read_rotation(tombstone)
+        if rotation is None or self.clock() >= rotation[0] + self.rotation_grace:
+            return None
+        return rotation
+
+    def _seal_successor(self, old: str, new: str) -> str | None:
+        """The successor's key for the old key's tombstone, readable only with the old key (a
+        one-time pad from it: a leaked dump, which holds ids, opens nothing). With keys in
+        clear the successor's id is its key: nothing to seal."""
+        if not self.hash_keys:
+            return None
+        pad = hmac.digest(old.encode(), b"sessionware rotation", "sha512")
+        return bytes(a ^ b for a, b in zip(new.encode(), pad, strict=True)).hex()
+
+    def _successor_key(self, old: str, successor: str, sealed: str | None) -> str | None:
+        """The key of ``successor`` from the old key's tombstone (``_seal_successor``);
+        ``None`` unless it is a generated key filed under exactly that id."""
+        if not self.hash_keys:
+            return successor if is_generated_key(successor) else None
+        try:
+            raw = bytes.fromhex(sealed or "")
+        except ValueError:
+            return None
+        if len(raw) != 64:
+            return None
+        pad = hmac.digest(old.encode(), b"sessionware rotation", "sha512")
+        key = bytes(a ^ b for a, b in zip(raw, pad, strict=True)).decode("latin-1")
+        return key if is_generated_key(key) and self.id_of(key) == successor else None
 
     async def _adopt(self, key: str, id: str, legacy: Record, ttl: timedelta) -> Loaded | None:
         """Move a record filed under its key in clear to its hashed id; a tombstone stays."""
@@ -339,6 +415,7 @@ class Repository:
             applied=meta.applied,
             lifetime=meta.lifetime,
             indexes=meta.indexes,
+            issued=meta.issued,
         )
         return text.encode("utf-8")
 
@@ -422,6 +499,13 @@ class Repository:
             if new is not None:
                 await self._file(stored, current, id, lived)
                 return Loaded(stored, id, new, data.decode())
+            hops = 0
+            while fresh is None and successor is not None and hops < self.max_hops:
+                if record is None or self._in_grace(record.data) is None:
+                    break
+                # A rotation moved the session within its grace: the changes go there.
+                id, hops = successor, hops + 1
+                record, fresh, successor = await self._read(id)
             if fresh is None:
                 return RENEWED if successor is not None else None
             assert record is not None
@@ -460,19 +544,29 @@ class Repository:
             state.applied,
             state.lifetime,
             state.indexes,
+            state.issued,
         )
         return Loaded(stored, loaded.id, version, data.decode())
 
     async def renew(
-        self, loaded: Loaded, changes: Changes, meta: StoredState, ttl: timedelta
+        self,
+        loaded: Loaded,
+        changes: Changes,
+        meta: StoredState,
+        ttl: timedelta,
+        *,
+        rotating: str | None = None,
     ) -> tuple[SessionKey, Loaded] | None:
         """Move the session to a fresh key, carrying concurrent writes (module docstring).
+        ``rotating``: the session's key, for an automatic rotation (its tombstone says so,
+        and seals the new key for holders of this one).
 
-        Returns the new key and record; ``RENEWED`` when another renewal won (nothing of this
-        one is stored); ``None`` when the session ended meanwhile. A renewal that binds the
-        session to another user (a login) then holds that user to ``max_per_user``.
+        Returns the new key and record; ``RENEWED`` when another renewal or rotation won
+        (nothing of this one is stored); ``None`` when the session ended meanwhile. A renewal
+        that binds the session to another user (a login) then holds that user to
+        ``max_per_user``.
         """
-        renewed = await self._renew(loaded, changes, meta, ttl)
+        renewed = await self._renew(loaded, changes, meta, ttl, rotating)
         if self.max_per_user is not None and isinstance(renewed, tuple):
             user = renewed[1].state.user
             if user is not None and user != loaded.state.user:
@@ -480,18 +574,28 @@ class Repository:
         return renewed
 
     async def _renew(
-        self, loaded: Loaded, changes: Changes, meta: StoredState, ttl: timedelta
+        self,
+        loaded: Loaded,
+        changes: Changes,
+        meta: StoredState,
+        ttl: timedelta,
+        rotating: str | None,
     ) -> tuple[SessionKey, Loaded] | None:
         user = loaded.state.user if changes.user is KEEP else changes.user
-        record_meta = _record({}, loaded.state, meta, user, None, changes.lifetime)
+        issued = self.clock()
+        record_meta = _record({}, loaded.state, meta, user, None, changes.lifetime, issued)
         key, new = await self.create(changes.apply(loaded.state), record_meta, ttl, cap=False)
+        tombstone = encode_tombstone(
+            new.id,
+            *(() if rotating is None else (issued, self._seal_successor(rotating, key))),
+        ).encode()
         try:  # until the old record may name the new one, a failure leaves it intact
             old_id, old_version, current = loaded.id, loaded.version, loaded.state
             turn = await self.turns.take(old_id)  # this process's writes wait for the swap
             try:
                 turn.latest = None  # the old record will not stay what the last write stored
                 for attempt in range(_ATTEMPTS):
-                    if await self._swap(old_id, old_version, new.id):
+                    if await self._swap(old_id, old_version, new.id, tombstone):
                         await self._unfile(_filed(current), old_id)
                         return key, new
                     # The swap may have landed all the same (a client's retry of it reads as a
@@ -509,7 +613,7 @@ class Repository:
                     current, old_version = fresh, record.version
                     user = current.user if changes.user is KEEP else changes.user
                     merged = changes.apply(current)
-                    carried = _record(merged, current, meta, user, None, changes.lifetime)
+                    carried = _record(merged, current, meta, user, None, changes.lifetime, issued)
                     lived = lasting(carried.lifetime, ttl)
                     data = self._encode(merged, carried, lived)
                     version = await self.store.put(new.id, data, lived, expect=new.version)
@@ -533,12 +637,13 @@ class Repository:
         self._gave_up("renew")
         raise StoreError(f"the session kept changing: gave up after {_ATTEMPTS} attempts")
 
-    async def _swap(self, old_id: str, old_version: Version, new_id: str) -> bool:
-        """Turn the old record into a tombstone naming ``new_id``; whether it did. When the
-        store's answer is lost, the old record is read again to tell (the renewal's loop then
-        sees why it did not); ``_Unsure`` when even that fails: it may have."""
+    async def _swap(self, old_id: str, old_version: Version, new_id: str, tombstone: bytes) -> bool:
+        """Turn the old record into ``tombstone``, which names ``new_id``; whether it did. When
+        the store's answer is lost, the old record is read again to tell (the renewal's loop
+        then sees why it did not); ``_Unsure`` when even that fails: it may have."""
         try:
-            return await self._bury(old_id, old_version, new_id) is not None
+            put = self.store.put(old_id, tombstone, self.tombstone_ttl, expect=old_version)
+            return await put is not None
         except Exception:
             record, _, successor = await self._read_surely(old_id)
             return record is not None and successor == new_id
@@ -932,10 +1037,12 @@ def _record(
     user: str | None,
     update: str | None = None,
     lifetime: float | None = KEEP,
+    issued: float | None = None,
 ) -> StoredState:
     """``state`` with the metadata a write stores: created from the record, the rest from this
     request; the device binding and lifetime from the record too, unless this request chose new
-    ones; the record's update ids, with ``update``'s first when this write applies updates."""
+    ones; the record's update ids, with ``update``'s first when this write applies updates; when
+    its key was issued from the record, unless a new key is (``issued``)."""
     device = current.device if meta.device is None else meta.device
     applied = current.applied
     if update is not None:
@@ -945,7 +1052,17 @@ def _record(
     indexes = current.indexes if not meta.indexes else _indexes(current.indexes, meta.indexes)
     created = current.created or meta.created
     return stored_state(
-        state, created, user, meta.agent, device, None, None, applied, lifetime, indexes
+        state,
+        created,
+        user,
+        meta.agent,
+        device,
+        None,
+        None,
+        applied,
+        lifetime,
+        indexes,
+        current.issued if issued is None else issued,
     )
 
 
@@ -975,6 +1092,7 @@ def _state(state: Mapping[str, Any], meta: StoredState) -> StoredState:
         meta.applied,
         meta.lifetime,
         indexes,
+        meta.issued,
     )
 
 

@@ -838,8 +838,10 @@ class Tracker:
         self.resendable: tuple[str, str] | None = None
         """The request's session cookie as ``(plaintext, sealed value)``, when the current
         key sealed it: a response that sends the same plaintext sends it as it came."""
-        self.reissue = False
-        """Whether an older key of the ring sealed the cookie (it goes back under the current)."""
+        self.reissue: bool | str = False
+        """Whether an older key of the ring sealed the cookie (it goes back under the current);
+        ``"rotate"`` (``engine.ROTATE``): the key is due for rotation (it goes back as a new
+        key)."""
         self.created: float | None = None
         self.expires: float | None = None
         self.lifetime: float | None = None

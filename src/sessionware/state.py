@@ -4,8 +4,10 @@ Write: ``{"v":1,"state":{...}}`` plus optional metadata fields actix ignores (``
 ``expires``, ``seen``: Unix seconds; ``user``, ``agent``: the bound user and a user-agent summary;
 ``device``: the device binding, a JSON object ``sessionware.dbsc`` reads; ``lifetime``: the
 per-session lifetime ``Session.set_expiry`` chose, whole seconds, 0 for a browser session;
-``indexes``: the other indexes the session is filed under, ``{name: value}``, ``Session.index``).
-Read (SPEC §4.4): the v1 envelope; an object whose values are all strings is the legacy 0.11 format (each value is JSON text); any other object is the state itself.
+``indexes``: the other indexes the session is filed under, ``{name: value}``, ``Session.index``;
+``issued``: when the session's key was issued, written by a renewal or rotation: absent, it is
+``created``). Read (SPEC §4.4): the v1 envelope; an object whose values are all strings is the
+legacy 0.11 format (each value is JSON text); any other object is the state itself.
 JSON only: no pickle, no NaN or infinity, no lone surrogates, nesting at most ``MAX_DEPTH`` deep: a
 state that decodes but could not be encoded again is unreadable, so it never fails later.
 """
@@ -35,6 +37,7 @@ __all__ = [
     "decode_state",
     "encode_state",
     "encode_tombstone",
+    "read_rotation",
     "read_tombstone",
     "state_members",
     "state_unchanged",
@@ -107,6 +110,7 @@ class StoredState(dict[str, Any]):
         "device",
         "expires",
         "indexes",
+        "issued",
         "lifetime",
         "seen",
         "user",
@@ -124,6 +128,9 @@ class StoredState(dict[str, Any]):
     indexes: dict[str, str | None] | None
     """The indexes besides the user's the session is filed under (``Session.index``): name to
     value. In a write's metadata, a ``None`` value takes the session out of that index."""
+    issued: float | None
+    """When the session's current key was issued (a renewal or rotation); ``None``: at
+    ``created``. Automatic rotation reads it."""
 
     def __init__(
         self,
@@ -138,9 +145,12 @@ class StoredState(dict[str, Any]):
         applied: tuple[str, ...] | None = None,
         lifetime: float | None = None,
         indexes: dict[str, str | None] | None = None,
+        issued: float | None = None,
     ) -> None:
         dict.__init__(self, state)
-        _set_fields(self, created, user, agent, device, expires, seen, applied, lifetime, indexes)
+        _set_fields(
+            self, created, user, agent, device, expires, seen, applied, lifetime, indexes, issued
+        )
 
 
 def check_value(value: Any, depth: bool = True) -> str:
@@ -202,6 +212,7 @@ def encode_state(
     applied: tuple[str, ...] | None = None,
     lifetime: float | None = None,
     indexes: Mapping[str, str | None] | None = None,
+    issued: float | None = None,
 ) -> str:
     """Serialise ``state`` as the v1 envelope (or, with ``legacy``, the actix 0.11 map of JSON texts).
 
@@ -222,6 +233,7 @@ def encode_state(
         and applied is None
         and lifetime is None
         and indexes is None
+        and issued is None
         and not isinstance(state, StoredState)
     ):
         times = f'"created":{int(created)},"expires":{int(expires)}}}'
@@ -238,6 +250,7 @@ def encode_state(
         applied = state.applied if applied is None else applied
         lifetime = state.lifetime if lifetime is None else lifetime
         indexes = state.indexes if indexes is None else indexes
+        issued = state.issued if issued is None else issued
     text = ENVELOPE_HEAD + (_dumps(state) if state_json is None else state_json)
     if seen is not None:
         text += f',"seen":{int(seen)}'
@@ -255,6 +268,8 @@ def encode_state(
         filed = {name: value for name, value in indexes.items() if value is not None}
         if filed:
             text += f',"indexes":{_dumps(filed)}'
+    if issued is not None:
+        text += f',"issued":{int(issued)}'
     if created is not None:
         text += f',"created":{int(created)}'
     if expires is not None:
@@ -273,13 +288,16 @@ def stored_state(
     applied: tuple[str, ...] | None = None,
     lifetime: float | None = None,
     indexes: dict[str, str | None] | None = None,
+    issued: float | None = None,
     /,
 ) -> StoredState:
     """``StoredState(state, created=..., ...)`` built by C calls and the fields given (the
     repository builds one for every write)."""
     result = _new_state(StoredState)
     _fill_state(result, state)
-    _set_fields(result, created, user, agent, device, expires, seen, applied, lifetime, indexes)
+    _set_fields(
+        result, created, user, agent, device, expires, seen, applied, lifetime, indexes, issued
+    )
     return result
 
 
@@ -294,11 +312,13 @@ def _set_fields(
     applied: tuple[str, ...] | None = None,
     lifetime: float | None = None,
     indexes: dict[str, str | None] | None = None,
+    issued: float | None = None,
 ) -> None:
     """Set every metadata field."""
     result.created, result.expires, result.seen = created, expires, seen
     result.user, result.agent, result.device = user, agent, device
     result.applied, result.lifetime, result.indexes = applied, lifetime, indexes
+    result.issued = issued
 
 
 ENVELOPE_HEAD = '{"v":1,"state":'
@@ -414,8 +434,13 @@ def _envelope_fields(data: dict[str, Any]) -> _Fields | None:
     version = data.get("v")
     if type(state) is not dict or version != 1 or type(version) is not int:
         return None
-    if "device" in data or "applied" in data or "lifetime" in data or "indexes" in data:
-        # _decode_object reads those
+    if (
+        "device" in data
+        or "applied" in data
+        or "lifetime" in data
+        or "indexes" in data
+        or "issued" in data
+    ):  # _decode_object reads those
         return None
     created, expires, seen = data.get("created"), data.get("expires"), data.get("seen")
     user, agent = data.get("user"), data.get("agent")
@@ -473,6 +498,7 @@ def _decode_object(data: Any) -> StoredState:
             applied=_applied(data),
             lifetime=_timestamp(data, "lifetime"),
             indexes=_indexes(data),
+            issued=_timestamp(data, "issued"),
         )
     if all(isinstance(value, str) for value in data.values()):
         try:
@@ -482,12 +508,21 @@ def _decode_object(data: Any) -> StoredState:
     return StoredState(data)
 
 
-def encode_tombstone(successor: str | None) -> str:
+def encode_tombstone(
+    successor: str | None, rotated: float | None = None, key: str | None = None
+) -> str:
     """The record a purged (``successor=None``) or renewed key leaves behind for a while.
 
-    Version 0 makes actix-session read it as undecodable (an empty session), never as state.
+    ``rotated``: the key was rotated (no privilege change) at that time, not renewed by a
+    login: within the grace window loads and writes follow the successor; ``key``: the
+    successor's key sealed for holders of the old one (``Repository``). Version 0 makes
+    actix-session read it as undecodable (an empty session), never as state.
     """
-    return _dumps({"v": 0, "state": {}, "successor": successor})
+    if rotated is None:
+        return _dumps({"v": 0, "state": {}, "successor": successor})
+    return _dumps(
+        {"v": 0, "state": {}, "successor": successor, "rotated": int(rotated), "key": key}
+    )
 
 
 TOMBSTONE_HEAD = b'{"v":0,'
@@ -505,6 +540,18 @@ def read_tombstone(raw: str | bytes) -> tuple[bool, str | None]:
         return False, None
     successor = data.get("successor")
     return True, successor if isinstance(successor, str) else None
+
+
+def read_rotation(raw: str | bytes) -> tuple[float, str | None] | None:
+    """``(when, sealed successor key)`` for a rotation's tombstone; ``None`` for any other
+    record (a login renewal's or a purge's tombstone, a live record, nothing readable)."""
+    if not read_tombstone(raw)[0]:
+        return None
+    data = json.loads(raw)
+    rotated, key = data.get("rotated"), data.get("key")
+    if type(rotated) is not int or not 0 <= rotated < _MAX_TIMESTAMP:
+        return None
+    return float(rotated), key if isinstance(key, str) else None
 
 
 def _text(data: Mapping[str, Any], field: str) -> str | None:

@@ -92,6 +92,7 @@ def test_every_event_kind_has_its_counter() -> None:
             "created",
             "loaded",
             "renewed",
+            "rotated",
             "purged",
             "revoked",
             "expired",

@@ -29,13 +29,15 @@ INVARIANTS = {
     " unless a purge or sign-out that committed ended the session (or it expired).",
     2: "After a purge, sign-out-everywhere or end-session is acknowledged, no key of that"
     " session or of its successors opens with its state, from any process, through any cache.",
-    3: "A write by a request that loaded the key before a renewal is in the renewed session only"
-    " if it committed before the renewal's tombstone.",
-    4: "A renewal leaves the old session usable (failure reported to the client) or the new one"
-    " usable with the state (success), never neither; no other response to that client sends a"
-    " cookie that would replace the successor's.",
-    5: "At most one live successor per renewed key; after one listing, the user index lists no"
-    " ended session.",
+    3: "A write by a request that loaded the key before a login renewal is in the renewed session"
+    " only if it committed before the renewal's tombstone (a rotation's successor takes it"
+    " within the grace).",
+    4: "A renewal or rotation leaves the old session usable (failure reported to the client) or"
+    " the new one usable with the state (success), never neither; no other response to that"
+    " client sends a cookie that would replace the successor's; after a rotation's grace its old"
+    " key opens nothing.",
+    5: "At most one live successor per renewed or rotated key; after one listing, the user index"
+    " lists no ended session.",
     6: "No 5xx but the opaque 503, no status but 200/409/503 (WebSocket: accept, or close 1011),"
     " and no exception escapes the middleware.",
 }
@@ -98,8 +100,9 @@ class _Facts:
         if not any(e.op == "expire" and state_of(e.data) is not None for e in self.effects):
             return False
         now, db = self.world.stage.clock.now, self.world.stage.db.backing
-        for id, owner in self.lineage.items():
-            record = at_once(db.get(id)) if owner == name else None
+        held = {hashlib.sha256(key.encode()).hexdigest() for key in self.world.sealed}
+        for id, owner in self.lineage.items():  # a record no client holds a key to is no session
+            record = at_once(db.get(id)) if owner == name and id in held else None
             stored = None if record is None else envelope(record.data)
             if stored is not None and stored.get("expires", now) > now:
                 return False
@@ -134,11 +137,39 @@ class _Facts:
         """The acknowledged renewals of the session (each got a new key)."""
         return [r for r in self.of(name) if r.actor.action in RENEWALS and r.acknowledged]
 
+    def rotated_to(self, name: str) -> list[Result]:
+        """In a rotation scenario, the acknowledged requests presenting the session's key that
+        got another key back (they rotated it, or followed the rotation that won)."""
+        if not self.world.scenario.rotation:
+            return []
+        return [
+            r
+            for r in self.presenting(name)
+            if r.actor.action not in RENEWALS
+            and r.acknowledged
+            and r.cookie not in (None, "removal", r.presented)
+        ]
+
+    def successors(self, name: str) -> set[str]:
+        """The new keys the session's clients were given (by a login, else by rotations)."""
+        keys = {r.cookie for r in self.renewed_to(name)} or {
+            r.cookie for r in self.rotated_to(name)
+        }
+        return {key for key in keys if key is not None}
+
+    def rotation_committed(self, name: str) -> Effect | None:
+        """The put that made the seeded record a rotation's tombstone, if one landed."""
+        old_id = self.world.seeds[name][2]
+        for e in self.effects:
+            if e.op == "put" and e.id == old_id and e.result is not None and rotation(e.data):
+                return e
+        return None
+
     def current_key(self, name: str) -> str | None:
-        renewals = self.renewed_to(name)
-        if len(renewals) > 1:
+        keys = self.successors(name)
+        if len(keys) > 1:
             return None  # invariant 5 reports it
-        return renewals[0].cookie if renewals else self.world.seeds[name][0]
+        return keys.pop() if keys else self.world.seeds[name][0]
 
     def tombstone(self, renewal: Result) -> Effect | None:
         """The renewal's put that made the old record its tombstone, if it landed."""
@@ -369,14 +400,62 @@ def _renewal_all_or_nothing(facts: _Facts) -> list[str]:
     return out
 
 
+def _rotated_keys(facts: _Facts) -> list[str]:
+    """Rotation scenarios: the session stays usable under its current key (unless it was
+    ended), and once the grace is over the rotated-away key opens nothing (while a key no
+    rotation retired still opens the session)."""
+    out: list[str] = []
+    if not facts.world.scenario.rotation:
+        return out
+    for name, (old_key, _, _) in facts.world.seeds.items():
+        if facts.excused(name):
+            continue
+        current = facts.current_key(name)
+        rotated = facts.rotation_committed(name)
+        given = facts.rotated_to(name)
+        first = min((r.head for r in given), default=None)
+        for other in facts.presenting(name) if rotated is not None and first is not None else ():
+            if other.cookie in (None, current) or other in given:
+                continue
+            if other.cookie == old_key and (
+                other.head < first or facts.committed_before(other.actor.name, *_at(rotated))
+            ):
+                continue  # sent before the new key, or by a write the rotation carried
+            out.append(
+                f"{other.actor.name} presented the rotated key {facts.label(old_key)} and its"
+                f" response sends {facts.label(other.cookie) if other.cookie != 'removal' else 'a removal'},"
+                f" which would replace the rotated key {facts.label(current)}"
+            )
+        for process in facts.processes:
+            if current is not None and facts.seen(current, process).get("seed") != name:
+                out.append(
+                    f"the current key {facts.label(current)} of session {name} opens"
+                    f" {_show(facts.seen(current, process))} through process {process}:"
+                    " neither key is usable"
+                )
+            after = facts.world.after_grace[old_key, process].state
+            if rotated and after:
+                out.append(
+                    f"after the rotation's grace the old key {facts.label(old_key)} still opens"
+                    f" {_show(after)} through process {process}"
+                )
+            if not rotated and after.get("seed") != name:
+                out.append(
+                    f"no rotation committed, yet after its grace the old key"
+                    f" {facts.label(old_key)} opens {_show(after)} through process {process}"
+                )
+    return out
+
+
 def _one_successor(facts: _Facts) -> list[str]:
     out = []
     for name in facts.world.seeds:
         live = [
-            r.cookie
-            for r in facts.renewed_to(name)
-            if r.cookie is not None
-            and any(facts.seen(r.cookie, p).get("seed") == name for p in facts.processes)
+            key
+            for key in sorted(
+                {r.cookie for r in facts.renewed_to(name) + facts.rotated_to(name) if r.cookie}
+            )
+            if any(facts.seen(key, p).get("seed") == name for p in facts.processes)
         ]
         if len(live) > 1:
             shown = ", ".join(facts.label(k) for k in live)
@@ -410,10 +489,20 @@ _RULES = {
     1: lambda facts: _acknowledged_writes(facts) + _counted_updates(facts),
     2: _ended_stays_ended,
     3: _pre_renewal_writes,
-    4: _renewal_all_or_nothing,
+    4: lambda facts: _renewal_all_or_nothing(facts) + _rotated_keys(facts),
     5: _one_successor,
     6: _no_errors,
 }
+
+
+def _at(effect: Effect) -> tuple[str, int]:
+    return effect.id, effect.seq
+
+
+def rotation(data: bytes | None) -> bool:
+    """Whether ``data`` is a rotation's tombstone (the checker's own reading)."""
+    found = tombstone(data)
+    return found[0] and found[1] is not None and b'"rotated":' in (data or b"")
 
 
 def _outcome(result: Result) -> str:

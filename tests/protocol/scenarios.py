@@ -1,13 +1,14 @@
 """The scenarios the checker explores: 2-3 concurrent actors each, with the fault model.
 
-The hook for what does not exist yet: automatic rotation, one more actor action (``rotate``)
-once ``Session`` has it; loads and writes may then follow a rotation successor within its grace
-window, so invariant 3 must exempt rotations. ``update_or`` is a read-modify-write merged into
-the stored value, counted by invariant 1.
+Automatic rotation: in a ``rotation=True`` scenario the seeded keys are due, so every request
+presenting one rotates it (``rotate`` is a request that only reads) or follows the rotation that
+won; loads and writes follow a rotation's successor within its grace (invariant 3 holds only
+for login renewals), and after it the old key opens nothing (invariant 4). ``update_or`` is a
+read-modify-write merged into the stored value, counted by invariant 1.
 
-One process's writes of one session take turns (``Repository.save`` and a renewal's swap), so
-actors that write one session run in separate processes, where their store calls interleave
-freely; the ``*_one_process`` scenarios explore the turns themselves.
+One process's writes of one session take turns (``Repository.save`` and a renewal's swap,
+a rotation's too), so actors that write one session run in separate processes, where their
+store calls interleave freely; the ``*_one_process`` scenarios explore the turns themselves.
 """
 
 from __future__ import annotations
@@ -83,6 +84,45 @@ SCENARIOS = [
     Scenario("ws_login", (Actor("A", "ws"), Actor("B", "login", process=1)), processes=2),
     Scenario("ws_signout", (Actor("A", "ws"), Actor("B", "signout")), seeds=LOGGED_IN),
     Scenario("ws_late_login", (Actor("A", "ws_late"), Actor("B", "login", process=1)), processes=2),
+    Scenario("rotate_alone", (Actor("A", "rotate"),), seeds=LOGGED_IN, faults=2, rotation=True),
+    Scenario(
+        "rotate_rotate",
+        (Actor("A", "rotate"), Actor("B", "rotate", process=1)),
+        processes=2,
+        rotation=True,
+    ),
+    Scenario(
+        "rotate_rotate_one_process", (Actor("A", "rotate"), Actor("B", "rotate")), rotation=True
+    ),
+    Scenario(
+        "rotate_write",
+        (Actor("A", "rotate"), Actor("B", "write", process=1)),
+        processes=2,
+        rotation=True,
+    ),
+    Scenario(
+        "rotate_write_one_process", (Actor("A", "rotate"), Actor("B", "write")), rotation=True
+    ),
+    Scenario(
+        "rotate_late_write",
+        (Actor("A", "rotate"), Actor("B", "write", process=1)),
+        processes=2,
+        rotation=True,
+        late=(1,),
+    ),
+    Scenario(
+        "rotate_write_purge",
+        (Actor("A", "rotate"), Actor("B", "write", process=1), Actor("C", "purge")),
+        processes=2,
+        rotation=True,
+        sampled=1500,
+    ),
+    Scenario(
+        "rotate_signout",
+        (Actor("A", "rotate"), Actor("B", "signout")),
+        seeds=LOGGED_IN,
+        rotation=True,
+    ),
     Scenario(
         "cache_read_purge",
         (Actor("A", "read", process=1), Actor("B", "purge")),

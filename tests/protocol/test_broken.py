@@ -12,6 +12,7 @@ from typing import Any
 
 from sessionware import repository
 from sessionware.repository import Loaded, Repository
+from sessionware.state import read_rotation
 from sessionware.stores import StoreError
 from sessionware.stores.base import ABSENT
 from sessionware.stores.cached import CachedSessionStore
@@ -48,8 +49,29 @@ class ForgetsUnsureTombstones(Repository):
     its new record (the rule it breaks: it re-reads the old record, and a tombstone naming its
     new record means it succeeded)."""
 
-    async def _swap(self, old_id: str, old_version: Any, new_id: str) -> bool:
-        return await self._bury(old_id, old_version, new_id) is not None
+    async def _swap(self, old_id: str, old_version: Any, new_id: str, tombstone: bytes) -> bool:
+        put = self.store.put(old_id, tombstone, self.tombstone_ttl, expect=old_version)
+        return await put is not None
+
+
+class FollowsForever(Repository):
+    """A rotation's tombstone is followed however old it is (the rule it breaks: after the
+    grace the rotated-away key opens nothing)."""
+
+    def _in_grace(self, tombstone: bytes) -> tuple[float, str | None] | None:
+        return read_rotation(tombstone)
+
+
+class SwapsBlindly(Repository):
+    """A renewal or rotation turns the old record into its tombstone whatever happened to it
+    since it was read (the rule it breaks: the swap is a compare-and-set, so of two rotations
+    one wins and the other follows it)."""
+
+    async def _swap(self, old_id: str, old_version: Any, new_id: str, tombstone: bytes) -> bool:
+        record = await self.store.get(old_id)
+        expect = ABSENT if record is None else record.version
+        put = self.store.put(old_id, tombstone, self.tombstone_ttl, expect=expect)
+        return await put is not None
 
 
 class FillsBlindly(CachedSessionStore):
@@ -95,6 +117,17 @@ def test_not_rereading_after_an_unsure_tombstone_write_is_caught() -> None:
     found = _violations("login_alone", _repository(ForgetsUnsureTombstones), faults=1)
     assert "invariant 4" in found
     assert _violations("login_alone", Overrides(), faults=1) == set()
+
+
+def test_following_a_rotation_after_its_grace_is_caught() -> None:
+    assert "invariant 4" in _violations("rotate_alone", _repository(FollowsForever), faults=0)
+    assert _violations("rotate_alone", Overrides(), faults=0) == set()
+
+
+def test_a_rotation_that_swaps_without_compare_and_set_is_caught() -> None:
+    found = _violations("rotate_rotate", _repository(SwapsBlindly), faults=0)
+    assert "invariant 5" in found
+    assert _violations("rotate_rotate", Overrides(), faults=0) == set()
 
 
 def test_a_fill_that_ignores_versions_is_caught() -> None:

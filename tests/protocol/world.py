@@ -51,6 +51,9 @@ T0 = 1_700_000_000.0
 KEY = Key.generate()
 COOKIE = "id"
 
+ROTATE_EVERY = timedelta(minutes=15)
+ROTATION_GRACE = timedelta(seconds=30)
+"""A rotation scenario's settings: its seeded keys are due when the actors start."""
 ADMIN_ACTIONS = frozenset({"signout", "end"})
 RENEWALS = frozenset({"login", "renew"})
 ENDINGS = frozenset({"purge", "signout", "end"})
@@ -75,7 +78,9 @@ class Actor:
     ``cart`` list in place), update_or (``update_or("n", 1, n + 1)``), login (writes, then
     ``bind_user`` + ``renew``), renew, purge, read (touches under a touch lifecycle), stream
     (writes after the response head), ws (a WebSocket that writes after accept), ws_late (one
-    that writes after more than the tombstone TTL), signout (sign-out-everywhere of ``USER``),
+    that writes after more than the tombstone TTL), rotate (a request that only reads: in a
+    rotation scenario, where every request is due to rotate, that is all it does), signout
+    (sign-out-everywhere of ``USER``),
     end (end one session by its id). ``session``: the seeded session whose cookie it presents;
     ``process``: which middleware serves it.
     """
@@ -99,6 +104,13 @@ class Scenario:
     faults: int = 1
     sampled: int = 0
     """0: explore exhaustively; n: draw n seeded random schedules instead."""
+    rotation: bool = False
+    """Whether the middlewares rotate keys (``ROTATE_EVERY``): the seeded keys are due, so
+    every request presenting one rotates it, or follows the rotation that won."""
+    late: tuple[int, ...] = ()
+    """In a rotation scenario, the processes whose requests stand for ones that loaded the key
+    just before it was due (their middleware's keys are due only after days), whose writes may
+    land after a rotation."""
 
     def describe(self) -> str:
         actors = ", ".join(f"{a.name}={a.action}" for a in self.actors)
@@ -210,15 +222,18 @@ class Stage:
                 store if overrides.repository is None else overrides.repository(store, self.clock)
             )
             self.stores.append(store)
-            self.middlewares.append(self._middleware(mine, self.lifecycle))
-            self.probing.append(self._middleware(store, BrowserSession()))
+            every = timedelta(days=30) if process in scenario.late else ROTATE_EVERY
+            self.middlewares.append(self._middleware(mine, self.lifecycle, every))
+            self.probing.append(self._middleware(store, BrowserSession(), timedelta(days=30)))
             self.admins.append(_admin(mine, self.clock))
         self.seeds: dict[str, tuple[str, str, str]] = {}
         """seed name -> (plaintext key, sealed cookie value, record id)."""
         self.seeded: list[tuple[str, bytes]] = []
         self.sealed: dict[str, str] = {}
 
-    def _middleware(self, store: Any, lifecycle: Any) -> SessionMiddleware:
+    def _middleware(self, store: Any, lifecycle: Any, rotate_every: timedelta) -> SessionMiddleware:
+        """A process's middleware; in a rotation scenario it rotates keys older than
+        ``rotate_every`` (a probe's never does, but follows a rotation within its grace)."""
         return SessionMiddleware(
             self.app,
             store=store,
@@ -227,6 +242,8 @@ class Stage:
             cookie_secure=False,
             clock=self.clock,
             lifecycle=lifecycle,
+            rotate_every=rotate_every if self.scenario.rotation else None,
+            rotation_grace=ROTATION_GRACE,
         )
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -263,6 +280,8 @@ class Stage:
         if self.cache is not None:
             self.cache.backing, self.cache.run = MemorySessionStore(), run
         self.clock.now = T0 + (11 * 60 if self.scenario.lifecycle == "touch_after" else 0)
+        if self.scenario.rotation:
+            self.clock.now = T0 + ROTATE_EVERY.total_seconds()
         run.groups = self.groups
         run.on_expire = self._expired
 
@@ -287,6 +306,8 @@ class World:
         self.results: dict[str, Result] = {}
         self.reports: dict[str, dict[str, Any]] = {}
         self.probes: dict[tuple[str, int], Probe] = {}
+        self.after_grace: dict[tuple[str, int], Probe] = {}
+        """Rotation scenarios: what each seeded key opens once the rotation grace is over."""
         self.index_problems: list[str] = []
         self.heads = 0
 
@@ -316,9 +337,16 @@ class World:
                     self.index_problems.append(
                         f"after one listing the user index still lists a session that is {what}"
                     )
+        if self.scenario.rotation:
+            self.stage.clock.now += ROTATION_GRACE.total_seconds()
+            for key, _, _ in self.seeds.values():
+                for process in range(self.scenario.processes):
+                    self.after_grace[key, process] = await self.probe(key, process, app=True)
 
-    async def probe(self, key: str, process: int) -> Probe:
-        seen = await self.request(process, "probe", self.sealed[key], [], probing=True)
+    async def probe(self, key: str, process: int, app: bool = False) -> Probe:
+        """What a request presenting ``key`` sees through ``process``: by a probing middleware
+        that never rotates (or, ``app``, by the actors' own, whose repository may be another)."""
+        seen = await self.request(process, "probe", self.sealed[key], [], probing=not app)
         assert seen.status == 200, f"a probe got {seen.status}"
         body = json.loads(seen.body)
         return Probe(body["state"], body["user"], body["id"])
@@ -528,7 +556,7 @@ def _do(session: Any, action: str, actor: str, headers: dict[bytes, bytes]) -> d
         if b"x-user" in headers:
             session.bind_user(headers[b"x-user"].decode())
         return {}
-    if action == "read":
+    if action in ("read", "rotate"):
         return {"read": len(session)}
     if action == "write":
         session[f"w_{actor}"] = actor

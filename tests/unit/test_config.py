@@ -166,6 +166,7 @@ def test_public_names_are_exactly_these() -> None:
             "SessionPurged",
             "SessionRenewed",
             "SessionRevoked",
+            "SessionRotated",
             "SessionSuperseded",
             "SessionsSwept",
             "StoreError",

@@ -12,10 +12,25 @@ import pytest
 
 from sessionware import Key, SessionMiddleware, get_session
 from sessionware.errors import StoreError
-from sessionware.repository import ENDED, RENEWED, Changes, Loaded, Repository, Update
-from sessionware.state import TOMBSTONE_HEAD, StoredState
+from sessionware.repository import (
+    ENDED,
+    RENEWED,
+    Changes,
+    Followed,
+    Loaded,
+    Repository,
+    Update,
+)
+from sessionware.state import TOMBSTONE_HEAD, StoredState, read_rotation
 from sessionware.stores import MemorySessionStore
-from sessionware.stores.base import Absent, Record, RecordStore, UserIndex, Version
+from sessionware.stores.base import (
+    Absent,
+    Record,
+    RecordStore,
+    UserIndex,
+    Version,
+    generate_session_key,
+)
 from tests.client import request
 
 TTL = timedelta(minutes=5)
@@ -155,6 +170,116 @@ async def test_an_update_that_cannot_apply_is_a_session_error(server_store: Reco
         await repository.save(
             loaded, Changes(updates={"n": (Update(lambda n: n + 1),)}), StoredState(), TTL
         )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+GRACE = timedelta(seconds=30)
+
+
+async def rotated(
+    store: RecordStore, clock: Clock, state: dict[str, Any] | None = None
+) -> tuple[Repository, str, Loaded, str, Loaded]:
+    """A session (bound to ``ada``) rotated once: the repository, the old key and its record as
+    loaded before the rotation, the new key and record."""
+    repository = Repository(store, clock=clock, rotation_grace=GRACE)
+    key, _ = await repository.create(state or {"a": 1}, StoredState(user="ada"), TTL)
+    loaded = await repository.load(key, TTL)
+    assert isinstance(loaded, Loaded)
+    renewed = await repository.renew(loaded, Changes(), StoredState(), TTL, rotating=key)
+    assert isinstance(renewed, tuple)
+    return repository, key, loaded, renewed[0], renewed[1]
+
+
+async def test_a_rotated_key_follows_its_successor_within_the_grace_only(
+    server_store: RecordStore,
+) -> None:
+    clock = Clock()
+    repository, old, _, new, record = await rotated(server_store, clock)
+    assert record.state.issued == clock.now, "the new key's age starts now"
+    followed = await repository.load(old, TTL)
+    assert isinstance(followed, Followed)
+    assert followed.key == new and followed.id == record.id and followed.state == {"a": 1}
+    clock.now += GRACE.total_seconds()
+    assert await repository.load(old, TTL) is RENEWED
+    assert Repository(server_store, clock=clock).rotation_grace == 0
+    clock.now -= 1
+    assert await Repository(server_store, clock=clock).load(old, TTL) is RENEWED, (
+        "a repository without a grace follows no rotation"
+    )
+
+
+async def test_a_write_that_loaded_before_a_rotation_lands_in_its_successor(
+    server_store: RecordStore,
+) -> None:
+    """Unlike a login renewal's tombstone, a rotation's takes the late write into the
+    successor within the grace; after it, the write stores nothing."""
+    clock = Clock()
+    repository, _, early, new, _ = await rotated(server_store, clock)
+    saved = await repository.save(early, Changes(set={"b": 2}), StoredState(), TTL)
+    assert isinstance(saved, Loaded) and saved.id == repository.id_of(new)
+    fresh = await repository.load(new, TTL)
+    assert isinstance(fresh, Loaded) and fresh.state == {"a": 1, "b": 2}
+    assert fresh.state.user == "ada" and fresh.state.issued == clock.now, "its key age stays"
+    clock.now += GRACE.total_seconds()
+    late = await repository.save(early, Changes(set={"c": 3}), StoredState(), TTL)
+    assert late is RENEWED
+    fresh = await repository.load(new, TTL)
+    assert isinstance(fresh, Loaded) and "c" not in fresh.state
+
+
+async def test_two_rotations_of_one_key_leave_one_successor(server_store: RecordStore) -> None:
+    clock = Clock()
+    repository = Repository(server_store, clock=clock, rotation_grace=GRACE)
+    key, _ = await repository.create({"a": 1}, StoredState(user="ada"), TTL)
+    first, second = await repository.load(key, TTL), await repository.load(key, TTL)
+    assert isinstance(first, Loaded) and isinstance(second, Loaded)
+    won = await repository.renew(first, Changes(), StoredState(), TTL, rotating=key)
+    lost = await repository.renew(second, Changes(), StoredState(), TTL, rotating=key)
+    assert isinstance(won, tuple) and lost is RENEWED
+    followed = await repository.load(key, TTL)
+    assert isinstance(followed, Followed) and followed.key == won[0]
+    if repository.index is not None:
+        sessions = await repository.sessions_for("ada")
+        assert [s.id for s in sessions] == [won[1].id]
+
+
+async def test_a_purge_catches_a_rotation_either_way(server_store: RecordStore) -> None:
+    clock = Clock()
+    repository, old, early, new, _ = await rotated(server_store, clock)
+    await repository.purge(early)  # loaded the old key before the rotation: both end
+    assert await repository.load(new, TTL) is ENDED
+    assert await repository.load(old, TTL) is ENDED
+    repository = Repository(server_store, clock=clock, rotation_grace=GRACE)
+    key, _ = await repository.create({"a": 1}, StoredState(), TTL)
+    loaded = await repository.load(key, TTL)
+    assert isinstance(loaded, Loaded)
+    await repository.purge(loaded)
+    assert await repository.renew(loaded, Changes(), StoredState(), TTL, rotating=key) is None
+
+
+async def test_a_rotation_tombstone_gives_a_dump_no_key(server_store: RecordStore) -> None:
+    """The tombstone seals the successor's key for holders of the old key: the stored bytes
+    hold neither key, and another key recovers nothing."""
+    clock = Clock()
+    repository, old, _, new, _ = await rotated(server_store, clock)
+    if not repository.hash_keys:
+        pytest.skip("keys in clear: the successor's id is its key")
+    record = await server_store.get(repository.id_of(old))
+    assert record is not None and read_rotation(record.data) is not None
+    assert new.encode() not in record.data and old.encode() not in record.data
+    rotation = read_rotation(record.data)
+    assert rotation is not None
+    successor = repository.id_of(new)
+    assert repository._successor_key(old, successor, rotation[1]) == new
+    other = generate_session_key()
+    assert repository._successor_key(other, successor, rotation[1]) is None
 
 
 class Meddling:

@@ -19,6 +19,7 @@ from sessionware.state import (
     decode_state,
     encode_state,
     encode_tombstone,
+    read_rotation,
     read_tombstone,
     state_members,
     too_deep,
@@ -238,6 +239,28 @@ def test_tombstones_are_not_state() -> None:
         with pytest.raises(DeserializationError):
             decode_state(text)
     assert read_tombstone(encode_state({"a": 1})) == (False, None)
+
+
+def test_a_rotation_tombstone_says_when_and_only_a_rotation_does() -> None:
+    text = encode_tombstone("k" * 64, 1_700_000_000.5, "ab" * 64)
+    assert read_tombstone(text) == (True, "k" * 64)
+    assert read_rotation(text) == (1_700_000_000.0, "ab" * 64)
+    assert read_rotation(encode_tombstone("k" * 64)) is None, "a login renewal's"
+    assert read_rotation(encode_tombstone(None)) is None
+    assert read_rotation(encode_state({"a": 1})) is None
+
+
+def test_when_the_key_was_issued_is_kept_and_read_back() -> None:
+    """``issued`` (a renewal or rotation's time) goes through the envelope; absent, it is
+    ``None`` and the fast readers still take the envelope."""
+    text = encode_state({"a": 1}, created=10, expires=99, issued=50, state_json='{"a":1}')
+    assert '"issued":50' in text
+    state = decode_state(text)
+    assert state.issued == 50.0 and state.created == 10.0 and state == {"a": 1}
+    assert encode_state(state) == text
+    plain = decode_state(encode_state({"a": 1}, created=10, expires=99))
+    assert plain.issued is None
+    assert decode_fields(text)[0] == {"a": 1}
 
 
 def test_indexes_round_trip_in_the_envelope() -> None:

@@ -26,6 +26,7 @@ from sessionware.events import (
     SessionPurged,
     SessionRenewed,
     SessionRevoked,
+    SessionRotated,
     SessionsSwept,
     StoreFailed,
 )
@@ -49,6 +50,7 @@ EVENT_KINDS: tuple[type[SessionEvent], ...] = (
     SessionCreated,
     SessionLoaded,
     SessionRenewed,
+    SessionRotated,
     SessionPurged,
     SessionRevoked,
     SessionExpired,
