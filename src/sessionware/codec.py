@@ -128,6 +128,7 @@ def _unescaped(key: str) -> str:
 
 
 def _write_datetime(codec: TaggedJSON, value: dt.datetime) -> Any:
+    _whole_second_offset(value.utcoffset())
     text = value.isoformat()
     zone = value.tzinfo
     if isinstance(zone, zoneinfo.ZoneInfo) and zone.key:
@@ -151,7 +152,15 @@ def _read_datetime(codec: TaggedJSON, value: Any) -> dt.datetime:
 def _write_time(codec: TaggedJSON, value: dt.time) -> Any:
     if value.tzinfo is not None and not isinstance(value.tzinfo, dt.timezone):
         raise TypeError("a time with a time zone other than a fixed offset cannot be stored")
+    _whole_second_offset(value.utcoffset())
     return value.isoformat()
+
+
+def _whole_second_offset(offset: dt.timedelta | None) -> None:
+    """Refuse a UTC offset with a fraction of a second: ``fromisoformat`` (Python 3.11) reads it
+    back without the fraction, so it would not round-trip."""
+    if offset is not None and offset.microseconds:
+        raise TypeError("a UTC offset with a fraction of a second cannot be stored")
 
 
 def _text(value: Any) -> str:
