@@ -512,8 +512,8 @@ class _Found:
 class _Adopting(SessionEngine):
     """An engine whose requests may carry another library's session cookie. With no cookie of
     its own, the first one that reads becomes the session's state, as a change
-    (``Tracker.adopt``: the status table stores it as a new session); one that does not read
-    leaves the session empty. A response that stores the session removes the old cookies."""
+    (``Tracker.fill(..., adopted=True)``: the status table stores it as a new session); one
+    that does not read leaves the session empty. A response that stores the session removes the old cookies."""
 
     readers: tuple[_Placed, ...]
     marks: tuple[tuple[bytes, bytes], ...]
