@@ -27,7 +27,7 @@ from sessionware.stores import CookieSessionStore, MemorySessionStore
 from tests.client import Gate, RecordingStore, Response, request
 from tests.conftest import FACTORIES
 
-STORES = [name for name in ("memory", "redis", "postgres") if name in FACTORIES]
+STORES = [name for name in ("memory", "redis", "postgres", "mysql") if name in FACTORIES]
 EVERY = timedelta(minutes=15)
 GRACE = timedelta(seconds=30)
 USER = "ada"

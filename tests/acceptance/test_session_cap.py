@@ -30,13 +30,14 @@ from sessionware import (
 from sessionware.stores import (
     CookieSessionStore,
     MemcachedSessionStore,
+    MySQLSessionStore,
     PostgresSessionStore,
     RecordStore,
     RedisSessionStore,
     UserIndex,
 )
 from tests.client import request
-from tests.factories import postgres, redis
+from tests.factories import mysql, postgres, redis
 
 KEY = Key.generate()
 
@@ -115,6 +116,13 @@ async def twin_stores(kind: str) -> AsyncIterator[tuple[Any, Any]]:
                 yield first, second
             finally:
                 await second.aclose()
+    elif kind == "mysql":
+        async with mysql.store() as first:
+            second = MySQLSessionStore.from_dsn(mysql.DSN, table=first.table)
+            try:
+                yield first, second
+            finally:
+                await second.aclose()
     else:
         async with postgres.store() as first:
             second = PostgresSessionStore.from_dsn(postgres.DSN, table=first.table)
@@ -124,7 +132,7 @@ async def twin_stores(kind: str) -> AsyncIterator[tuple[Any, Any]]:
                 await second.aclose()
 
 
-@pytest.mark.parametrize("kind", ["redis", "postgres"])
+@pytest.mark.parametrize("kind", ["redis", "postgres", "mysql"])
 async def test_two_logins_at_once_in_two_processes_leave_at_most_n(kind: str) -> None:
     async with twin_stores(kind) as (first, second):
         apps = [make_app(first, 1, []), make_app(second, 1, [])]
