@@ -472,6 +472,24 @@ def _positive(text: str) -> int:
     return value
 
 
+def _cookie_value_last(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``argv`` with ``decode``'s COOKIE moved after ``--`` when it starts with ``-`` (a SIGNED
+    cookie's base64url MAC may): argparse would take it for an option it does not know."""
+    if argv[:1] != ["decode"] or "--" in argv:
+        return argv
+    known, valued = parser.get_default("decode_options")
+    rest, cookie, skip = [], None, False
+    for arg in argv[1:]:
+        if skip or arg == "-" or not arg.startswith("-") or arg.split("=", 1)[0] in known:
+            skip = not skip and arg in valued
+            rest.append(arg)
+        elif cookie is None:
+            cookie = arg
+        else:
+            rest.append(arg)
+    return argv if cookie is None else ["decode", *rest, "--", cookie]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sessionware",
@@ -546,6 +564,10 @@ def _parser() -> argparse.ArgumentParser:
         " the session under its key, not the key's SHA-256",
     )
     decode.set_defaults(run=_decode)
+    options = [(o, a.nargs != 0) for a in decode._actions for o in a.option_strings]
+    parser.set_defaults(
+        decode_options=(frozenset(o for o, _ in options), frozenset(o for o, v in options if v))
+    )
 
     clear = commands.add_parser(
         "clear-expired",
@@ -601,6 +623,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``sessionware`` command with ``argv`` (default: ``sys.argv[1:]``); the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(
+        _cookie_value_last(parser, list(sys.argv[1:] if argv is None else argv))
+    )
     run: Callable[[argparse.Namespace], int] = args.run
     return run(args)
