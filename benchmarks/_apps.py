@@ -81,6 +81,8 @@ FLAVORS: dict[str, tuple[str, str]] = {
     "sw-mysql": ("sessionware", "sessionware MySQLSessionStore (MariaDB, own table), lazy=True"),
     "sw-memcached": ("sessionware", "sessionware MemcachedSessionStore (own server), lazy=True"),
     "sw-cookie-events": ("sessionware", "sw-cookie-private with on_event= a no-op callable"),
+    "sw-header": ("sessionware", "sw-cookie-private's store, the token in Authorization: Session"),
+    "sw-named": ("sessionware", "sw-cookie-private beside a second, named middleware (unused)"),
     "sw-redis-events": ("sessionware", "sw-redis with on_event= a no-op callable"),
     "sw-redis-every": ("sessionware", "sessionware RedisSessionStore, lazy, ON_EVERY_REQUEST"),
     "sw-memory-eager": ("sessionware", "sessionware MemorySessionStore, lazy=False"),
@@ -455,6 +457,8 @@ class Flavor:
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     # Run once before the first request (e.g. the null Redis middlewares' record).
     prepare: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    # The request header that carries the session (HeaderTransport's: Authorization).
+    carrier: bytes = b"cookie"
 
     async def aclose(self) -> None:
         for close in reversed(self.closers):
@@ -562,7 +566,7 @@ def build(
     elif family == "sessionware":
         if name == "sw-redis-every":
             policy = TtlExtensionPolicy.ON_EVERY_REQUEST
-        cookie = name.startswith("sw-cookie")
+        cookie = name.startswith(("sw-cookie", "sw-header", "sw-named"))
         security = ContentSecurity.SIGNED if name == "sw-cookie-signed" else ContentSecurity.PRIVATE
         if cookie:
             sw_store: Any = CookieSessionStore()
@@ -599,11 +603,19 @@ def build(
             options["lifecycle"] = BrowserSession(state_ttl_extension_policy=policy)
         if name in EVENT_FLAVORS:
             options["on_event"] = no_op_event
+        if name == "sw-header":
+            from sessionware import HeaderTransport
+
+            options["transport"] = HeaderTransport()
         middleware = [Middleware(SessionwareMiddleware, **options)]
+        if name == "sw-named":  # an admin area's session, which these requests never use
+            admin = {"store": CookieSessionStore(), "key": Key.generate(), "name": "admin"}
+            middleware.append(Middleware(SessionwareMiddleware, **admin))
         cookie_name = "id"
     getter = GETTERS[family]
     app = make_app(getter, middleware, routes(getter) if routes is not None else ())
-    return Flavor(name, family, app, cookie_name, closers, prepare)
+    carrier = b"authorization" if name == "sw-header" else b"cookie"
+    return Flavor(name, family, app, cookie_name, closers, prepare, carrier)
 
 
 async def delete_prefixed(prefix: str, url: str = REDIS_URL) -> int:
@@ -645,11 +657,12 @@ async def first_record(prefix: str) -> bytes | None:
 # -- raw ASGI ------------------------------------------------------------------------------------
 
 
-def make_scope(path: str, cookie: bytes | None) -> dict[str, Any]:
-    """An HTTP/1.1 GET scope as uvicorn would build it, with the session cookie if given."""
+def make_scope(path: str, cookie: bytes | None, carrier: bytes = b"cookie") -> dict[str, Any]:
+    """An HTTP/1.1 GET scope as uvicorn would build it, with the session cookie (or the
+    ``carrier`` header's value) if given."""
     headers = [(b"host", b"bench.local"), (b"user-agent", b"bench/1"), (b"accept", b"*/*")]
     if cookie is not None:
-        headers.append((b"cookie", cookie))
+        headers.append((carrier, cookie))
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -721,15 +734,20 @@ async def seed(flavor: Flavor) -> bytes | None:
         raise RuntimeError(f"{flavor.name}: seeding write answered {reply.status}")
     if flavor.cookie_name is None:
         return None
+    if flavor.carrier != b"cookie":  # HeaderTransport: the token comes back in Session-Token
+        tokens = reply.header(b"session-token")
+        if not tokens:
+            raise RuntimeError(f"{flavor.name}: the first write sent no Session-Token")
+        return b"Session " + tokens[0]
     cookie = reply.cookie(flavor.cookie_name)
     if cookie is None:
         raise RuntimeError(f"{flavor.name}: the first write set no {flavor.cookie_name} cookie")
     return cookie
 
 
-def scopes_for(cookie: bytes | None) -> dict[str, dict[str, Any]]:
-    """The prebuilt scope of each request kind, all carrying ``cookie``."""
-    return {kind: make_scope(f"/{kind}", cookie) for kind in KINDS}
+def scopes_for(cookie: bytes | None, carrier: bytes = b"cookie") -> dict[str, dict[str, Any]]:
+    """The prebuilt scope of each request kind, all carrying ``cookie`` (in ``carrier``)."""
+    return {kind: make_scope(f"/{kind}", cookie, carrier) for kind in KINDS}
 
 
 def e2e_app() -> ASGIApp:

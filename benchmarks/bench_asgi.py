@@ -265,7 +265,7 @@ async def redis_checks(prefix: str, n: int = 10) -> list[tuple[str, bool | None,
         counts: Counter[str] = Counter()
         flavor = _apps.build(name, prefix=own, policy=policy, counts=counts)
         try:
-            scopes = _apps.scopes_for(await _apps.seed(flavor))
+            scopes = _apps.scopes_for(await _apps.seed(flavor), flavor.carrier)
             seen = {}
             for kind in KINDS:
 

@@ -103,7 +103,7 @@ async def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
             memory_max_entries=args.max_entries,
             services=services,
         )
-        scopes = _apps.scopes_for(await _apps.seed(flavor))
+        scopes = _apps.scopes_for(await _apps.seed(flavor), flavor.carrier)
         scopes["new"] = _apps.make_scope("/write", None)
         schedule = [scopes[kind] for kind in PATTERN]
         app, receive, discard, period = flavor.app, _apps.receive, _apps.discard, len(schedule)

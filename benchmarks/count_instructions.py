@@ -38,7 +38,7 @@ async def drive(config: str, kind: str, requests: int) -> None:
     with tempfile.TemporaryDirectory(prefix="sessionware-count-") as tmpdir:
         flavor = _apps.build(config, prefix="bench:count:", tmpdir=tmpdir)
         try:
-            scope = _apps.scopes_for(await _apps.seed(flavor))[kind]
+            scope = _apps.scopes_for(await _apps.seed(flavor), flavor.carrier)[kind]
             app, receive, discard = flavor.app, _apps.receive, _apps.discard
             for _ in range(200):
                 await app(dict(scope), receive, discard)

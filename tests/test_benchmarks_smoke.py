@@ -257,3 +257,22 @@ def test_bench_scale() -> None:
             for kind in ("read", "write"):
                 match = row(output, f"{store} {kind}, codec/{values} values ÷ no codec")
                 assert SIGNED.match(match.group("measured")), match.group(0)
+
+
+@pytest.mark.parametrize("name", ["sw-header", "sw-named"])
+async def test_the_transport_flavours_carry_the_session(name: str) -> None:
+    """sw-header's requests carry the token in Authorization (not a cookie) and read back what
+    the seeding write stored; sw-named's default session works beside the unused named one."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import _apps
+
+    flavor = _apps.build(name, prefix=f"bench:{uuid.uuid4().hex}:")
+    try:
+        scopes = _apps.scopes_for(await _apps.seed(flavor), flavor.carrier)
+        carried = dict(scopes["read"]["headers"])
+        assert (b"authorization" in carried) == (name == "sw-header")
+        assert (b"cookie" in carried) == (name != "sw-header")
+        reply = await _apps.call(flavor.app, scopes["read"])
+        assert (reply.status, reply.body) == (200, b"1")
+    finally:
+        await flavor.aclose()
