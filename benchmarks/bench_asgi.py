@@ -170,8 +170,10 @@ async def sanity(flavor: Flavor, scopes: dict[str, dict[str, Any]]) -> None:
             problems.append("an unchanged session re-sent its cookie")
         if ignore.header(b"set-cookie"):
             problems.append("an ignored session sent a cookie")
-        if b"cookie" not in b",".join(ignore.header(b"vary")).lower():
-            problems.append("a response to a request with the cookie lacks Vary: Cookie")
+        if flavor.carrier not in b",".join(ignore.header(b"vary")).lower():
+            problems.append(
+                f"a response to a request with the session lacks Vary: {flavor.carrier!r}"
+            )
     if problems:
         raise RuntimeError(f"{flavor.name}: " + "; ".join(problems))
 
@@ -584,7 +586,9 @@ async def run(args: argparse.Namespace) -> int:
                 )
                 flavors[name] = flavor
                 cookie = await _apps.seed(flavor)
-                scopes[name] = _apps.scopes_for(cookie if cookie is not None else bare_cookie)
+                scopes[name] = _apps.scopes_for(
+                    cookie if cookie is not None else bare_cookie, flavor.carrier
+                )
                 await sanity(flavor, scopes[name])
             except Exception as exc:
                 if name not in OPTIONAL:
