@@ -748,10 +748,7 @@ class ServerSideEngine(SessionEngine):
         logger.info("session %s renewed as %s", fingerprint(record.id), fingerprint(stored.id))
         if self.on_event is not None:
             self._emit(SessionRenewed())
-        tracker.key, tracker.record, tracker.resendable = key, stored, None
-        tracker.rebase(key, stored.id, state_json)
-        tracker.lifetime = stored.state.lifetime
-        return _WRITTEN
+        return _moved(tracker, key, stored, state_json)
 
     async def _rotate(self, tracker: Tracker, outcome: Outcome) -> Stored:
         """The key is older than ``rotate_every``: the state, and this request's changes, move
@@ -770,10 +767,7 @@ class ServerSideEngine(SessionEngine):
             logger.info("session %s rotated to %s", fingerprint(record.id), fingerprint(stored.id))
             if self.on_event is not None:
                 self._emit(SessionRotated())
-            tracker.key, tracker.record, tracker.resendable = new_key, stored, None
-            tracker.rebase(new_key, stored.id, state_json)
-            tracker.lifetime = stored.state.lifetime
-            return _WRITTEN
+            return _moved(tracker, new_key, stored, state_json)
         followed = await self.repository.load(SessionKey(key), self.ttl)
         if not isinstance(followed, Followed):  # a login renewed it: as any pre-login request
             return self._superseded(tracker) if status is _CHANGED else _NOTHING
@@ -1024,6 +1018,14 @@ class ClientSideEngine(SessionEngine):
             lifetime=lifetime,
         )
         return self._cookie(text, tracker.resendable, self._suffix(lifetime))
+
+
+def _moved(tracker: Tracker, key: SessionKey, stored: Loaded, state_json: str | None) -> Stored:
+    """The session now lives under ``key`` (a renewal or a rotation stored ``stored``)."""
+    tracker.key, tracker.record, tracker.resendable = key, stored, None
+    tracker.rebase(key, stored.id, state_json)
+    tracker.lifetime = stored.state.lifetime
+    return _WRITTEN
 
 
 _UNCHANGED = SessionStatus.UNCHANGED
