@@ -268,7 +268,7 @@ class SessionMiddleware:
         self.admin_key = admin_key(self.name)
         self._header_transports = tuple(carried)
         self._routes = self._engines()
-        if adopt and not any(isinstance(t, CookieTransport) for t in self.transports):
+        if adopt and not cookied:
             raise ValueError(_ADOPT_NEEDS_COOKIES)
         cookie_engine, self.engine = self.engine, adopting(self.engine, adopt)
         self._routes = tuple((t, self.engine if e is cookie_engine else e) for t, e in self._routes)

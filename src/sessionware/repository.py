@@ -346,8 +346,7 @@ class Repository:
         clear the successor's id is its key: nothing to seal."""
         if not self.hash_keys:
             return None
-        pad = hmac.digest(old.encode(), b"sessionware rotation", "sha512")
-        return bytes(a ^ b for a, b in zip(new.encode(), pad, strict=True)).hex()
+        return _masked(old, new.encode()).hex()
 
     def _successor_key(self, old: str, successor: str, sealed: str | None) -> str | None:
         """The key of ``successor`` from the old key's tombstone (``_seal_successor``);
@@ -360,8 +359,7 @@ class Repository:
             return None
         if len(raw) != 64:
             return None
-        pad = hmac.digest(old.encode(), b"sessionware rotation", "sha512")
-        key = bytes(a ^ b for a, b in zip(raw, pad, strict=True)).decode("latin-1")
+        key = _masked(old, raw).decode("latin-1")
         return key if is_generated_key(key) and self.id_of(key) == successor else None
 
     async def _adopt(self, key: str, id: str, legacy: Record, ttl: timedelta) -> Loaded | None:
@@ -1072,6 +1070,13 @@ def _indexes(
     """The record's indexes with a request's changes (``None``: taken out) applied."""
     merged = {**(current or {}), **(changed or {})}
     return {name: value for name, value in merged.items() if value is not None} or None
+
+
+def _masked(old: str, data: bytes) -> bytes:
+    """``data`` (a 64-character key) XOR a pad only the old key gives (HMAC-SHA512 of it), so
+    the same call seals and opens; each old key seals one successor only."""
+    pad = hmac.digest(old.encode(), b"sessionware rotation", "sha512")
+    return bytes(a ^ b for a, b in zip(data, pad, strict=True))
 
 
 def _update_id() -> str:
